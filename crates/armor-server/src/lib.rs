@@ -1,1 +1,192 @@
-//! The armor server.
+//! The armor API server: accounts, users, roles and permissions, API keys,
+//! password login (FH-AUTH) and ARMOR-PSK verification.
+//!
+//! # Layout
+//! - [`core`]: the logic, free of HTTP (authentication, account context,
+//!   permissions, keys, login). Time comes from a [`clock::Clock`].
+//! - [`store`]: every SQL statement (SQLite, WAL, full sync).
+//! - [`crypto`]: master key file, AES-256-GCM sealing, Argon2id, tokens.
+//! - [`web`]: axum router, the front layer and handlers; [`web::error`]
+//!   maps each domain error to a status and code in one place.
+//! - [`Application`]: binds, wires and runs; port 0 gives a free port.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod clock;
+pub mod core;
+pub mod crypto;
+pub mod error;
+pub mod store;
+pub mod web;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret as _, SecretString};
+use zeroize::Zeroizing;
+
+pub use crate::error::Error;
+use crate::clock::Clock;
+use crate::core::{Core, CoreConfig};
+use crate::store::Store;
+
+/// Everything `armor serve` can be told.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub master_key_file: Option<PathBuf>,
+    pub max_body: usize,
+    pub require_signed_query: bool,
+    pub admin_email: Option<String>,
+    pub admin_password: Option<SecretString>,
+    /// Fingerprints the in-memory replay guard may hold (two per request).
+    pub replay_max_entries: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./armor-data"),
+            database_url: None,
+            master_key_file: None,
+            max_body: 1024 * 1024,
+            require_signed_query: false,
+            admin_email: None,
+            admin_password: None,
+            replay_max_entries: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// What the first start on an empty store created.
+pub struct FirstStart {
+    pub email: String,
+    /// Set when no password was given: shown once, then gone.
+    pub generated_password: Option<Zeroizing<String>>,
+}
+
+/// A bound, ready server.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    core: Arc<Core>,
+    first_start: Option<FirstStart>,
+}
+
+impl Application {
+    /// Opens the store, loads the keys, binds the listener (port 0 picks a
+    /// free port: read it from [`Application::local_addr`]).
+    pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, Error> {
+        create_private_dir(&settings.data_dir)?;
+        let db_url = settings.database_url.clone().unwrap_or_else(|| {
+            settings.data_dir.join("armor.db").to_string_lossy().into_owned()
+        });
+        let master_path = settings
+            .master_key_file
+            .clone()
+            .unwrap_or_else(|| settings.data_dir.join("master.key"));
+        let store = Store::open(&db_url).await?;
+
+        let email = settings
+            .admin_email
+            .clone()
+            .unwrap_or_else(|| "admin@localhost".into());
+        let (password, generated) = match &settings.admin_password {
+            Some(p) => (Zeroizing::new(p.expose_secret().to_owned()), false),
+            None => (crypto::new_password(), true),
+        };
+        let first_start = if store
+            .bootstrap(&email, &crypto::hash_password(&password)?, clock.now())
+            .await?
+        {
+            Some(FirstStart {
+                email,
+                generated_password: generated.then_some(password),
+            })
+        } else {
+            None
+        };
+
+        let replay = Arc::new(armor_psk::MemoryReplayGuard::new(settings.replay_max_entries));
+        let core = Core::new(
+            store,
+            &master_path,
+            clock,
+            replay,
+            CoreConfig {
+                max_body: settings.max_body,
+                require_signed_query: settings.require_signed_query,
+                replay_max_entries: settings.replay_max_entries,
+            },
+        )
+        .await?;
+        let listener = tokio::net::TcpListener::bind(&settings.listen)
+            .await
+            .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", settings.listen)))?;
+        Ok(Application {
+            listener,
+            core: Arc::new(core),
+            first_start,
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.listener
+            .local_addr()
+            .map_err(|e| Error::Internal(format!("no local address: {e}")))
+    }
+
+    pub fn core(&self) -> Arc<Core> {
+        self.core.clone()
+    }
+
+    /// What the first start created, once.
+    pub fn take_first_start(&mut self) -> Option<FirstStart> {
+        self.first_start.take()
+    }
+
+    /// Serves until `shutdown` completes, then drains connections and
+    /// writes the pending last-used times.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+        let core = self.core.clone();
+        let flusher = tokio::spawn({
+            let core = core.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = core.flush_last_used().await {
+                        tracing::warn!(error = %e, "could not write last-used times");
+                    }
+                }
+            }
+        });
+        let app = web::app(core.clone());
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        flusher.abort();
+        core.flush_last_used().await?;
+        core.store.close().await;
+        served.map_err(|e| Error::Internal(format!("server: {e}")))
+    }
+}
+
+fn create_private_dir(dir: &std::path::Path) -> Result<(), Error> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        b.mode(0o700);
+    }
+    b.create(dir)
+        .map_err(|e| Error::Config(format!("cannot create data dir {}: {e}", dir.display())))
+}

@@ -1,1 +1,53 @@
-fn main() {}
+//! `armor`: the server, the ARMOR-PSK signer and an API client in one binary.
+//!
+//! # Layout
+//! - `client/`: `armor sign`, `armor call`, `armor configure` and the
+//!   credentials profile file.
+//! - `serve.rs`: `armor serve`, wiring configuration into `armor-server`.
+//! - `admin.rs`: `armor admin ...` operator commands.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod admin;
+mod client;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "armor", version, about = "ARMOR-PSK API keys: server, signer and client")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the Authorization value for one request.
+    Sign(client::SignArgs),
+    /// Sign and send one request, print the status and body.
+    Call(client::CallArgs),
+    /// Write a credentials profile (~/.config/armor/credentials).
+    Configure(client::ConfigureArgs),
+    /// Run the API server.
+    Serve(serve::ServeArgs),
+    /// Operator commands on a server's data directory.
+    Admin(admin::AdminArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Sign(a) => client::sign(a),
+        Command::Call(a) => client::call(a),
+        Command::Configure(a) => client::configure(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Admin(a) => admin::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("armor: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,635 @@
+//! The server's logic, free of HTTP: authentication (ARMOR-PSK and
+//! FH-AUTH), account context, permissions, API keys, password login.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use armor_psk::replay::FingerprintKey;
+use armor_psk::{Credentials, ReplayError, ReplayGuard, Request, SigningKey, Verifier};
+use dashmap::DashMap;
+use zeroize::Zeroizing;
+
+use crate::clock::Clock;
+use crate::crypto::{self, MasterKeys};
+use crate::error::Error;
+use crate::store::{AuditEvent, KeyRow, Store, UserRow};
+
+/// Permission names (seed 001's troubleshooting section, and user
+/// administration).
+pub mod perm {
+    pub const KEYS_ALL_READ: &str = "API Keys All Read";
+    pub const KEYS_ALL_DELETE: &str = "API Keys All Delete";
+    pub const KEYS_SELF_MANAGE: &str = "API Keys Self Manage";
+    pub const USERS_READ: &str = "Users Read";
+    pub const USERS_MANAGE: &str = "Users Manage";
+    pub const AUDIT_READ: &str = "Audit Log Read";
+    pub const ALL: [&str; 6] = [
+        KEYS_ALL_READ,
+        KEYS_ALL_DELETE,
+        KEYS_SELF_MANAGE,
+        USERS_READ,
+        USERS_MANAGE,
+        AUDIT_READ,
+    ];
+}
+
+/// Lifetimes of password-login artefacts (seconds).
+pub const CODE_TTL: u64 = 120;
+pub const TOKEN_IDLE_TTL: u64 = 900;
+pub const TOKEN_MAX_TTL: u64 = 12 * 3600;
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// An FH-AUTH (or Bearer) token; the SHA-256 of the token.
+    Password { token_hash: Vec<u8> },
+    /// An ARMOR-PSK signature with this key.
+    ApiKey { key_id: String },
+}
+
+/// An authenticated caller acting in one account.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: i64,
+    /// The account the request acts in (`X-Account-Context`, or the
+    /// credential's own).
+    pub account_id: i64,
+    pub via: Via,
+    pub permissions: Vec<String>,
+}
+
+impl Principal {
+    pub fn is_api_key(&self) -> bool {
+        matches!(self.via, Via::ApiKey { .. })
+    }
+    pub fn has(&self, permission: &str) -> bool {
+        self.permissions.iter().any(|p| p == permission)
+    }
+    pub fn require(&self, permission: &str) -> Result<(), Error> {
+        if self.has(permission) {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied(permission.to_owned()))
+        }
+    }
+    /// How the audit log names the credential.
+    pub fn credential(&self) -> String {
+        match &self.via {
+            Via::Password { .. } => "password".into(),
+            Via::ApiKey { key_id } => format!("key:{key_id}"),
+        }
+    }
+}
+
+/// A verified key's identity, before the account context is applied.
+#[derive(Debug, Clone)]
+pub struct KeyIdentity {
+    pub key_id: String,
+    pub user_id: i64,
+    pub account_id: i64,
+}
+
+/// What the verifier keeps per key: the identity and the HMAC state keyed
+/// with the secret (the secret itself is not kept).
+pub struct CachedKey {
+    pub id: KeyIdentity,
+    pub signing: SigningKey,
+}
+
+/// A key created just now: the only time its secret exists outside.
+pub struct NewKey {
+    pub row: KeyRow,
+    pub secret: Zeroizing<String>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub psk_accepted: AtomicU64,
+    pub psk_refused: DashMap<&'static str, u64>,
+    pub logins_ok: AtomicU64,
+    pub logins_failed: AtomicU64,
+    pub keys_created: AtomicU64,
+    pub keys_deleted: AtomicU64,
+}
+
+impl Metrics {
+    fn refused(&self, code: &'static str) {
+        *self.psk_refused.entry(code).or_insert(0) += 1;
+    }
+}
+
+/// Settings the logic needs.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub max_body: usize,
+    pub require_signed_query: bool,
+    pub replay_max_entries: usize,
+}
+
+/// The server's state and logic.
+pub struct Core {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub config: CoreConfig,
+    pub metrics: Metrics,
+    verifier: Verifier,
+    replay: Arc<dyn ReplayGuard>,
+    fingerprints: FingerprintKey,
+    keys: DashMap<String, Arc<CachedKey>>,
+    last_used: DashMap<String, u64>,
+    master: RwLock<Arc<MasterKeys>>,
+    master_path: std::path::PathBuf,
+    dummy_hash: String,
+}
+
+impl Core {
+    /// Builds the state and loads every active key into the verifier cache.
+    pub async fn new(
+        store: Store,
+        master_path: &std::path::Path,
+        clock: Arc<dyn Clock>,
+        replay: Arc<dyn ReplayGuard>,
+        config: CoreConfig,
+    ) -> Result<Self, Error> {
+        let master = MasterKeys::load_or_create(master_path)?;
+        let dummy_hash = crypto::hash_password(&crypto::new_password())?;
+        let core = Core {
+            store,
+            clock,
+            verifier: Verifier::default().require_signed_query(config.require_signed_query),
+            config,
+            metrics: Metrics::default(),
+            replay,
+            fingerprints: FingerprintKey::new(crypto::random_16()),
+            keys: DashMap::new(),
+            last_used: DashMap::new(),
+            master: RwLock::new(Arc::new(master)),
+            master_path: master_path.to_owned(),
+            dummy_hash,
+        };
+        core.load_keys(None).await?;
+        Ok(core)
+    }
+
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    fn master(&self) -> Arc<MasterKeys> {
+        match self.master.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the master key file (after a rotation by another process).
+    fn reload_master(&self) -> Result<Arc<MasterKeys>, Error> {
+        let fresh = Arc::new(MasterKeys::load(&self.master_path)?);
+        match self.master.write() {
+            Ok(mut g) => *g = fresh.clone(),
+            Err(p) => *p.into_inner() = fresh.clone(),
+        }
+        Ok(fresh)
+    }
+
+    /// (Re)loads active keys of active users into the cache: all of them, or
+    /// one user's (whose entries are dropped first).
+    pub async fn load_keys(&self, user_id: Option<i64>) -> Result<usize, Error> {
+        if let Some(uid) = user_id {
+            self.keys.retain(|_, k| k.id.user_id != uid);
+        }
+        let rows = self.store.active_sealed_keys(user_id).await?;
+        let mut master = self.master();
+        let mut n = 0;
+        for row in rows {
+            let sealed = row.sealed();
+            if !master.has_version(sealed.version) {
+                master = self.reload_master()?;
+            }
+            let secret = master.open(&row.id, &sealed)?;
+            let signing = SigningKey::from_bytes(&secret);
+            self.keys.insert(
+                row.id.clone(),
+                Arc::new(CachedKey {
+                    id: KeyIdentity {
+                        key_id: row.id,
+                        user_id: row.user_id,
+                        account_id: row.account_id,
+                    },
+                    signing,
+                }),
+            );
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Drops a user's keys from the verifier cache (disable, delete).
+    pub fn forget_user_keys(&self, user_id: i64) {
+        self.keys.retain(|_, k| k.id.user_id != user_id);
+    }
+
+    pub fn cached_keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    // ---- ARMOR-PSK ----
+
+    /// Steps 1–3 of a request: parse, check the clock, look the key up. No
+    /// I/O. The body is read only when this succeeds.
+    pub fn psk_begin<'h>(
+        &self,
+        header: &'h str,
+    ) -> Result<(Credentials<'h>, Option<Arc<CachedKey>>), Error> {
+        let creds = Credentials::parse(header).map_err(|e| {
+            let err = armor_psk::Error::from(e);
+            self.metrics.refused(err.code());
+            Error::from(err)
+        })?;
+        if let Err(err) = self.verifier.check_time(&creds, self.now()) {
+            self.metrics.refused(err.code());
+            return Err(err.into());
+        }
+        let key = self.keys.get(creds.key_id()).map(|k| k.clone());
+        Ok((creds, key))
+    }
+
+    /// Steps 5–6: verify against every accepted form, then claim the nonce
+    /// and signature. Returns the key's identity.
+    pub fn psk_finish(
+        &self,
+        creds: &Credentials<'_>,
+        key: Option<&CachedKey>,
+        req: &Request<'_>,
+    ) -> Result<KeyIdentity, Error> {
+        let refuse = |err: armor_psk::Error| {
+            self.metrics.refused(err.code());
+            let detail = matches!(err, armor_psk::Error::InvalidSignature).then(|| {
+                format!(
+                    "The server signed over: {}. Check the secret, and that the method, path (without the query string), nonce, timestamp and body match what you signed.",
+                    self.verifier.string_to_sign(creds, req).redacted()
+                )
+            });
+            Error::Psk { err, detail }
+        };
+        let Some(key) = key else {
+            return Err(refuse(self.verifier.refuse_unknown(creds, req)));
+        };
+        self.verifier
+            .verify(&key.signing, creds, req)
+            .map_err(refuse)?;
+        let fp = self.fingerprints.fingerprints(creds);
+        match self
+            .replay
+            .claim(&fp, self.verifier.claim_until(creds), self.now())
+        {
+            Ok(()) => {}
+            Err(ReplayError::Reused) => return Err(refuse(armor_psk::Error::NonceReused)),
+            Err(ReplayError::Unavailable) => {
+                return Err(refuse(armor_psk::Error::ReplayStoreUnavailable))
+            }
+        }
+        self.metrics.psk_accepted.fetch_add(1, Ordering::Relaxed);
+        self.last_used.insert(key.id.key_id.clone(), self.now());
+        Ok(key.id.clone())
+    }
+
+    /// A last-used time not yet written to the store.
+    pub fn pending_last_used(&self, key_id: &str) -> Option<u64> {
+        self.last_used.get(key_id).map(|v| *v)
+    }
+
+    /// Writes the batched last-used times.
+    pub async fn flush_last_used(&self) -> Result<(), Error> {
+        let batch: Vec<(String, u64)> = self
+            .last_used
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for (k, at) in &batch {
+            self.last_used.remove_if(k, |_, v| v == at);
+        }
+        self.store.record_last_used(&batch).await
+    }
+
+    // ---- FH-AUTH ----
+
+    /// Checks an FH-AUTH / Bearer token; slides its idle expiry.
+    pub async fn authenticate_token(&self, token: &str) -> Result<(i64, Vec<u8>), Error> {
+        let hash = crypto::token_hash(token);
+        let now = self.now();
+        let row = self.store.token(&hash).await?.ok_or(Error::InvalidToken)?;
+        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
+        if row.revoked != 0
+            || now_i > row.expires_at
+            || now_i > row.last_seen.saturating_add(TOKEN_IDLE_TTL as i64)
+        {
+            return Err(Error::InvalidToken);
+        }
+        if now_i - row.last_seen >= 30 {
+            self.store.touch_token(&hash, now).await?;
+        }
+        Ok((row.user_id, hash))
+    }
+
+    /// Applies the account context and loads the permissions in it.
+    pub async fn principal(
+        &self,
+        user_id: i64,
+        default_account: i64,
+        context: Option<&str>,
+        via: Via,
+    ) -> Result<Principal, Error> {
+        let user = self.store.user_by_id(user_id).await?;
+        if !user.as_ref().is_some_and(|u| u.status == "active") {
+            return Err(match via {
+                Via::Password { .. } => Error::InvalidToken,
+                Via::ApiKey { .. } => armor_psk::Error::InvalidSignature.into(),
+            });
+        }
+        let account_id = match context {
+            None => default_account,
+            Some(text) => {
+                if text.is_empty() || text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return Err(Error::InvalidAccountContext);
+                }
+                text.parse().map_err(|_| Error::InvalidAccountContext)?
+            }
+        };
+        let permissions = self
+            .store
+            .permissions(user_id, account_id)
+            .await?
+            .ok_or(Error::InvalidAccountContext)?;
+        Ok(Principal {
+            user_id,
+            account_id,
+            via,
+            permissions,
+        })
+    }
+
+    /// `POST /auth/authorize`: a single-use code for a right password.
+    pub async fn authorize(&self, username: &str, password: &str, address: Option<String>) -> Result<Zeroizing<String>, Error> {
+        let user = self.store.user_by_email(username.trim()).await?;
+        let usable = user.as_ref().filter(|u| u.status == "active");
+        let stored = usable.and_then(|u| u.password_hash.as_deref());
+        let ok = crypto::verify_password(password, stored, &self.dummy_hash);
+        let now = self.now();
+        let (Some(user), true) = (usable, ok) else {
+            self.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
+            self.audit(AuditEvent {
+                account_id: user.as_ref().map(|u| u.account_id),
+                actor_id: user.as_ref().map(|u| u.id),
+                credential: "password".into(),
+                event: "login_failed",
+                target: None,
+                address,
+                detail: None,
+            })
+            .await;
+            return Err(Error::InvalidCredentials);
+        };
+        let code = crypto::new_token();
+        self.store
+            .insert_code(&crypto::token_hash(&code), user.id, now + CODE_TTL)
+            .await?;
+        Ok(code)
+    }
+
+    /// `POST /auth/token`: exchanges a code for an FH-AUTH token.
+    pub async fn exchange_code(&self, code: &str, address: Option<String>) -> Result<Zeroizing<String>, Error> {
+        let now = self.now();
+        let user_id = self
+            .store
+            .take_code(&crypto::token_hash(code), now)
+            .await?
+            .ok_or(Error::InvalidCode)?;
+        let user = self.store.user_by_id(user_id).await?.ok_or(Error::InvalidCode)?;
+        if user.status != "active" {
+            return Err(Error::InvalidCode);
+        }
+        let token = self.issue_token(user_id, now).await?;
+        self.metrics.logins_ok.fetch_add(1, Ordering::Relaxed);
+        self.audit(AuditEvent {
+            account_id: Some(user.account_id),
+            actor_id: Some(user.id),
+            credential: "password".into(),
+            event: "login",
+            address,
+            ..Default::default()
+        })
+        .await;
+        Ok(token)
+    }
+
+    async fn issue_token(&self, user_id: i64, now: u64) -> Result<Zeroizing<String>, Error> {
+        let token = crypto::new_token();
+        self.store
+            .insert_token(&crypto::token_hash(&token), user_id, now, now + TOKEN_MAX_TTL)
+            .await?;
+        Ok(token)
+    }
+
+    /// `POST /auth/token/reissue`: a fresh token for a valid one, which is
+    /// revoked.
+    pub async fn reissue(&self, token: &str) -> Result<Zeroizing<String>, Error> {
+        let (user_id, hash) = self.authenticate_token(token).await?;
+        let fresh = self.issue_token(user_id, self.now()).await?;
+        self.store.revoke_token(&hash).await?;
+        Ok(fresh)
+    }
+
+    pub async fn logout(&self, p: &Principal) -> Result<(), Error> {
+        if let Via::Password { token_hash } = &p.via {
+            self.store.revoke_token(token_hash).await?;
+            self.audit(AuditEvent {
+                account_id: Some(p.account_id),
+                actor_id: Some(p.user_id),
+                credential: p.credential(),
+                event: "logout",
+                ..Default::default()
+            })
+            .await;
+        }
+        Ok(())
+    }
+
+    // ---- users and accounts ----
+
+    /// A user visible in the caller's account: a member of it.
+    pub async fn user_in_account(&self, p: &Principal, user_id: i64) -> Result<(UserRow, String), Error> {
+        let role = self
+            .store
+            .role_in(user_id, p.account_id)
+            .await?
+            .ok_or(Error::NotFound("user"))?;
+        let user = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .filter(|u| u.status != "deleted")
+            .ok_or(Error::NotFound("user"))?;
+        Ok((user, role))
+    }
+
+    // ---- API keys ----
+
+    /// Who may touch whose keys: self with Self Manage, others with the
+    /// "All" permission named; another account's users are not found.
+    async fn key_owner_check(&self, p: &Principal, user_id: i64, all: Option<&str>) -> Result<(), Error> {
+        self.user_in_account(p, user_id).await?;
+        if user_id == p.user_id && p.has(perm::KEYS_SELF_MANAGE) {
+            return Ok(());
+        }
+        match all {
+            Some(perm) if p.has(perm) => Ok(()),
+            Some(perm) if user_id != p.user_id => Err(Error::PermissionDenied(perm.to_owned())),
+            _ => Err(Error::PermissionDenied(perm::KEYS_SELF_MANAGE.to_owned())),
+        }
+    }
+
+    pub async fn list_keys(&self, p: &Principal, user_id: i64) -> Result<Vec<KeyRow>, Error> {
+        self.key_owner_check(p, user_id, Some(perm::KEYS_ALL_READ)).await?;
+        self.store.keys_of_user(user_id, p.account_id).await
+    }
+
+    /// Creates a key for the caller. Keys are created only for oneself: a
+    /// key for someone else would let its creator act as them.
+    pub async fn create_key(&self, p: &Principal, user_id: i64, name: &str, address: Option<String>) -> Result<NewKey, Error> {
+        let name = valid_key_name(name)?;
+        self.key_owner_check(p, user_id, None).await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let secret = crypto::new_secret();
+        let sealed = self.master().seal(&id, secret.as_bytes())?;
+        let now = self.now();
+        self.store
+            .insert_key(&id, user_id, p.account_id, name, now, &sealed)
+            .await?;
+        self.keys.insert(
+            id.clone(),
+            Arc::new(CachedKey {
+                id: KeyIdentity {
+                    key_id: id.clone(),
+                    user_id,
+                    account_id: p.account_id,
+                },
+                signing: SigningKey::from_bytes(secret.as_bytes()),
+            }),
+        );
+        self.metrics.keys_created.fetch_add(1, Ordering::Relaxed);
+        self.audit(AuditEvent {
+            account_id: Some(p.account_id),
+            actor_id: Some(p.user_id),
+            credential: p.credential(),
+            event: "key_created",
+            target: Some(id.clone()),
+            address,
+            detail: Some(format!("name={name}")),
+        })
+        .await;
+        Ok(NewKey {
+            row: KeyRow {
+                id,
+                user_id,
+                account_id: p.account_id,
+                name: name.to_owned(),
+                created_at: i64::try_from(now).unwrap_or(i64::MAX),
+                last_used: None,
+                status: "Active".into(),
+            },
+            secret,
+        })
+    }
+
+    /// The key `key_id` of `user_id` in the caller's account.
+    async fn key_of(&self, p: &Principal, user_id: i64, key_id: &str) -> Result<KeyRow, Error> {
+        self.store
+            .key(&key_id.to_ascii_lowercase())
+            .await?
+            .filter(|k| k.user_id == user_id && k.account_id == p.account_id)
+            .ok_or(Error::NotFound("key"))
+    }
+
+    pub async fn delete_key(&self, p: &Principal, user_id: i64, key_id: &str, address: Option<String>) -> Result<(), Error> {
+        self.key_owner_check(p, user_id, Some(perm::KEYS_ALL_DELETE)).await?;
+        let key = self.key_of(p, user_id, key_id).await?;
+        // Out of the cache first: from here on the key is refused.
+        self.keys.remove(&key.id);
+        if !self.store.delete_key(&key.id, self.now()).await? {
+            return Err(Error::NotFound("key"));
+        }
+        self.metrics.keys_deleted.fetch_add(1, Ordering::Relaxed);
+        self.audit(AuditEvent {
+            account_id: Some(p.account_id),
+            actor_id: Some(p.user_id),
+            credential: p.credential(),
+            event: "key_deleted",
+            target: Some(key.id),
+            address,
+            detail: Some(format!("owner={user_id}")),
+        })
+        .await;
+        Ok(())
+    }
+
+    pub async fn rename_key(&self, p: &Principal, user_id: i64, key_id: &str, prev: Option<&str>, new: &str) -> Result<KeyRow, Error> {
+        let new = valid_key_name(new)?;
+        self.key_owner_check(p, user_id, None).await?;
+        let mut key = self.key_of(p, user_id, key_id).await?;
+        if let Some(prev) = prev {
+            if prev != key.name {
+                return Err(Error::Conflict(format!(
+                    "prevApiKeyName '{prev}' does not match the key's name"
+                )));
+            }
+        }
+        self.store.rename_key(&key.id, new).await?;
+        key.name = new.to_owned();
+        Ok(key)
+    }
+
+    /// Re-seals every key with the newest master-key version, in batches;
+    /// returns how many rows changed.
+    pub async fn reseal_all(&self) -> Result<usize, Error> {
+        let master = self.reload_master()?;
+        let current = master.current_version();
+        let mut done = 0;
+        loop {
+            let rows = self.store.keys_not_sealed_with(current, 256).await?;
+            if rows.is_empty() {
+                return Ok(done);
+            }
+            for row in rows {
+                let secret = master.open(&row.id, &row.sealed())?;
+                let sealed = master.seal(&row.id, &secret)?;
+                if self.store.reseal_key(&row.id, row.mk_version, &sealed).await? {
+                    done += 1;
+                }
+            }
+        }
+    }
+
+    /// Appends to the audit log; a failure is logged, not fatal to the
+    /// action that already happened.
+    pub async fn audit(&self, e: AuditEvent) {
+        if let Err(err) = self.store.audit(self.now(), &e).await {
+            tracing::error!(event = e.event, error = %err, "audit write failed");
+        }
+    }
+}
+
+fn valid_key_name(name: &str) -> Result<&str, Error> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(Error::BadRequest(
+            "name must be 1 to 100 characters, without control characters".into(),
+        ));
+    }
+    Ok(name)
+}

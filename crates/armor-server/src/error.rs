@@ -1,0 +1,76 @@
+//! Domain errors. The web layer maps each to a status and a stable code in
+//! one place (`web::error`).
+
+/// Everything the server's logic can refuse or fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An ARMOR-PSK refusal; `detail` may say what the server signed over
+    /// (never a secret or the expected signature).
+    #[error("{err}")]
+    Psk {
+        err: armor_psk::Error,
+        detail: Option<String>,
+    },
+    /// FH-AUTH / Bearer token unknown, expired or revoked.
+    #[error("the token is invalid, expired or revoked")]
+    InvalidToken,
+    /// Wrong user name or password (or unknown user, or locked): one answer.
+    #[error("the user name or password is incorrect")]
+    InvalidCredentials,
+    /// Authorization code unknown, used or expired.
+    #[error("the authorization code is invalid, used or expired")]
+    InvalidCode,
+    /// An API-key caller on a route that refuses them.
+    #[error("this route cannot be used with an API key; sign in with a password")]
+    ApiKeyNotAllowed,
+    /// The caller lacks a permission.
+    #[error("this needs the permission '{0}'")]
+    PermissionDenied(String),
+    /// `X-Account-Context` names an account the caller does not belong to.
+    #[error("X-Account-Context must be the id of an account you belong to")]
+    InvalidAccountContext,
+    /// Nothing there (or not visible to the caller).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A request that breaks a rule; the text says which.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request target is not in canonical form.
+    #[error("the request path is not canonical: {0}")]
+    MalformedTarget(&'static str),
+    /// The body is larger than the limit.
+    #[error("the request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    /// A conflict with existing state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The route exists but its behaviour is not available yet.
+    #[error("this route is not available yet")]
+    NotImplemented,
+    /// The database cannot be reached.
+    #[error("the store is unavailable")]
+    StoreUnavailable,
+    /// Bad configuration at start-up.
+    #[error("{0}")]
+    Config(String),
+    /// A bug or an unexpected failure; logged, never shown in detail.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<armor_psk::Error> for Error {
+    fn from(err: armor_psk::Error) -> Self {
+        Error::Psk { err, detail: None }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                Error::StoreUnavailable
+            }
+            other => Error::Internal(format!("database: {other}")),
+        }
+    }
+}

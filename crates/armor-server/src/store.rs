@@ -1,0 +1,558 @@
+//! Storage: every SQL statement of the server, on SQLite (WAL, full sync).
+//!
+//! Queries use `$n` placeholders, which SQLite and PostgreSQL both read.
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, SqlitePool};
+
+use crate::crypto::Sealed;
+use crate::error::Error;
+
+/// The database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct UserRow {
+    pub id: i64,
+    pub account_id: i64,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub password_hash: Option<String>,
+    pub status: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AccountRow {
+    pub id: i64,
+    pub name: String,
+    pub status: String,
+    pub parent_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct KeyRow {
+    pub id: String,
+    pub user_id: i64,
+    pub account_id: i64,
+    pub name: String,
+    pub created_at: i64,
+    pub last_used: Option<i64>,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct SealedKeyRow {
+    pub id: String,
+    pub user_id: i64,
+    pub account_id: i64,
+    pub mk_version: i64,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+impl SealedKeyRow {
+    pub fn sealed(&self) -> Sealed {
+        Sealed {
+            version: u32::try_from(self.mk_version).unwrap_or(u32::MAX),
+            nonce: self.nonce.clone(),
+            ciphertext: self.ciphertext.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct TokenRow {
+    pub user_id: i64,
+    pub last_seen: i64,
+    pub expires_at: i64,
+    pub revoked: i64,
+}
+
+/// One row for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct AuditEvent {
+    pub account_id: Option<i64>,
+    pub actor_id: Option<i64>,
+    /// `password`, `key:<id>` or `none`.
+    pub credential: String,
+    pub event: &'static str,
+    pub target: Option<String>,
+    pub address: Option<String>,
+    pub detail: Option<String>,
+}
+
+fn secs(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `url`
+    /// (`sqlite://path` or a plain file path).
+    pub async fn open(url: &str) -> Result<Self, Error> {
+        let opts = if url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url)
+                .map_err(|e| Error::Config(format!("bad database url: {e}")))?
+        } else {
+            SqliteConnectOptions::new().filename(url)
+        }
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(opts)
+            .await
+            .map_err(|e| Error::Config(format!("cannot open database {url}: {e}")))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| Error::Config(format!("database migration failed: {e}")))?;
+        Ok(Store { pool })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// On an empty store, creates account 1 and its owner (user 1). Returns
+    /// whether it did.
+    pub async fn bootstrap(&self, email: &str, password_hash: &str, now: u64) -> Result<bool, Error> {
+        let mut tx = self.pool.begin().await?;
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&mut *tx)
+            .await?;
+        if n > 0 {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO accounts (id, name, status, created_at) VALUES (1, 'Default account', 'Active', $1)")
+            .bind(secs(now))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO users (id, account_id, email, first_name, last_name, password_hash, status, created_at)
+             VALUES (1, 1, $1, 'Account', 'Owner', $2, 'active', $3)",
+        )
+        .bind(email)
+        .bind(password_hash)
+        .bind(secs(now))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO memberships (user_id, account_id, role_id) VALUES (1, 1, 1)")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, Error> {
+        Ok(sqlx::query_as("SELECT * FROM users WHERE email = $1")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn user_by_id(&self, id: i64) -> Result<Option<UserRow>, Error> {
+        Ok(sqlx::query_as("SELECT * FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Users who are members of `account_id`, with their role name there.
+    pub async fn users_in_account(&self, account_id: i64) -> Result<Vec<(UserRow, String)>, Error> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT m.user_id, r.name FROM memberships m JOIN roles r ON r.id = m.role_id
+             WHERE m.account_id = $1 ORDER BY m.user_id",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (uid, role) in rows {
+            if let Some(u) = self.user_by_id(uid).await? {
+                out.push((u, role));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The role name of `user_id` in `account_id`, if a member.
+    pub async fn role_in(&self, user_id: i64, account_id: i64) -> Result<Option<String>, Error> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT r.name FROM memberships m JOIN roles r ON r.id = m.role_id
+             WHERE m.user_id = $1 AND m.account_id = $2",
+        )
+        .bind(user_id)
+        .bind(account_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    /// The permissions of `user_id` in `account_id`; `None` if not a member.
+    pub async fn permissions(&self, user_id: i64, account_id: i64) -> Result<Option<Vec<String>>, Error> {
+        let rows: Vec<(Option<String>,)> = sqlx::query_as(
+            "SELECT rp.permission FROM memberships m
+             LEFT JOIN role_permissions rp ON rp.role_id = m.role_id
+             WHERE m.user_id = $1 AND m.account_id = $2 ORDER BY rp.permission",
+        )
+        .bind(user_id)
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(rows.into_iter().filter_map(|r| r.0).collect()))
+    }
+
+    /// Accounts `user_id` belongs to, with the permissions in each.
+    pub async fn accounts_of(&self, user_id: i64) -> Result<Vec<AccountRow>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT a.id, a.name, a.status, a.parent_id FROM accounts a
+             JOIN memberships m ON m.account_id = a.id WHERE m.user_id = $1 ORDER BY a.id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn set_role(&self, user_id: i64, account_id: i64, role: &str) -> Result<bool, Error> {
+        let r = sqlx::query(
+            "INSERT INTO memberships (user_id, account_id, role_id)
+             SELECT $1, $2, id FROM roles WHERE name = $3
+             ON CONFLICT (user_id, account_id) DO UPDATE SET role_id = excluded.role_id",
+        )
+        .bind(user_id)
+        .bind(account_id)
+        .bind(role)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Creates a user who is a member of `account_id` with `role`.
+    pub async fn create_user(
+        &self,
+        account_id: i64,
+        email: &str,
+        first: &str,
+        last: &str,
+        password_hash: Option<&str>,
+        status: &str,
+        role: &str,
+        now: u64,
+    ) -> Result<i64, Error> {
+        let mut tx = self.pool.begin().await?;
+        let res = sqlx::query(
+            "INSERT INTO users (account_id, email, first_name, last_name, password_hash, status, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(account_id)
+        .bind(email)
+        .bind(first)
+        .bind(last)
+        .bind(password_hash)
+        .bind(status)
+        .bind(secs(now))
+        .execute(&mut *tx)
+        .await;
+        let id = match res {
+            Ok(r) => r.last_insert_rowid(),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(Error::Conflict(format!("a user with the email {email} exists")))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let r = sqlx::query(
+            "INSERT INTO memberships (user_id, account_id, role_id) SELECT $1, $2, id FROM roles WHERE name = $3",
+        )
+        .bind(id)
+        .bind(account_id)
+        .bind(role)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(Error::BadRequest(format!("unknown role {role}")));
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn set_user_status(&self, user_id: i64, status: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE users SET status = $1 WHERE id = $2")
+            .bind(status)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- password login ----
+
+    pub async fn insert_code(&self, hash: &[u8], user_id: i64, expires_at: u64) -> Result<(), Error> {
+        sqlx::query("INSERT INTO auth_codes (code_hash, user_id, expires_at) VALUES ($1, $2, $3)")
+            .bind(hash)
+            .bind(user_id)
+            .bind(secs(expires_at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Consumes a code: it works once, and only before it expires.
+    pub async fn take_code(&self, hash: &[u8], now: u64) -> Result<Option<i64>, Error> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("DELETE FROM auth_codes WHERE code_hash = $1 RETURNING user_id, expires_at")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        sqlx::query("DELETE FROM auth_codes WHERE expires_at < $1")
+            .bind(secs(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(row.and_then(|(uid, exp)| (exp >= secs(now)).then_some(uid)))
+    }
+
+    pub async fn insert_token(&self, hash: &[u8], user_id: i64, now: u64, expires_at: u64) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO tokens (token_hash, user_id, created_at, last_seen, expires_at) VALUES ($1, $2, $3, $3, $4)",
+        )
+        .bind(hash)
+        .bind(user_id)
+        .bind(secs(now))
+        .bind(secs(expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn token(&self, hash: &[u8]) -> Result<Option<TokenRow>, Error> {
+        Ok(sqlx::query_as("SELECT user_id, last_seen, expires_at, revoked FROM tokens WHERE token_hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn touch_token(&self, hash: &[u8], now: u64) -> Result<(), Error> {
+        sqlx::query("UPDATE tokens SET last_seen = $1 WHERE token_hash = $2")
+            .bind(secs(now))
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn revoke_token(&self, hash: &[u8]) -> Result<bool, Error> {
+        let r = sqlx::query("UPDATE tokens SET revoked = 1 WHERE token_hash = $1 AND revoked = 0")
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn revoke_user_tokens(&self, user_id: i64) -> Result<(), Error> {
+        sqlx::query("UPDATE tokens SET revoked = 1 WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- API keys ----
+
+    pub async fn insert_key(
+        &self,
+        id: &str,
+        user_id: i64,
+        account_id: i64,
+        name: &str,
+        now: u64,
+        sealed: &Sealed,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, user_id, account_id, name, created_at, status, mk_version, nonce, ciphertext)
+             VALUES ($1, $2, $3, $4, $5, 'Active', $6, $7, $8)",
+        )
+        .bind(id)
+        .bind(user_id)
+        .bind(account_id)
+        .bind(name)
+        .bind(secs(now))
+        .bind(i64::from(sealed.version))
+        .bind(&sealed.nonce)
+        .bind(&sealed.ciphertext)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn keys_of_user(&self, user_id: i64, account_id: i64) -> Result<Vec<KeyRow>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT id, user_id, account_id, name, created_at, last_used, status FROM api_keys
+             WHERE user_id = $1 AND account_id = $2 AND status = 'Active' ORDER BY created_at, id",
+        )
+        .bind(user_id)
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn key(&self, id: &str) -> Result<Option<KeyRow>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT id, user_id, account_id, name, created_at, last_used, status FROM api_keys
+             WHERE id = $1 AND status = 'Active'",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Marks the key deleted and wipes its sealed secret.
+    pub async fn delete_key(&self, id: &str, now: u64) -> Result<bool, Error> {
+        let r = sqlx::query(
+            "UPDATE api_keys SET status = 'Deleted', deleted_at = $1, nonce = x'', ciphertext = x''
+             WHERE id = $2 AND status = 'Active'",
+        )
+        .bind(secs(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn rename_key(&self, id: &str, name: &str) -> Result<bool, Error> {
+        let r = sqlx::query("UPDATE api_keys SET name = $1 WHERE id = $2 AND status = 'Active'")
+            .bind(name)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Sealed secrets of the active keys of active users (optionally one
+    /// user's), for the verifier's cache.
+    pub async fn active_sealed_keys(&self, user_id: Option<i64>) -> Result<Vec<SealedKeyRow>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT k.id, k.user_id, k.account_id, k.mk_version, k.nonce, k.ciphertext
+             FROM api_keys k JOIN users u ON u.id = k.user_id
+             WHERE k.status = 'Active' AND u.status = 'active' AND ($1 IS NULL OR k.user_id = $1)",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Up to `limit` active keys sealed with another version than `version`.
+    pub async fn keys_not_sealed_with(&self, version: u32, limit: i64) -> Result<Vec<SealedKeyRow>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT id, user_id, account_id, mk_version, nonce, ciphertext FROM api_keys
+             WHERE status = 'Active' AND mk_version <> $1 LIMIT $2",
+        )
+        .bind(i64::from(version))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Replaces a row's sealed secret, only if it still holds `old_version`.
+    pub async fn reseal_key(&self, id: &str, old_version: i64, sealed: &Sealed) -> Result<bool, Error> {
+        let r = sqlx::query(
+            "UPDATE api_keys SET mk_version = $1, nonce = $2, ciphertext = $3
+             WHERE id = $4 AND mk_version = $5 AND status = 'Active'",
+        )
+        .bind(i64::from(sealed.version))
+        .bind(&sealed.nonce)
+        .bind(&sealed.ciphertext)
+        .bind(id)
+        .bind(old_version)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Writes a batch of last-used times in one transaction.
+    pub async fn record_last_used(&self, batch: &[(String, u64)]) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        for (id, at) in batch {
+            sqlx::query("UPDATE api_keys SET last_used = MAX(COALESCE(last_used, 0), $1) WHERE id = $2")
+                .bind(secs(*at))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- accounts ----
+
+    pub async fn account(&self, id: i64) -> Result<Option<AccountRow>, Error> {
+        Ok(sqlx::query_as("SELECT id, name, status, parent_id FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    // ---- audit ----
+
+    pub async fn audit(&self, now: u64, e: &AuditEvent) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, account_id, actor_id, credential, event, target, address, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(secs(now))
+        .bind(e.account_id)
+        .bind(e.actor_id)
+        .bind(&e.credential)
+        .bind(e.event)
+        .bind(&e.target)
+        .bind(&e.address)
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Audit rows of an account, newest first.
+    pub async fn audit_rows(&self, account_id: i64, limit: i64) -> Result<Vec<AuditRow>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT id, at, account_id, actor_id, credential, event, target, address, detail
+             FROM audit_log WHERE account_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(account_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+#[derive(Debug, Clone, FromRow, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: i64,
+    pub account_id: Option<i64>,
+    pub actor_id: Option<i64>,
+    pub credential: String,
+    pub event: String,
+    pub target: Option<String>,
+    pub address: Option<String>,
+    pub detail: Option<String>,
+}

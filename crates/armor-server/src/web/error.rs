@@ -1,0 +1,155 @@
+//! The one place where domain errors become HTTP answers: a status, a
+//! stable `error` code and the vendor's body
+//! `{"error", "error_description", "Message", "status"}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::error::Error;
+
+/// An [`Error`] on its way out.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    error_description: String,
+    #[serde(rename = "Message")]
+    message: &'a str,
+    status: u16,
+    #[serde(rename = "serverTime", skip_serializing_if = "Option::is_none")]
+    server_time: Option<u64>,
+}
+
+/// Status, code and short human text for each error.
+pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
+    use armor_psk::Error as P;
+    match e {
+        Error::Psk { err, .. } => match err {
+            P::ReplayStoreUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                err.code(),
+                "The replay store is unavailable; try again shortly.",
+            ),
+            _ => (StatusCode::UNAUTHORIZED, err.code(), "Authorization has been denied for this request."),
+        },
+        Error::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token", "Authorization has been denied for this request."),
+        Error::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials", "The user name or password is incorrect."),
+        Error::InvalidCode => (StatusCode::BAD_REQUEST, "invalid_grant", "The authorization code is invalid."),
+        Error::ApiKeyNotAllowed => (StatusCode::FORBIDDEN, "api_key_not_allowed", "API keys cannot be used on this route."),
+        Error::PermissionDenied(_) => (StatusCode::FORBIDDEN, "permission_denied", "You do not have permission to do this."),
+        Error::InvalidAccountContext => (StatusCode::FORBIDDEN, "invalid_account_context", "The account context is not valid for you."),
+        Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Not found."),
+        Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request", "The request is invalid."),
+        Error::MalformedTarget(_) => (StatusCode::BAD_REQUEST, "malformed_request_target", "The request path is invalid."),
+        Error::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "The request body is too large."),
+        Error::Conflict(_) => (StatusCode::CONFLICT, "conflict", "The request conflicts with the current state."),
+        Error::NotImplemented => (StatusCode::NOT_IMPLEMENTED, "not_implemented", "Not available yet."),
+        Error::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "The service is unavailable; try again shortly."),
+        Error::Config(_) | Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "An error has occurred."),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = classify(&self.0);
+        let description = match &self.0 {
+            Error::Psk {
+                detail: Some(d), ..
+            } => format!("{}. {d}", self.0),
+            Error::Internal(detail) | Error::Config(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "An internal error occurred; it has been logged.".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let server_time = match &self.0 {
+            Error::Psk {
+                err: armor_psk::Error::TimestampOutOfWindow { server_time },
+                ..
+            } => Some(*server_time),
+            _ => None,
+        };
+        let body = Body {
+            error: code,
+            error_description: description,
+            message,
+            status: status.as_u16(),
+            server_time,
+        };
+        let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            let scheme = match self.0 {
+                Error::InvalidToken => "FH-AUTH",
+                _ => "ARMOR-PSK",
+            };
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_its_status_and_code() {
+        use armor_psk::Error as P;
+        let psk = |err| Error::Psk { err, detail: None };
+        let cases: Vec<(Error, u16, &str)> = vec![
+            (psk(P::MissingAuthorization), 401, "missing_authorization"),
+            (psk(P::Parse(armor_psk::ParseError::NotArmorPsk)), 401, "not_armor_psk"),
+            (psk(P::Parse(armor_psk::ParseError::Malformed("x"))), 401, "malformed_authorization"),
+            (psk(P::TimestampOutOfWindow { server_time: 1 }), 401, "timestamp_out_of_window"),
+            (psk(P::InvalidSignature), 401, "invalid_signature"),
+            (psk(P::QueryNotSigned), 401, "query_not_signed"),
+            (psk(P::NonceReused), 401, "nonce_reused"),
+            (psk(P::ReplayStoreUnavailable), 503, "replay_store_unavailable"),
+            (Error::InvalidToken, 401, "invalid_token"),
+            (Error::InvalidCredentials, 401, "invalid_credentials"),
+            (Error::InvalidCode, 400, "invalid_grant"),
+            (Error::ApiKeyNotAllowed, 403, "api_key_not_allowed"),
+            (Error::PermissionDenied("p".into()), 403, "permission_denied"),
+            (Error::InvalidAccountContext, 403, "invalid_account_context"),
+            (Error::NotFound("x"), 404, "not_found"),
+            (Error::BadRequest("x".into()), 400, "invalid_request"),
+            (Error::MalformedTarget("x"), 400, "malformed_request_target"),
+            (Error::BodyTooLarge(1), 413, "body_too_large"),
+            (Error::Conflict("x".into()), 409, "conflict"),
+            (Error::NotImplemented, 501, "not_implemented"),
+            (Error::StoreUnavailable, 503, "store_unavailable"),
+            (Error::Internal("x".into()), 500, "internal_error"),
+        ];
+        for (e, status, code) in cases {
+            let (s, c, _) = classify(&e);
+            assert_eq!((s.as_u16(), c), (status, code), "{e:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn body_shape_and_www_authenticate() {
+        let resp = ApiError(Error::Psk {
+            err: armor_psk::Error::TimestampOutOfWindow { server_time: 42 },
+            detail: None,
+        })
+        .into_response();
+        assert_eq!(resp.status(), 401);
+        assert_eq!(resp.headers()[header::WWW_AUTHENTICATE], "ARMOR-PSK");
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["error"], "timestamp_out_of_window");
+        assert_eq!(v["status"], 401);
+        assert_eq!(v["serverTime"], 42);
+        assert!(v["Message"].is_string() && v["error_description"].is_string());
+    }
+}

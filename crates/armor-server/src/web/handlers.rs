@@ -1,0 +1,399 @@
+//! Route handlers: thin, each states its policy through its extractors and
+//! calls [`Core`](crate::core::Core).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::auth::{Caller, ClientAddr, NoApiKey, PasswordCaller};
+use super::error::ApiError;
+use super::{ApiJson, AppState};
+use crate::clock::rfc3339;
+use crate::core::{perm, TOKEN_IDLE_TTL, CODE_TTL};
+use crate::error::Error;
+use crate::store::{AccountRow, KeyRow, UserRow};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Ids in paths are integers (`users/{id:int}`); anything else is not a
+/// route, so 404.
+fn int_id(text: &str) -> Result<i64, ApiError> {
+    text.parse::<i32>()
+        .map(i64::from)
+        .map_err(|_| ApiError(Error::NotFound("route")))
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError(Error::NotFound("route"))
+}
+
+pub async fn method_not_allowed() -> Response {
+    let (_, _, msg) = super::error::classify(&Error::NotFound("route"));
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({
+            "error": "method_not_allowed",
+            "error_description": "this route does not accept that method",
+            "Message": msg,
+            "status": 405,
+        })),
+    )
+        .into_response()
+}
+
+pub async fn health(State(core): State<AppState>) -> Response {
+    if core.store.ping().await {
+        Json(json!({"status": "ok"})).into_response()
+    } else {
+        ApiError(Error::StoreUnavailable).into_response()
+    }
+}
+
+pub async fn metrics(State(core): State<AppState>) -> Response {
+    let m = &core.metrics;
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, v: u64| {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
+    };
+    counter("armor_psk_accepted_total", "ARMOR-PSK requests accepted", m.psk_accepted.load(Ordering::Relaxed));
+    counter("armor_logins_total", "Successful password logins", m.logins_ok.load(Ordering::Relaxed));
+    counter("armor_login_failures_total", "Failed password logins", m.logins_failed.load(Ordering::Relaxed));
+    counter("armor_keys_created_total", "API keys created", m.keys_created.load(Ordering::Relaxed));
+    counter("armor_keys_deleted_total", "API keys deleted", m.keys_deleted.load(Ordering::Relaxed));
+    let _ = write!(
+        out,
+        "# HELP armor_psk_refused_total ARMOR-PSK requests refused, by error code\n# TYPE armor_psk_refused_total counter\n"
+    );
+    let mut refused: Vec<(&str, u64)> = m.psk_refused.iter().map(|e| (*e.key(), *e.value())).collect();
+    refused.sort();
+    for (code, n) in refused {
+        let _ = writeln!(out, "armor_psk_refused_total{{error=\"{code}\"}} {n}");
+    }
+    let _ = write!(
+        out,
+        "# HELP armor_api_keys_cached API keys held by the verifier\n# TYPE armor_api_keys_cached gauge\narmor_api_keys_cached {}\n",
+        core.cached_keys()
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+// ---- password login ----
+
+#[derive(Deserialize)]
+pub struct AuthorizeBody {
+    #[serde(alias = "userName", alias = "UserName", alias = "Username")]
+    username: Option<String>,
+    #[serde(alias = "Password")]
+    password: Option<String>,
+}
+
+pub async fn authorize(
+    State(core): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    ApiJson(body): ApiJson<AuthorizeBody>,
+) -> ApiResult<Json<Value>> {
+    let (Some(user), Some(pass)) = (body.username, body.password) else {
+        return Err(Error::BadRequest("username and password are required".into()).into());
+    };
+    let code = core.authorize(&user, &pass, addr).await?;
+    Ok(Json(json!({"code": code.as_str(), "expiresIn": CODE_TTL})))
+}
+
+#[derive(Deserialize)]
+pub struct TokenBody {
+    code: Option<String>,
+    grant_type: Option<String>,
+}
+
+fn token_response(token: &str) -> Json<Value> {
+    Json(json!({
+        "access_token": token,
+        "id_token": token,
+        "token_type": "FH-AUTH",
+        "expires_in": TOKEN_IDLE_TTL,
+    }))
+}
+
+pub async fn token(
+    State(core): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> ApiResult<Json<Value>> {
+    if let Some(g) = body.grant_type.as_deref() {
+        if g != "authorization_code" {
+            return Err(Error::BadRequest("grant_type must be authorization_code".into()).into());
+        }
+    }
+    let code = body
+        .code
+        .ok_or_else(|| Error::BadRequest("code is required".into()))?;
+    let token = core.exchange_code(&code, addr).await?;
+    Ok(token_response(&token))
+}
+
+#[derive(Deserialize)]
+pub struct ReissueBody {
+    token: Option<String>,
+}
+
+pub async fn reissue(State(core): State<AppState>, ApiJson(body): ApiJson<ReissueBody>) -> ApiResult<Json<Value>> {
+    let token = body
+        .token
+        .ok_or_else(|| Error::BadRequest("token is required".into()))?;
+    let fresh = core.reissue(&token).await?;
+    Ok(token_response(&fresh))
+}
+
+pub async fn logout(State(core): State<AppState>, PasswordCaller(p): PasswordCaller) -> ApiResult<Json<bool>> {
+    core.logout(&p).await?;
+    Ok(Json(true))
+}
+
+// ---- identity ----
+
+fn account_json(a: &AccountRow) -> Value {
+    json!({
+        "id": a.id,
+        "name": a.name,
+        "status": a.status,
+        "parent": a.parent_id,
+        "type": "account",
+    })
+}
+
+fn user_json(u: &UserRow, role: &str) -> Value {
+    json!({
+        "id": u.id,
+        "email": u.email,
+        "username": u.email,
+        "firstName": u.first_name,
+        "lastName": u.last_name,
+        "status": u.status,
+        "role": role,
+        "createdDate": rfc3339(u.created_at.max(0) as u64),
+    })
+}
+
+pub async fn me(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<Json<Value>> {
+    let user = core
+        .store
+        .user_by_id(p.user_id)
+        .await?
+        .ok_or(Error::NotFound("user"))?;
+    let accounts = core.store.accounts_of(p.user_id).await?;
+    let mut permissions = serde_json::Map::new();
+    for a in &accounts {
+        let perms = core.store.permissions(p.user_id, a.id).await?.unwrap_or_default();
+        permissions.insert(a.id.to_string(), json!(perms));
+    }
+    Ok(Json(json!({
+        "user": {
+            "type": "user",
+            "id": user.id,
+            "username": user.email,
+            "firstName": user.first_name,
+            "lastName": user.last_name,
+            "links": {"userId": user.id},
+        },
+        "accounts": accounts.iter().map(account_json).collect::<Vec<_>>(),
+        "permissions": permissions,
+        "features": [],
+        "accountContext": p.account_id,
+        "authentication": if p.is_api_key() { "ARMOR-PSK" } else { "FH-AUTH" },
+    })))
+}
+
+pub async fn permissions(Caller(p): Caller) -> Json<Value> {
+    Json(json!({
+        "accountId": p.account_id,
+        "permissions": p.permissions,
+        "available": perm::ALL,
+    }))
+}
+
+pub async fn accounts(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<Json<Vec<Value>>> {
+    let accounts = core.store.accounts_of(p.user_id).await?;
+    Ok(Json(accounts.iter().map(account_json).collect()))
+}
+
+pub async fn account(State(core): State<AppState>, Caller(p): Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id = int_id(&id)?;
+    let accounts = core.store.accounts_of(p.user_id).await?;
+    let a = accounts
+        .iter()
+        .find(|a| a.id == id)
+        .ok_or(Error::NotFound("account"))?;
+    Ok(Json(account_json(a)))
+}
+
+pub async fn users(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<Json<Vec<Value>>> {
+    p.require(perm::USERS_READ)?;
+    let users = core.store.users_in_account(p.account_id).await?;
+    Ok(Json(
+        users
+            .iter()
+            .filter(|(u, _)| u.status != "deleted")
+            .map(|(u, r)| user_json(u, r))
+            .collect(),
+    ))
+}
+
+pub async fn user(State(core): State<AppState>, Caller(p): Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id = int_id(&id)?;
+    let (u, role) = core.user_in_account(&p, id).await?;
+    if id != p.user_id {
+        p.require(perm::USERS_READ)?;
+    }
+    Ok(Json(user_json(&u, &role)))
+}
+
+// ---- API keys ----
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyItem {
+    id: String,
+    name: String,
+    user_id: i64,
+    created_date: String,
+    last_used: Option<String>,
+    key_status: String,
+}
+
+fn key_item(core: &AppState, k: KeyRow) -> KeyItem {
+    let pending = core.pending_last_used(&k.id);
+    let last = k.last_used.map(|t| t.max(0) as u64).max(pending);
+    KeyItem {
+        created_date: rfc3339(k.created_at.max(0) as u64),
+        last_used: last.map(rfc3339),
+        key_status: k.status,
+        user_id: k.user_id,
+        id: k.id,
+        name: k.name,
+    }
+}
+
+pub async fn list_keys(
+    State(core): State<AppState>,
+    PasswordCaller(p): PasswordCaller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<KeyItem>>> {
+    let id = int_id(&id)?;
+    let keys = core.list_keys(&p, id).await?;
+    Ok(Json(keys.into_iter().map(|k| key_item(&core, k)).collect()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateKeyBody {
+    name: Option<String>,
+    user_id: Option<i64>,
+}
+
+pub async fn create_key(
+    State(core): State<AppState>,
+    PasswordCaller(p): PasswordCaller,
+    ClientAddr(addr): ClientAddr,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CreateKeyBody>,
+) -> ApiResult<Response> {
+    let id = int_id(&id)?;
+    if body.user_id.is_some_and(|u| u != id) {
+        return Err(Error::BadRequest("userId in the body must match the path".into()).into());
+    }
+    let name = body
+        .name
+        .ok_or_else(|| Error::BadRequest("name is required".into()))?;
+    let new = core.create_key(&p, id, &name, addr).await?;
+    let body = json!({
+        "id": new.row.id,
+        "apiKey": new.secret.as_str(),
+        "name": new.row.name,
+        "userId": new.row.user_id,
+        "createdDate": rfc3339(new.row.created_at.max(0) as u64),
+    });
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(body),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenameKeyBody {
+    api_key_id: Option<String>,
+    prev_api_key_name: Option<String>,
+    new_api_key_name: Option<String>,
+}
+
+pub async fn rename_key(
+    State(core): State<AppState>,
+    PasswordCaller(p): PasswordCaller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RenameKeyBody>,
+) -> ApiResult<Json<KeyItem>> {
+    let id = int_id(&id)?;
+    let (Some(key), Some(new)) = (body.api_key_id, body.new_api_key_name) else {
+        return Err(Error::BadRequest("apiKeyId and newApiKeyName are required".into()).into());
+    };
+    let row = core
+        .rename_key(&p, id, &key, body.prev_api_key_name.as_deref(), &new)
+        .await?;
+    Ok(Json(key_item(&core, row)))
+}
+
+pub async fn delete_key(
+    State(core): State<AppState>,
+    PasswordCaller(p): PasswordCaller,
+    ClientAddr(addr): ClientAddr,
+    Path((id, key)): Path<(String, String)>,
+) -> ApiResult<Json<bool>> {
+    let id = int_id(&id)?;
+    core.delete_key(&p, id, &key, addr).await?;
+    Ok(Json(true))
+}
+
+// ---- audit ----
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    limit: Option<i64>,
+}
+
+pub async fn audit_log(
+    State(core): State<AppState>,
+    PasswordCaller(p): PasswordCaller,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Value>> {
+    p.require(perm::AUDIT_READ)?;
+    let rows = core
+        .store
+        .audit_rows(p.account_id, q.limit.unwrap_or(100).clamp(1, 1000))
+        .await?;
+    Ok(Json(json!(rows
+        .into_iter()
+        .map(|r| {
+            let mut v = json!(r);
+            v["atDate"] = json!(rfc3339(r.at.max(0) as u64));
+            v
+        })
+        .collect::<Vec<_>>())))
+}
+
+// ---- user administration: routes that exist, refuse API keys, and are
+// not available to password callers yet ----
+
+pub async fn password_only_unavailable(PasswordCaller(_): PasswordCaller) -> ApiError {
+    ApiError(Error::NotImplemented)
+}
+
+pub async fn no_api_key_unavailable(NoApiKey(_): NoApiKey) -> ApiError {
+    ApiError(Error::NotImplemented)
+}

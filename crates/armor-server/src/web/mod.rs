@@ -1,0 +1,213 @@
+//! HTTP: the router, the front layer (canonical target, body limit,
+//! authentication, case-insensitive routing) and the handlers.
+//!
+//! Each route's policy is in its handler's signature ([`auth::Caller`],
+//! [`auth::PasswordCaller`], [`auth::NoApiKey`]); [`ROUTES`] lists them all
+//! for `/openapi.json` and for the tests that walk it.
+
+pub mod auth;
+pub mod error;
+pub mod handlers;
+pub mod openapi;
+pub mod path;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+use serde::de::DeserializeOwned;
+
+use crate::core::Core;
+use crate::error::Error;
+use error::ApiError;
+
+/// Shared state of every handler.
+pub type AppState = Arc<Core>;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// No credential needed.
+    Public,
+    /// Any credential: FH-AUTH, Bearer or ARMOR-PSK.
+    Caller,
+    /// FH-AUTH or Bearer only; API keys get 403 `api_key_not_allowed`.
+    PasswordOnly,
+    /// Anonymous or password; API keys get 403.
+    NoApiKey,
+}
+
+/// One documented route.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteDoc {
+    pub method: &'static str,
+    /// The vendor's spelling; matching ignores case and a trailing slash.
+    pub path: &'static str,
+    pub policy: Policy,
+    pub summary: &'static str,
+}
+
+const fn r(method: &'static str, path: &'static str, policy: Policy, summary: &'static str) -> RouteDoc {
+    RouteDoc {
+        method,
+        path,
+        policy,
+        summary,
+    }
+}
+
+use Policy::{Caller as C, NoApiKey as N, PasswordOnly as P, Public as O};
+
+/// Every route the server answers.
+pub const ROUTES: &[RouteDoc] = &[
+    r("GET", "/health", O, "200 once the store answers, 503 otherwise"),
+    r("GET", "/metrics", O, "Prometheus text metrics"),
+    r("GET", "/openapi.json", O, "This description"),
+    r("GET", "/docs", O, "The API reference, rendered"),
+    r("POST", "/auth/authorize", O, "Password login step 1: a single-use code"),
+    r("POST", "/auth/token", O, "Password login step 2: an FH-AUTH token"),
+    r("POST", "/auth/token/reissue", O, "A fresh token for a valid one"),
+    r("POST", "/auth/logout", P, "Revoke the caller's token"),
+    r("GET", "/me", C, "The caller, their accounts and permissions"),
+    r("GET", "/permissions", C, "The caller's permissions in the account"),
+    r("GET", "/accounts", C, "Accounts the caller belongs to"),
+    r("GET", "/accounts/{id}", C, "One account the caller belongs to"),
+    r("GET", "/users", C, "Users of the account (Users Read)"),
+    r("GET", "/users/{id}", C, "One user of the account (self, or Users Read)"),
+    r("GET", "/users/{id}/keys", P, "List API keys (never the secret)"),
+    r("POST", "/users/{id}/keys", P, "Create an API key: the only time the secret is shown"),
+    r("PUT", "/users/{id}/keys", P, "Rename an API key"),
+    r("DELETE", "/users/{id}/keys/{key}", P, "Delete an API key; it stops working at once"),
+    r("GET", "/users/{id}/ActivationCode", P, "Pending activation code of an invited user"),
+    r("POST", "/users/resetpassword", N, "Start a password reset by email"),
+    r("POST", "/users/setpassword", N, "Set a password with an activation or reset code"),
+    r("PUT", "/users/{id}", P, "Edit a user's names, email and roles"),
+    r("POST", "/users/status", P, "Enable or disable a user"),
+    r("POST", "/users/", P, "Create (invite) a user"),
+    r("POST", "/users/{id}/invite", P, "(Re)send an invitation"),
+    r("GET", "/users/LockedOut/{accountId}/{email}", P, "Whether a login is locked out"),
+    r("POST", "/users/unlock/{accountId}/{email}", P, "Unlock a login"),
+    r("DELETE", "/users/softDelete", P, "Soft-delete a user"),
+    r("PUT", "/usersecurity/challengephrase", P, "Set the challenge phrase"),
+    r("GET", "/usersecurity/challengephrase/{userId}", P, "Read the challenge phrase"),
+    r("GET", "/usersecurity/securityinformation/{referencekey}", P, "Read security information"),
+    r("POST", "/usersecurity/securityinformation/{referencekey}", P, "Write security information"),
+    r("POST", "/usersecurity/securityinformation/existing/{referencekey}", P, "Update existing security information"),
+    r("POST", "/usersecurity/securityinformation/{accountId}/{userId}", P, "Security information of a user"),
+    r("POST", "/usersecurity/validatemfaphone", P, "Verify a phone number for MFA"),
+    r("POST", "/usersecurity/validatephoneapppin", P, "Verify an authenticator-app code"),
+    r("GET", "/auditlog", P, "The account's audit log (Audit Log Read)"),
+];
+
+/// The router, with the front layer; testable with `oneshot`.
+pub fn app(core: AppState) -> Router {
+    use handlers as h;
+    let routes = Router::new()
+        .route("/health", get(h::health))
+        .route("/metrics", get(h::metrics))
+        .route("/openapi.json", get(openapi::json))
+        .route("/docs", get(openapi::docs))
+        .route("/auth/authorize", post(h::authorize))
+        .route("/auth/token", post(h::token))
+        .route("/auth/token/reissue", post(h::reissue))
+        .route("/auth/logout", post(h::logout))
+        .route("/me", get(h::me))
+        .route("/permissions", get(h::permissions))
+        .route("/accounts", get(h::accounts))
+        .route("/accounts/{id}", get(h::account))
+        .route("/users", get(h::users).post(h::password_only_unavailable))
+        .route("/users/{id}", get(h::user).put(h::password_only_unavailable))
+        .route(
+            "/users/{id}/keys",
+            get(h::list_keys).post(h::create_key).put(h::rename_key),
+        )
+        .route("/users/{id}/keys/{key}", delete(h::delete_key))
+        .route("/users/{id}/activationcode", get(h::password_only_unavailable))
+        .route("/users/resetpassword", post(h::no_api_key_unavailable))
+        .route("/users/setpassword", post(h::no_api_key_unavailable))
+        .route("/users/status", post(h::password_only_unavailable))
+        .route("/users/{id}/invite", post(h::password_only_unavailable))
+        .route("/users/lockedout/{account}/{email}", get(h::password_only_unavailable))
+        .route("/users/unlock/{account}/{email}", post(h::password_only_unavailable))
+        .route("/users/softdelete", delete(h::password_only_unavailable))
+        .route("/usersecurity/challengephrase", put(h::password_only_unavailable))
+        .route("/usersecurity/challengephrase/{user}", get(h::password_only_unavailable))
+        .route(
+            "/usersecurity/securityinformation/{a}",
+            get(h::password_only_unavailable).post(h::password_only_unavailable),
+        )
+        .route(
+            "/usersecurity/securityinformation/existing/{a}",
+            post(h::password_only_unavailable),
+        )
+        .route(
+            "/usersecurity/securityinformation/{a}/{b}",
+            post(h::password_only_unavailable),
+        )
+        .route("/usersecurity/validatemfaphone", post(h::password_only_unavailable))
+        .route("/usersecurity/validatephoneapppin", post(h::password_only_unavailable))
+        .route("/auditlog", get(h::audit_log))
+        .fallback(h::not_found)
+        .method_not_allowed_fallback(h::method_not_allowed)
+        .with_state(core.clone());
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn_with_state(core, front))
+}
+
+/// In front of routing: refuse a non-canonical target (400) or an
+/// oversized declared body (413) before anything else, authenticate, then
+/// route on the case-folded path.
+async fn front(State(core): State<AppState>, req: Request, next: Next) -> Response {
+    if let Err(e) = path::check(req.uri().path()) {
+        return ApiError(e).into_response();
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > core.config.max_body as u64) {
+        return ApiError(Error::BodyTooLarge(core.config.max_body)).into_response();
+    }
+    let mut req = match auth::authenticate(&core, req).await {
+        Ok(req) => req,
+        Err(e) => return ApiError(e).into_response(),
+    };
+    let routed = path::routing_form(req.uri().path());
+    if routed != req.uri().path() {
+        let pq = match req.uri().query() {
+            Some(q) => format!("{routed}?{q}"),
+            None => routed,
+        };
+        match pq.parse::<Uri>() {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(_) => {
+                return ApiError(Error::MalformedTarget("unparseable path")).into_response()
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// JSON body extractor whose refusals use the API's error body.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = auth::read_body(req.into_body(), state.config.max_body).await?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(text)
+            .map(ApiJson)
+            .map_err(|e| ApiError(Error::BadRequest(format!("invalid JSON body: {e}"))))
+    }
+}

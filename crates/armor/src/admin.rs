@@ -1,0 +1,82 @@
+//! `armor admin`: operator commands on a data directory.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use armor_server::clock::SystemClock;
+use armor_server::core::{Core, CoreConfig};
+use armor_server::crypto::MasterKeys;
+use armor_server::store::Store;
+
+#[derive(clap::Args, Debug)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    command: AdminCommand,
+    /// The server's data directory.
+    #[arg(long, global = true, env = "ARMOR_DATA_DIR", default_value = "./armor-data")]
+    data_dir: PathBuf,
+    /// Database URL (default: armor.db in the data dir).
+    #[arg(long, global = true, env = "ARMOR_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Master key file (default: master.key in the data dir).
+    #[arg(long, global = true, env = "ARMOR_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum AdminCommand {
+    /// Add a master-key version and re-seal every API-key secret with it.
+    /// Safe to interrupt: every row stays readable, run it again to finish.
+    RotateMasterKey,
+    /// Print the newest audit-log rows of an account.
+    Audit {
+        #[arg(long, default_value_t = 1)]
+        account: i64,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    let db = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("armor.db").to_string_lossy().into_owned());
+    let master = args
+        .master_key_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("master.key"));
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let store = Store::open(&db).await?;
+        match args.command {
+            AdminCommand::RotateMasterKey => {
+                let keys = MasterKeys::add_version(&master)?;
+                let core = Core::new(
+                    store,
+                    &master,
+                    Arc::new(SystemClock),
+                    Arc::new(armor_psk::MemoryReplayGuard::new(2)),
+                    CoreConfig {
+                        max_body: 0,
+                        require_signed_query: false,
+                        replay_max_entries: 2,
+                    },
+                )
+                .await?;
+                let n = core.reseal_all().await?;
+                println!(
+                    "master key version {} added; {n} API-key secrets re-sealed",
+                    keys.current_version()
+                );
+            }
+            AdminCommand::Audit { account, limit } => {
+                for row in store.audit_rows(account, limit).await? {
+                    println!("{}", serde_json::to_string(&row)?);
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,111 @@
+//! `armor serve`: configuration from flags and `ARMOR_*` variables, then
+//! `armor_server::Application`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use armor_server::clock::SystemClock;
+use armor_server::{Application, Settings};
+use secrecy::SecretString;
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "ARMOR_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Holds the SQLite database and the master key file.
+    #[arg(long, env = "ARMOR_DATA_DIR", default_value = "./armor-data")]
+    data_dir: PathBuf,
+    /// Database URL (default: the SQLite file armor.db in the data dir).
+    #[arg(long, env = "ARMOR_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Master key file (default: master.key in the data dir; mode 0600).
+    #[arg(long, env = "ARMOR_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// Largest request body in bytes; larger ones get 413.
+    #[arg(long, env = "ARMOR_MAX_BODY", default_value_t = 1024 * 1024)]
+    max_body: usize,
+    /// Refuse ARMOR-PSK requests with a query string whose signature does
+    /// not cover it (`query_not_signed`).
+    #[arg(long, env = "ARMOR_REQUIRE_SIGNED_QUERY")]
+    require_signed_query: bool,
+    /// Owner of account 1, created on the first start only.
+    #[arg(long, env = "ARMOR_ADMIN_EMAIL")]
+    admin_email: Option<String>,
+    /// Most fingerprints the replay guard holds (two per request in the
+    /// window); past it, ARMOR-PSK requests get 503 rather than forget one.
+    #[arg(long, env = "ARMOR_REPLAY_MAX_ENTRIES", default_value_t = 64 * 1024 * 1024)]
+    replay_max_entries: usize,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // The first administrator's password is read from the environment only,
+    // never from a flag that would land in shell history.
+    let admin_password = std::env::var("ARMOR_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(SecretString::from);
+    let settings = Settings {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        database_url: args.database_url,
+        master_key_file: args.master_key_file,
+        max_body: args.max_body,
+        require_signed_query: args.require_signed_query,
+        admin_email: args.admin_email,
+        admin_password,
+        replay_max_entries: args.replay_max_entries,
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let mut app = Application::build(settings, Arc::new(SystemClock)).await?;
+        let addr = app.local_addr()?;
+        if let Some(first) = app.take_first_start() {
+            match first.generated_password {
+                Some(pw) => println!(
+                    "armor: created account 1 and its owner {} with the password {} (shown once: store it now)",
+                    first.email,
+                    pw.as_str()
+                ),
+                None => println!("armor: created account 1 and its owner {}", first.email),
+            }
+        }
+        println!("armor listening on http://{addr}");
+        std::io::stdout().flush()?;
+        tracing::info!(%addr, keys = app.core().cached_keys(), "serving");
+        app.run_until(shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
