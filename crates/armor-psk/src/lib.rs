@@ -40,7 +40,7 @@
 //! let incoming = Request { method: "GET", path: "/me", query: None, body: b"" };
 //! verifier.verify(&key, &creds, &incoming).unwrap();
 //! ```
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod error;
 pub mod parse;

@@ -102,7 +102,9 @@ impl Entry {
         (self.0 & !HASH_MASK) as u64
     }
     fn live(self, now: u64) -> bool {
-        self.until() >= now
+        // `now` saturates like `until`: past 2106 an entry is kept (and a
+        // full guard fails closed) rather than taken as already expired.
+        self.until() >= now.min(u64::from(u32::MAX))
     }
 }
 
