@@ -284,8 +284,10 @@ impl fmt::Debug for StringToSign<'_> {
     }
 }
 
-/// [`StringToSign`] without the body: what the server can safely say it
-/// signed over, so a client can compare with its own message.
+/// [`StringToSign`] without the body (given by length and SHA-256) and
+/// without the key id: what a server can say it signed over, so a client can
+/// compare with its own message, and the same text whether or not the key
+/// id exists.
 #[derive(Clone, Copy)]
 pub struct RedactedStringToSign<'a>(StringToSign<'a>);
 
@@ -294,11 +296,7 @@ impl fmt::Display for RedactedStringToSign<'_> {
         let s = &self.0;
         let body = s.body.as_bytes();
         let digest = Sha256::digest(body);
-        write!(
-            f,
-            "keyId={} method={} requestPath={}",
-            s.key_id, s.method, s.path
-        )?;
+        write!(f, "method={} requestPath={}", s.method, s.path)?;
         if let Some(q) = s.query {
             write!(f, "?{q}")?;
         }

@@ -503,6 +503,16 @@ impl Store {
 
     // ---- accounts ----
 
+    pub async fn create_account(&self, name: &str, parent: Option<i64>, now: u64) -> Result<i64, Error> {
+        let r = sqlx::query("INSERT INTO accounts (name, status, parent_id, created_at) VALUES ($1, 'Active', $2, $3)")
+            .bind(name)
+            .bind(parent)
+            .bind(secs(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.last_insert_rowid())
+    }
+
     pub async fn account(&self, id: i64) -> Result<Option<AccountRow>, Error> {
         Ok(sqlx::query_as("SELECT id, name, status, parent_id FROM accounts WHERE id = $1")
             .bind(id)

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use armor_server::clock::SystemClock;
+use armor_server::clock::{Clock as _, SystemClock};
+use armor_server::crypto;
 use armor_server::core::{Core, CoreConfig};
 use armor_server::crypto::MasterKeys;
 use armor_server::store::Store;
@@ -29,6 +30,37 @@ enum AdminCommand {
     /// Add a master-key version and re-seal every API-key secret with it.
     /// Safe to interrupt: every row stays readable, run it again to finish.
     RotateMasterKey,
+    /// Create an account (printed: its id).
+    AddAccount {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        parent: Option<i64>,
+    },
+    /// Create an active user with a role in an account. The password comes
+    /// from ARMOR_NEW_USER_PASSWORD, or is generated and printed once.
+    AddUser {
+        #[arg(long, default_value_t = 1)]
+        account: i64,
+        #[arg(long)]
+        email: String,
+        /// Account Owner, User or Read Only.
+        #[arg(long, default_value = "User")]
+        role: String,
+        #[arg(long, default_value = "")]
+        first_name: String,
+        #[arg(long, default_value = "")]
+        last_name: String,
+    },
+    /// Give a user a role in an account (adds the membership if needed).
+    SetRole {
+        #[arg(long)]
+        user: i64,
+        #[arg(long)]
+        account: i64,
+        #[arg(long)]
+        role: String,
+    },
     /// Print the newest audit-log rows of an account.
     Audit {
         #[arg(long, default_value_t = 1)]
@@ -70,6 +102,39 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                     "master key version {} added; {n} API-key secrets re-sealed",
                     keys.current_version()
                 );
+            }
+            AdminCommand::AddAccount { name, parent } => {
+                let id = store.create_account(&name, parent, SystemClock.now()).await?;
+                println!("{id}");
+            }
+            AdminCommand::AddUser {
+                account,
+                email,
+                role,
+                first_name,
+                last_name,
+            } => {
+                let given = std::env::var("ARMOR_NEW_USER_PASSWORD")
+                    .ok()
+                    .filter(|p| !p.is_empty());
+                let password = match &given {
+                    Some(p) => zeroize::Zeroizing::new(p.clone()),
+                    None => crypto::new_password(),
+                };
+                let hash = crypto::hash_password(&password)?;
+                let id = store
+                    .create_user(account, &email, &first_name, &last_name, Some(&hash), "active", &role, SystemClock.now())
+                    .await?;
+                match given {
+                    Some(_) => println!("{id}"),
+                    None => println!("{id} {}", password.as_str()),
+                }
+            }
+            AdminCommand::SetRole { user, account, role } => {
+                if !store.set_role(user, account, &role).await? {
+                    anyhow::bail!("unknown role {role}");
+                }
+                println!("ok");
             }
             AdminCommand::Audit { account, limit } => {
                 for row in store.audit_rows(account, limit).await? {

@@ -209,6 +209,31 @@ pub async fn me(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<Js
     })))
 }
 
+/// Echoes the authenticated identity and a digest of the body: lets a
+/// client check its signing of any method and body.
+pub async fn whoami(
+    State(core): State<AppState>,
+    Caller(p): Caller,
+    method: axum::http::Method,
+    body: axum::body::Body,
+) -> ApiResult<Json<Value>> {
+    use sha2::Digest as _;
+    let bytes = super::auth::read_body(body, core.config.max_body).await?;
+    let (credential, key_id) = match &p.via {
+        crate::core::Via::ApiKey { key_id } => ("ARMOR-PSK", Some(key_id.clone())),
+        crate::core::Via::Password { .. } => ("FH-AUTH", None),
+    };
+    Ok(Json(json!({
+        "userId": p.user_id,
+        "accountId": p.account_id,
+        "credential": credential,
+        "keyId": key_id,
+        "method": method.as_str(),
+        "bodyLength": bytes.len(),
+        "bodySha256": hex::encode(sha2::Sha256::digest(&bytes)),
+    })))
+}
+
 pub async fn permissions(Caller(p): Caller) -> Json<Value> {
     Json(json!({
         "accountId": p.account_id,

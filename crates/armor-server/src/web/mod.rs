@@ -72,6 +72,8 @@ pub const ROUTES: &[RouteDoc] = &[
     r("POST", "/auth/token", O, "Password login step 2: an FH-AUTH token"),
     r("POST", "/auth/token/reissue", O, "A fresh token for a valid one"),
     r("POST", "/auth/logout", P, "Revoke the caller's token"),
+    r("GET", "/auth/whoami", C, "Who the server takes the caller to be, and what it verified"),
+    r("POST", "/auth/whoami", C, "As GET, for a request with a body: its length and SHA-256"),
     r("GET", "/me", C, "The caller, their accounts and permissions"),
     r("GET", "/permissions", C, "The caller's permissions in the account"),
     r("GET", "/accounts", C, "Accounts the caller belongs to"),
@@ -115,6 +117,7 @@ pub fn app(core: AppState) -> Router {
         .route("/auth/token", post(h::token))
         .route("/auth/token/reissue", post(h::reissue))
         .route("/auth/logout", post(h::logout))
+        .route("/auth/whoami", get(h::whoami).post(h::whoami))
         .route("/me", get(h::me))
         .route("/permissions", get(h::permissions))
         .route("/accounts", get(h::accounts))

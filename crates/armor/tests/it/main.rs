@@ -1,6 +1,8 @@
 //! Every integration test of the `armor` binary, in one test binary.
 //!
 //! - `cli`: `armor sign` / `call` / `configure`.
-//! - `api`: the server, black-box, through `spawn_app()`.
+//! - `api`: the server, black-box, through `api::spawn_app()`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod api;
 mod cli;
