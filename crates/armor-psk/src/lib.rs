@@ -53,7 +53,7 @@ pub use error::{Error, ParseError};
 pub use parse::Credentials;
 pub use replay::{Fingerprints, MemoryReplayGuard, ReplayError, ReplayGuard};
 pub use secret::SecretKey;
-pub use sign::{RedactedStringToSign, Signature, SignableRequest, SigningKey, StringToSign};
+pub use sign::{RedactedStringToSign, SignableRequest, Signature, SigningKey, StringToSign};
 pub use verify::{Request, Variant, Verifier};
 
 /// The authorization scheme name, as written by the vendor's clients.

@@ -65,10 +65,12 @@ impl<'a> Credentials<'a> {
             ));
         };
 
-        let key_id = visible_ascii(key_id)
-            .ok_or(ParseError::Malformed("keyId must be 1 to 128 visible ASCII characters"))?;
-        let nonce = visible_ascii(nonce)
-            .ok_or(ParseError::Malformed("nonce must be 1 to 128 visible ASCII characters"))?;
+        let key_id = visible_ascii(key_id).ok_or(ParseError::Malformed(
+            "keyId must be 1 to 128 visible ASCII characters",
+        ))?;
+        let nonce = visible_ascii(nonce).ok_or(ParseError::Malformed(
+            "nonce must be 1 to 128 visible ASCII characters",
+        ))?;
         let signature = decode_signature(signature).ok_or(ParseError::Malformed(
             "signature must be padded standard base64 of a 64-byte HMAC-SHA512",
         ))?;
@@ -165,7 +167,8 @@ fn parse_timestamp(field: &[u8]) -> Option<(u64, &str)> {
 mod tests {
     use super::*;
 
-    const SIG: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+Pw==";
+    const SIG: &str =
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+Pw==";
 
     #[test]
     fn fields_are_borrowed_as_sent() {
@@ -186,10 +189,22 @@ mod tests {
             ("Bearer x".to_owned(), ParseError::NotArmorPsk),
             (format!("ARMOR-PSK k:{SIG}:n:1 "), ParseError::Malformed("")),
             (format!("ARMOR-PSK\tk:{SIG}:n:1"), ParseError::NotArmorPsk),
-            (format!("ARMOR-PSK k:{SIG}:n\u{e9}:1"), ParseError::Malformed("")),
-            (format!("ARMOR-PSK k:{}:n:1", &SIG[..86]), ParseError::Malformed("")),
-            (format!("ARMOR-PSK k:{}A=:n:1", &SIG[..85]), ParseError::Malformed("")),
-            (format!("ARMOR-PSK k:{SIG}:n:18446744073709551616"), ParseError::Malformed("")),
+            (
+                format!("ARMOR-PSK k:{SIG}:n\u{e9}:1"),
+                ParseError::Malformed(""),
+            ),
+            (
+                format!("ARMOR-PSK k:{}:n:1", &SIG[..86]),
+                ParseError::Malformed(""),
+            ),
+            (
+                format!("ARMOR-PSK k:{}A=:n:1", &SIG[..85]),
+                ParseError::Malformed(""),
+            ),
+            (
+                format!("ARMOR-PSK k:{SIG}:n:18446744073709551616"),
+                ParseError::Malformed(""),
+            ),
             (format!("ARMOR-PSK k:{SIG}:n:+1"), ParseError::Malformed("")),
         ];
         for (value, want) in cases {
@@ -213,6 +228,9 @@ mod tests {
     #[test]
     fn oversized_header_is_refused() {
         let v = format!("ARMOR-PSK k:{SIG}:n:1{}", "0".repeat(MAX_HEADER_LEN));
-        assert!(matches!(Credentials::parse(&v), Err(ParseError::Malformed(_))));
+        assert!(matches!(
+            Credentials::parse(&v),
+            Err(ParseError::Malformed(_))
+        ));
     }
 }

@@ -221,7 +221,11 @@ impl MemoryReplayGuard {
         self.shards
             .iter()
             .map(|s| {
-                let cap = s.lock().unwrap_or_else(PoisonError::into_inner).set.capacity();
+                let cap = s
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .set
+                    .capacity();
                 cap * (std::mem::size_of::<Entry>() + 1)
             })
             .sum()
@@ -245,7 +249,11 @@ impl MemoryReplayGuard {
 impl ReplayGuard for MemoryReplayGuard {
     fn claim(&self, fp: &Fingerprints, until: u64, now: u64) -> Result<(), ReplayError> {
         let (a, b) = (Self::shard_of(fp.pair), Self::shard_of(fp.signature));
-        let lock = |i: usize| self.shards[i].lock().unwrap_or_else(PoisonError::into_inner);
+        let lock = |i: usize| {
+            self.shards[i]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
         // Lock in index order; one lock when both land in the same shard.
         let (mut first, mut second) = match a.cmp(&b) {
             std::cmp::Ordering::Equal => (lock(a), None),

@@ -173,8 +173,8 @@ impl Verifier {
     /// work as a wrong signature (against a dummy key), then the same answer.
     pub fn refuse_unknown(&self, creds: &Credentials<'_>, req: &Request<'_>) -> Error {
         static DUMMY: OnceLock<SigningKey> = OnceLock::new();
-        let dummy =
-            DUMMY.get_or_init(|| SigningKey::from_bytes(b"armor-psk dummy key for unknown key ids"));
+        let dummy = DUMMY
+            .get_or_init(|| SigningKey::from_bytes(b"armor-psk dummy key for unknown key ids"));
         // The outcome is discarded: only the work matters.
         let _ = std::hint::black_box(self.verify(dummy, creds, req));
         Error::InvalidSignature
@@ -237,7 +237,10 @@ mod tests {
             (header(&key, "/x", body, 100), Variant::Vendor),
             (header(&key, "/x?a=1", body, 100), Variant::SignedQuery),
             (hashed_header(&key, "/x", body), Variant::HashedBody),
-            (hashed_header(&key, "/x?a=1", body), Variant::SignedQueryHashedBody),
+            (
+                hashed_header(&key, "/x?a=1", body),
+                Variant::SignedQueryHashedBody,
+            ),
         ];
         for (h, want) in cases {
             let c = Credentials::parse(&h).unwrap();
@@ -258,7 +261,10 @@ mod tests {
         // A different key never matches.
         let other = SigningKey::from_bytes(b"t");
         assert_eq!(lax.verify(&other, &c, &req), Err(Error::InvalidSignature));
-        assert_eq!(strict.verify(&other, &c, &req), Err(Error::InvalidSignature));
+        assert_eq!(
+            strict.verify(&other, &c, &req),
+            Err(Error::InvalidSignature)
+        );
     }
 
     fn cases_vendor(key: &SigningKey, body: &[u8]) -> String {

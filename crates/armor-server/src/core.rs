@@ -345,7 +345,7 @@ impl Core {
         via: Via,
     ) -> Result<Principal, Error> {
         let user = self.store.user_by_id(user_id).await?;
-        if !user.as_ref().is_some_and(|u| u.status == "active") {
+        if user.as_ref().is_none_or(|u| u.status != "active") {
             return Err(match via {
                 Via::Password { .. } => Error::InvalidToken,
                 Via::ApiKey { .. } => armor_psk::Error::InvalidSignature.into(),
@@ -354,8 +354,7 @@ impl Core {
         let account_id = match context {
             None => default_account,
             Some(text) => {
-                if text.is_empty() || text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit())
-                {
+                if text.is_empty() || text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(Error::InvalidAccountContext);
                 }
                 text.parse().map_err(|_| Error::InvalidAccountContext)?
@@ -375,7 +374,12 @@ impl Core {
     }
 
     /// `POST /auth/authorize`: a single-use code for a right password.
-    pub async fn authorize(&self, username: &str, password: &str, address: Option<String>) -> Result<Zeroizing<String>, Error> {
+    pub async fn authorize(
+        &self,
+        username: &str,
+        password: &str,
+        address: Option<String>,
+    ) -> Result<Zeroizing<String>, Error> {
         let user = self.store.user_by_email(username.trim()).await?;
         let usable = user.as_ref().filter(|u| u.status == "active");
         let stored = usable.and_then(|u| u.password_hash.as_deref());
@@ -403,14 +407,22 @@ impl Core {
     }
 
     /// `POST /auth/token`: exchanges a code for an FH-AUTH token.
-    pub async fn exchange_code(&self, code: &str, address: Option<String>) -> Result<Zeroizing<String>, Error> {
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        address: Option<String>,
+    ) -> Result<Zeroizing<String>, Error> {
         let now = self.now();
         let user_id = self
             .store
             .take_code(&crypto::token_hash(code), now)
             .await?
             .ok_or(Error::InvalidCode)?;
-        let user = self.store.user_by_id(user_id).await?.ok_or(Error::InvalidCode)?;
+        let user = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .ok_or(Error::InvalidCode)?;
         if user.status != "active" {
             return Err(Error::InvalidCode);
         }
@@ -431,7 +443,12 @@ impl Core {
     async fn issue_token(&self, user_id: i64, now: u64) -> Result<Zeroizing<String>, Error> {
         let token = crypto::new_token();
         self.store
-            .insert_token(&crypto::token_hash(&token), user_id, now, now + TOKEN_MAX_TTL)
+            .insert_token(
+                &crypto::token_hash(&token),
+                user_id,
+                now,
+                now + TOKEN_MAX_TTL,
+            )
             .await?;
         Ok(token)
     }
@@ -463,7 +480,11 @@ impl Core {
     // ---- users and accounts ----
 
     /// A user visible in the caller's account: a member of it.
-    pub async fn user_in_account(&self, p: &Principal, user_id: i64) -> Result<(UserRow, String), Error> {
+    pub async fn user_in_account(
+        &self,
+        p: &Principal,
+        user_id: i64,
+    ) -> Result<(UserRow, String), Error> {
         let role = self
             .store
             .role_in(user_id, p.account_id)
@@ -482,7 +503,12 @@ impl Core {
 
     /// Who may touch whose keys: self with Self Manage, others with the
     /// "All" permission named; another account's users are not found.
-    async fn key_owner_check(&self, p: &Principal, user_id: i64, all: Option<&str>) -> Result<(), Error> {
+    async fn key_owner_check(
+        &self,
+        p: &Principal,
+        user_id: i64,
+        all: Option<&str>,
+    ) -> Result<(), Error> {
         self.user_in_account(p, user_id).await?;
         if user_id == p.user_id && p.has(perm::KEYS_SELF_MANAGE) {
             return Ok(());
@@ -495,13 +521,20 @@ impl Core {
     }
 
     pub async fn list_keys(&self, p: &Principal, user_id: i64) -> Result<Vec<KeyRow>, Error> {
-        self.key_owner_check(p, user_id, Some(perm::KEYS_ALL_READ)).await?;
+        self.key_owner_check(p, user_id, Some(perm::KEYS_ALL_READ))
+            .await?;
         self.store.keys_of_user(user_id, p.account_id).await
     }
 
     /// Creates a key for the caller. Keys are created only for oneself: a
     /// key for someone else would let its creator act as them.
-    pub async fn create_key(&self, p: &Principal, user_id: i64, name: &str, address: Option<String>) -> Result<NewKey, Error> {
+    pub async fn create_key(
+        &self,
+        p: &Principal,
+        user_id: i64,
+        name: &str,
+        address: Option<String>,
+    ) -> Result<NewKey, Error> {
         let name = valid_key_name(name)?;
         self.key_owner_check(p, user_id, None).await?;
         let id = uuid::Uuid::new_v4().to_string();
@@ -556,8 +589,15 @@ impl Core {
             .ok_or(Error::NotFound("key"))
     }
 
-    pub async fn delete_key(&self, p: &Principal, user_id: i64, key_id: &str, address: Option<String>) -> Result<(), Error> {
-        self.key_owner_check(p, user_id, Some(perm::KEYS_ALL_DELETE)).await?;
+    pub async fn delete_key(
+        &self,
+        p: &Principal,
+        user_id: i64,
+        key_id: &str,
+        address: Option<String>,
+    ) -> Result<(), Error> {
+        self.key_owner_check(p, user_id, Some(perm::KEYS_ALL_DELETE))
+            .await?;
         let key = self.key_of(p, user_id, key_id).await?;
         // Out of the cache first: from here on the key is refused.
         self.keys.remove(&key.id);
@@ -578,7 +618,14 @@ impl Core {
         Ok(())
     }
 
-    pub async fn rename_key(&self, p: &Principal, user_id: i64, key_id: &str, prev: Option<&str>, new: &str) -> Result<KeyRow, Error> {
+    pub async fn rename_key(
+        &self,
+        p: &Principal,
+        user_id: i64,
+        key_id: &str,
+        prev: Option<&str>,
+        new: &str,
+    ) -> Result<KeyRow, Error> {
         let new = valid_key_name(new)?;
         self.key_owner_check(p, user_id, None).await?;
         let mut key = self.key_of(p, user_id, key_id).await?;
@@ -608,7 +655,11 @@ impl Core {
             for row in rows {
                 let secret = master.open(&row.id, &row.sealed())?;
                 let sealed = master.seal(&row.id, &secret)?;
-                if self.store.reseal_key(&row.id, row.mk_version, &sealed).await? {
+                if self
+                    .store
+                    .reseal_key(&row.id, row.mk_version, &sealed)
+                    .await?
+                {
                     done += 1;
                 }
             }

@@ -61,11 +61,12 @@ impl MasterKeys {
     pub fn load(path: &Path) -> Result<Self, Error> {
         check_private(path)?;
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-            Error::Config(format!("cannot read master key file {}: {e}", path.display()))
+            Error::Config(format!(
+                "cannot read master key file {}: {e}",
+                path.display()
+            ))
         })?);
-        let bad = |why: &str| {
-            Error::Config(format!("master key file {}: {why}", path.display()))
-        };
+        let bad = |why: &str| Error::Config(format!("master key file {}: {why}", path.display()));
         let mut keys = BTreeMap::new();
         for line in text.lines().map(str::trim) {
             if line.is_empty() || line.starts_with('#') {
@@ -176,7 +177,10 @@ fn associated_data(key_id: &str, version: u32) -> Vec<u8> {
 fn check_private(path: &Path) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt as _;
     let meta = std::fs::metadata(path).map_err(|e| {
-        Error::Config(format!("cannot read master key file {}: {e}", path.display()))
+        Error::Config(format!(
+            "cannot read master key file {}: {e}",
+            path.display()
+        ))
     })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -196,7 +200,10 @@ fn check_private(_path: &Path) -> Result<(), Error> {
 /// Writes the whole file atomically: a 0600 temp file, fsync, rename.
 fn write_key_file(path: &Path, keys: &BTreeMap<u32, Zeroizing<[u8; 32]>>) -> Result<(), Error> {
     let io = |e: std::io::Error| {
-        Error::Config(format!("cannot write master key file {}: {e}", path.display()))
+        Error::Config(format!(
+            "cannot write master key file {}: {e}",
+            path.display()
+        ))
     };
     let mut text = Zeroizing::new(String::from(
         "# armor master keys: VERSION:BASE64. The newest seals, all open. Keep this file private.\n",

@@ -9,7 +9,10 @@
 //! - [`web`]: axum router, the front layer and handlers; [`web::error`]
 //!   maps each domain error to a status and code in one place.
 //! - [`Application`]: binds, wires and runs; port 0 gives a free port.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod clock;
 pub mod core;
@@ -27,9 +30,9 @@ use std::time::Duration;
 use secrecy::{ExposeSecret as _, SecretString};
 use zeroize::Zeroizing;
 
-pub use crate::error::Error;
 use crate::clock::Clock;
 use crate::core::{Core, CoreConfig};
+pub use crate::error::Error;
 use crate::store::Store;
 
 /// Everything `armor serve` can be told.
@@ -83,7 +86,11 @@ impl Application {
     pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, Error> {
         create_private_dir(&settings.data_dir)?;
         let db_url = settings.database_url.clone().unwrap_or_else(|| {
-            settings.data_dir.join("armor.db").to_string_lossy().into_owned()
+            settings
+                .data_dir
+                .join("armor.db")
+                .to_string_lossy()
+                .into_owned()
         });
         let master_path = settings
             .master_key_file
@@ -111,7 +118,9 @@ impl Application {
             None
         };
 
-        let replay = Arc::new(armor_psk::MemoryReplayGuard::new(settings.replay_max_entries));
+        let replay = Arc::new(armor_psk::MemoryReplayGuard::new(
+            settings.replay_max_entries,
+        ));
         let core = Core::new(
             store,
             &master_path,
@@ -151,7 +160,10 @@ impl Application {
 
     /// Serves until `shutdown` completes, then drains connections and
     /// writes the pending last-used times.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
         let core = self.core.clone();
         let flusher = tokio::spawn({
             let core = core.clone();

@@ -76,6 +76,19 @@ pub struct TokenRow {
     pub revoked: i64,
 }
 
+/// A user to create.
+#[derive(Debug, Clone, Copy)]
+pub struct NewUser<'a> {
+    pub account_id: i64,
+    pub email: &'a str,
+    pub first: &'a str,
+    pub last: &'a str,
+    pub password_hash: Option<&'a str>,
+    /// `active` or `invited`.
+    pub status: &'a str,
+    pub role: &'a str,
+}
+
 /// One row for the audit log.
 #[derive(Debug, Clone, Default)]
 pub struct AuditEvent {
@@ -132,7 +145,12 @@ impl Store {
 
     /// On an empty store, creates account 1 and its owner (user 1). Returns
     /// whether it did.
-    pub async fn bootstrap(&self, email: &str, password_hash: &str, now: u64) -> Result<bool, Error> {
+    pub async fn bootstrap(
+        &self,
+        email: &str,
+        password_hash: &str,
+        now: u64,
+    ) -> Result<bool, Error> {
         let mut tx = self.pool.begin().await?;
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM accounts")
             .fetch_one(&mut *tx)
@@ -206,7 +224,11 @@ impl Store {
     }
 
     /// The permissions of `user_id` in `account_id`; `None` if not a member.
-    pub async fn permissions(&self, user_id: i64, account_id: i64) -> Result<Option<Vec<String>>, Error> {
+    pub async fn permissions(
+        &self,
+        user_id: i64,
+        account_id: i64,
+    ) -> Result<Option<Vec<String>>, Error> {
         let rows: Vec<(Option<String>,)> = sqlx::query_as(
             "SELECT rp.permission FROM memberships m
              LEFT JOIN role_permissions rp ON rp.role_id = m.role_id
@@ -247,18 +269,17 @@ impl Store {
         Ok(r.rows_affected() > 0)
     }
 
-    /// Creates a user who is a member of `account_id` with `role`.
-    pub async fn create_user(
-        &self,
-        account_id: i64,
-        email: &str,
-        first: &str,
-        last: &str,
-        password_hash: Option<&str>,
-        status: &str,
-        role: &str,
-        now: u64,
-    ) -> Result<i64, Error> {
+    /// Creates a user who is a member of their account with their role.
+    pub async fn create_user(&self, u: &NewUser<'_>, now: u64) -> Result<i64, Error> {
+        let NewUser {
+            account_id,
+            email,
+            first,
+            last,
+            password_hash,
+            status,
+            role,
+        } = *u;
         let mut tx = self.pool.begin().await?;
         let res = sqlx::query(
             "INSERT INTO users (account_id, email, first_name, last_name, password_hash, status, created_at)
@@ -276,7 +297,9 @@ impl Store {
         let id = match res {
             Ok(r) => r.last_insert_rowid(),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(Error::Conflict(format!("a user with the email {email} exists")))
+                return Err(Error::Conflict(format!(
+                    "a user with the email {email} exists"
+                )))
             }
             Err(e) => return Err(e.into()),
         };
@@ -306,7 +329,12 @@ impl Store {
 
     // ---- password login ----
 
-    pub async fn insert_code(&self, hash: &[u8], user_id: i64, expires_at: u64) -> Result<(), Error> {
+    pub async fn insert_code(
+        &self,
+        hash: &[u8],
+        user_id: i64,
+        expires_at: u64,
+    ) -> Result<(), Error> {
         sqlx::query("INSERT INTO auth_codes (code_hash, user_id, expires_at) VALUES ($1, $2, $3)")
             .bind(hash)
             .bind(user_id)
@@ -318,11 +346,12 @@ impl Store {
 
     /// Consumes a code: it works once, and only before it expires.
     pub async fn take_code(&self, hash: &[u8], now: u64) -> Result<Option<i64>, Error> {
-        let row: Option<(i64, i64)> =
-            sqlx::query_as("DELETE FROM auth_codes WHERE code_hash = $1 RETURNING user_id, expires_at")
-                .bind(hash)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "DELETE FROM auth_codes WHERE code_hash = $1 RETURNING user_id, expires_at",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
         sqlx::query("DELETE FROM auth_codes WHERE expires_at < $1")
             .bind(secs(now))
             .execute(&self.pool)
@@ -330,7 +359,13 @@ impl Store {
         Ok(row.and_then(|(uid, exp)| (exp >= secs(now)).then_some(uid)))
     }
 
-    pub async fn insert_token(&self, hash: &[u8], user_id: i64, now: u64, expires_at: u64) -> Result<(), Error> {
+    pub async fn insert_token(
+        &self,
+        hash: &[u8],
+        user_id: i64,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<(), Error> {
         sqlx::query(
             "INSERT INTO tokens (token_hash, user_id, created_at, last_seen, expires_at) VALUES ($1, $2, $3, $3, $4)",
         )
@@ -344,10 +379,12 @@ impl Store {
     }
 
     pub async fn token(&self, hash: &[u8]) -> Result<Option<TokenRow>, Error> {
-        Ok(sqlx::query_as("SELECT user_id, last_seen, expires_at, revoked FROM tokens WHERE token_hash = $1")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(sqlx::query_as(
+            "SELECT user_id, last_seen, expires_at, revoked FROM tokens WHERE token_hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     pub async fn touch_token(&self, hash: &[u8], now: u64) -> Result<(), Error> {
@@ -448,7 +485,10 @@ impl Store {
 
     /// Sealed secrets of the active keys of active users (optionally one
     /// user's), for the verifier's cache.
-    pub async fn active_sealed_keys(&self, user_id: Option<i64>) -> Result<Vec<SealedKeyRow>, Error> {
+    pub async fn active_sealed_keys(
+        &self,
+        user_id: Option<i64>,
+    ) -> Result<Vec<SealedKeyRow>, Error> {
         Ok(sqlx::query_as(
             "SELECT k.id, k.user_id, k.account_id, k.mk_version, k.nonce, k.ciphertext
              FROM api_keys k JOIN users u ON u.id = k.user_id
@@ -460,7 +500,11 @@ impl Store {
     }
 
     /// Up to `limit` active keys sealed with another version than `version`.
-    pub async fn keys_not_sealed_with(&self, version: u32, limit: i64) -> Result<Vec<SealedKeyRow>, Error> {
+    pub async fn keys_not_sealed_with(
+        &self,
+        version: u32,
+        limit: i64,
+    ) -> Result<Vec<SealedKeyRow>, Error> {
         Ok(sqlx::query_as(
             "SELECT id, user_id, account_id, mk_version, nonce, ciphertext FROM api_keys
              WHERE status = 'Active' AND mk_version <> $1 LIMIT $2",
@@ -472,7 +516,12 @@ impl Store {
     }
 
     /// Replaces a row's sealed secret, only if it still holds `old_version`.
-    pub async fn reseal_key(&self, id: &str, old_version: i64, sealed: &Sealed) -> Result<bool, Error> {
+    pub async fn reseal_key(
+        &self,
+        id: &str,
+        old_version: i64,
+        sealed: &Sealed,
+    ) -> Result<bool, Error> {
         let r = sqlx::query(
             "UPDATE api_keys SET mk_version = $1, nonce = $2, ciphertext = $3
              WHERE id = $4 AND mk_version = $5 AND status = 'Active'",
@@ -491,11 +540,13 @@ impl Store {
     pub async fn record_last_used(&self, batch: &[(String, u64)]) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
         for (id, at) in batch {
-            sqlx::query("UPDATE api_keys SET last_used = MAX(COALESCE(last_used, 0), $1) WHERE id = $2")
-                .bind(secs(*at))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE api_keys SET last_used = MAX(COALESCE(last_used, 0), $1) WHERE id = $2",
+            )
+            .bind(secs(*at))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -503,7 +554,12 @@ impl Store {
 
     // ---- accounts ----
 
-    pub async fn create_account(&self, name: &str, parent: Option<i64>, now: u64) -> Result<i64, Error> {
+    pub async fn create_account(
+        &self,
+        name: &str,
+        parent: Option<i64>,
+        now: u64,
+    ) -> Result<i64, Error> {
         let r = sqlx::query("INSERT INTO accounts (name, status, parent_id, created_at) VALUES ($1, 'Active', $2, $3)")
             .bind(name)
             .bind(parent)
@@ -514,10 +570,12 @@ impl Store {
     }
 
     pub async fn account(&self, id: i64) -> Result<Option<AccountRow>, Error> {
-        Ok(sqlx::query_as("SELECT id, name, status, parent_id FROM accounts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT id, name, status, parent_id FROM accounts WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     // ---- audit ----

@@ -5,17 +5,22 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use armor_server::clock::{Clock as _, SystemClock};
-use armor_server::crypto;
 use armor_server::core::{Core, CoreConfig};
+use armor_server::crypto;
 use armor_server::crypto::MasterKeys;
-use armor_server::store::Store;
+use armor_server::store::{NewUser, Store};
 
 #[derive(clap::Args, Debug)]
 pub struct AdminArgs {
     #[command(subcommand)]
     command: AdminCommand,
     /// The server's data directory.
-    #[arg(long, global = true, env = "ARMOR_DATA_DIR", default_value = "./armor-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "ARMOR_DATA_DIR",
+        default_value = "./armor-data"
+    )]
     data_dir: PathBuf,
     /// Database URL (default: armor.db in the data dir).
     #[arg(long, global = true, env = "ARMOR_DATABASE_URL")]
@@ -71,10 +76,12 @@ enum AdminCommand {
 }
 
 pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
-    let db = args
-        .database_url
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("armor.db").to_string_lossy().into_owned());
+    let db = args.database_url.clone().unwrap_or_else(|| {
+        args.data_dir
+            .join("armor.db")
+            .to_string_lossy()
+            .into_owned()
+    });
     let master = args
         .master_key_file
         .clone()
@@ -104,7 +111,9 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             AdminCommand::AddAccount { name, parent } => {
-                let id = store.create_account(&name, parent, SystemClock.now()).await?;
+                let id = store
+                    .create_account(&name, parent, SystemClock.now())
+                    .await?;
                 println!("{id}");
             }
             AdminCommand::AddUser {
@@ -122,15 +131,26 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                     None => crypto::new_password(),
                 };
                 let hash = crypto::hash_password(&password)?;
-                let id = store
-                    .create_user(account, &email, &first_name, &last_name, Some(&hash), "active", &role, SystemClock.now())
-                    .await?;
+                let user = NewUser {
+                    account_id: account,
+                    email: &email,
+                    first: &first_name,
+                    last: &last_name,
+                    password_hash: Some(&hash),
+                    status: "active",
+                    role: &role,
+                };
+                let id = store.create_user(&user, SystemClock.now()).await?;
                 match given {
                     Some(_) => println!("{id}"),
                     None => println!("{id} {}", password.as_str()),
                 }
             }
-            AdminCommand::SetRole { user, account, role } => {
+            AdminCommand::SetRole {
+                user,
+                account,
+                role,
+            } => {
                 if !store.set_role(user, account, &role).await? {
                     anyhow::bail!("unknown role {role}");
                 }

@@ -5,7 +5,10 @@
 //!   credentials profile file.
 //! - `serve.rs`: `armor serve`, wiring configuration into `armor-server`.
 //! - `admin.rs`: `armor admin ...` operator commands.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod admin;
 mod client;
@@ -14,7 +17,11 @@ mod serve;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "armor", version, about = "ARMOR-PSK API keys: server, signer and client")]
+#[command(
+    name = "armor",
+    version,
+    about = "ARMOR-PSK API keys: server, signer and client"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -60,7 +60,12 @@ pub async fn authenticate(core: &Arc<Core>, req: Request) -> Result<Request, Err
                     .map(|u| u.account_id)
                     .ok_or(Error::InvalidToken)?;
                 let p = core
-                    .principal(user_id, home, context.as_deref(), Via::Password { token_hash })
+                    .principal(
+                        user_id,
+                        home,
+                        context.as_deref(),
+                        Via::Password { token_hash },
+                    )
                     .await?;
                 (Auth::Principal(p), req)
             }
@@ -83,7 +88,10 @@ pub async fn authenticate(core: &Arc<Core>, req: Request) -> Result<Request, Err
                         Via::ApiKey { key_id: id.key_id },
                     )
                     .await?;
-                (Auth::Principal(p), Request::from_parts(parts, Body::from(bytes)))
+                (
+                    Auth::Principal(p),
+                    Request::from_parts(parts, Body::from(bytes)),
+                )
             }
         },
     };
@@ -133,7 +141,11 @@ pub struct PasswordCaller(pub Principal);
 pub struct NoApiKey(pub Option<Principal>);
 
 fn auth_of(parts: &Parts) -> Auth {
-    parts.extensions.get::<Auth>().cloned().unwrap_or(Auth::Anonymous)
+    parts
+        .extensions
+        .get::<Auth>()
+        .cloned()
+        .unwrap_or(Auth::Anonymous)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -172,6 +184,10 @@ impl<S: Send + Sync> FromRequestParts<S> for NoApiKey {
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<ClientAddr>().cloned().unwrap_or_default())
+        Ok(parts
+            .extensions
+            .get::<ClientAddr>()
+            .cloned()
+            .unwrap_or_default())
     }
 }

@@ -39,22 +39,78 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
                 err.code(),
                 "The replay store is unavailable; try again shortly.",
             ),
-            _ => (StatusCode::UNAUTHORIZED, err.code(), "Authorization has been denied for this request."),
+            _ => (
+                StatusCode::UNAUTHORIZED,
+                err.code(),
+                "Authorization has been denied for this request.",
+            ),
         },
-        Error::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token", "Authorization has been denied for this request."),
-        Error::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials", "The user name or password is incorrect."),
-        Error::InvalidCode => (StatusCode::BAD_REQUEST, "invalid_grant", "The authorization code is invalid."),
-        Error::ApiKeyNotAllowed => (StatusCode::FORBIDDEN, "api_key_not_allowed", "API keys cannot be used on this route."),
-        Error::PermissionDenied(_) => (StatusCode::FORBIDDEN, "permission_denied", "You do not have permission to do this."),
-        Error::InvalidAccountContext => (StatusCode::FORBIDDEN, "invalid_account_context", "The account context is not valid for you."),
+        Error::InvalidToken => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "Authorization has been denied for this request.",
+        ),
+        Error::InvalidCredentials => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "The user name or password is incorrect.",
+        ),
+        Error::InvalidCode => (
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "The authorization code is invalid.",
+        ),
+        Error::ApiKeyNotAllowed => (
+            StatusCode::FORBIDDEN,
+            "api_key_not_allowed",
+            "API keys cannot be used on this route.",
+        ),
+        Error::PermissionDenied(_) => (
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            "You do not have permission to do this.",
+        ),
+        Error::InvalidAccountContext => (
+            StatusCode::FORBIDDEN,
+            "invalid_account_context",
+            "The account context is not valid for you.",
+        ),
         Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Not found."),
-        Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request", "The request is invalid."),
-        Error::MalformedTarget(_) => (StatusCode::BAD_REQUEST, "malformed_request_target", "The request path is invalid."),
-        Error::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "The request body is too large."),
-        Error::Conflict(_) => (StatusCode::CONFLICT, "conflict", "The request conflicts with the current state."),
-        Error::NotImplemented => (StatusCode::NOT_IMPLEMENTED, "not_implemented", "Not available yet."),
-        Error::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "The service is unavailable; try again shortly."),
-        Error::Config(_) | Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "An error has occurred."),
+        Error::BadRequest(_) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The request is invalid.",
+        ),
+        Error::MalformedTarget(_) => (
+            StatusCode::BAD_REQUEST,
+            "malformed_request_target",
+            "The request path is invalid.",
+        ),
+        Error::BodyTooLarge(_) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "The request body is too large.",
+        ),
+        Error::Conflict(_) => (
+            StatusCode::CONFLICT,
+            "conflict",
+            "The request conflicts with the current state.",
+        ),
+        Error::NotImplemented => (
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+            "Not available yet.",
+        ),
+        Error::StoreUnavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "The service is unavailable; try again shortly.",
+        ),
+        Error::Config(_) | Error::Internal(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "An error has occurred.",
+        ),
     }
 }
 
@@ -108,18 +164,38 @@ mod tests {
         let psk = |err| Error::Psk { err, detail: None };
         let cases: Vec<(Error, u16, &str)> = vec![
             (psk(P::MissingAuthorization), 401, "missing_authorization"),
-            (psk(P::Parse(armor_psk::ParseError::NotArmorPsk)), 401, "not_armor_psk"),
-            (psk(P::Parse(armor_psk::ParseError::Malformed("x"))), 401, "malformed_authorization"),
-            (psk(P::TimestampOutOfWindow { server_time: 1 }), 401, "timestamp_out_of_window"),
+            (
+                psk(P::Parse(armor_psk::ParseError::NotArmorPsk)),
+                401,
+                "not_armor_psk",
+            ),
+            (
+                psk(P::Parse(armor_psk::ParseError::Malformed("x"))),
+                401,
+                "malformed_authorization",
+            ),
+            (
+                psk(P::TimestampOutOfWindow { server_time: 1 }),
+                401,
+                "timestamp_out_of_window",
+            ),
             (psk(P::InvalidSignature), 401, "invalid_signature"),
             (psk(P::QueryNotSigned), 401, "query_not_signed"),
             (psk(P::NonceReused), 401, "nonce_reused"),
-            (psk(P::ReplayStoreUnavailable), 503, "replay_store_unavailable"),
+            (
+                psk(P::ReplayStoreUnavailable),
+                503,
+                "replay_store_unavailable",
+            ),
             (Error::InvalidToken, 401, "invalid_token"),
             (Error::InvalidCredentials, 401, "invalid_credentials"),
             (Error::InvalidCode, 400, "invalid_grant"),
             (Error::ApiKeyNotAllowed, 403, "api_key_not_allowed"),
-            (Error::PermissionDenied("p".into()), 403, "permission_denied"),
+            (
+                Error::PermissionDenied("p".into()),
+                403,
+                "permission_denied",
+            ),
             (Error::InvalidAccountContext, 403, "invalid_account_context"),
             (Error::NotFound("x"), 404, "not_found"),
             (Error::BadRequest("x".into()), 400, "invalid_request"),
@@ -145,7 +221,9 @@ mod tests {
         .into_response();
         assert_eq!(resp.status(), 401);
         assert_eq!(resp.headers()[header::WWW_AUTHENTICATE], "ARMOR-PSK");
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["error"], "timestamp_out_of_window");
         assert_eq!(v["status"], 401);

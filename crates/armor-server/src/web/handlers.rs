@@ -15,7 +15,7 @@ use super::auth::{Caller, ClientAddr, NoApiKey, PasswordCaller};
 use super::error::ApiError;
 use super::{ApiJson, AppState};
 use crate::clock::rfc3339;
-use crate::core::{perm, TOKEN_IDLE_TTL, CODE_TTL};
+use crate::core::{perm, CODE_TTL, TOKEN_IDLE_TTL};
 use crate::error::Error;
 use crate::store::{AccountRow, KeyRow, UserRow};
 
@@ -59,18 +59,45 @@ pub async fn metrics(State(core): State<AppState>) -> Response {
     let m = &core.metrics;
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, v: u64| {
-        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+        );
     };
-    counter("armor_psk_accepted_total", "ARMOR-PSK requests accepted", m.psk_accepted.load(Ordering::Relaxed));
-    counter("armor_logins_total", "Successful password logins", m.logins_ok.load(Ordering::Relaxed));
-    counter("armor_login_failures_total", "Failed password logins", m.logins_failed.load(Ordering::Relaxed));
-    counter("armor_keys_created_total", "API keys created", m.keys_created.load(Ordering::Relaxed));
-    counter("armor_keys_deleted_total", "API keys deleted", m.keys_deleted.load(Ordering::Relaxed));
+    counter(
+        "armor_psk_accepted_total",
+        "ARMOR-PSK requests accepted",
+        m.psk_accepted.load(Ordering::Relaxed),
+    );
+    counter(
+        "armor_logins_total",
+        "Successful password logins",
+        m.logins_ok.load(Ordering::Relaxed),
+    );
+    counter(
+        "armor_login_failures_total",
+        "Failed password logins",
+        m.logins_failed.load(Ordering::Relaxed),
+    );
+    counter(
+        "armor_keys_created_total",
+        "API keys created",
+        m.keys_created.load(Ordering::Relaxed),
+    );
+    counter(
+        "armor_keys_deleted_total",
+        "API keys deleted",
+        m.keys_deleted.load(Ordering::Relaxed),
+    );
     let _ = write!(
         out,
         "# HELP armor_psk_refused_total ARMOR-PSK requests refused, by error code\n# TYPE armor_psk_refused_total counter\n"
     );
-    let mut refused: Vec<(&str, u64)> = m.psk_refused.iter().map(|e| (*e.key(), *e.value())).collect();
+    let mut refused: Vec<(&str, u64)> = m
+        .psk_refused
+        .iter()
+        .map(|e| (*e.key(), *e.value()))
+        .collect();
     refused.sort();
     for (code, n) in refused {
         let _ = writeln!(out, "armor_psk_refused_total{{error=\"{code}\"}} {n}");
@@ -142,7 +169,10 @@ pub struct ReissueBody {
     token: Option<String>,
 }
 
-pub async fn reissue(State(core): State<AppState>, ApiJson(body): ApiJson<ReissueBody>) -> ApiResult<Json<Value>> {
+pub async fn reissue(
+    State(core): State<AppState>,
+    ApiJson(body): ApiJson<ReissueBody>,
+) -> ApiResult<Json<Value>> {
     let token = body
         .token
         .ok_or_else(|| Error::BadRequest("token is required".into()))?;
@@ -150,7 +180,10 @@ pub async fn reissue(State(core): State<AppState>, ApiJson(body): ApiJson<Reissu
     Ok(token_response(&fresh))
 }
 
-pub async fn logout(State(core): State<AppState>, PasswordCaller(p): PasswordCaller) -> ApiResult<Json<bool>> {
+pub async fn logout(
+    State(core): State<AppState>,
+    PasswordCaller(p): PasswordCaller,
+) -> ApiResult<Json<bool>> {
     core.logout(&p).await?;
     Ok(Json(true))
 }
@@ -189,7 +222,11 @@ pub async fn me(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<Js
     let accounts = core.store.accounts_of(p.user_id).await?;
     let mut permissions = serde_json::Map::new();
     for a in &accounts {
-        let perms = core.store.permissions(p.user_id, a.id).await?.unwrap_or_default();
+        let perms = core
+            .store
+            .permissions(p.user_id, a.id)
+            .await?
+            .unwrap_or_default();
         permissions.insert(a.id.to_string(), json!(perms));
     }
     Ok(Json(json!({
@@ -242,12 +279,19 @@ pub async fn permissions(Caller(p): Caller) -> Json<Value> {
     }))
 }
 
-pub async fn accounts(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<Json<Vec<Value>>> {
+pub async fn accounts(
+    State(core): State<AppState>,
+    Caller(p): Caller,
+) -> ApiResult<Json<Vec<Value>>> {
     let accounts = core.store.accounts_of(p.user_id).await?;
     Ok(Json(accounts.iter().map(account_json).collect()))
 }
 
-pub async fn account(State(core): State<AppState>, Caller(p): Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn account(
+    State(core): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let id = int_id(&id)?;
     let accounts = core.store.accounts_of(p.user_id).await?;
     let a = accounts
@@ -269,7 +313,11 @@ pub async fn users(State(core): State<AppState>, Caller(p): Caller) -> ApiResult
     ))
 }
 
-pub async fn user(State(core): State<AppState>, Caller(p): Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn user(
+    State(core): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let id = int_id(&id)?;
     let (u, role) = core.user_in_account(&p, id).await?;
     if id != p.user_id {
@@ -343,11 +391,7 @@ pub async fn create_key(
         "userId": new.row.user_id,
         "createdDate": rfc3339(new.row.created_at.max(0) as u64),
     });
-    Ok((
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(body),
-    )
-        .into_response())
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
 #[derive(Deserialize)]

@@ -51,7 +51,12 @@ pub struct RouteDoc {
     pub summary: &'static str,
 }
 
-const fn r(method: &'static str, path: &'static str, policy: Policy, summary: &'static str) -> RouteDoc {
+const fn r(
+    method: &'static str,
+    path: &'static str,
+    policy: Policy,
+    summary: &'static str,
+) -> RouteDoc {
     RouteDoc {
         method,
         path,
@@ -64,45 +69,185 @@ use Policy::{Caller as C, NoApiKey as N, PasswordOnly as P, Public as O};
 
 /// Every route the server answers.
 pub const ROUTES: &[RouteDoc] = &[
-    r("GET", "/health", O, "200 once the store answers, 503 otherwise"),
+    r(
+        "GET",
+        "/health",
+        O,
+        "200 once the store answers, 503 otherwise",
+    ),
     r("GET", "/metrics", O, "Prometheus text metrics"),
     r("GET", "/openapi.json", O, "This description"),
     r("GET", "/docs", O, "The API reference, rendered"),
-    r("POST", "/auth/authorize", O, "Password login step 1: a single-use code"),
-    r("POST", "/auth/token", O, "Password login step 2: an FH-AUTH token"),
-    r("POST", "/auth/token/reissue", O, "A fresh token for a valid one"),
+    r(
+        "POST",
+        "/auth/authorize",
+        O,
+        "Password login step 1: a single-use code",
+    ),
+    r(
+        "POST",
+        "/auth/token",
+        O,
+        "Password login step 2: an FH-AUTH token",
+    ),
+    r(
+        "POST",
+        "/auth/token/reissue",
+        O,
+        "A fresh token for a valid one",
+    ),
     r("POST", "/auth/logout", P, "Revoke the caller's token"),
-    r("GET", "/auth/whoami", C, "Who the server takes the caller to be, and what it verified"),
-    r("POST", "/auth/whoami", C, "As GET, for a request with a body: its length and SHA-256"),
-    r("GET", "/me", C, "The caller, their accounts and permissions"),
-    r("GET", "/permissions", C, "The caller's permissions in the account"),
+    r(
+        "GET",
+        "/auth/whoami",
+        C,
+        "Who the server takes the caller to be, and what it verified",
+    ),
+    r(
+        "POST",
+        "/auth/whoami",
+        C,
+        "As GET, for a request with a body: its length and SHA-256",
+    ),
+    r(
+        "GET",
+        "/me",
+        C,
+        "The caller, their accounts and permissions",
+    ),
+    r(
+        "GET",
+        "/permissions",
+        C,
+        "The caller's permissions in the account",
+    ),
     r("GET", "/accounts", C, "Accounts the caller belongs to"),
-    r("GET", "/accounts/{id}", C, "One account the caller belongs to"),
+    r(
+        "GET",
+        "/accounts/{id}",
+        C,
+        "One account the caller belongs to",
+    ),
     r("GET", "/users", C, "Users of the account (Users Read)"),
-    r("GET", "/users/{id}", C, "One user of the account (self, or Users Read)"),
-    r("GET", "/users/{id}/keys", P, "List API keys (never the secret)"),
-    r("POST", "/users/{id}/keys", P, "Create an API key: the only time the secret is shown"),
+    r(
+        "GET",
+        "/users/{id}",
+        C,
+        "One user of the account (self, or Users Read)",
+    ),
+    r(
+        "GET",
+        "/users/{id}/keys",
+        P,
+        "List API keys (never the secret)",
+    ),
+    r(
+        "POST",
+        "/users/{id}/keys",
+        P,
+        "Create an API key: the only time the secret is shown",
+    ),
     r("PUT", "/users/{id}/keys", P, "Rename an API key"),
-    r("DELETE", "/users/{id}/keys/{key}", P, "Delete an API key; it stops working at once"),
-    r("GET", "/users/{id}/ActivationCode", P, "Pending activation code of an invited user"),
-    r("POST", "/users/resetpassword", N, "Start a password reset by email"),
-    r("POST", "/users/setpassword", N, "Set a password with an activation or reset code"),
-    r("PUT", "/users/{id}", P, "Edit a user's names, email and roles"),
+    r(
+        "DELETE",
+        "/users/{id}/keys/{key}",
+        P,
+        "Delete an API key; it stops working at once",
+    ),
+    r(
+        "GET",
+        "/users/{id}/ActivationCode",
+        P,
+        "Pending activation code of an invited user",
+    ),
+    r(
+        "POST",
+        "/users/resetpassword",
+        N,
+        "Start a password reset by email",
+    ),
+    r(
+        "POST",
+        "/users/setpassword",
+        N,
+        "Set a password with an activation or reset code",
+    ),
+    r(
+        "PUT",
+        "/users/{id}",
+        P,
+        "Edit a user's names, email and roles",
+    ),
     r("POST", "/users/status", P, "Enable or disable a user"),
     r("POST", "/users/", P, "Create (invite) a user"),
     r("POST", "/users/{id}/invite", P, "(Re)send an invitation"),
-    r("GET", "/users/LockedOut/{accountId}/{email}", P, "Whether a login is locked out"),
-    r("POST", "/users/unlock/{accountId}/{email}", P, "Unlock a login"),
+    r(
+        "GET",
+        "/users/LockedOut/{accountId}/{email}",
+        P,
+        "Whether a login is locked out",
+    ),
+    r(
+        "POST",
+        "/users/unlock/{accountId}/{email}",
+        P,
+        "Unlock a login",
+    ),
     r("DELETE", "/users/softDelete", P, "Soft-delete a user"),
-    r("PUT", "/usersecurity/challengephrase", P, "Set the challenge phrase"),
-    r("GET", "/usersecurity/challengephrase/{userId}", P, "Read the challenge phrase"),
-    r("GET", "/usersecurity/securityinformation/{referencekey}", P, "Read security information"),
-    r("POST", "/usersecurity/securityinformation/{referencekey}", P, "Write security information"),
-    r("POST", "/usersecurity/securityinformation/existing/{referencekey}", P, "Update existing security information"),
-    r("POST", "/usersecurity/securityinformation/{accountId}/{userId}", P, "Security information of a user"),
-    r("POST", "/usersecurity/validatemfaphone", P, "Verify a phone number for MFA"),
-    r("POST", "/usersecurity/validatephoneapppin", P, "Verify an authenticator-app code"),
-    r("GET", "/auditlog", P, "The account's audit log (Audit Log Read)"),
+    r(
+        "PUT",
+        "/usersecurity/challengephrase",
+        P,
+        "Set the challenge phrase",
+    ),
+    r(
+        "GET",
+        "/usersecurity/challengephrase/{userId}",
+        P,
+        "Read the challenge phrase",
+    ),
+    r(
+        "GET",
+        "/usersecurity/securityinformation/{referencekey}",
+        P,
+        "Read security information",
+    ),
+    r(
+        "POST",
+        "/usersecurity/securityinformation/{referencekey}",
+        P,
+        "Write security information",
+    ),
+    r(
+        "POST",
+        "/usersecurity/securityinformation/existing/{referencekey}",
+        P,
+        "Update existing security information",
+    ),
+    r(
+        "POST",
+        "/usersecurity/securityinformation/{accountId}/{userId}",
+        P,
+        "Security information of a user",
+    ),
+    r(
+        "POST",
+        "/usersecurity/validatemfaphone",
+        P,
+        "Verify a phone number for MFA",
+    ),
+    r(
+        "POST",
+        "/usersecurity/validatephoneapppin",
+        P,
+        "Verify an authenticator-app code",
+    ),
+    r(
+        "GET",
+        "/auditlog",
+        P,
+        "The account's audit log (Audit Log Read)",
+    ),
 ];
 
 /// The router, with the front layer; testable with `oneshot`.
@@ -123,22 +268,40 @@ pub fn app(core: AppState) -> Router {
         .route("/accounts", get(h::accounts))
         .route("/accounts/{id}", get(h::account))
         .route("/users", get(h::users).post(h::password_only_unavailable))
-        .route("/users/{id}", get(h::user).put(h::password_only_unavailable))
+        .route(
+            "/users/{id}",
+            get(h::user).put(h::password_only_unavailable),
+        )
         .route(
             "/users/{id}/keys",
             get(h::list_keys).post(h::create_key).put(h::rename_key),
         )
         .route("/users/{id}/keys/{key}", delete(h::delete_key))
-        .route("/users/{id}/activationcode", get(h::password_only_unavailable))
+        .route(
+            "/users/{id}/activationcode",
+            get(h::password_only_unavailable),
+        )
         .route("/users/resetpassword", post(h::no_api_key_unavailable))
         .route("/users/setpassword", post(h::no_api_key_unavailable))
         .route("/users/status", post(h::password_only_unavailable))
         .route("/users/{id}/invite", post(h::password_only_unavailable))
-        .route("/users/lockedout/{account}/{email}", get(h::password_only_unavailable))
-        .route("/users/unlock/{account}/{email}", post(h::password_only_unavailable))
+        .route(
+            "/users/lockedout/{account}/{email}",
+            get(h::password_only_unavailable),
+        )
+        .route(
+            "/users/unlock/{account}/{email}",
+            post(h::password_only_unavailable),
+        )
         .route("/users/softdelete", delete(h::password_only_unavailable))
-        .route("/usersecurity/challengephrase", put(h::password_only_unavailable))
-        .route("/usersecurity/challengephrase/{user}", get(h::password_only_unavailable))
+        .route(
+            "/usersecurity/challengephrase",
+            put(h::password_only_unavailable),
+        )
+        .route(
+            "/usersecurity/challengephrase/{user}",
+            get(h::password_only_unavailable),
+        )
         .route(
             "/usersecurity/securityinformation/{a}",
             get(h::password_only_unavailable).post(h::password_only_unavailable),
@@ -151,8 +314,14 @@ pub fn app(core: AppState) -> Router {
             "/usersecurity/securityinformation/{a}/{b}",
             post(h::password_only_unavailable),
         )
-        .route("/usersecurity/validatemfaphone", post(h::password_only_unavailable))
-        .route("/usersecurity/validatephoneapppin", post(h::password_only_unavailable))
+        .route(
+            "/usersecurity/validatemfaphone",
+            post(h::password_only_unavailable),
+        )
+        .route(
+            "/usersecurity/validatephoneapppin",
+            post(h::password_only_unavailable),
+        )
         .route("/auditlog", get(h::audit_log))
         .fallback(h::not_found)
         .method_not_allowed_fallback(h::method_not_allowed)
@@ -189,9 +358,7 @@ async fn front(State(core): State<AppState>, req: Request, next: Next) -> Respon
         };
         match pq.parse::<Uri>() {
             Ok(uri) => *req.uri_mut() = uri,
-            Err(_) => {
-                return ApiError(Error::MalformedTarget("unparseable path")).into_response()
-            }
+            Err(_) => return ApiError(Error::MalformedTarget("unparseable path")).into_response(),
         }
     }
     next.run(req).await

@@ -25,7 +25,10 @@ pub fn document() -> Value {
     for route in ROUTES {
         let (security, policy) = match route.policy {
             Policy::Public => (json!([]), "public"),
-            Policy::Caller => (json!([{"FH-AUTH": []}, {"ARMOR-PSK": []}]), "any-credential"),
+            Policy::Caller => (
+                json!([{"FH-AUTH": []}, {"ARMOR-PSK": []}]),
+                "any-credential",
+            ),
             Policy::PasswordOnly => (json!([{"FH-AUTH": []}]), "password-only"),
             Policy::NoApiKey => (json!([{}, {"FH-AUTH": []}]), "no-api-key"),
         };
@@ -103,12 +106,17 @@ code{{font-size:90%}}</style></head><body><h1>armor API reference</h1>\
 <table><thead><tr><th>Method</th><th>Path</th><th>Credential</th><th>What it does</th></tr></thead><tbody>{rows}</tbody></table></body></html>"
     );
     (
-        [(header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'")],
+        [(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'",
+        )],
         Html(page),
     )
         .into_response()
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

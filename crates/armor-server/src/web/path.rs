@@ -28,11 +28,17 @@ pub fn check(path: &str) -> Result<(), Error> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
             let Some(value) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
                 return Err(Error::MalformedTarget("bad percent-escape"));
             };
-            if value == b'/' || value == b'\\' || value.is_ascii_alphanumeric() || b"-._~".contains(&value) {
+            if value == b'/'
+                || value == b'\\'
+                || value.is_ascii_alphanumeric()
+                || b"-._~".contains(&value)
+            {
                 return Err(Error::MalformedTarget(
                     "percent-encoded '/', '\\' or unreserved character",
                 ));
@@ -61,7 +67,13 @@ mod tests {
 
     #[test]
     fn canonical_paths_pass() {
-        for p in ["/", "/me", "/users/", "/users/1/keys", "/users/LockedOut/2/jane%40example.com"] {
+        for p in [
+            "/",
+            "/me",
+            "/users/",
+            "/users/1/keys",
+            "/users/LockedOut/2/jane%40example.com",
+        ] {
             assert!(check(p).is_ok(), "{p}");
         }
     }
@@ -69,9 +81,20 @@ mod tests {
     #[test]
     fn spellings_that_could_alias_are_refused() {
         for p in [
-            "", "me", "//users/1/keys", "/users//1/keys", "/users/./1/keys", "/users/1/keys/..",
-            "/users%2F1/keys", "/users%2f1", "/users%5C1", "/users\\1\\keys", "/u%73ers/1/keys",
-            "/users/1/keys/%2E%2E", "/users/%", "/users/%zz",
+            "",
+            "me",
+            "//users/1/keys",
+            "/users//1/keys",
+            "/users/./1/keys",
+            "/users/1/keys/..",
+            "/users%2F1/keys",
+            "/users%2f1",
+            "/users%5C1",
+            "/users\\1\\keys",
+            "/u%73ers/1/keys",
+            "/users/1/keys/%2E%2E",
+            "/users/%",
+            "/users/%zz",
         ] {
             assert!(check(p).is_err(), "{p}");
         }
@@ -79,7 +102,10 @@ mod tests {
 
     #[test]
     fn routing_is_case_and_trailing_slash_insensitive() {
-        assert_eq!(routing_form("/Users/1/ActivationCode/"), "/users/1/activationcode");
+        assert_eq!(
+            routing_form("/Users/1/ActivationCode/"),
+            "/users/1/activationcode"
+        );
         assert_eq!(routing_form("/"), "/");
     }
 }

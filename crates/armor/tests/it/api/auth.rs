@@ -12,7 +12,15 @@ async fn login_token_reissue_logout() {
 
     // A GET with a JSON body `{}`, as the public armorapi client sends.
     let (s, _, me) = app
-        .send("GET", "/me", &[("Authorization", &auth), ("Content-Type", "application/json")], b"{}".to_vec())
+        .send(
+            "GET",
+            "/me",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            b"{}".to_vec(),
+        )
         .await;
     assert_eq!(s, 200, "{me}");
     assert_eq!(me["user"]["username"], ADMIN_EMAIL);
@@ -21,27 +29,46 @@ async fn login_token_reissue_logout() {
     assert_eq!(me["accounts"][0]["id"], 1);
     assert_eq!(me["features"], json!([]));
     let perms = me["permissions"]["1"].as_array().unwrap();
-    for p in ["API Keys All Read", "API Keys All Delete", "API Keys Self Manage"] {
+    for p in [
+        "API Keys All Read",
+        "API Keys All Delete",
+        "API Keys Self Manage",
+    ] {
         assert!(perms.contains(&json!(p)), "{perms:?}");
     }
 
     // Bearer works too.
-    let (s, _, _) = app.send("GET", "/me", &[("Authorization", &format!("Bearer {token}"))], vec![]).await;
+    let (s, _, _) = app
+        .send(
+            "GET",
+            "/me",
+            &[("Authorization", &format!("Bearer {token}"))],
+            vec![],
+        )
+        .await;
     assert_eq!(s, 200);
 
     // Reissue: a fresh token; the old one is revoked.
-    let (s, fresh) = app.post_json("/auth/token/reissue", json!({"token": token}), None).await;
+    let (s, fresh) = app
+        .post_json("/auth/token/reissue", json!({"token": token}), None)
+        .await;
     assert_eq!(s, 200, "{fresh}");
     let fresh = fresh["access_token"].as_str().unwrap().to_owned();
     assert_ne!(fresh, token);
-    let (s, _, body) = app.send("GET", "/me", &[("Authorization", &auth)], vec![]).await;
+    let (s, _, body) = app
+        .send("GET", "/me", &[("Authorization", &auth)], vec![])
+        .await;
     assert_eq!((s, body["error"].as_str()), (401, Some("invalid_token")));
 
     // Logout revokes.
     let fresh_auth = format!("FH-AUTH {fresh}");
-    let (s, _) = app.post_json("/auth/logout", json!({}), Some(&fresh_auth)).await;
+    let (s, _) = app
+        .post_json("/auth/logout", json!({}), Some(&fresh_auth))
+        .await;
     assert_eq!(s, 200);
-    let (s, _, _) = app.send("GET", "/me", &[("Authorization", &fresh_auth)], vec![]).await;
+    let (s, _, _) = app
+        .send("GET", "/me", &[("Authorization", &fresh_auth)], vec![])
+        .await;
     assert_eq!(s, 401);
 }
 
@@ -49,7 +76,11 @@ async fn login_token_reissue_logout() {
 async fn codes_are_single_use_and_username_spellings() {
     let app = spawn_app().await;
     let (s, body) = app
-        .post_json("/auth/authorize", json!({"userName": ADMIN_EMAIL, "password": ADMIN_PASSWORD}), None)
+        .post_json(
+            "/auth/authorize",
+            json!({"userName": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
+            None,
+        )
         .await;
     assert_eq!(s, 200);
     let exchange = json!({"code": body["code"], "grant_type": "authorization_code"});
@@ -63,10 +94,18 @@ async fn codes_are_single_use_and_username_spellings() {
 async fn wrong_password_and_unknown_user_answer_the_same() {
     let app = spawn_app().await;
     let (s1, b1) = app
-        .post_json("/auth/authorize", json!({"username": ADMIN_EMAIL, "password": "nope"}), None)
+        .post_json(
+            "/auth/authorize",
+            json!({"username": ADMIN_EMAIL, "password": "nope"}),
+            None,
+        )
         .await;
     let (s2, b2) = app
-        .post_json("/auth/authorize", json!({"username": "nobody@example.com", "password": "nope"}), None)
+        .post_json(
+            "/auth/authorize",
+            json!({"username": "nobody@example.com", "password": "nope"}),
+            None,
+        )
         .await;
     assert_eq!(s1, 401);
     assert_eq!((s1, &b1), (s2, &b2));
@@ -74,10 +113,17 @@ async fn wrong_password_and_unknown_user_answer_the_same() {
     for field in ["error", "error_description", "Message", "status"] {
         assert!(!b1[field].is_null(), "{field} missing in {b1}");
     }
-    let (s, b) = app.post_json("/auth/authorize", json!({"username": ADMIN_EMAIL}), None).await;
+    let (s, b) = app
+        .post_json("/auth/authorize", json!({"username": ADMIN_EMAIL}), None)
+        .await;
     assert_eq!((s, b["error"].as_str()), (400, Some("invalid_request")));
     let (s, _, b) = app
-        .send("POST", "/auth/authorize", &[("Content-Type", "application/json")], b"{not json".to_vec())
+        .send(
+            "POST",
+            "/auth/authorize",
+            &[("Content-Type", "application/json")],
+            b"{not json".to_vec(),
+        )
         .await;
     assert_eq!((s, b["error"].as_str()), (400, Some("invalid_request")));
 }
@@ -86,11 +132,23 @@ async fn wrong_password_and_unknown_user_answer_the_same() {
 async fn missing_and_foreign_credentials() {
     let app = spawn_app().await;
     let (s, h, b) = app.send("GET", "/me", &[], vec![]).await;
-    assert_eq!((s, b["error"].as_str()), (401, Some("missing_authorization")));
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (401, Some("missing_authorization"))
+    );
     assert_eq!(h["www-authenticate"], "ARMOR-PSK");
-    let (s, _, b) = app.send("GET", "/me", &[("Authorization", "Basic dXNlcjpwdw==")], vec![]).await;
+    let (s, _, b) = app
+        .send(
+            "GET",
+            "/me",
+            &[("Authorization", "Basic dXNlcjpwdw==")],
+            vec![],
+        )
+        .await;
     assert_eq!((s, b["error"].as_str()), (401, Some("not_armor_psk")));
-    let (s, _, b) = app.send("GET", "/me", &[("Authorization", "FH-AUTH 0000")], vec![]).await;
+    let (s, _, b) = app
+        .send("GET", "/me", &[("Authorization", "FH-AUTH 0000")], vec![])
+        .await;
     assert_eq!((s, b["error"].as_str()), (401, Some("invalid_token")));
 }
 
@@ -100,57 +158,135 @@ async fn account_context_and_identity_routes() {
     let other = app.admin(&["add-account", "--name", "Other", "--parent", "1"], &[]);
     let third = app.admin(&["add-account", "--name", "Third"], &[]);
     // The owner becomes a read-only member of "Other", not of "Third".
-    app.admin(&["set-role", "--user", "1", "--account", &other, "--role", "Read Only"], &[]);
+    app.admin(
+        &[
+            "set-role",
+            "--user",
+            "1",
+            "--account",
+            &other,
+            "--role",
+            "Read Only",
+        ],
+        &[],
+    );
     let token = app.login().await;
     let auth = format!("FH-AUTH {token}");
 
-    let (s, _, me) = app.send("GET", "/me", &[("Authorization", &auth)], vec![]).await;
+    let (s, _, me) = app
+        .send("GET", "/me", &[("Authorization", &auth)], vec![])
+        .await;
     assert_eq!(s, 200);
     assert_eq!(me["accounts"].as_array().unwrap().len(), 2);
     assert_eq!(me["permissions"][&other], json!([]));
 
     let (s, _, p) = app
-        .send("GET", "/permissions", &[("Authorization", &auth), ("X-Account-Context", &other)], vec![])
+        .send(
+            "GET",
+            "/permissions",
+            &[("Authorization", &auth), ("X-Account-Context", &other)],
+            vec![],
+        )
         .await;
     assert_eq!(s, 200);
     assert_eq!(p["accountId"].to_string(), other);
     assert_eq!(p["permissions"], json!([]));
     for bad in [third.as_str(), "abc", "-1", "99999999999999999999999"] {
         let (s, _, b) = app
-            .send("GET", "/me", &[("Authorization", &auth), ("X-Account-Context", bad)], vec![])
+            .send(
+                "GET",
+                "/me",
+                &[("Authorization", &auth), ("X-Account-Context", bad)],
+                vec![],
+            )
             .await;
-        assert_eq!((s, b["error"].as_str()), (403, Some("invalid_account_context")), "{bad}");
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (403, Some("invalid_account_context")),
+            "{bad}"
+        );
     }
 
-    let (s, _, a) = app.send("GET", "/accounts", &[("Authorization", &auth)], vec![]).await;
+    let (s, _, a) = app
+        .send("GET", "/accounts", &[("Authorization", &auth)], vec![])
+        .await;
     assert_eq!((s, a.as_array().unwrap().len()), (200, 2));
-    let (s, _, a) = app.send("GET", &format!("/accounts/{other}"), &[("Authorization", &auth)], vec![]).await;
+    let (s, _, a) = app
+        .send(
+            "GET",
+            &format!("/accounts/{other}"),
+            &[("Authorization", &auth)],
+            vec![],
+        )
+        .await;
     assert_eq!((s, a["parent"].as_i64()), (200, Some(1)));
-    let (s, _, _) = app.send("GET", &format!("/accounts/{third}"), &[("Authorization", &auth)], vec![]).await;
+    let (s, _, _) = app
+        .send(
+            "GET",
+            &format!("/accounts/{third}"),
+            &[("Authorization", &auth)],
+            vec![],
+        )
+        .await;
     assert_eq!(s, 404);
 
     let bob = app.add_user("bob@example.com", "User", 1);
-    let (s, _, users) = app.send("GET", "/users", &[("Authorization", &auth)], vec![]).await;
+    let (s, _, users) = app
+        .send("GET", "/users", &[("Authorization", &auth)], vec![])
+        .await;
     assert_eq!((s, users.as_array().unwrap().len()), (200, 2));
-    let (s, _, u) = app.send("GET", &format!("/users/{bob}"), &[("Authorization", &auth)], vec![]).await;
+    let (s, _, u) = app
+        .send(
+            "GET",
+            &format!("/users/{bob}"),
+            &[("Authorization", &auth)],
+            vec![],
+        )
+        .await;
     assert_eq!((s, u["email"].as_str()), (200, Some("bob@example.com")));
     // In "Other", bob is not a member: not found, and the owner may not list users there.
     let (s, _, _) = app
-        .send("GET", &format!("/users/{bob}"), &[("Authorization", &auth), ("X-Account-Context", &other)], vec![])
+        .send(
+            "GET",
+            &format!("/users/{bob}"),
+            &[("Authorization", &auth), ("X-Account-Context", &other)],
+            vec![],
+        )
         .await;
     assert_eq!(s, 404);
     let (s, _, b) = app
-        .send("GET", "/users", &[("Authorization", &auth), ("X-Account-Context", &other)], vec![])
+        .send(
+            "GET",
+            "/users",
+            &[("Authorization", &auth), ("X-Account-Context", &other)],
+            vec![],
+        )
         .await;
     assert_eq!((s, b["error"].as_str()), (403, Some("permission_denied")));
     // Bob sees himself but not the user list.
     let bob_token = app.login_as("bob@example.com", ADMIN_PASSWORD).await;
     let bob_auth = format!("FH-AUTH {bob_token}");
-    let (s, _, _) = app.send("GET", &format!("/users/{bob}"), &[("Authorization", &bob_auth)], vec![]).await;
+    let (s, _, _) = app
+        .send(
+            "GET",
+            &format!("/users/{bob}"),
+            &[("Authorization", &bob_auth)],
+            vec![],
+        )
+        .await;
     assert_eq!(s, 200);
-    let (s, _, _) = app.send("GET", "/users/1", &[("Authorization", &bob_auth)], vec![]).await;
+    let (s, _, _) = app
+        .send("GET", "/users/1", &[("Authorization", &bob_auth)], vec![])
+        .await;
     assert_eq!(s, 403);
-    let (s, _, _) = app.send("GET", "/users/notanumber", &[("Authorization", &bob_auth)], vec![]).await;
+    let (s, _, _) = app
+        .send(
+            "GET",
+            "/users/notanumber",
+            &[("Authorization", &bob_auth)],
+            vec![],
+        )
+        .await;
     assert_eq!(s, 404);
 }
 
@@ -161,13 +297,22 @@ async fn health_metrics_openapi_docs() {
     assert_eq!((s, b["status"].as_str()), (200, Some("ok")));
     let (s, _, m) = app.send("GET", "/metrics", &[], vec![]).await;
     assert_eq!(s, 200);
-    assert!(m.as_str().unwrap().contains("armor_psk_accepted_total 0"), "{m}");
+    assert!(
+        m.as_str().unwrap().contains("armor_psk_accepted_total 0"),
+        "{m}"
+    );
     let (s, _, doc) = app.send("GET", "/openapi.json", &[], vec![]).await;
     assert_eq!(s, 200);
     assert_eq!(doc["openapi"], "3.1.0");
-    assert_eq!(doc["paths"]["/users/{id}/keys"]["post"]["x-armor-policy"], "password-only");
+    assert_eq!(
+        doc["paths"]["/users/{id}/keys"]["post"]["x-armor-policy"],
+        "password-only"
+    );
     let (s, h, page) = app.send("GET", "/docs", &[], vec![]).await;
     assert_eq!(s, 200);
-    assert!(h["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    assert!(h["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'none'"));
     assert!(page.as_str().unwrap().contains("/users/{id}/keys"));
 }

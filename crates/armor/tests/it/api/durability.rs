@@ -12,9 +12,19 @@ async fn keys_and_logins_survive_a_restart() {
     assert_eq!(app.psk(&key, "GET", "/me", b"").await.0, 200);
     app.restart();
     assert_eq!(app.psk(&key, "GET", "/me", b"").await.0, 200);
-    let (s, _, list) = app.send("GET", "/users/1/keys", &[("Authorization", &format!("FH-AUTH {token}"))], vec![]).await;
+    let (s, _, list) = app
+        .send(
+            "GET",
+            "/users/1/keys",
+            &[("Authorization", &format!("FH-AUTH {token}"))],
+            vec![],
+        )
+        .await;
     assert_eq!(s, 200, "the token did not survive the restart");
-    assert!(list[0]["lastUsed"].is_string(), "last-used time lost on shutdown: {list}");
+    assert!(
+        list[0]["lastUsed"].is_string(),
+        "last-used time lost on shutdown: {list}"
+    );
 }
 
 #[tokio::test]
@@ -26,7 +36,12 @@ async fn kill_9_during_key_creation_loses_no_acknowledged_key() {
     let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for i in 0..48 {
-        let (url, http, token, acked) = (url.clone(), http.clone(), token.clone(), acknowledged.clone());
+        let (url, http, token, acked) = (
+            url.clone(),
+            http.clone(),
+            token.clone(),
+            acknowledged.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(i * 4)).await;
             let resp = http
@@ -66,7 +81,10 @@ async fn rotating_the_master_key_keeps_every_key() {
     let token = app.login().await;
     let keys: Vec<Key> = futures_join(&app, &token, 5).await;
     let out = app.admin(&["rotate-master-key"], &[]);
-    assert!(out.contains("version 2 added; 5 API-key secrets re-sealed"), "{out}");
+    assert!(
+        out.contains("version 2 added; 5 API-key secrets re-sealed"),
+        "{out}"
+    );
     let text = std::fs::read_to_string(app.data_dir().join("master.key")).unwrap();
     assert!(text.lines().any(|l| l.starts_with("2:")), "{text}");
     // A key made by the running server after the rotation.
@@ -76,7 +94,10 @@ async fn rotating_the_master_key_keeps_every_key() {
         assert_eq!(app.psk(k, "GET", "/me", b"").await.0, 200, "{}", k.id);
     }
     let out = app.admin(&["rotate-master-key"], &[]);
-    assert!(out.contains("version 3 added; 6 API-key secrets re-sealed"), "{out}");
+    assert!(
+        out.contains("version 3 added; 6 API-key secrets re-sealed"),
+        "{out}"
+    );
 }
 
 async fn futures_join(app: &TestApp, token: &str, n: usize) -> Vec<Key> {
@@ -112,12 +133,19 @@ async fn no_secret_in_the_data_dir_or_the_debug_logs() {
         let k = app.create_key(&token, 1, &format!("s{i}")).await;
         assert_eq!(app.psk(&k, "GET", "/me", b"").await.0, 200);
         // A refused signature too: the server's log must not echo secrets.
-        let wrong = Key { id: k.id.clone(), secret: "apsk_not_it".into() };
+        let wrong = Key {
+            id: k.id.clone(),
+            secret: "apsk_not_it".into(),
+        };
         assert_eq!(app.psk(&wrong, "GET", "/me", b"").await.0, 401);
         secrets.push(k.secret.clone());
     }
     let (s, code) = app
-        .post_json("/auth/authorize", serde_json::json!({"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD}), None)
+        .post_json(
+            "/auth/authorize",
+            serde_json::json!({"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
+            None,
+        )
         .await;
     assert_eq!(s, 200);
     secrets.push(code["code"].as_str().unwrap().to_owned());
@@ -128,13 +156,24 @@ async fn no_secret_in_the_data_dir_or_the_debug_logs() {
         let bytes = std::fs::read(&path).unwrap();
         files += 1;
         for s in &secrets {
-            assert!(!contains(&bytes, s.as_bytes()), "{} holds a secret", path.display());
+            assert!(
+                !contains(&bytes, s.as_bytes()),
+                "{} holds a secret",
+                path.display()
+            );
         }
-        assert!(!contains(&bytes, b"apsk_"), "{} holds a secret prefix", path.display());
+        assert!(
+            !contains(&bytes, b"apsk_"),
+            "{} holds a secret prefix",
+            path.display()
+        );
     }
     assert!(files >= 2);
     let logs = app.logs_text();
-    assert!(logs.contains("DEBUG") || logs.contains("serving"), "no logs captured");
+    assert!(
+        logs.contains("DEBUG") || logs.contains("serving"),
+        "no logs captured"
+    );
     for s in &secrets {
         assert!(!logs.contains(s.as_str()), "the log holds a secret");
     }

@@ -2,10 +2,10 @@
 //! port 0 with a temporary data directory through [`spawn_app`].
 
 mod auth;
+mod durability;
 mod keys;
 mod psk;
 mod routes;
-mod durability;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -123,7 +123,9 @@ impl TestApp {
     fn stop(&mut self, hard: bool) {
         if let Some(mut child) = self.child.take() {
             let sig = if hard { "-KILL" } else { "-TERM" };
-            let _ = Command::new("kill").args([sig, &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
                 if child.try_wait().unwrap().is_some() {
@@ -146,14 +148,26 @@ impl TestApp {
             .envs(env.iter().copied())
             .output()
             .unwrap();
-        assert!(out.status.success(), "armor admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "armor admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
     /// Creates a user through `armor admin add-user`; returns the id.
     pub fn add_user(&self, email: &str, role: &str, account: i64) -> i64 {
         self.admin(
-            &["add-user", "--email", email, "--role", role, "--account", &account.to_string()],
+            &[
+                "add-user",
+                "--email",
+                email,
+                "--role",
+                role,
+                "--account",
+                &account.to_string(),
+            ],
             &[("ARMOR_NEW_USER_PASSWORD", ADMIN_PASSWORD)],
         )
         .parse()
@@ -177,7 +191,11 @@ impl TestApp {
     /// Password login: authorize then token. Returns the access token.
     pub async fn login_as(&self, email: &str, password: &str) -> String {
         let (s, body) = self
-            .post_json("/auth/authorize", json!({"username": email, "password": password}), None)
+            .post_json(
+                "/auth/authorize",
+                json!({"username": email, "password": password}),
+                None,
+            )
             .await;
         assert_eq!(s, 200, "{body}");
         assert_eq!(body["expiresIn"], 120);
@@ -282,10 +300,13 @@ pub async fn raw_request(
 ) -> (u16, reqwest::header::HeaderMap, Value) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let host = base.trim_start_matches("http://");
-    let mut stream = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(host))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(host),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -305,7 +326,14 @@ fn parse_response(raw: &[u8]) -> (u16, reqwest::header::HeaderMap, Value) {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = std::str::from_utf8(&raw[..split]).unwrap();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let mut headers = reqwest::header::HeaderMap::new();
     let mut chunked = false;
     for l in lines {
@@ -322,15 +350,16 @@ fn parse_response(raw: &[u8]) -> (u16, reqwest::header::HeaderMap, Value) {
     if chunked {
         body = dechunk(&body);
     }
-    let v = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let v = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     (status, headers, v)
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
         if size == 0 {
             break;
         }

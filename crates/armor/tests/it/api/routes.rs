@@ -8,7 +8,10 @@ use super::*;
 /// Seed 001's list, as (method, path with sample ids), plus the rename.
 const RESTRICTED: &[(&str, &str)] = &[
     ("GET", "/users/1/keys"),
-    ("DELETE", "/users/1/keys/20a37099-4a0b-432f-bf46-5fa690a0405c"),
+    (
+        "DELETE",
+        "/users/1/keys/20a37099-4a0b-432f-bf46-5fa690a0405c",
+    ),
     ("POST", "/users/1/keys"),
     ("PUT", "/users/1/keys"),
     ("GET", "/users/1/ActivationCode"),
@@ -66,14 +69,32 @@ async fn api_keys_are_refused_on_every_restricted_route_and_spelling() {
             let body = br#"{"name":"x"}"#;
             let auth = sign(&key, method, &target, body, &fresh_nonce(), now());
             let (s, _, b) = app
-                .send(method, &target, &[("Authorization", &auth), ("Content-Type", "application/json")], body.to_vec())
+                .send(
+                    method,
+                    &target,
+                    &[
+                        ("Authorization", &auth),
+                        ("Content-Type", "application/json"),
+                    ],
+                    body.to_vec(),
+                )
                 .await;
             tried += 1;
-            assert!(!(200..300).contains(&s), "{method} {target} succeeded with an API key: {b}");
+            assert!(
+                !(200..300).contains(&s),
+                "{method} {target} succeeded with an API key: {b}"
+            );
             if target == *path || target.eq_ignore_ascii_case(path) {
-                assert_eq!((s, b["error"].as_str()), (403, Some("api_key_not_allowed")), "{method} {target}: {b}");
+                assert_eq!(
+                    (s, b["error"].as_str()),
+                    (403, Some("api_key_not_allowed")),
+                    "{method} {target}: {b}"
+                );
             } else {
-                assert!(matches!(s, 400 | 403 | 404 | 405), "{method} {target}: {s} {b}");
+                assert!(
+                    matches!(s, 400 | 403 | 404 | 405),
+                    "{method} {target}: {s} {b}"
+                );
             }
         }
     }
@@ -83,7 +104,15 @@ async fn api_keys_are_refused_on_every_restricted_route_and_spelling() {
     let auth = format!("FH-AUTH {token}");
     for (method, path) in RESTRICTED {
         let (_, _, b) = app
-            .send(method, path, &[("Authorization", &auth), ("Content-Type", "application/json")], br#"{"name":"x"}"#.to_vec())
+            .send(
+                method,
+                path,
+                &[
+                    ("Authorization", &auth),
+                    ("Content-Type", "application/json"),
+                ],
+                br#"{"name":"x"}"#.to_vec(),
+            )
             .await;
         assert_ne!(b["error"], "api_key_not_allowed", "{method} {path}");
     }
@@ -105,8 +134,14 @@ async fn every_password_only_route_in_the_description_refuses_keys() {
             let target = sample(path);
             let method = method.to_ascii_uppercase();
             let auth = sign(&key, &method, &target, b"", &fresh_nonce(), now());
-            let (s, _, b) = app.send(&method, &target, &[("Authorization", &auth)], vec![]).await;
-            assert_eq!((s, b["error"].as_str()), (403, Some("api_key_not_allowed")), "{method} {target}: {b}");
+            let (s, _, b) = app
+                .send(&method, &target, &[("Authorization", &auth)], vec![])
+                .await;
+            assert_eq!(
+                (s, b["error"].as_str()),
+                (403, Some("api_key_not_allowed")),
+                "{method} {target}: {b}"
+            );
             checked += 1;
         }
     }
@@ -115,11 +150,20 @@ async fn every_password_only_route_in_the_description_refuses_keys() {
     // And every seed route is among them.
     for (method, path) in RESTRICTED {
         let found = doc["paths"].as_object().unwrap().iter().any(|(p, ops)| {
-            matches_template(p, path) && ops.get(method.to_ascii_lowercase()).is_some_and(|op: &Value| {
-                matches!(op["x-armor-policy"].as_str(), Some("password-only" | "no-api-key"))
-            })
+            matches_template(p, path)
+                && ops
+                    .get(method.to_ascii_lowercase())
+                    .is_some_and(|op: &Value| {
+                        matches!(
+                            op["x-armor-policy"].as_str(),
+                            Some("password-only" | "no-api-key")
+                        )
+                    })
         });
-        assert!(found, "{method} {path} is not documented as refusing API keys");
+        assert!(
+            found,
+            "{method} {path} is not documented as refusing API keys"
+        );
     }
 }
 
@@ -128,7 +172,12 @@ fn sample(template: &str) -> String {
         .split('/')
         .map(|seg| match seg {
             "{email}" => "owner%40example.com",
-            s if s.starts_with('{') && s.to_ascii_lowercase().contains("key") && s != "{referencekey}" => "20a37099-4a0b-432f-bf46-5fa690a0405c",
+            s if s.starts_with('{')
+                && s.to_ascii_lowercase().contains("key")
+                && s != "{referencekey}" =>
+            {
+                "20a37099-4a0b-432f-bf46-5fa690a0405c"
+            }
             s if s.starts_with('{') => "1",
             s => s,
         })
@@ -139,20 +188,41 @@ fn sample(template: &str) -> String {
 fn matches_template(template: &str, path: &str) -> bool {
     let t: Vec<&str> = template.trim_end_matches('/').split('/').collect();
     let p: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    t.len() == p.len() && t.iter().zip(&p).all(|(a, b)| a.starts_with('{') || a.eq_ignore_ascii_case(b))
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(a, b)| a.starts_with('{') || a.eq_ignore_ascii_case(b))
 }
 
 #[tokio::test]
 async fn non_canonical_targets_are_refused_before_authentication() {
     let app = spawn_app().await;
-    for target in ["/users//1/keys", "/users/./1", "/x/../me", "/m%65", "/users%2F1", "/a\\b"] {
+    for target in [
+        "/users//1/keys",
+        "/users/./1",
+        "/x/../me",
+        "/m%65",
+        "/users%2F1",
+        "/a\\b",
+    ] {
         let (s, _, b) = app.send("GET", target, &[], vec![]).await;
-        assert_eq!((s, b["error"].as_str()), (400, Some("malformed_request_target")), "{target}");
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (400, Some("malformed_request_target")),
+            "{target}"
+        );
     }
     // Case and a trailing slash route like the canonical path.
     let token = app.login().await;
     for target in ["/ME", "/me/", "/Me"] {
-        let (s, _, _) = app.send("GET", target, &[("Authorization", &format!("FH-AUTH {token}"))], vec![]).await;
+        let (s, _, _) = app
+            .send(
+                "GET",
+                target,
+                &[("Authorization", &format!("FH-AUTH {token}"))],
+                vec![],
+            )
+            .await;
         assert_eq!(s, 200, "{target}");
     }
 }
