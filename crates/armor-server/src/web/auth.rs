@@ -28,76 +28,114 @@ pub enum Auth {
 #[derive(Debug, Clone, Default)]
 pub struct ClientAddr(pub Option<String>);
 
-/// Authenticates `req` in place: on success the [`Auth`] is in its
-/// extensions (and, for ARMOR-PSK, the body has been read and verified).
-pub async fn authenticate(core: &Arc<Core>, req: Request) -> Result<Request, Error> {
-    let addr = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
-    let header = match req.headers().get(header::AUTHORIZATION) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| {
-                    Error::from(armor_psk::Error::Parse(armor_psk::ParseError::Malformed(
-                        "the Authorization header must be visible ASCII",
-                    )))
-                })?
-                .to_owned(),
-        ),
+/// A refused request, with its body if it was not read yet.
+pub struct Refusal {
+    pub error: Error,
+    pub body: Option<Body>,
+}
+
+/// Largest unread body drained before answering a refusal, so the client
+/// reads the answer rather than a connection reset.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+impl Refusal {
+    pub async fn into_response(self) -> axum::response::Response {
+        use axum::response::IntoResponse as _;
+        if let Some(body) = self.body {
+            let drain = Limited::new(body, DRAIN_LIMIT).collect();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+        }
+        ApiError(self.error).into_response()
+    }
+}
+
+fn client_addr(extensions: &axum::http::Extensions) -> ClientAddr {
+    ClientAddr(
+        extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string()),
+    )
+}
+
+/// Marks a request as anonymous (public routes).
+pub fn anonymous(mut req: Request) -> Request {
+    let addr = client_addr(req.extensions());
+    req.extensions_mut().insert(Auth::Anonymous);
+    req.extensions_mut().insert(addr);
+    req
+}
+
+/// Authenticates `req`: on success the [`Auth`] is in its extensions (and,
+/// for ARMOR-PSK, the body has been read, verified and put back).
+pub async fn authenticate(core: &Arc<Core>, req: Request) -> Result<Request, Refusal> {
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+    match authenticate_parts(core, &parts, &mut body).await {
+        Ok(auth) => {
+            let addr = client_addr(&parts.extensions);
+            let mut req = Request::from_parts(parts, body.unwrap_or_default());
+            req.extensions_mut().insert(auth);
+            req.extensions_mut().insert(addr);
+            Ok(req)
+        }
+        Err(error) => Err(Refusal { error, body }),
+    }
+}
+
+/// Decides who is calling. For ARMOR-PSK the body is taken out of `body`,
+/// read (only once the header is plausible), verified and put back.
+async fn authenticate_parts(
+    core: &Arc<Core>,
+    parts: &Parts,
+    body: &mut Option<Body>,
+) -> Result<Auth, Error> {
+    let header = match parts.headers.get(header::AUTHORIZATION) {
+        None => return Ok(Auth::Anonymous),
+        Some(v) => v.to_str().map_err(|_| {
+            Error::from(armor_psk::Error::Parse(armor_psk::ParseError::Malformed(
+                "the Authorization header must be visible ASCII",
+            )))
+        })?,
     };
-    let context = account_context(req.headers())?;
-    let (auth, mut req) = match header.as_deref() {
-        None => (Auth::Anonymous, req),
-        Some(h) => match token_of(h) {
-            Some(token) => {
-                let (user_id, token_hash) = core.authenticate_token(token).await?;
-                let home = core
-                    .store
-                    .user_by_id(user_id)
-                    .await?
-                    .map(|u| u.account_id)
-                    .ok_or(Error::InvalidToken)?;
-                let p = core
-                    .principal(
-                        user_id,
-                        home,
-                        context.as_deref(),
-                        Via::Password { token_hash },
-                    )
-                    .await?;
-                (Auth::Principal(p), req)
-            }
-            None => {
-                let (creds, key) = core.psk_begin(h)?;
-                let (parts, body) = req.into_parts();
-                let bytes = read_body(body, core.config.max_body).await?;
-                let psk_req = armor_psk::Request {
-                    method: parts.method.as_str(),
-                    path: parts.uri.path(),
-                    query: parts.uri.query(),
-                    body: &bytes,
-                };
-                let id = core.psk_finish(&creds, key.as_deref(), &psk_req)?;
-                let p = core
-                    .principal(
-                        id.user_id,
-                        id.account_id,
-                        context.as_deref(),
-                        Via::ApiKey { key_id: id.key_id },
-                    )
-                    .await?;
-                (
-                    Auth::Principal(p),
-                    Request::from_parts(parts, Body::from(bytes)),
-                )
-            }
-        },
+    let context = account_context(&parts.headers)?;
+    let principal = match token_of(header) {
+        Some(token) => {
+            let (user_id, token_hash) = core.authenticate_token(token).await?;
+            let home = core
+                .store
+                .user_by_id(user_id)
+                .await?
+                .map(|u| u.account_id)
+                .ok_or(Error::InvalidToken)?;
+            core.principal(
+                user_id,
+                home,
+                context.as_deref(),
+                Via::Password { token_hash },
+            )
+            .await?
+        }
+        None => {
+            let (creds, key) = core.psk_begin(header)?;
+            let bytes = read_body(body.take().unwrap_or_default(), core.config.max_body).await?;
+            let psk_req = armor_psk::Request {
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                body: &bytes,
+            };
+            let id = core.psk_finish(&creds, key.as_deref(), &psk_req)?;
+            *body = Some(Body::from(bytes.clone()));
+            core.principal(
+                id.user_id,
+                id.account_id,
+                context.as_deref(),
+                Via::ApiKey { key_id: id.key_id },
+            )
+            .await?
+        }
     };
-    req.extensions_mut().insert(auth);
-    req.extensions_mut().insert(ClientAddr(addr));
-    Ok(req)
+    Ok(Auth::Principal(principal))
 }
 
 /// `FH-AUTH <token>` or `Bearer <token>` (scheme case-insensitive).
@@ -110,9 +148,10 @@ fn token_of(header: &str) -> Option<&str> {
 fn account_context(headers: &HeaderMap) -> Result<Option<String>, Error> {
     match headers.get("x-account-context") {
         None => Ok(None),
+        // An empty header is the same as none (some clients always send it).
         Some(v) => v
             .to_str()
-            .map(|s| Some(s.trim().to_owned()))
+            .map(|s| Some(s.trim().to_owned()).filter(|s| !s.is_empty()))
             .map_err(|_| Error::InvalidAccountContext),
     }
 }

@@ -129,7 +129,12 @@ pub async fn authorize(
         return Err(Error::BadRequest("username and password are required".into()).into());
     };
     let code = core.authorize(&user, &pass, addr).await?;
-    Ok(Json(json!({"code": code.as_str(), "expiresIn": CODE_TTL})))
+    Ok(Json(json!({
+        "code": code.as_str(),
+        "expiresIn": CODE_TTL,
+        "success": true,
+        "redirect_uri": null,
+    })))
 }
 
 #[derive(Deserialize)]

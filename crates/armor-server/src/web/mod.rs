@@ -346,11 +346,17 @@ async fn front(State(core): State<AppState>, req: Request, next: Next) -> Respon
     if declared.is_some_and(|n| n > core.config.max_body as u64) {
         return ApiError(Error::BodyTooLarge(core.config.max_body)).into_response();
     }
-    let mut req = match auth::authenticate(&core, req).await {
-        Ok(req) => req,
-        Err(e) => return ApiError(e).into_response(),
-    };
     let routed = path::routing_form(req.uri().path());
+    let mut req = if is_public(req.method().as_str(), &routed) {
+        // Public routes ignore credentials: clients log in again with a
+        // stale `Authorization` still on their session.
+        auth::anonymous(req)
+    } else {
+        match auth::authenticate(&core, req).await {
+            Ok(req) => req,
+            Err(refusal) => return refusal.into_response().await,
+        }
+    };
     if routed != req.uri().path() {
         let pq = match req.uri().query() {
             Some(q) => format!("{routed}?{q}"),
@@ -364,13 +370,32 @@ async fn front(State(core): State<AppState>, req: Request, next: Next) -> Respon
     next.run(req).await
 }
 
-/// JSON body extractor whose refusals use the API's error body.
+/// Whether `ROUTES` marks this method and routing-form path as public.
+fn is_public(method: &str, routed: &str) -> bool {
+    ROUTES.iter().any(|r| {
+        r.policy == Policy::Public && r.method == method && r.path.eq_ignore_ascii_case(routed)
+    })
+}
+
+/// JSON body extractor whose refusals use the API's error body. A
+/// form-encoded body (`application/x-www-form-urlencoded`) is read too, as
+/// the vendor's ASP.NET service did.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
         let bytes = auth::read_body(req.into_body(), state.config.max_body).await?;
+        if form {
+            return serde_urlencoded::from_bytes(&bytes)
+                .map(ApiJson)
+                .map_err(|e| ApiError(Error::BadRequest(format!("invalid form body: {e}"))));
+        }
         let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {

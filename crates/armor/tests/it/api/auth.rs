@@ -316,3 +316,80 @@ async fn health_metrics_openapi_docs() {
         .contains("default-src 'none'"));
     assert!(page.as_str().unwrap().contains("/users/{id}/keys"));
 }
+
+/// What public clients of the vendor's API send (docs/compat-notes.md).
+#[tokio::test]
+async fn login_as_the_public_clients_do() {
+    let app = spawn_app().await;
+    // A stale token and a junk ARMOR-PSK header on the login routes are
+    // ignored (armorapi re-logs in with its old session headers).
+    for stale in [
+        "FH-AUTH 00000000000000000000000000000000",
+        "ARMOR-PSK :x:y:z",
+    ] {
+        let (s, body) = app
+            .post_json(
+                "/auth/authorize",
+                json!({"Username": ADMIN_EMAIL, "Password": ADMIN_PASSWORD}),
+                Some(stale),
+            )
+            .await;
+        assert_eq!(s, 200, "{stale}: {body}");
+        assert_eq!(body["success"], true);
+        assert!(body["redirect_uri"].is_null());
+        let (s, tok) = app
+            .post_json(
+                "/auth/token",
+                json!({"code": body["code"], "grant_type": "authorization_code"}),
+                Some(stale),
+            )
+            .await;
+        assert_eq!(s, 200, "{tok}");
+    }
+    // Form-encoded bodies, as a script posting `data=dict` sends them.
+    let form = format!(
+        "username={}&password={}",
+        ADMIN_EMAIL.replace('@', "%40"),
+        ADMIN_PASSWORD.replace(' ', "+")
+    );
+    let (s, _, body) = app
+        .send(
+            "POST",
+            "/auth/authorize",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            form.into_bytes(),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let form = format!(
+        "code={}&grant_type=authorization_code",
+        body["code"].as_str().unwrap()
+    );
+    let (s, _, tok) = app
+        .send(
+            "POST",
+            "/auth/token",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            form.into_bytes(),
+        )
+        .await;
+    assert_eq!(s, 200, "{tok}");
+    let token = tok["access_token"].as_str().unwrap();
+    // An empty X-Account-Context is no context; a typo'd Content-Type on a
+    // bodiless GET is not an error; the id_token works like the access token.
+    let auth = format!("FH-AUTH {}", tok["id_token"].as_str().unwrap());
+    let (s, _, me) = app
+        .send(
+            "GET",
+            "/me?%7B%0A%22requestType%22",
+            &[
+                ("Authorization", &auth),
+                ("X-Account-Context", ""),
+                ("Content-Type", "application-json"),
+            ],
+            vec![],
+        )
+        .await;
+    assert_eq!((s, me["accountContext"].as_i64()), (200, Some(1)), "{me}");
+    assert!(!token.is_empty());
+}
