@@ -47,6 +47,11 @@ pub async fn method_not_allowed() -> Response {
         .into_response()
 }
 
+/// Answers without touching the store or any credential.
+pub async fn ping() -> Json<Value> {
+    Json(json!({"pong": true}))
+}
+
 pub async fn health(State(core): State<AppState>) -> Response {
     if core.store.ping().await {
         Json(json!({"status": "ok"})).into_response()

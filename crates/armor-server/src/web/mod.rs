@@ -75,6 +75,12 @@ pub const ROUTES: &[RouteDoc] = &[
         O,
         "200 once the store answers, 503 otherwise",
     ),
+    r(
+        "GET",
+        "/ping",
+        O,
+        "A fixed answer, touching nothing: liveness, and the benchmarks' baseline",
+    ),
     r("GET", "/metrics", O, "Prometheus text metrics"),
     r("GET", "/openapi.json", O, "This description"),
     r("GET", "/docs", O, "The API reference, rendered"),
@@ -255,6 +261,7 @@ pub fn app(core: AppState) -> Router {
     use handlers as h;
     let routes = Router::new()
         .route("/health", get(h::health))
+        .route("/ping", get(h::ping))
         .route("/metrics", get(h::metrics))
         .route("/openapi.json", get(openapi::json))
         .route("/docs", get(openapi::docs))
