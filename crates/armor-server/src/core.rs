@@ -136,6 +136,8 @@ pub struct Core {
     verifier: Verifier,
     replay: Arc<dyn ReplayGuard>,
     fingerprints: FingerprintKey,
+    /// Redis: the shared replay store and invalidation channel.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     keys: DashMap<String, Arc<CachedKey>>,
     last_used: DashMap<String, u64>,
     master: RwLock<Arc<MasterKeys>>,
@@ -162,6 +164,7 @@ impl Core {
             metrics: Metrics::default(),
             replay,
             fingerprints: FingerprintKey::new(crypto::random_16()),
+            cluster: None,
             keys: DashMap::new(),
             last_used: DashMap::new(),
             master: RwLock::new(Arc::new(master)),
@@ -193,15 +196,37 @@ impl Core {
         Ok(fresh)
     }
 
+    /// Claims go to Redis, shared with every node using it; the
+    /// fingerprint key is derived from the master key file, which all the
+    /// nodes share. Cache changes are published to the other nodes.
+    pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Self {
+        self.fingerprints =
+            FingerprintKey::new(self.master().derive_16("replay fingerprint key v1"));
+        self.cluster = Some(cluster);
+        self
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.as_ref()
+    }
+
     /// (Re)loads active keys of active users into the cache: all of them, or
-    /// one user's (whose entries are dropped first).
+    /// one user's; with other nodes, they re-read that user's keys too.
     pub async fn load_keys(&self, user_id: Option<i64>) -> Result<usize, Error> {
+        let n = self.reload_keys_local(user_id).await?;
         if let Some(uid) = user_id {
-            self.keys.retain(|_, k| k.id.user_id != uid);
+            self.notify_user(uid).await;
         }
+        Ok(n)
+    }
+
+    /// (Re)loads active keys of active users into this node's cache: all of
+    /// them, or one user's. Entries no longer active are dropped after the
+    /// fresh ones are in, so a key that stays active is never missing.
+    pub async fn reload_keys_local(&self, user_id: Option<i64>) -> Result<usize, Error> {
         let rows = self.store.active_sealed_keys(user_id).await?;
         let mut master = self.master();
-        let mut n = 0;
+        let mut fresh = std::collections::HashSet::with_capacity(rows.len());
         for row in rows {
             let sealed = row.sealed();
             if !master.has_version(sealed.version) {
@@ -209,6 +234,7 @@ impl Core {
             }
             let secret = master.open(&row.id, &sealed)?;
             let signing = SigningKey::from_bytes(&secret);
+            fresh.insert(row.id.clone());
             self.keys.insert(
                 row.id.clone(),
                 Arc::new(CachedKey {
@@ -220,14 +246,46 @@ impl Core {
                     signing,
                 }),
             );
-            n += 1;
         }
+        let n = fresh.len();
+        self.keys
+            .retain(|id, k| user_id.is_some_and(|uid| k.id.user_id != uid) || fresh.contains(id));
         Ok(n)
     }
 
-    /// Drops a user's keys from the verifier cache (disable, delete).
+    /// Drops a user's keys from the verifier cache (disable, delete), here
+    /// and on the other nodes.
     pub fn forget_user_keys(&self, user_id: i64) {
         self.keys.retain(|_, k| k.id.user_id != user_id);
+        if let Some(cluster) = self.cluster.clone() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    cluster
+                        .publish_reliably(crate::cluster::user_message(user_id))
+                        .await;
+                });
+            }
+        }
+    }
+
+    /// Tells every node (this one included) to re-read a user's keys.
+    async fn notify_user(&self, user_id: i64) {
+        if let Some(cluster) = &self.cluster {
+            cluster
+                .publish_reliably(crate::cluster::user_message(user_id))
+                .await;
+        }
+    }
+
+    /// Applies a message of the invalidation channel.
+    pub async fn apply_invalidation(&self, message: &str) -> Result<(), Error> {
+        match message.strip_prefix("user:").map(str::parse::<i64>) {
+            Some(Ok(uid)) => self.reload_keys_local(Some(uid)).await.map(|_| ()),
+            _ => {
+                tracing::warn!(%message, "unknown invalidation message; re-reading every key");
+                self.reload_keys_local(None).await.map(|_| ())
+            }
+        }
     }
 
     pub fn cached_keys(&self) -> usize {
@@ -257,7 +315,7 @@ impl Core {
 
     /// Steps 5–6: verify against every accepted form, then claim the nonce
     /// and signature. Returns the key's identity.
-    pub fn psk_finish(
+    pub async fn psk_finish(
         &self,
         creds: &Credentials<'_>,
         key: Option<&CachedKey>,
@@ -280,14 +338,29 @@ impl Core {
             .verify(&key.signing, creds, req)
             .map_err(refuse)?;
         let fp = self.fingerprints.fingerprints(creds);
-        match self
-            .replay
-            .claim(&fp, self.verifier.claim_until(creds), self.now())
-        {
-            Ok(()) => {}
-            Err(ReplayError::Reused) => return Err(refuse(armor_psk::Error::NonceReused)),
-            Err(ReplayError::Unavailable) => {
-                return Err(refuse(armor_psk::Error::ReplayStoreUnavailable))
+        let until = self.verifier.claim_until(creds);
+        if let Some(cluster) = &self.cluster {
+            use crate::cluster::ClaimError;
+            let now = self.now();
+            match cluster.claim(&fp, creds.timestamp(), until, now).await {
+                Ok(()) => {}
+                Err(ClaimError::Reused) => return Err(refuse(armor_psk::Error::NonceReused)),
+                Err(ClaimError::BeforeEpoch) => {
+                    return Err(refuse(armor_psk::Error::TimestampOutOfWindow {
+                        server_time: now,
+                    }))
+                }
+                Err(ClaimError::Unavailable) => {
+                    return Err(refuse(armor_psk::Error::ReplayStoreUnavailable))
+                }
+            }
+        } else {
+            match self.replay.claim(&fp, until, self.now()) {
+                Ok(()) => {}
+                Err(ReplayError::Reused) => return Err(refuse(armor_psk::Error::NonceReused)),
+                Err(ReplayError::Unavailable) => {
+                    return Err(refuse(armor_psk::Error::ReplayStoreUnavailable))
+                }
             }
         }
         self.metrics.psk_accepted.fetch_add(1, Ordering::Relaxed);
@@ -556,6 +629,7 @@ impl Core {
             }),
         );
         self.metrics.keys_created.fetch_add(1, Ordering::Relaxed);
+        self.notify_user(user_id).await;
         self.audit(AuditEvent {
             account_id: Some(p.account_id),
             actor_id: Some(p.user_id),
@@ -605,6 +679,7 @@ impl Core {
             return Err(Error::NotFound("key"));
         }
         self.metrics.keys_deleted.fetch_add(1, Ordering::Relaxed);
+        self.notify_user(user_id).await;
         self.audit(AuditEvent {
             account_id: Some(p.account_id),
             actor_id: Some(p.user_id),

@@ -114,6 +114,25 @@ impl MasterKeys {
         self.keys.contains_key(&version)
     }
 
+    /// A 16-byte key for `label`, derived from the oldest version in the
+    /// file: the same on every node that has the file, and unchanged by a
+    /// rotation (which only adds versions). For keys that must agree across
+    /// nodes but are not worth a table of their own, such as the replay
+    /// fingerprint key.
+    pub fn derive_16(&self, label: &str) -> [u8; 16] {
+        let mut h = Sha256::new();
+        h.update(b"armor derived key\0");
+        h.update((label.len() as u64).to_be_bytes());
+        h.update(label.as_bytes());
+        if let Some(oldest) = self.keys.values().next() {
+            h.update(&oldest[..]);
+        }
+        let digest = h.finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        out
+    }
+
     /// Seals `plaintext` for the row of `key_id` with the newest key.
     pub fn seal(&self, key_id: &str, plaintext: &[u8]) -> Result<Sealed, Error> {
         let version = self.current_version();

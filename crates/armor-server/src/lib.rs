@@ -15,6 +15,7 @@
 )]
 
 pub mod clock;
+pub mod cluster;
 pub mod core;
 pub mod crypto;
 pub mod error;
@@ -48,6 +49,11 @@ pub struct Settings {
     pub admin_password: Option<SecretString>,
     /// Fingerprints the in-memory replay guard may hold (two per request).
     pub replay_max_entries: usize,
+    /// Redis for the shared replay store and cache invalidation (several
+    /// nodes); without it, the replay guard is in memory.
+    pub redis_url: Option<String>,
+    /// Pooled Redis connections (each multiplexed).
+    pub redis_connections: usize,
 }
 
 impl Default for Settings {
@@ -62,6 +68,8 @@ impl Default for Settings {
             admin_email: None,
             admin_password: None,
             replay_max_entries: 64 * 1024 * 1024,
+            redis_url: None,
+            redis_connections: 4,
         }
     }
 }
@@ -133,12 +141,25 @@ impl Application {
             },
         )
         .await?;
+        let cluster = match &settings.redis_url {
+            Some(url) => Some(cluster::Cluster::new(url, settings.redis_connections).await?),
+            None => None,
+        };
+        let core = match &cluster {
+            Some(c) => core.with_cluster(c.clone()),
+            None => core,
+        };
         let listener = tokio::net::TcpListener::bind(&settings.listen)
             .await
             .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", settings.listen)))?;
+        let core = Arc::new(core);
+        if let Some(c) = &cluster {
+            c.spawn(Arc::downgrade(&core), core.clock.clone());
+            c.start_up(core.clock.as_ref()).await;
+        }
         Ok(Application {
             listener,
-            core: Arc::new(core),
+            core,
             first_start,
         })
     }

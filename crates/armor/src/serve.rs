@@ -38,6 +38,15 @@ pub struct ServeArgs {
     /// window); past it, ARMOR-PSK requests get 503 rather than forget one.
     #[arg(long, env = "ARMOR_REPLAY_MAX_ENTRIES", default_value_t = 64 * 1024 * 1024)]
     replay_max_entries: usize,
+    /// Redis for several nodes (`redis://host:port[/db]`): the shared replay
+    /// store and key-cache invalidation. Unreachable: ARMOR-PSK requests get
+    /// 503 `replay_store_unavailable` until it is back (docs/deployment.md).
+    #[arg(long, env = "ARMOR_REDIS_URL", value_name = "URL")]
+    redis_url: Option<String>,
+    /// Pooled Redis connections per node (each carries many requests).
+    #[arg(long, env = "ARMOR_REDIS_CONNECTIONS", default_value_t = 4,
+        value_parser = clap::value_parser!(u16).range(1..=256))]
+    redis_connections: u16,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -64,6 +73,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         admin_email: args.admin_email,
         admin_password,
         replay_max_entries: args.replay_max_entries,
+        redis_url: args.redis_url,
+        redis_connections: usize::from(args.redis_connections),
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

@@ -124,7 +124,7 @@ async fn authenticate_parts(
                 query: parts.uri.query(),
                 body: &bytes,
             };
-            let id = core.psk_finish(&creds, key.as_deref(), &psk_req)?;
+            let id = core.psk_finish(&creds, key.as_deref(), &psk_req).await?;
             *body = Some(Body::from(bytes.clone()));
             core.principal(
                 id.user_id,

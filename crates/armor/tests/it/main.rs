@@ -2,7 +2,9 @@
 //!
 //! - `cli`: `armor sign` / `call` / `configure`.
 //! - `api`: the server, black-box, through `api::spawn_app()`.
+//! - `cluster`: two nodes sharing a database and Redis.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod api;
 mod cli;
+mod cluster;

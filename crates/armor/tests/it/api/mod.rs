@@ -4,6 +4,7 @@
 mod auth;
 mod durability;
 mod keys;
+pub mod pg;
 mod psk;
 mod routes;
 

@@ -1,0 +1,275 @@
+//! Two `armor serve` nodes sharing one database, one master key file and
+//! one Redis: what one node accepts or changes, the other sees.
+//!
+//! The database is PostgreSQL when `ARMOR_TEST_PG_URL` is set (scripts/test
+//! starts a private one and sets it; in CI it must be set), else one SQLite
+//! file shared by both processes. Each test starts its own `redis-server`
+//! on a free loopback port, without persistence, so it can stop and
+//! restart it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::api::{fresh_nonce, now, sign, spawn_app_with, Key, TestApp};
+
+/// A private `redis-server` without persistence.
+pub struct Redis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Redis {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        r.up();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (empty: nothing is saved) and waits for it.
+    pub fn up(&mut self) {
+        let bin =
+            std::env::var("ARMOR_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&bin)
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--maxmemory-policy", "noeviction"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {bin} (scripts/test installs redis-server): {e}")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server: everything it held is gone.
+    pub fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// The database both nodes use.
+pub struct SharedDb {
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn shared_db() -> SharedDb {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(url) = crate::api::pg::fresh_database().await {
+        return SharedDb { url, _dir: dir };
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "ARMOR_TEST_PG_URL is not set: in CI the cluster tests run on PostgreSQL (scripts/test starts it)"
+    );
+    eprintln!("cluster tests: ARMOR_TEST_PG_URL not set, sharing one SQLite file instead");
+    let url = dir.path().join("armor.db").to_string_lossy().into_owned();
+    SharedDb { url, _dir: dir }
+}
+
+pub struct Cluster {
+    pub a: TestApp,
+    pub b: TestApp,
+    pub redis: Redis,
+    _db: SharedDb,
+    _keys: tempfile::TempDir,
+}
+
+pub async fn cluster() -> Cluster {
+    let redis = Redis::start();
+    let db = shared_db().await;
+    let keys = tempfile::tempdir().unwrap();
+    let master: PathBuf = keys.path().join("master.key");
+    let args = node_args(&db.url, &master, &redis.url());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // A first: it creates the master key file and the first account.
+    let a = spawn_app_with(&args).await;
+    let b = spawn_app_with(&args).await;
+    Cluster {
+        a,
+        b,
+        redis,
+        _db: db,
+        _keys: keys,
+    }
+}
+
+fn node_args(db: &str, master: &Path, redis: &str) -> Vec<String> {
+    vec![
+        "--database-url".into(),
+        db.into(),
+        "--master-key-file".into(),
+        master.to_string_lossy().into_owned(),
+        "--redis-url".into(),
+        redis.into(),
+    ]
+}
+
+fn fh(token: &str) -> String {
+    format!("FH-AUTH {token}")
+}
+
+async fn signed(app: &TestApp, auth: &str) -> (u16, serde_json::Value) {
+    let (s, _, v) = app
+        .send("GET", "/me", &[("Authorization", auth)], vec![])
+        .await;
+    (s, v)
+}
+
+fn fresh_auth(key: &Key) -> String {
+    sign(key, "GET", "/me", b"", &fresh_nonce(), now())
+}
+
+/// Polls fresh signed requests to `app` until one gets `want`; returns how
+/// long it took.
+async fn until_status(app: &TestApp, key: &Key, want: u16, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (s, v) = signed(app, &fresh_auth(key)).await;
+        if s == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "no {want} within {limit:?}; last answer {s} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_request_accepted_by_one_node_is_refused_by_the_other() {
+    let c = cluster().await;
+    let token = c.a.login().await;
+    let key = c.a.create_key(&token, 1, "cluster").await;
+    // B learns of the key through the invalidation channel.
+    until_status(&c.b, &key, 200, Duration::from_secs(1)).await;
+
+    let auth = fresh_auth(&key);
+    assert_eq!(signed(&c.a, &auth).await.0, 200);
+    let (s, v) = signed(&c.b, &auth).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("nonce_reused")), "{v}");
+    let (s, v) = signed(&c.a, &auth).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("nonce_reused")), "{v}");
+}
+
+#[tokio::test]
+async fn a_token_from_one_node_works_on_the_other() {
+    let c = cluster().await;
+    let token = c.a.login().await;
+    let (s, _, me) =
+        c.b.send("GET", "/me", &[("Authorization", &fh(&token))], vec![])
+            .await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["authentication"], "FH-AUTH");
+}
+
+#[tokio::test]
+async fn a_key_deleted_through_one_node_is_refused_by_the_other_within_a_second() {
+    let c = cluster().await;
+    let token = c.a.login().await;
+    let key = c.a.create_key(&token, 1, "doomed").await;
+    until_status(&c.b, &key, 200, Duration::from_secs(1)).await;
+
+    let (s, _, b) =
+        c.a.send(
+            "DELETE",
+            &format!("/users/1/keys/{}", key.id),
+            &[("Authorization", &fh(&token))],
+            vec![],
+        )
+        .await;
+    assert!(s == 200 || s == 204, "{s} {b}");
+    let took = until_status(&c.b, &key, 401, Duration::from_secs(1)).await;
+    eprintln!("key deletion seen by node B after {took:?}");
+    let (s, v) = signed(&c.b, &fresh_auth(&key)).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_signature")));
+}
+
+#[tokio::test]
+async fn redis_down_fails_closed_on_both_nodes_and_service_resumes() {
+    let mut c = cluster().await;
+    let token = c.a.login().await;
+    let key = c.a.create_key(&token, 1, "outage").await;
+    until_status(&c.b, &key, 200, Duration::from_secs(1)).await;
+
+    c.redis.down();
+    for node in [&c.a, &c.b] {
+        let (s, v) = signed(node, &fresh_auth(&key)).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (503, Some("replay_store_unavailable")),
+            "{v}"
+        );
+    }
+    // Password logins do not need Redis.
+    let token_b = c.b.login().await;
+    let (s, _, _) =
+        c.a.send("GET", "/me", &[("Authorization", &fh(&token_b))], vec![])
+            .await;
+    assert_eq!(s, 200);
+
+    c.redis.up();
+    for node in [&c.a, &c.b] {
+        until_status(node, &key, 200, Duration::from_secs(15)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_restarted_empty_still_refuses_a_replay() {
+    let mut c = cluster().await;
+    let token = c.a.login().await;
+    let key = c.a.create_key(&token, 1, "amnesia").await;
+    until_status(&c.b, &key, 200, Duration::from_secs(1)).await;
+
+    let auth = fresh_auth(&key);
+    assert_eq!(signed(&c.a, &auth).await.0, 200);
+
+    // Redis loses everything it held.
+    c.redis.down();
+    c.redis.up();
+    // Fresh requests are served again (those signed in the very second the
+    // loss was noticed may be refused as too old).
+    for node in [&c.a, &c.b] {
+        until_status(node, &key, 200, Duration::from_secs(15)).await;
+    }
+    for node in [&c.a, &c.b] {
+        let (s, v) = signed(node, &auth).await;
+        assert_eq!(s, 401, "a replay after the Redis restart was accepted: {v}");
+    }
+}
