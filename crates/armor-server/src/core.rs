@@ -14,6 +14,13 @@ use crate::crypto::{self, MasterKeys};
 use crate::error::Error;
 use crate::store::{AuditEvent, KeyRow, Store, UserRow};
 
+pub mod totp;
+mod users;
+pub use users::{
+    IssuedCode, LockState, LockoutPolicy, SecuritySummary, TotpEnrolment, UserEdit, ACTIVATION_TTL,
+    LOGIN_CODE_TTL, MIN_PASSWORD, PHONE_CODE_TTL, RESET_TTL,
+};
+
 /// Permission names (seed 001's troubleshooting section, and user
 /// administration).
 pub mod perm {
@@ -133,6 +140,8 @@ pub struct Core {
     pub clock: Arc<dyn Clock>,
     pub config: CoreConfig,
     pub metrics: Metrics,
+    /// Failed-login lockout; set before sharing the core to change it.
+    pub lockout: LockoutPolicy,
     verifier: Verifier,
     replay: Arc<dyn ReplayGuard>,
     fingerprints: FingerprintKey,
@@ -162,6 +171,7 @@ impl Core {
             verifier: Verifier::default().require_signed_query(config.require_signed_query),
             config,
             metrics: Metrics::default(),
+            lockout: LockoutPolicy::default(),
             replay,
             fingerprints: FingerprintKey::new(crypto::random_16()),
             cluster: None,
@@ -446,20 +456,39 @@ impl Core {
         })
     }
 
-    /// `POST /auth/authorize`: a single-use code for a right password.
+    /// `POST /auth/authorize`: a single-use code for a right password (and
+    /// second-factor code, for a user who has one). A locked login gets the
+    /// answer of a wrong password; failures count towards a lock.
     pub async fn authorize(
         &self,
         username: &str,
         password: &str,
+        mfa_code: Option<&str>,
         address: Option<String>,
     ) -> Result<Zeroizing<String>, Error> {
         let user = self.store.user_by_email(username.trim()).await?;
         let usable = user.as_ref().filter(|u| u.status == "active");
-        let stored = usable.and_then(|u| u.password_hash.as_deref());
+        let locked = match usable {
+            Some(u) => self.locked_until(u.id).await?.is_some(),
+            None => false,
+        };
+        // A locked login is checked against the dummy hash: same work, same
+        // answer as a wrong password.
+        let stored = usable
+            .filter(|_| !locked)
+            .and_then(|u| u.password_hash.as_deref());
         let ok = crypto::verify_password(password, stored, &self.dummy_hash);
         let now = self.now();
         let (Some(user), true) = (usable, ok) else {
             self.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
+            let reason = match (usable, locked) {
+                (Some(u), false) => {
+                    self.record_failure(u, address.clone()).await?;
+                    "password"
+                }
+                (Some(_), true) => "locked",
+                (None, _) => "unknown_or_inactive",
+            };
             self.audit(AuditEvent {
                 account_id: user.as_ref().map(|u| u.account_id),
                 actor_id: user.as_ref().map(|u| u.id),
@@ -467,11 +496,21 @@ impl Core {
                 event: "login_failed",
                 target: None,
                 address,
-                detail: None,
+                detail: Some(format!("reason={reason}")),
             })
             .await;
             return Err(Error::InvalidCredentials);
         };
+        if let Err(e) = self
+            .login_second_factor(user, mfa_code, address.clone())
+            .await
+        {
+            if matches!(e, Error::InvalidMfaCode) {
+                self.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            return Err(e);
+        }
+        self.store.clear_lockout(user.id).await?;
         let code = crypto::new_token();
         self.store
             .insert_code(&crypto::token_hash(&code), user.id, now + CODE_TTL)

@@ -17,6 +17,13 @@ pub enum Error {
     /// Wrong user name or password (or unknown user, or locked): one answer.
     #[error("the user name or password is incorrect")]
     InvalidCredentials,
+    /// The password was right and the user has a second factor: the login
+    /// needs its code too. Only ever said after the password was verified.
+    #[error("a second-factor code is required: send it as mfaCode")]
+    MfaRequired,
+    /// The second-factor code is wrong, used or expired.
+    #[error("the second-factor code is invalid, used or expired")]
+    InvalidMfaCode,
     /// Authorization code unknown, used or expired.
     #[error("the authorization code is invalid, used or expired")]
     InvalidCode,

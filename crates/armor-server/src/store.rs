@@ -11,6 +11,11 @@ use sqlx::{FromRow, SqlitePool};
 use crate::crypto::Sealed;
 use crate::error::Error;
 
+mod users;
+pub use users::{
+    AuditFilter, LockoutRow, OutboxRow, SecurityInfoRow, SecurityRow, CODE_MAX_ATTEMPTS,
+};
+
 /// The database.
 #[derive(Clone, Debug)]
 pub struct Store {

@@ -8,7 +8,7 @@ use armor_server::clock::{Clock as _, SystemClock};
 use armor_server::core::{Core, CoreConfig};
 use armor_server::crypto;
 use armor_server::crypto::MasterKeys;
-use armor_server::store::{NewUser, Store};
+use armor_server::store::{AuditFilter, NewUser, Store};
 
 #[derive(clap::Args, Debug)]
 pub struct AdminArgs {
@@ -66,12 +66,32 @@ enum AdminCommand {
         #[arg(long)]
         role: String,
     },
-    /// Print the newest audit-log rows of an account.
+    /// Print the newest audit-log rows of an account (JSON lines).
     Audit {
         #[arg(long, default_value_t = 1)]
         account: i64,
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Rows this user acted in or was the target of.
+        #[arg(long)]
+        user: Option<i64>,
+        /// One event name (login, login_failed, lockout, key_created, ...).
+        #[arg(long)]
+        event: Option<String>,
+        /// Unix seconds, inclusive.
+        #[arg(long)]
+        since: Option<i64>,
+        #[arg(long)]
+        until: Option<i64>,
+    },
+    /// Print messages waiting in the outbox (invitations, reset and phone
+    /// codes) as JSON lines, for an operator without mail.
+    Outbox {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Mark the printed messages as delivered.
+        #[arg(long)]
+        mark_sent: bool,
     },
 }
 
@@ -156,9 +176,33 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 }
                 println!("ok");
             }
-            AdminCommand::Audit { account, limit } => {
-                for row in store.audit_rows(account, limit).await? {
+            AdminCommand::Audit {
+                account,
+                limit,
+                user,
+                event,
+                since,
+                until,
+            } => {
+                let filter = AuditFilter {
+                    account_id: account,
+                    user_id: user,
+                    event,
+                    since,
+                    until,
+                    before: None,
+                    limit,
+                };
+                for row in store.audit_query(&filter).await? {
                     println!("{}", serde_json::to_string(&row)?);
+                }
+            }
+            AdminCommand::Outbox { limit, mark_sent } => {
+                for row in store.pending_outbox(limit).await? {
+                    println!("{}", serde_json::to_string(&row)?);
+                    if mark_sent {
+                        store.mark_sent(row.id, SystemClock.now()).await?;
+                    }
                 }
             }
         }

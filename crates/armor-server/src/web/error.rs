@@ -55,6 +55,16 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
             "invalid_credentials",
             "The user name or password is incorrect.",
         ),
+        Error::MfaRequired => (
+            StatusCode::UNAUTHORIZED,
+            "mfa_required",
+            "A second-factor code is required.",
+        ),
+        Error::InvalidMfaCode => (
+            StatusCode::BAD_REQUEST,
+            "invalid_mfa_code",
+            "The second-factor code is incorrect.",
+        ),
         Error::InvalidCode => (
             StatusCode::BAD_REQUEST,
             "invalid_grant",
@@ -190,6 +200,8 @@ mod tests {
             (Error::InvalidToken, 401, "invalid_token"),
             (Error::InvalidCredentials, 401, "invalid_credentials"),
             (Error::InvalidCode, 400, "invalid_grant"),
+            (Error::MfaRequired, 401, "mfa_required"),
+            (Error::InvalidMfaCode, 400, "invalid_mfa_code"),
             (Error::ApiKeyNotAllowed, 403, "api_key_not_allowed"),
             (
                 Error::PermissionDenied("p".into()),

@@ -11,13 +11,16 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::auth::{Caller, ClientAddr, NoApiKey, PasswordCaller};
+use super::auth::{Caller, ClientAddr, PasswordCaller};
 use super::error::ApiError;
 use super::{ApiJson, AppState};
 use crate::clock::rfc3339;
 use crate::core::{perm, CODE_TTL, TOKEN_IDLE_TTL};
 use crate::error::Error;
-use crate::store::{AccountRow, KeyRow, UserRow};
+use crate::store::{AccountRow, AuditFilter, KeyRow, UserRow};
+
+mod users;
+pub use users::*;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -123,6 +126,10 @@ pub struct AuthorizeBody {
     username: Option<String>,
     #[serde(alias = "Password")]
     password: Option<String>,
+    /// The second-factor code, for a user who has one.
+    #[serde(alias = "otp", alias = "MfaCode")]
+    #[serde(rename = "mfaCode")]
+    mfa_code: Option<String>,
 }
 
 pub async fn authorize(
@@ -133,7 +140,9 @@ pub async fn authorize(
     let (Some(user), Some(pass)) = (body.username, body.password) else {
         return Err(Error::BadRequest("username and password are required".into()).into());
     };
-    let code = core.authorize(&user, &pass, addr).await?;
+    let code = core
+        .authorize(&user, &pass, body.mfa_code.as_deref(), addr)
+        .await?;
     Ok(Json(json!({
         "code": code.as_str(),
         "expiresIn": CODE_TTL,
@@ -444,35 +453,54 @@ pub async fn delete_key(
 #[derive(Deserialize)]
 pub struct AuditQuery {
     limit: Option<i64>,
+    /// Rows this user acted in or was the target of.
+    #[serde(alias = "userId")]
+    user: Option<i64>,
+    event: Option<String>,
+    /// Unix seconds, inclusive.
+    since: Option<i64>,
+    until: Option<i64>,
+    /// The cursor of the next page: rows with a smaller id.
+    before: Option<i64>,
 }
 
+/// Newest first; when more rows match, `X-Next-Before` holds the `before`
+/// of the next page.
 pub async fn audit_log(
     State(core): State<AppState>,
     PasswordCaller(p): PasswordCaller,
     Query(q): Query<AuditQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     p.require(perm::AUDIT_READ)?;
-    let rows = core
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let mut rows = core
         .store
-        .audit_rows(p.account_id, q.limit.unwrap_or(100).clamp(1, 1000))
+        .audit_query(&AuditFilter {
+            account_id: p.account_id,
+            user_id: q.user,
+            event: q.event.filter(|e| !e.is_empty()),
+            since: q.since,
+            until: q.until,
+            before: q.before,
+            limit: limit + 1,
+        })
         .await?;
-    Ok(Json(json!(rows
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next = more.then(|| rows.last().map(|r| r.id)).flatten();
+    let body = Json(json!(rows
         .into_iter()
         .map(|r| {
             let mut v = json!(r);
             v["atDate"] = json!(rfc3339(r.at.max(0) as u64));
             v
         })
-        .collect::<Vec<_>>())))
-}
-
-// ---- user administration: routes that exist, refuse API keys, and are
-// not available to password callers yet ----
-
-pub async fn password_only_unavailable(PasswordCaller(_): PasswordCaller) -> ApiError {
-    ApiError(Error::NotImplemented)
-}
-
-pub async fn no_api_key_unavailable(NoApiKey(_): NoApiKey) -> ApiError {
-    ApiError(Error::NotImplemented)
+        .collect::<Vec<_>>()));
+    let mut resp = body.into_response();
+    if let Some(n) = next {
+        if let Ok(v) = header::HeaderValue::from_str(&n.to_string()) {
+            resp.headers_mut().insert("x-next-before", v);
+        }
+    }
+    Ok(resp)
 }

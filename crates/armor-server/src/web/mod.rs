@@ -164,65 +164,85 @@ pub const ROUTES: &[RouteDoc] = &[
         "GET",
         "/users/{id}/ActivationCode",
         P,
-        "Pending activation code of an invited user",
+        "A fresh activation code of an invited user, to read out (Users Manage)",
     ),
     r(
         "POST",
         "/users/resetpassword",
         N,
-        "Start a password reset by email",
+        "Start a password reset by email (same answer for any address)",
     ),
     r(
         "POST",
         "/users/setpassword",
         N,
-        "Set a password with an activation or reset code",
+        "Set a password with an activation or reset code (single-use)",
     ),
     r(
         "PUT",
         "/users/{id}",
         P,
-        "Edit a user's names, email and roles",
+        "Edit a user's names, email and role (Users Manage; names: self)",
     ),
-    r("POST", "/users/status", P, "Enable or disable a user"),
-    r("POST", "/users/", P, "Create (invite) a user"),
-    r("POST", "/users/{id}/invite", P, "(Re)send an invitation"),
+    r(
+        "POST",
+        "/users/status",
+        P,
+        "Enable or disable a user (Users Manage)",
+    ),
+    r(
+        "POST",
+        "/users/",
+        P,
+        "Create a user, invited, and send the invitation (Users Manage)",
+    ),
+    r(
+        "POST",
+        "/users/{id}/invite",
+        P,
+        "(Re)send an invitation with a fresh code (Users Manage)",
+    ),
     r(
         "GET",
         "/users/LockedOut/{accountId}/{email}",
         P,
-        "Whether a login is locked out",
+        "Whether a login is locked out, and until when (Users Read)",
     ),
     r(
         "POST",
         "/users/unlock/{accountId}/{email}",
         P,
-        "Unlock a login",
+        "Unlock a login (Users Manage)",
     ),
-    r("DELETE", "/users/softDelete", P, "Soft-delete a user"),
+    r(
+        "DELETE",
+        "/users/softDelete",
+        P,
+        "Soft-delete a user: keys deleted, tokens revoked (Users Manage)",
+    ),
     r(
         "PUT",
         "/usersecurity/challengephrase",
         P,
-        "Set the challenge phrase",
+        "Set one's challenge phrase (another's: Users Manage)",
     ),
     r(
         "GET",
         "/usersecurity/challengephrase/{userId}",
         P,
-        "Read the challenge phrase",
+        "Read a challenge phrase (self, or Users Manage)",
     ),
     r(
         "GET",
         "/usersecurity/securityinformation/{referencekey}",
         P,
-        "Read security information",
+        "Read one's security information under a reference key",
     ),
     r(
         "POST",
         "/usersecurity/securityinformation/{referencekey}",
         P,
-        "Write security information",
+        "Add security information under a new reference key",
     ),
     r(
         "POST",
@@ -234,25 +254,25 @@ pub const ROUTES: &[RouteDoc] = &[
         "POST",
         "/usersecurity/securityinformation/{accountId}/{userId}",
         P,
-        "Security information of a user",
+        "A user's security settings; clearSecondFactors resets MFA (Users Manage)",
     ),
     r(
         "POST",
         "/usersecurity/validatemfaphone",
         P,
-        "Verify a phone number for MFA",
+        "Send a code to a phone number, or verify it: the phone becomes a second factor",
     ),
     r(
         "POST",
         "/usersecurity/validatephoneapppin",
         P,
-        "Verify an authenticator-app code",
+        "Enrol an authenticator app (TOTP, otpauth URI), or verify its code",
     ),
     r(
         "GET",
         "/auditlog",
         P,
-        "The account's audit log (Audit Log Read)",
+        "The account's audit log, filtered by user, event, since, until; paged by before (Audit Log Read)",
     ),
 ];
 
@@ -274,60 +294,48 @@ pub fn app(core: AppState) -> Router {
         .route("/permissions", get(h::permissions))
         .route("/accounts", get(h::accounts))
         .route("/accounts/{id}", get(h::account))
-        .route("/users", get(h::users).post(h::password_only_unavailable))
-        .route(
-            "/users/{id}",
-            get(h::user).put(h::password_only_unavailable),
-        )
+        .route("/users", get(h::users).post(h::create_user))
+        .route("/users/{id}", get(h::user).put(h::update_user))
         .route(
             "/users/{id}/keys",
             get(h::list_keys).post(h::create_key).put(h::rename_key),
         )
         .route("/users/{id}/keys/{key}", delete(h::delete_key))
-        .route(
-            "/users/{id}/activationcode",
-            get(h::password_only_unavailable),
-        )
-        .route("/users/resetpassword", post(h::no_api_key_unavailable))
-        .route("/users/setpassword", post(h::no_api_key_unavailable))
-        .route("/users/status", post(h::password_only_unavailable))
-        .route("/users/{id}/invite", post(h::password_only_unavailable))
-        .route(
-            "/users/lockedout/{account}/{email}",
-            get(h::password_only_unavailable),
-        )
-        .route(
-            "/users/unlock/{account}/{email}",
-            post(h::password_only_unavailable),
-        )
-        .route("/users/softdelete", delete(h::password_only_unavailable))
+        .route("/users/{id}/activationcode", get(h::activation_code))
+        .route("/users/resetpassword", post(h::reset_password))
+        .route("/users/setpassword", post(h::set_password))
+        .route("/users/status", post(h::user_status))
+        .route("/users/{id}/invite", post(h::invite_user))
+        .route("/users/lockedout/{account}/{email}", get(h::locked_out))
+        .route("/users/unlock/{account}/{email}", post(h::unlock))
+        .route("/users/softdelete", delete(h::soft_delete))
         .route(
             "/usersecurity/challengephrase",
-            put(h::password_only_unavailable),
+            put(h::set_challenge_phrase),
         )
         .route(
             "/usersecurity/challengephrase/{user}",
-            get(h::password_only_unavailable),
+            get(h::challenge_phrase),
         )
         .route(
             "/usersecurity/securityinformation/{a}",
-            get(h::password_only_unavailable).post(h::password_only_unavailable),
+            get(h::security_info).post(h::add_security_info),
         )
         .route(
             "/usersecurity/securityinformation/existing/{a}",
-            post(h::password_only_unavailable),
+            post(h::update_security_info),
         )
         .route(
             "/usersecurity/securityinformation/{a}/{b}",
-            post(h::password_only_unavailable),
+            post(h::user_security),
         )
         .route(
             "/usersecurity/validatemfaphone",
-            post(h::password_only_unavailable),
+            post(h::validate_mfa_phone),
         )
         .route(
             "/usersecurity/validatephoneapppin",
-            post(h::password_only_unavailable),
+            post(h::validate_app_pin),
         )
         .route("/auditlog", get(h::audit_log))
         .fallback(h::not_found)

@@ -7,6 +7,7 @@ mod keys;
 pub mod pg;
 mod psk;
 mod routes;
+mod users;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};

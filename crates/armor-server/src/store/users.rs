@@ -1,0 +1,548 @@
+//! SQL of user administration and account security: lockouts, single-use
+//! codes, second factors, security information, the outbox and audit
+//! queries.
+
+use sqlx::FromRow;
+use subtle::ConstantTimeEq as _;
+
+use super::{secs, AuditRow, Store};
+use crate::crypto::Sealed;
+use crate::error::Error;
+
+/// A pending code: id, hash, expiry, attempts, detail.
+type PendingCode = (i64, Vec<u8>, i64, i64, Option<String>);
+
+/// Tries a short code may take before it is void.
+pub const CODE_MAX_ATTEMPTS: i64 = 5;
+
+#[derive(Debug, Clone, Default, FromRow)]
+pub struct LockoutRow {
+    pub user_id: i64,
+    pub failures: i64,
+    pub window_start: i64,
+    pub locked_until: i64,
+    pub lock_count: i64,
+}
+
+#[derive(Debug, Clone, Default, FromRow)]
+pub struct SecurityRow {
+    pub user_id: i64,
+    pub challenge_phrase: Option<String>,
+    pub totp_mk_version: Option<i64>,
+    pub totp_nonce: Option<Vec<u8>>,
+    pub totp_ciphertext: Option<Vec<u8>>,
+    pub totp_enabled: i64,
+    pub totp_last_step: i64,
+    pub phone: Option<String>,
+    pub phone_verified: i64,
+}
+
+impl SecurityRow {
+    /// The sealed TOTP secret, if one was enrolled.
+    pub fn totp_sealed(&self) -> Option<Sealed> {
+        Some(Sealed {
+            version: u32::try_from(self.totp_mk_version?).unwrap_or(u32::MAX),
+            nonce: self.totp_nonce.clone()?,
+            ciphertext: self.totp_ciphertext.clone()?,
+        })
+    }
+    pub fn has_second_factor(&self) -> bool {
+        self.totp_enabled != 0 || self.phone_verified != 0
+    }
+}
+
+#[derive(Debug, Clone, FromRow, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityInfoRow {
+    pub reference_key: String,
+    pub value: String,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, FromRow, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxRow {
+    pub id: i64,
+    pub created_at: i64,
+    pub channel: String,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    pub sent_at: Option<i64>,
+}
+
+/// What `GET /auditlog` and `armor admin audit` may filter on.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub account_id: i64,
+    /// Rows where this user acted or was acted on.
+    pub user_id: Option<i64>,
+    pub event: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    /// Rows with an id below this (the cursor of the next page).
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+impl Store {
+    // ---- lockout ----
+
+    pub async fn lockout(&self, user_id: i64) -> Result<Option<LockoutRow>, Error> {
+        Ok(
+            sqlx::query_as("SELECT * FROM login_lockouts WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn save_lockout(&self, r: &LockoutRow) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO login_lockouts (user_id, failures, window_start, locked_until, lock_count)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (user_id) DO UPDATE SET failures = excluded.failures,
+               window_start = excluded.window_start, locked_until = excluded.locked_until,
+               lock_count = excluded.lock_count",
+        )
+        .bind(r.user_id)
+        .bind(r.failures)
+        .bind(r.window_start)
+        .bind(r.locked_until)
+        .bind(r.lock_count)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets failures and locks; returns whether there was a row.
+    pub async fn clear_lockout(&self, user_id: i64) -> Result<bool, Error> {
+        let r = sqlx::query("DELETE FROM login_lockouts WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    // ---- single-use codes ----
+
+    /// Stores a code's hash, replacing the user's pending codes of that
+    /// purpose: one pending code per purpose.
+    pub async fn put_user_code(
+        &self,
+        user_id: i64,
+        purpose: &str,
+        hash: &[u8],
+        expires_at: u64,
+        detail: Option<&str>,
+    ) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM user_codes WHERE user_id = $1 AND purpose = $2")
+            .bind(user_id)
+            .bind(purpose)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO user_codes (user_id, purpose, code_hash, expires_at, detail)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(user_id)
+        .bind(purpose)
+        .bind(hash)
+        .bind(secs(expires_at))
+        .bind(detail)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Consumes a long (unguessable) activation or reset code found by its
+    /// hash: once, and only before it expires. Returns (user, purpose).
+    pub async fn take_password_code(
+        &self,
+        hash: &[u8],
+        now: u64,
+    ) -> Result<Option<(i64, String)>, Error> {
+        let row: Option<(i64, String, i64)> = sqlx::query_as(
+            "DELETE FROM user_codes WHERE code_hash = $1 AND purpose IN ('activation', 'reset')
+             RETURNING user_id, purpose, expires_at",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        sqlx::query("DELETE FROM user_codes WHERE expires_at < $1")
+            .bind(secs(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(row.and_then(|(uid, purpose, exp)| (exp >= secs(now)).then_some((uid, purpose))))
+    }
+
+    /// Checks a short code against the user's pending code of `purpose`:
+    /// a match consumes it (returns its detail, `Some("")` when none); a
+    /// miss counts an attempt, and the code is void after
+    /// [`CODE_MAX_ATTEMPTS`].
+    pub async fn check_short_code(
+        &self,
+        user_id: i64,
+        purpose: &str,
+        hash: &[u8],
+        now: u64,
+    ) -> Result<Option<String>, Error> {
+        let row: Option<PendingCode> = sqlx::query_as(
+            "SELECT id, code_hash, expires_at, attempts, detail FROM user_codes
+             WHERE user_id = $1 AND purpose = $2 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(user_id)
+        .bind(purpose)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((id, stored, exp, attempts, detail)) = row else {
+            return Ok(None);
+        };
+        let matches = bool::from(stored.ct_eq(hash));
+        if exp < secs(now) || (matches && attempts >= CODE_MAX_ATTEMPTS) {
+            self.delete_code(id).await?;
+            return Ok(None);
+        }
+        if matches {
+            // Whoever deletes the row has used the code.
+            if self.delete_code(id).await? {
+                return Ok(Some(detail.unwrap_or_default()));
+            }
+            return Ok(None);
+        }
+        if attempts + 1 >= CODE_MAX_ATTEMPTS {
+            self.delete_code(id).await?;
+        } else {
+            sqlx::query("UPDATE user_codes SET attempts = attempts + 1 WHERE id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(None)
+    }
+
+    async fn delete_code(&self, id: i64) -> Result<bool, Error> {
+        let r = sqlx::query("DELETE FROM user_codes WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Voids a user's pending codes (all, or of one purpose).
+    pub async fn delete_user_codes(
+        &self,
+        user_id: i64,
+        purpose: Option<&str>,
+    ) -> Result<(), Error> {
+        sqlx::query("DELETE FROM user_codes WHERE user_id = $1 AND ($2 IS NULL OR purpose = $2)")
+            .bind(user_id)
+            .bind(purpose)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- users ----
+
+    pub async fn update_user(
+        &self,
+        user_id: i64,
+        email: &str,
+        first: &str,
+        last: &str,
+    ) -> Result<(), Error> {
+        let r = sqlx::query(
+            "UPDATE users SET email = $1, first_name = $2, last_name = $3 WHERE id = $4",
+        )
+        .bind(email)
+        .bind(first)
+        .bind(last)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::Conflict(
+                format!("a user with the email {email} exists"),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sets the password hash and the status (an invited user becomes
+    /// active on activation).
+    pub async fn set_password(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+        status: &str,
+    ) -> Result<(), Error> {
+        sqlx::query("UPDATE users SET password_hash = $1, status = $2 WHERE id = $3")
+            .bind(password_hash)
+            .bind(status)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Soft delete: status `deleted`, no password; the row stays.
+    pub async fn soft_delete_user(&self, user_id: i64) -> Result<(), Error> {
+        sqlx::query("UPDATE users SET status = 'deleted', password_hash = NULL WHERE id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes every active key of a user (wiping the sealed secrets);
+    /// returns their ids.
+    pub async fn delete_user_keys(&self, user_id: i64, now: u64) -> Result<Vec<String>, Error> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "UPDATE api_keys SET status = 'Deleted', deleted_at = $1, nonce = x'', ciphertext = x''
+             WHERE user_id = $2 AND status = 'Active' RETURNING id",
+        )
+        .bind(secs(now))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    /// The permissions a role grants; `None` for an unknown role.
+    pub async fn role_permissions(&self, role: &str) -> Result<Option<Vec<String>>, Error> {
+        let rows: Vec<(Option<String>,)> = sqlx::query_as(
+            "SELECT rp.permission FROM roles r LEFT JOIN role_permissions rp ON rp.role_id = r.id
+             WHERE r.name = $1",
+        )
+        .bind(role)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(rows.into_iter().filter_map(|r| r.0).collect()))
+    }
+
+    /// Active members of an account whose role grants `permission`.
+    pub async fn count_active_with(&self, account_id: i64, permission: &str) -> Result<i64, Error> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM memberships m
+             JOIN users u ON u.id = m.user_id
+             JOIN role_permissions rp ON rp.role_id = m.role_id
+             WHERE m.account_id = $1 AND u.status = 'active' AND rp.permission = $2",
+        )
+        .bind(account_id)
+        .bind(permission)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n)
+    }
+
+    // ---- second factors and challenge phrase ----
+
+    pub async fn security(&self, user_id: i64) -> Result<Option<SecurityRow>, Error> {
+        Ok(
+            sqlx::query_as("SELECT * FROM user_security WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn ensure_security(&self, user_id: i64) -> Result<(), Error> {
+        sqlx::query("INSERT INTO user_security (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_challenge_phrase(&self, user_id: i64, phrase: &str) -> Result<(), Error> {
+        self.ensure_security(user_id).await?;
+        sqlx::query("UPDATE user_security SET challenge_phrase = $1 WHERE user_id = $2")
+            .bind(phrase)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a new, not yet confirmed TOTP secret.
+    pub async fn set_pending_totp(&self, user_id: i64, sealed: &Sealed) -> Result<(), Error> {
+        self.ensure_security(user_id).await?;
+        sqlx::query(
+            "UPDATE user_security SET totp_mk_version = $1, totp_nonce = $2, totp_ciphertext = $3,
+             totp_enabled = 0, totp_last_step = 0 WHERE user_id = $4",
+        )
+        .bind(i64::from(sealed.version))
+        .bind(&sealed.nonce)
+        .bind(&sealed.ciphertext)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records the step of an accepted TOTP code (and enables TOTP): only
+    /// if it is later than the last one, so a code works once.
+    pub async fn use_totp_step(&self, user_id: i64, step: u64) -> Result<bool, Error> {
+        let r = sqlx::query(
+            "UPDATE user_security SET totp_last_step = $1, totp_enabled = 1
+             WHERE user_id = $2 AND totp_last_step < $1",
+        )
+        .bind(secs(step))
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn set_phone_verified(&self, user_id: i64, phone: &str) -> Result<(), Error> {
+        self.ensure_security(user_id).await?;
+        sqlx::query("UPDATE user_security SET phone = $1, phone_verified = 1 WHERE user_id = $2")
+            .bind(phone)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes both second factors.
+    pub async fn clear_second_factors(&self, user_id: i64) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE user_security SET totp_mk_version = NULL, totp_nonce = NULL,
+             totp_ciphertext = NULL, totp_enabled = 0, totp_last_step = 0, phone = NULL,
+             phone_verified = 0 WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- security information ----
+
+    pub async fn security_info(
+        &self,
+        user_id: i64,
+        reference_key: Option<&str>,
+    ) -> Result<Vec<SecurityInfoRow>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT reference_key, value, updated_at FROM security_info
+             WHERE user_id = $1 AND ($2 IS NULL OR reference_key = $2) ORDER BY reference_key",
+        )
+        .bind(user_id)
+        .bind(reference_key)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Writes an entry: `existing` updates one that must exist, otherwise
+    /// one that must not.
+    pub async fn put_security_info(
+        &self,
+        user_id: i64,
+        reference_key: &str,
+        value: &str,
+        existing: bool,
+        now: u64,
+    ) -> Result<bool, Error> {
+        let r = if existing {
+            sqlx::query(
+                "UPDATE security_info SET value = $1, updated_at = $2
+                 WHERE user_id = $3 AND reference_key = $4",
+            )
+            .bind(value)
+            .bind(secs(now))
+            .bind(user_id)
+            .bind(reference_key)
+            .execute(&self.pool)
+            .await?
+        } else {
+            sqlx::query(
+                "INSERT INTO security_info (user_id, reference_key, value, updated_at)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(user_id)
+            .bind(reference_key)
+            .bind(value)
+            .bind(secs(now))
+            .execute(&self.pool)
+            .await?
+        };
+        Ok(r.rows_affected() > 0)
+    }
+
+    // ---- outbox ----
+
+    pub async fn enqueue(
+        &self,
+        now: u64,
+        channel: &str,
+        recipient: &str,
+        subject: &str,
+        body: &str,
+    ) -> Result<i64, Error> {
+        let r = sqlx::query(
+            "INSERT INTO outbox (created_at, channel, recipient, subject, body)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(secs(now))
+        .bind(channel)
+        .bind(recipient)
+        .bind(subject)
+        .bind(body)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.last_insert_rowid())
+    }
+
+    /// Messages not sent yet, oldest first.
+    pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, Error> {
+        Ok(
+            sqlx::query_as("SELECT * FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn mark_sent(&self, id: i64, now: u64) -> Result<(), Error> {
+        sqlx::query("UPDATE outbox SET sent_at = $1 WHERE id = $2 AND sent_at IS NULL")
+            .bind(secs(now))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- audit queries ----
+
+    /// Audit rows of an account matching `f`, newest first.
+    pub async fn audit_query(&self, f: &AuditFilter) -> Result<Vec<AuditRow>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT id, at, account_id, actor_id, credential, event, target, address, detail
+             FROM audit_log
+             WHERE account_id = $1
+               AND ($2 IS NULL OR actor_id = $2 OR target = CAST($2 AS TEXT))
+               AND ($3 IS NULL OR event = $3)
+               AND ($4 IS NULL OR at >= $4)
+               AND ($5 IS NULL OR at <= $5)
+               AND ($6 IS NULL OR id < $6)
+             ORDER BY id DESC LIMIT $7",
+        )
+        .bind(f.account_id)
+        .bind(f.user_id)
+        .bind(&f.event)
+        .bind(f.since)
+        .bind(f.until)
+        .bind(f.before)
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

@@ -1,0 +1,582 @@
+//! User administration and account security through `Core`, with a
+//! `ManualClock`: the lockout clock, TOTP at chosen times, code lifetimes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use armor_server::clock::ManualClock;
+use armor_server::core::{totp, Core, CoreConfig, Principal, UserEdit, Via, RESET_TTL};
+use armor_server::crypto;
+use armor_server::store::{AuditFilter, NewUser, Store};
+use armor_server::Error;
+
+const T0: u64 = 1_700_000_000;
+const ADMIN: &str = "owner@example.com";
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Env {
+    _dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    core: Arc<Core>,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("armor.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    store
+        .bootstrap(ADMIN, &crypto::hash_password(PASSWORD).unwrap(), T0)
+        .await
+        .unwrap();
+    let core = Core::new(
+        store,
+        &dir.path().join("master.key"),
+        clock.clone(),
+        Arc::new(armor_psk::MemoryReplayGuard::new(1024)),
+        CoreConfig {
+            max_body: 1 << 20,
+            require_signed_query: false,
+            replay_max_entries: 1024,
+        },
+    )
+    .await
+    .unwrap();
+    Env {
+        _dir: dir,
+        clock,
+        core: Arc::new(core),
+    }
+}
+
+impl Env {
+    async fn principal(&self, user_id: i64) -> Principal {
+        self.core
+            .principal(
+                user_id,
+                1,
+                None,
+                Via::Password {
+                    token_hash: vec![0; 32],
+                },
+            )
+            .await
+            .unwrap()
+    }
+
+    /// An active user with the test password.
+    async fn user(&self, email: &str, role: &str) -> i64 {
+        let hash = crypto::hash_password(PASSWORD).unwrap();
+        self.core
+            .store
+            .create_user(
+                &NewUser {
+                    account_id: 1,
+                    email,
+                    first: "",
+                    last: "",
+                    password_hash: Some(&hash),
+                    status: "active",
+                    role,
+                },
+                self.clock.now_for_tests(),
+            )
+            .await
+            .unwrap()
+    }
+
+    async fn login(&self, email: &str, password: &str, mfa: Option<&str>) -> Result<(), Error> {
+        self.core
+            .authorize(email, password, mfa, Some("192.0.2.1".into()))
+            .await
+            .map(|_| ())
+    }
+
+    async fn events(&self, event: &str) -> Vec<armor_server::store::AuditRow> {
+        self.core
+            .store
+            .audit_query(&AuditFilter {
+                account_id: 1,
+                event: Some(event.into()),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    /// The newest pending outbox message to `recipient`, and the code in it.
+    async fn code_sent_to(&self, recipient: &str) -> String {
+        let rows = self.core.store.pending_outbox(1000).await.unwrap();
+        let row = rows
+            .iter()
+            .rev()
+            .find(|r| r.recipient == recipient)
+            .expect("a message");
+        let marker = row
+            .body
+            .find(" is ")
+            .map(|i| i + 4)
+            .expect("a code in the message");
+        row.body[marker..]
+            .split(|c: char| c == ';' || c.is_whitespace())
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+trait NowForTests {
+    fn now_for_tests(&self) -> u64;
+}
+impl NowForTests for ManualClock {
+    fn now_for_tests(&self) -> u64 {
+        armor_server::clock::Clock::now(self)
+    }
+}
+
+fn is_invalid_credentials(r: Result<(), Error>) -> bool {
+    matches!(r, Err(Error::InvalidCredentials))
+}
+
+#[tokio::test]
+async fn five_failures_lock_for_a_minute_then_longer_each_time() {
+    let e = env().await;
+    let uid = e.user("jane@example.com", "User").await;
+    let admin = e.principal(1).await;
+    // Four failures: not locked, the right password still works.
+    for _ in 0..4 {
+        assert!(is_invalid_credentials(
+            e.login("jane@example.com", "wrong", None).await
+        ));
+    }
+    let s = e
+        .core
+        .lock_state(&admin, 1, "jane@example.com")
+        .await
+        .unwrap();
+    assert_eq!((s.locked_until, s.failures), (None, 4));
+    e.login("jane@example.com", PASSWORD, None).await.unwrap();
+    // A success clears the count; five failures in the window lock.
+    for _ in 0..5 {
+        e.clock.advance(10);
+        assert!(is_invalid_credentials(
+            e.login("jane@example.com", "wrong", None).await
+        ));
+    }
+    let locked_at = T0 + 50;
+    let s = e
+        .core
+        .lock_state(&admin, 1, "JANE@example.com")
+        .await
+        .unwrap();
+    assert_eq!(s.locked_until, Some(locked_at + 60));
+    // Locked: the right password gets the wrong-password answer.
+    assert!(is_invalid_credentials(
+        e.login("jane@example.com", PASSWORD, None).await
+    ));
+    e.clock.advance(59);
+    assert!(is_invalid_credentials(
+        e.login("jane@example.com", PASSWORD, None).await
+    ));
+    e.clock.advance(1);
+    // At locked_until the lock is over; five more failures lock for 2 min.
+    for _ in 0..5 {
+        assert!(is_invalid_credentials(
+            e.login("jane@example.com", "wrong", None).await
+        ));
+    }
+    let now = T0 + 50 + 60;
+    let s = e
+        .core
+        .lock_state(&admin, 1, "jane@example.com")
+        .await
+        .unwrap();
+    assert_eq!(s.locked_until, Some(now + 120));
+    e.clock.advance(120);
+    for _ in 0..5 {
+        let _ = e.login("jane@example.com", "wrong", None).await;
+    }
+    let s = e
+        .core
+        .lock_state(&admin, 1, "jane@example.com")
+        .await
+        .unwrap();
+    assert_eq!(s.locked_until, Some(now + 120 + 240));
+    // Unlock: the right password works at once.
+    assert!(e
+        .core
+        .unlock(&admin, 1, "jane@example.com", None)
+        .await
+        .unwrap());
+    e.login("jane@example.com", PASSWORD, None).await.unwrap();
+    // Audit: three lockouts, one unlock, login failures with reasons.
+    assert_eq!(e.events("lockout").await.len(), 3);
+    let unlock = e.events("unlock").await;
+    assert_eq!(unlock.len(), 1);
+    assert_eq!(unlock[0].target.as_deref(), Some(uid.to_string().as_str()));
+    assert_eq!(unlock[0].actor_id, Some(1));
+    let failed = e.events("login_failed").await;
+    assert!(failed
+        .iter()
+        .any(|r| r.detail.as_deref() == Some("reason=locked")));
+    assert!(failed
+        .iter()
+        .all(|r| r.address.as_deref() == Some("192.0.2.1")));
+}
+
+#[tokio::test]
+async fn failures_outside_the_window_do_not_add_up() {
+    let e = env().await;
+    e.user("win@example.com", "User").await;
+    let admin = e.principal(1).await;
+    for _ in 0..4 {
+        let _ = e.login("win@example.com", "wrong", None).await;
+    }
+    e.clock.advance(15 * 60 + 1);
+    for _ in 0..4 {
+        let _ = e.login("win@example.com", "wrong", None).await;
+    }
+    let s = e
+        .core
+        .lock_state(&admin, 1, "win@example.com")
+        .await
+        .unwrap();
+    assert_eq!((s.locked_until, s.failures), (None, 4));
+    e.login("win@example.com", PASSWORD, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn lock_state_needs_users_read_in_that_account() {
+    let e = env().await;
+    let uid = e.user("plain@example.com", "User").await;
+    let plain = e.principal(uid).await;
+    assert!(matches!(
+        e.core.lock_state(&plain, 1, ADMIN).await,
+        Err(Error::PermissionDenied(_))
+    ));
+    let admin = e.principal(1).await;
+    assert!(matches!(
+        e.core.lock_state(&admin, 99, ADMIN).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        e.core.unlock(&plain, 1, ADMIN, None).await,
+        Err(Error::PermissionDenied(_))
+    ));
+}
+
+fn base32_decode(s: &str) -> Vec<u8> {
+    let mut bits = 0u64;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => panic!("bad base32"),
+        };
+        bits = bits << 5 | u64::from(v);
+        n += 5;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn totp_enrolment_login_and_replay() {
+    let e = env().await;
+    let uid = e.user("totp@example.com", "User").await;
+    let p = e.principal(uid).await;
+    let enrol = e.core.totp_enrol(&p, "totp@example.com").await.unwrap();
+    assert!(enrol
+        .otpauth_uri
+        .starts_with("otpauth://totp/armor:totp%40example.com?secret="));
+    assert!(enrol.otpauth_uri.contains(enrol.secret_base32.as_str()));
+    let secret = base32_decode(&enrol.secret_base32);
+    assert_eq!(secret.len(), 20);
+    // Pending until a code is validated: login needs no second factor yet.
+    e.login("totp@example.com", PASSWORD, None).await.unwrap();
+    // A wrong pin is refused; the right one enables TOTP.
+    let wrong = format!(
+        "{:06}",
+        (totp::code_at(&secret, T0, 6).parse::<u32>().unwrap() + 1) % 1_000_000
+    );
+    assert!(matches!(
+        e.core.totp_validate(&p, &wrong, None).await,
+        Err(Error::InvalidMfaCode)
+    ));
+    let now_code = totp::code_at(&secret, T0, 6);
+    assert!(e.core.totp_validate(&p, &now_code, None).await.unwrap());
+    // The same code does not work twice.
+    assert!(matches!(
+        e.core.totp_validate(&p, &now_code, None).await,
+        Err(Error::InvalidMfaCode)
+    ));
+    // Enrolled: the password alone gets mfa_required; a wrong password
+    // still gets invalid_credentials (nothing said to a guesser).
+    assert!(matches!(
+        e.login("totp@example.com", PASSWORD, None).await,
+        Err(Error::MfaRequired)
+    ));
+    assert!(is_invalid_credentials(
+        e.login("totp@example.com", "wrong", None).await
+    ));
+    // The used step is refused; the next step's code works, once.
+    assert!(matches!(
+        e.login("totp@example.com", PASSWORD, Some(&now_code)).await,
+        Err(Error::InvalidMfaCode)
+    ));
+    e.clock.advance(30);
+    let next = totp::code_at(&secret, T0 + 30, 6);
+    e.login("totp@example.com", PASSWORD, Some(&next))
+        .await
+        .unwrap();
+    assert!(matches!(
+        e.login("totp@example.com", PASSWORD, Some(&next)).await,
+        Err(Error::InvalidMfaCode)
+    ));
+    // A code one step old is accepted (drift), two steps old is not.
+    e.clock.advance(60);
+    let old = totp::code_at(&secret, T0 + 60, 6);
+    e.login("totp@example.com", PASSWORD, Some(&old))
+        .await
+        .unwrap();
+    e.clock.advance(60);
+    let stale = totp::code_at(&secret, T0 + 90, 6);
+    assert!(matches!(
+        e.login("totp@example.com", PASSWORD, Some(&stale)).await,
+        Err(Error::InvalidMfaCode)
+    ));
+    // Re-enrolling over an enabled app is refused; an administrator resets it.
+    assert!(matches!(
+        e.core.totp_enrol(&p, "x").await,
+        Err(Error::Conflict(_))
+    ));
+    let admin = e.principal(1).await;
+    let s = e
+        .core
+        .user_security(&admin, 1, uid, true, None)
+        .await
+        .unwrap();
+    assert!(!s.totp_enabled);
+    e.login("totp@example.com", PASSWORD, None).await.unwrap();
+    assert_eq!(e.events("mfa_enrolled").await.len(), 1);
+    assert_eq!(e.events("mfa_reset").await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_totp_secret_is_sealed_at_rest() {
+    let e = env().await;
+    let uid = e.user("sealed@example.com", "User").await;
+    let p = e.principal(uid).await;
+    let enrol = e.core.totp_enrol(&p, "sealed@example.com").await.unwrap();
+    let secret = base32_decode(&enrol.secret_base32);
+    let row = e.core.store.security(uid).await.unwrap().unwrap();
+    let ct = row.totp_ciphertext.unwrap();
+    assert!(!ct.windows(secret.len()).any(|w| w == secret.as_slice()));
+}
+
+#[tokio::test]
+async fn wrong_second_factor_codes_count_towards_the_lock() {
+    let e = env().await;
+    let uid = e.user("mfa-lock@example.com", "User").await;
+    let p = e.principal(uid).await;
+    let enrol = e.core.totp_enrol(&p, "x").await.unwrap();
+    let secret = base32_decode(&enrol.secret_base32);
+    e.core
+        .totp_validate(&p, &totp::code_at(&secret, T0, 6), None)
+        .await
+        .unwrap();
+    e.clock.advance(30);
+    let good = totp::code_at(&secret, T0 + 30, 6);
+    let bad = if good == "123456" { "654321" } else { "123456" };
+    for _ in 0..5 {
+        assert!(matches!(
+            e.login("mfa-lock@example.com", PASSWORD, Some(bad)).await,
+            Err(Error::InvalidMfaCode)
+        ));
+    }
+    // Locked: even the right password and code get invalid_credentials.
+    assert!(is_invalid_credentials(
+        e.login("mfa-lock@example.com", PASSWORD, Some(&good)).await
+    ));
+}
+
+#[tokio::test]
+async fn reset_codes_work_once_and_expire() {
+    let e = env().await;
+    e.user("reset@example.com", "User").await;
+    // Unknown addresses get the same Ok and no message.
+    e.core
+        .reset_password("nobody@example.com", None)
+        .await
+        .unwrap();
+    assert!(e.core.store.pending_outbox(10).await.unwrap().is_empty());
+    e.core
+        .reset_password("reset@example.com", None)
+        .await
+        .unwrap();
+    let code = e.code_sent_to("reset@example.com").await;
+    // Too short a password leaves the code usable.
+    assert!(matches!(
+        e.core.set_password_with_code(&code, "short", None).await,
+        Err(Error::BadRequest(_))
+    ));
+    let new_password = "a brand new passphrase";
+    e.core
+        .set_password_with_code(&code.to_ascii_lowercase(), new_password, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        e.core
+            .set_password_with_code(&code, "another new passphrase", None)
+            .await,
+        Err(Error::InvalidCode)
+    ));
+    e.login("reset@example.com", new_password, None)
+        .await
+        .unwrap();
+    assert!(is_invalid_credentials(
+        e.login("reset@example.com", PASSWORD, None).await
+    ));
+    // Expiry: one second past the lifetime the code is refused.
+    e.core
+        .reset_password("reset@example.com", None)
+        .await
+        .unwrap();
+    let code = e.code_sent_to("reset@example.com").await;
+    e.clock.advance(RESET_TTL + 1);
+    assert!(matches!(
+        e.core
+            .set_password_with_code(&code, "too late passphrase", None)
+            .await,
+        Err(Error::InvalidCode)
+    ));
+    // A newer code voids the older one.
+    e.core
+        .reset_password("reset@example.com", None)
+        .await
+        .unwrap();
+    let first = e.code_sent_to("reset@example.com").await;
+    e.core
+        .reset_password("reset@example.com", None)
+        .await
+        .unwrap();
+    let second = e.code_sent_to("reset@example.com").await;
+    assert_ne!(first, second);
+    assert!(matches!(
+        e.core
+            .set_password_with_code(&first, "first code passphrase", None)
+            .await,
+        Err(Error::InvalidCode)
+    ));
+    e.core
+        .set_password_with_code(&second, "second code passphrase", None)
+        .await
+        .unwrap();
+    let changed = e.events("password_changed").await;
+    assert_eq!(changed.len(), 2);
+    assert_eq!(changed[0].detail.as_deref(), Some("via=reset"));
+}
+
+#[tokio::test]
+async fn invitation_activation_and_phone_second_factor() {
+    let e = env().await;
+    let admin = e.principal(1).await;
+    let (user, role) = e
+        .core
+        .create_user(
+            &admin,
+            &UserEdit {
+                email: Some("new@example.com".into()),
+                first_name: Some("New".into()),
+                last_name: Some("User".into()),
+                role: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!((user.status.as_str(), role.as_str()), ("invited", "User"));
+    // An invited user cannot sign in.
+    assert!(is_invalid_credentials(
+        e.login("new@example.com", "", None).await
+    ));
+    let code = e.code_sent_to("new@example.com").await;
+    e.core
+        .set_password_with_code(&code, "my first passphrase", None)
+        .await
+        .unwrap();
+    e.login("new@example.com", "my first passphrase", None)
+        .await
+        .unwrap();
+    // Phone: a code through the outbox, verified, then needed to sign in.
+    let p = e.principal(user.id).await;
+    e.core.phone_start(&p, "+1 555 123 4567").await.unwrap();
+    let code = e.code_sent_to("+15551234567").await;
+    assert!(matches!(
+        e.core.phone_verify(&p, "+15550000000", &code, None).await,
+        Err(Error::InvalidMfaCode)
+    ));
+    e.core.phone_start(&p, "+15551234567").await.unwrap();
+    let code = e.code_sent_to("+15551234567").await;
+    e.core
+        .phone_verify(&p, "+15551234567", &code, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        e.login("new@example.com", "my first passphrase", None)
+            .await,
+        Err(Error::MfaRequired)
+    ));
+    let login_code = e.code_sent_to("+15551234567").await;
+    e.login("new@example.com", "my first passphrase", Some(&login_code))
+        .await
+        .unwrap();
+    // Single use.
+    assert!(matches!(
+        e.login("new@example.com", "my first passphrase", Some(&login_code))
+            .await,
+        Err(Error::InvalidMfaCode)
+    ));
+}
+
+#[tokio::test]
+async fn disabling_drops_keys_from_the_verifier_and_enabling_restores_them() {
+    let e = env().await;
+    let uid = e.user("keys@example.com", "User").await;
+    let p = e.principal(uid).await;
+    e.core.create_key(&p, uid, "k", None).await.unwrap();
+    assert_eq!(e.core.cached_keys(), 1);
+    let admin = e.principal(1).await;
+    e.core
+        .set_user_enabled(&admin, uid, false, None)
+        .await
+        .unwrap();
+    assert_eq!(e.core.cached_keys(), 0);
+    e.core
+        .set_user_enabled(&admin, uid, true, None)
+        .await
+        .unwrap();
+    assert_eq!(e.core.cached_keys(), 1);
+    // Oneself: refused.
+    assert!(matches!(
+        e.core.set_user_enabled(&admin, 1, false, None).await,
+        Err(Error::Conflict(_))
+    ));
+    e.core.soft_delete(&admin, uid, None).await.unwrap();
+    assert_eq!(e.core.cached_keys(), 0);
+    assert_eq!(
+        e.core.store.user_by_id(uid).await.unwrap().unwrap().status,
+        "deleted"
+    );
+    let changes = e.events("status_changed").await;
+    assert_eq!(changes.len(), 2);
+    assert_eq!(e.events("user_deleted").await.len(), 1);
+    assert_eq!(e.events("key_deleted").await.len(), 1);
+}
