@@ -7,7 +7,11 @@
 //! ```
 //!
 //! This crate is pure: no I/O, no async, no clock. Callers pass the time in,
-//! which keeps every rule testable to the second.
+//! which keeps every rule testable to the second. Two optional features add
+//! the edges, off by default:
+//! - `tower`: [`layer::ArmorPskLayer`], verification in front of any
+//!   axum/tower service (see `examples/tower_app.rs`);
+//! - `reqwest`: [`client::sign_request`], signing a `reqwest::Request`.
 //!
 //! # Layout
 //! - [`parse`]: [`Credentials::parse`], the bounded header parser.
@@ -42,7 +46,11 @@
 //! ```
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+#[cfg(feature = "reqwest")]
+pub mod client;
 pub mod error;
+#[cfg(feature = "tower")]
+pub mod layer;
 pub mod parse;
 pub mod replay;
 pub mod secret;

@@ -57,6 +57,15 @@ pub enum Error {
     /// The database cannot be reached.
     #[error("the store is unavailable")]
     StoreUnavailable,
+    /// Too many requests for this key: try again in `retry_after` seconds.
+    #[error("too many requests for this key; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    /// The gateway's upstream cannot be reached (or broke the connection).
+    #[error("{0}")]
+    UpstreamUnavailable(String),
+    /// The gateway's upstream did not answer within the timeout (seconds).
+    #[error("the upstream did not answer within {0} s")]
+    UpstreamTimeout(u64),
     /// Bad configuration at start-up.
     #[error("{0}")]
     Config(String),

@@ -16,9 +16,11 @@
 
 pub mod clock;
 pub mod cluster;
+pub mod conn;
 pub mod core;
 pub mod crypto;
 pub mod error;
+pub mod gateway;
 pub mod store;
 pub mod web;
 
@@ -54,6 +56,8 @@ pub struct Settings {
     pub redis_url: Option<String>,
     /// Pooled Redis connections (each multiplexed).
     pub redis_connections: usize,
+    /// Forward requests that match no armor route to an upstream.
+    pub gateway: Option<gateway::GatewayConfig>,
 }
 
 impl Default for Settings {
@@ -70,6 +74,7 @@ impl Default for Settings {
             replay_max_entries: 64 * 1024 * 1024,
             redis_url: None,
             redis_connections: 4,
+            gateway: None,
         }
     }
 }
@@ -86,6 +91,7 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     core: Arc<Core>,
     first_start: Option<FirstStart>,
+    gateway: Option<Arc<gateway::Gateway>>,
 }
 
 impl Application {
@@ -149,6 +155,10 @@ impl Application {
             Some(c) => core.with_cluster(c.clone()),
             None => core,
         };
+        let gateway = match settings.gateway.clone() {
+            Some(g) => Some(Arc::new(gateway::Gateway::new(g)?)),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(&settings.listen)
             .await
             .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", settings.listen)))?;
@@ -161,6 +171,7 @@ impl Application {
             listener,
             core,
             first_start,
+            gateway,
         })
     }
 
@@ -198,10 +209,13 @@ impl Application {
                 }
             }
         });
-        let app = web::app(core.clone());
+        let mut app = web::app(core.clone());
+        if let Some(gw) = self.gateway {
+            app = app.layer(axum::Extension(gw));
+        }
         let served = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            conn::InspectingListener(self.listener),
+            app.into_make_service_with_connect_info::<conn::PeerInfo>(),
         )
         .with_graceful_shutdown(shutdown)
         .await;

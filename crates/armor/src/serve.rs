@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use armor_server::clock::SystemClock;
+use armor_server::gateway::GatewayConfig;
 use armor_server::{Application, Settings};
 use secrecy::SecretString;
 
@@ -47,6 +48,36 @@ pub struct ServeArgs {
     #[arg(long, env = "ARMOR_REDIS_CONNECTIONS", default_value_t = 4,
         value_parser = clap::value_parser!(u16).range(1..=256))]
     redis_connections: u16,
+    /// Gateway: forward every request that matches no armor route to this
+    /// `http://host:port[/base]`, once verified (docs/gateway.md).
+    #[arg(long, env = "ARMOR_UPSTREAM", value_name = "URL")]
+    upstream: Option<String>,
+    /// Gateway: seconds to wait for the upstream's answer (502/504 after).
+    #[arg(long, env = "ARMOR_UPSTREAM_TIMEOUT", default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..), value_name = "SECS")]
+    upstream_timeout: u64,
+    /// Gateway: a path prefix forwarded without authentication; repeatable
+    /// (ARMOR_PUBLIC_PATHS: comma-separated).
+    #[arg(
+        long = "public-path",
+        env = "ARMOR_PUBLIC_PATHS",
+        value_delimiter = ',',
+        value_name = "PREFIX"
+    )]
+    public_paths: Vec<String>,
+    /// Gateway: default rate limit of each API key, requests per second and
+    /// burst.
+    #[arg(long, env = "ARMOR_RATE_LIMIT", value_name = "RPS:BURST")]
+    rate_limit: Option<armor_server::gateway::Rate>,
+    /// Gateway: rate limit for keys of users with this role (in the account
+    /// the request acts in); repeatable.
+    #[arg(long = "role-rate-limit", env = "ARMOR_ROLE_RATE_LIMITS", value_delimiter = ',',
+        value_parser = armor_server::gateway::parse_named_rate, value_name = "ROLE=RPS:BURST")]
+    role_rate_limits: Vec<(String, armor_server::gateway::Rate)>,
+    /// Gateway: rate limit for one key id; repeatable; wins over the others.
+    #[arg(long = "key-rate-limit", env = "ARMOR_KEY_RATE_LIMITS", value_delimiter = ',',
+        value_parser = armor_server::gateway::parse_named_rate, value_name = "KEY_ID=RPS:BURST")]
+    key_rate_limits: Vec<(String, armor_server::gateway::Rate)>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -63,6 +94,28 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .ok()
         .filter(|p| !p.is_empty())
         .map(SecretString::from);
+    let gateway = match args.upstream {
+        Some(upstream) => Some(GatewayConfig {
+            upstream,
+            timeout: std::time::Duration::from_secs(args.upstream_timeout),
+            public_paths: args.public_paths,
+            rate_limit: args.rate_limit,
+            role_rate_limits: args.role_rate_limits.into_iter().collect(),
+            key_rate_limits: args.key_rate_limits.into_iter().collect(),
+        }),
+        None => {
+            if !args.public_paths.is_empty()
+                || args.rate_limit.is_some()
+                || !args.role_rate_limits.is_empty()
+                || !args.key_rate_limits.is_empty()
+            {
+                anyhow::bail!(
+                    "--public-path and the rate limits apply to the gateway: give --upstream too"
+                );
+            }
+            None
+        }
+    };
     let settings = Settings {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -75,6 +128,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         replay_max_entries: args.replay_max_entries,
         redis_url: args.redis_url,
         redis_connections: usize::from(args.redis_connections),
+        gateway,
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

@@ -116,6 +116,21 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
             "store_unavailable",
             "The service is unavailable; try again shortly.",
         ),
+        Error::RateLimited { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "Too many requests; slow down.",
+        ),
+        Error::UpstreamUnavailable(_) => (
+            StatusCode::BAD_GATEWAY,
+            "upstream_unavailable",
+            "The upstream service is unavailable.",
+        ),
+        Error::UpstreamTimeout(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            "The upstream service did not answer in time.",
+        ),
         Error::Config(_) | Error::Internal(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
@@ -127,6 +142,25 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = classify(&self.0);
+        if matches!(
+            self.0,
+            Error::UpstreamUnavailable(_) | Error::UpstreamTimeout(_)
+        ) {
+            // Gateway failures are the gateway's own: RFC 9457 problem+json.
+            let body = serde_json::json!({
+                "type": format!("urn:armor:error:{code}"),
+                "title": message,
+                "status": status.as_u16(),
+                "detail": self.0.to_string(),
+                "error": code,
+            });
+            let mut resp = (status, body.to_string()).into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            );
+            return resp;
+        }
         let description = match &self.0 {
             Error::Psk {
                 detail: Some(d), ..
@@ -152,6 +186,10 @@ impl IntoResponse for ApiError {
             server_time,
         };
         let mut resp = (status, axum::Json(body)).into_response();
+        if let Error::RateLimited { retry_after } = self.0 {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
         if status == StatusCode::UNAUTHORIZED {
             let scheme = match self.0 {
                 Error::InvalidToken => "FH-AUTH",
@@ -217,6 +255,13 @@ mod tests {
             (Error::NotImplemented, 501, "not_implemented"),
             (Error::StoreUnavailable, 503, "store_unavailable"),
             (Error::Internal("x".into()), 500, "internal_error"),
+            (Error::RateLimited { retry_after: 2 }, 429, "rate_limited"),
+            (
+                Error::UpstreamUnavailable("x".into()),
+                502,
+                "upstream_unavailable",
+            ),
+            (Error::UpstreamTimeout(1), 504, "upstream_timeout"),
         ];
         for (e, status, code) in cases {
             let (s, c, _) = classify(&e);
@@ -241,5 +286,34 @@ mod tests {
         assert_eq!(v["status"], 401);
         assert_eq!(v["serverTime"], 42);
         assert!(v["Message"].is_string() && v["error_description"].is_string());
+    }
+
+    #[tokio::test]
+    async fn rate_limited_and_gateway_failures() {
+        let resp = ApiError(Error::RateLimited { retry_after: 3 }).into_response();
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "3");
+        for (e, status, code) in [
+            (
+                Error::UpstreamUnavailable("down".into()),
+                502,
+                "upstream_unavailable",
+            ),
+            (Error::UpstreamTimeout(1), 504, "upstream_timeout"),
+        ] {
+            let resp = ApiError(e).into_response();
+            assert_eq!(resp.status(), status);
+            assert_eq!(
+                resp.headers()[header::CONTENT_TYPE],
+                "application/problem+json"
+            );
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(v["error"], code);
+            assert_eq!(v["status"], status);
+            assert!(v["title"].is_string() && v["detail"].is_string() && v["type"].is_string());
+        }
     }
 }

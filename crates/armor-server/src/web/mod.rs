@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 
 use crate::core::Core;
 use crate::error::Error;
+use crate::gateway::{self, Gateway};
 use error::ApiError;
 
 /// Shared state of every handler.
@@ -338,7 +339,7 @@ pub fn app(core: AppState) -> Router {
             post(h::validate_app_pin),
         )
         .route("/auditlog", get(h::audit_log))
-        .fallback(h::not_found)
+        .fallback(fallback)
         .method_not_allowed_fallback(h::method_not_allowed)
         .with_state(core.clone());
     Router::new()
@@ -349,7 +350,10 @@ pub fn app(core: AppState) -> Router {
 /// In front of routing: refuse a non-canonical target (400) or an
 /// oversized declared body (413) before anything else, authenticate, then
 /// route on the case-folded path.
-async fn front(State(core): State<AppState>, req: Request, next: Next) -> Response {
+async fn front(State(core): State<AppState>, mut req: Request, next: Next) -> Response {
+    if let Some(resp) = crate::conn::screen(&mut req) {
+        return resp;
+    }
     if let Err(e) = path::check(req.uri().path()) {
         return ApiError(e).into_response();
     }
@@ -360,6 +364,13 @@ async fn front(State(core): State<AppState>, req: Request, next: Next) -> Respon
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > core.config.max_body as u64) {
         return ApiError(Error::BodyTooLarge(core.config.max_body)).into_response();
+    }
+    // The gateway forwards the target exactly as received.
+    let gateway = req.extensions().get::<Arc<Gateway>>().cloned();
+    let original = gateway::OriginalTarget(req.uri().clone());
+    req.extensions_mut().insert(original);
+    if let Some(gw) = gateway.filter(|g| g.is_public(req.uri().path())) {
+        return gw.forward(req, None, core.config.max_body).await;
     }
     let routed = path::routing_form(req.uri().path());
     let mut req = if is_public(req.method().as_str(), &routed) {
@@ -390,6 +401,15 @@ fn is_public(method: &str, routed: &str) -> bool {
     ROUTES.iter().any(|r| {
         r.policy == Policy::Public && r.method == method && r.path.eq_ignore_ascii_case(routed)
     })
+}
+
+/// Requests that match none of armor's routes: forwarded when a gateway is
+/// configured (see [`crate::gateway`]), else 404.
+async fn fallback(State(core): State<AppState>, req: Request) -> Response {
+    match req.extensions().get::<Arc<Gateway>>().cloned() {
+        Some(gw) => gw.handle(&core, req).await,
+        None => handlers::not_found().await.into_response(),
+    }
 }
 
 /// JSON body extractor whose refusals use the API's error body. A

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use armor_psk::{SignableRequest, SigningKey};
+use armor_psk::client::{sign_request_with, SignOptions};
+use armor_psk::SigningKey;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, Url};
 
@@ -94,17 +95,12 @@ pub fn call(a: CallArgs) -> anyhow::Result<ExitCode> {
     let creds = super::resolve_credentials(a.key_id, &a.profile, relative && a.endpoint.is_none())?;
     let url = build_url(&a.url, a.endpoint.or(creds.endpoint).as_deref(), &a.profile)?;
 
-    // Sign exactly what reqwest will put on the request line: the path and
-    // query of the parsed `Url`, percent-encoded as it encodes them.
-    let path = url.path();
-    let query = url.query();
-    let signed_path = match (a.sign_query, query) {
-        (true, Some(q)) => format!("{path}?{q}"),
-        _ => path.to_owned(),
-    };
-    let target = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
+    // armor_psk::client signs exactly what reqwest will put on the request
+    // line: the path and query of the parsed `Url`, percent-encoded as it
+    // encodes them.
+    let target = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
     };
 
     let body = match &a.data {
@@ -113,17 +109,9 @@ pub fn call(a: CallArgs) -> anyhow::Result<ExitCode> {
     };
     let nonce = super::random_nonce();
     let timestamp = super::now()?;
-    let req = SignableRequest {
-        key_id: &creds.key_id,
-        method: method.as_str(),
-        request_path: &signed_path,
-        nonce: &nonce,
-        timestamp,
-        body: body.as_deref().unwrap_or_default(),
-    };
     let key = SigningKey::new(&creds.secret);
     drop(creds.secret);
-    let authorization = req.authorization(&key);
+    let body_len = body.as_ref().map(Vec::len);
 
     let mut headers = HeaderMap::new();
     if body.is_some() && !extra.contains_key(CONTENT_TYPE) {
@@ -138,16 +126,36 @@ pub fn call(a: CallArgs) -> anyhow::Result<ExitCode> {
     for (name, value) in &extra {
         headers.append(name.clone(), value.clone());
     }
-    let mut auth = HeaderValue::from_str(&authorization)
-        .context("the Authorization value is not a valid header value")?;
-    auth.set_sensitive(true);
-    headers.insert(AUTHORIZATION, auth);
+
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("armor/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(a.timeout.min(30)))
+        .timeout(Duration::from_secs(a.timeout))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let mut request = client.request(method.clone(), url.clone()).headers(headers);
+    if let Some(b) = body {
+        request = request.body(b);
+    }
+    let mut request = request.build().context("cannot build the request")?;
+    let signed = sign_request_with(
+        &mut request,
+        &creds.key_id,
+        &key,
+        &nonce,
+        timestamp,
+        SignOptions {
+            sign_query: a.sign_query,
+        },
+    )
+    .context("cannot sign the request")?;
 
     if a.verbose {
-        eprintln!("* string to sign: {}", req.string_to_sign().redacted());
+        eprintln!("* string to sign: {}", signed.redacted);
         eprintln!("> {method} {target} HTTP/1.1");
         eprintln!("> host: {}", host_header(&url));
-        for (name, value) in &headers {
+        for (name, value) in request.headers() {
             if name == AUTHORIZATION {
                 eprintln!(
                     "> {name}: ARMOR-PSK {}:<signature>:{nonce}:{timestamp}",
@@ -157,21 +165,9 @@ pub fn call(a: CallArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("> {name}: {}", String::from_utf8_lossy(value.as_bytes()));
             }
         }
-        if let Some(b) = &body {
-            eprintln!("> ({} byte body)", b.len());
+        if let Some(n) = body_len {
+            eprintln!("> ({n} byte body)");
         }
-    }
-
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("armor/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(a.timeout.min(30)))
-        .timeout(Duration::from_secs(a.timeout))
-        .build()
-        .context("cannot build the HTTP client")?;
-    let mut request = client.request(method, url.clone()).headers(headers);
-    if let Some(b) = body {
-        request = request.body(b);
     }
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -179,8 +175,8 @@ pub fn call(a: CallArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let (status, version, resp_headers, resp_body) = rt.block_on(async {
-        let resp = request
-            .send()
+        let resp = client
+            .execute(request)
             .await
             .map_err(reqwest::Error::without_url)
             .with_context(|| format!("request to {} failed", redact_url(&url)))?;

@@ -3,8 +3,10 @@
 //! - `cli`: `armor sign` / `call` / `configure`.
 //! - `api`: the server, black-box, through `api::spawn_app()`.
 //! - `cluster`: two nodes sharing a database and Redis.
+//! - `gateway`: `armor serve --upstream` in front of an echo service.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod api;
 mod cli;
 mod cluster;
+mod gateway;
