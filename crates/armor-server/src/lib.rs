@@ -21,6 +21,7 @@ pub mod core;
 pub mod crypto;
 pub mod error;
 pub mod gateway;
+pub mod portal;
 pub mod store;
 pub mod web;
 

@@ -339,6 +339,7 @@ pub fn app(core: AppState) -> Router {
             post(h::validate_app_pin),
         )
         .route("/auditlog", get(h::audit_log))
+        .merge(crate::portal::router())
         .fallback(fallback)
         .method_not_allowed_fallback(h::method_not_allowed)
         .with_state(core.clone());
@@ -398,6 +399,10 @@ async fn front(State(core): State<AppState>, mut req: Request, next: Next) -> Re
 
 /// Whether `ROUTES` marks this method and routing-form path as public.
 fn is_public(method: &str, routed: &str) -> bool {
+    // The portal signs its users in with its own session cookie.
+    if routed == "/" || routed == "/portal" || routed.starts_with("/portal/") {
+        return true;
+    }
     ROUTES.iter().any(|r| {
         r.policy == Policy::Public && r.method == method && r.path.eq_ignore_ascii_case(routed)
     })

@@ -4,9 +4,11 @@
 //! - `api`: the server, black-box, through `api::spawn_app()`.
 //! - `cluster`: two nodes sharing a database and Redis.
 //! - `gateway`: `armor serve --upstream` in front of an echo service.
+//! - `portal`: the management portal in headless Chromium.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod api;
 mod cli;
 mod cluster;
 mod gateway;
+mod portal;

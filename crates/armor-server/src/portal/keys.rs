@@ -1,0 +1,377 @@
+//! API Keys: seed 001's steps 4 to 8. The table of keys, the plus icon's
+//! form, the one page that shows a Secret Key, and deletion with a
+//! confirmation step.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use super::layout::{self, Nav, KEY_PERMISSIONS};
+use super::session::{CsrfForm, Session};
+use crate::core::perm;
+use crate::error::Error;
+use crate::store::KeyRow;
+use crate::web::auth::ClientAddr;
+use crate::web::AppState;
+
+/// A key as the table shows it.
+struct Row {
+    key: KeyRow,
+    owner: String,
+    last_used: Option<u64>,
+}
+
+fn can_delete(s: &Session, owner: i64) -> bool {
+    (owner == s.p.user_id && s.p.has(perm::KEYS_SELF_MANAGE)) || s.p.has(perm::KEYS_ALL_DELETE)
+}
+
+async fn rows(core: &AppState, s: &Session) -> Result<Vec<Row>, Error> {
+    let mut out = Vec::new();
+    let owners: Vec<(i64, String)> = if s.p.has(perm::KEYS_ALL_READ) {
+        core.store
+            .users_in_account(s.p.account_id)
+            .await?
+            .into_iter()
+            .filter(|(u, _)| u.status != "deleted")
+            .map(|(u, _)| (u.id, u.email))
+            .collect()
+    } else {
+        vec![(s.p.user_id, s.user.email.clone())]
+    };
+    for (uid, email) in owners {
+        for key in core.list_keys(&s.p, uid).await? {
+            let pending = core.pending_last_used(&key.id);
+            let last_used = key.last_used.map(|t| t.max(0) as u64).max(pending);
+            out.push(Row {
+                key,
+                owner: email.clone(),
+                last_used,
+            });
+        }
+    }
+    out.sort_by(|a, b| (b.key.created_at, &b.key.id).cmp(&(a.key.created_at, &a.key.id)));
+    Ok(out)
+}
+
+fn explanation(s: &Session) -> Markup {
+    layout::missing_permissions(
+        s,
+        "create or access the API Keys screen",
+        &KEY_PERMISSIONS,
+        None,
+    )
+}
+
+#[derive(Deserialize)]
+pub struct KeysQuery {
+    /// The key just created: its row is highlighted.
+    new: Option<String>,
+    /// What just happened: `deleted`.
+    notice: Option<String>,
+}
+
+/// `GET /portal/keys`: the API Keys table (step 8).
+pub async fn page(
+    State(core): State<AppState>,
+    s: Session,
+    Query(q): Query<KeysQuery>,
+) -> Response {
+    let can_self = s.p.has(perm::KEYS_SELF_MANAGE);
+    let all = s.p.has(perm::KEYS_ALL_READ);
+    if !can_self && !all {
+        let body = html! { (layout::user_tabs(Nav::Keys)) (explanation(&s)) };
+        return super::html(
+            StatusCode::FORBIDDEN,
+            layout::page(&s, Nav::Keys, "API Keys", body),
+        );
+    }
+    let rows = match rows(&core, &s).await {
+        Ok(r) => r,
+        Err(e) => return super::error_page(&e),
+    };
+    let new = q.new.as_deref().unwrap_or_default();
+    let body = html! {
+        (layout::user_tabs(Nav::Keys))
+        @if q.notice.as_deref() == Some("deleted") {
+            div.callout.callout-ok #notice role="status" {
+                "The API key was deleted: requests signed with it are refused from now on."
+            }
+        }
+        section.card.card-table {
+            div.card-head {
+                div {
+                    h2.card-title { "API Keys" }
+                    p.card-sub.muted {
+                        @if all { "Every user's keys in " (s.account.name) "." }
+                        @else { "Your keys in " (s.account.name) "." }
+                        " A key signs requests to the Armor API with an ARMOR-PSK header; it does not expire."
+                    }
+                }
+                @if can_self {
+                    a.icon-btn.icon-btn-primary #add-key href="/portal/keys/new"
+                        title="Create API key" aria-label="Create API key" {
+                        (layout::icon_plus())
+                    }
+                }
+            }
+            @if rows.is_empty() {
+                div.empty #no-keys {
+                    (layout::icon_key())
+                    p { "No API keys yet." }
+                    @if can_self { p.muted { "Click the plus icon to create one." } }
+                }
+            } @else {
+                div.table-wrap {
+                    table.table #keys-table {
+                        thead { tr {
+                            th { "Name" } th { "Key ID" }
+                            @if all { th { "User" } }
+                            th { "Created" } th { "Last used" } th.actions { span.sr-only { "Actions" } }
+                        } }
+                        tbody {
+                            @for r in &rows {
+                                tr.row-new[r.key.id == new] data-key-id=(r.key.id) {
+                                    td.name-cell data-label="Name" { strong { (r.key.name) } }
+                                    td data-label="Key ID" { code.key-id { (r.key.id) } }
+                                    @if all { td data-label="User" { (r.owner) } }
+                                    td data-label="Created" { span.nowrap { (super::when(r.key.created_at)) } }
+                                    td data-label="Last used" {
+                                        @match r.last_used {
+                                            Some(t) => { span.nowrap { (super::when(i64::try_from(t).unwrap_or(i64::MAX))) } }
+                                            None => { span.muted { "Never" } }
+                                        }
+                                    }
+                                    td.actions {
+                                        @if can_delete(&s, r.key.user_id) {
+                                            a.btn.btn-danger-ghost.btn-sm href={ "/portal/keys/" (r.key.id) "/delete" }
+                                                data-action="delete" aria-label={ "Delete " (r.key.name) } {
+                                                (layout::icon_trash()) span { "Delete" }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if !all {
+            p.muted.small {
+                "You see your own keys. Seeing every user's keys needs the permission "
+                strong { (perm::KEYS_ALL_READ) } "."
+            }
+        }
+    };
+    super::html(
+        StatusCode::OK,
+        layout::page(&s, Nav::Keys, "API Keys", body),
+    )
+}
+
+fn new_key_form(s: &Session, name: &str, error: Option<&str>) -> Markup {
+    let body = html! {
+        (layout::user_tabs(Nav::Keys))
+        section.card.card-form {
+            h2.card-title { "Create API Key" }
+            p.muted {
+                "Creating a key generates a Secret Key. It is shown once: Armor cannot retrieve it for you later."
+            }
+            @if let Some(err) = error {
+                div.callout.callout-error role="alert" { (layout::icon_alert()) span { (err) } }
+            }
+            form.stack method="post" action="/portal/keys" {
+                (layout::csrf(s))
+                label.field {
+                    span.field-label { "Name" }
+                    input #key-name type="text" name="name" value=(name) required maxlength="100"
+                        autofocus autocomplete="off" placeholder="e.g. Nightly backup script";
+                    span.field-help.muted { "A descriptive name: where or by what the key will be used." }
+                }
+                div.form-actions {
+                    a.btn.btn-ghost href="/portal/keys" { "Cancel" }
+                    button.btn.btn-primary #create-key type="submit" { "Create Key" }
+                }
+            }
+        }
+    };
+    layout::page(s, Nav::Keys, "API Keys", body)
+}
+
+/// `GET /portal/keys/new`: the plus icon's form (step 5).
+pub async fn new_form(s: Session) -> Response {
+    if !s.p.has(perm::KEYS_SELF_MANAGE) {
+        return forbidden(&s);
+    }
+    super::html(StatusCode::OK, new_key_form(&s, "", None))
+}
+
+fn forbidden(s: &Session) -> Response {
+    let body = html! { (layout::user_tabs(Nav::Keys)) (explanation(s)) };
+    super::html(
+        StatusCode::FORBIDDEN,
+        layout::page(s, Nav::Keys, "API Keys", body),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct NewKey {
+    #[serde(default)]
+    name: String,
+}
+
+/// `POST /portal/keys`: creates the key and shows its Key ID and Secret
+/// Key, the only time the secret is shown (steps 5 to 7).
+pub async fn create(
+    State(core): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    CsrfForm { session: s, form }: CsrfForm<NewKey>,
+) -> Response {
+    let new = match core.create_key(&s.p, s.p.user_id, &form.name, addr).await {
+        Ok(n) => n,
+        Err(Error::BadRequest(msg)) => {
+            let msg = format!("The key was not created: {msg}.");
+            return super::html(
+                StatusCode::BAD_REQUEST,
+                new_key_form(&s, &form.name, Some(&msg)),
+            );
+        }
+        Err(Error::PermissionDenied(_)) => return forbidden(&s),
+        Err(e) => return super::error_page(&e),
+    };
+    let id = &new.row.id;
+    let body = html! {
+        (layout::user_tabs(Nav::Keys))
+        section.card.card-form #key-created {
+            h2.card-title { "API key created" }
+            div.callout.callout-warn #secret-warning role="alert" {
+                (layout::icon_alert())
+                div {
+                    strong { "Copy the Secret Key now: it will never be shown again." }
+                    " Armor cannot retrieve it for you. If you lose the Secret Key, you must delete this API key and create a new one."
+                }
+            }
+            dl.secret-fields {
+                dt { "Name" }
+                dd { (new.row.name) }
+                dt { label for="new-key-id" { "Key ID" } }
+                dd.copy-row {
+                    code.copy-value #new-key-id { (id) }
+                    button.btn.btn-secondary.btn-sm.copy type="button" data-copy="new-key-id" {
+                        (layout::icon_copy()) span { "Copy" }
+                    }
+                }
+                dt { label for="new-key-secret" { "Secret Key" } }
+                dd.copy-row {
+                    code.copy-value.secret #new-key-secret { (new.secret.as_str()) }
+                    button.btn.btn-secondary.btn-sm.copy type="button" data-copy="new-key-secret" {
+                        (layout::icon_copy()) span { "Copy" }
+                    }
+                }
+            }
+            p.muted.small {
+                "Sign each request with them: "
+                code { "ARMOR-PSK {Key ID}:{HMAC-SHA512 signature}:{nonce}:{timestamp}" } "."
+            }
+            div.form-actions {
+                a.btn.btn-primary #close href={ "/portal/keys?new=" (id) } { "Close" }
+            }
+        }
+    };
+    super::html(
+        StatusCode::OK,
+        layout::page(&s, Nav::Keys, "API Keys", body),
+    )
+}
+
+/// The key `id` in the session's account, if the user may delete it.
+async fn deletable(core: &AppState, s: &Session, id: &str) -> Result<KeyRow, Response> {
+    let key = match core.store.key(&id.to_ascii_lowercase()).await {
+        Ok(Some(k)) if k.account_id == s.p.account_id => k,
+        Ok(_) => return Err(super::error_page(&Error::NotFound("API key"))),
+        Err(e) => return Err(super::error_page(&e)),
+    };
+    if !can_delete(s, key.user_id) {
+        return Err(forbidden(s));
+    }
+    Ok(key)
+}
+
+/// `GET /portal/keys/{id}/delete`: asks for confirmation.
+pub async fn confirm_delete(
+    State(core): State<AppState>,
+    s: Session,
+    Path(id): Path<String>,
+) -> Response {
+    let key = match deletable(&core, &s, &id).await {
+        Ok(k) => k,
+        Err(resp) => return resp,
+    };
+    let body = html! {
+        (layout::user_tabs(Nav::Keys))
+        section.card.card-form #confirm-delete-card {
+            h2.card-title { "Delete API key?" }
+            dl.facts {
+                dt { "Name" } dd { strong { (key.name) } }
+                dt { "Key ID" } dd { code { (key.id) } }
+                dt { "Created" } dd { (super::when(key.created_at)) }
+            }
+            div.callout.callout-error role="note" {
+                (layout::icon_alert())
+                span { "Requests signed with this key are refused as soon as it is deleted. This cannot be undone." }
+            }
+            form method="post" action={ "/portal/keys/" (key.id) "/delete" } {
+                (layout::csrf(&s))
+                input type="hidden" name="confirm" value="yes";
+                div.form-actions {
+                    a.btn.btn-ghost href="/portal/keys" { "Cancel" }
+                    button.btn.btn-danger #confirm-delete type="submit" { "Delete key" }
+                }
+            }
+        }
+    };
+    super::html(
+        StatusCode::OK,
+        layout::page(&s, Nav::Keys, "API Keys", body),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct DeleteForm {
+    confirm: Option<String>,
+}
+
+/// `POST /portal/keys/{id}/delete`: deletes once confirmed.
+pub async fn delete(
+    State(core): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    Path(id): Path<String>,
+    CsrfForm { session: s, form }: CsrfForm<DeleteForm>,
+) -> Response {
+    if form.confirm.as_deref() != Some("yes") {
+        return Redirect::to(&format!("/portal/keys/{}/delete", urlencode(&id))).into_response();
+    }
+    let key = match deletable(&core, &s, &id).await {
+        Ok(k) => k,
+        Err(resp) => return resp,
+    };
+    match core.delete_key(&s.p, key.user_id, &key.id, addr).await {
+        Ok(()) => Redirect::to("/portal/keys?notice=deleted").into_response(),
+        Err(Error::PermissionDenied(_)) => forbidden(&s),
+        Err(e) => super::error_page(&e),
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
