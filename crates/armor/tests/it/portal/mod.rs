@@ -102,6 +102,7 @@ async fn seed_001_steps_in_a_real_browser() {
     // 7. Click Close.
     b.click("#close").await;
     b.wait_path("/portal/keys").await;
+    b.find("#keys-table").await;
     b.screenshot("07-close").await;
 
     // 8. The API Keys table displays a new entry.
