@@ -1,5 +1,6 @@
 //! `armor admin`: operator commands on a data directory.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -66,6 +67,19 @@ enum AdminCommand {
         #[arg(long)]
         role: String,
     },
+    /// Create COUNT API keys for a user (benchmarks: a large key store).
+    /// Writes "key-id secret" lines to OUT (mode 0600); the server loads
+    /// them on its next start.
+    SeedKeys {
+        #[arg(long)]
+        user: i64,
+        #[arg(long, default_value_t = 1)]
+        account: i64,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the newest audit-log rows of an account (JSON lines).
     Audit {
         #[arg(long, default_value_t = 1)]
@@ -93,6 +107,18 @@ enum AdminCommand {
         #[arg(long)]
         mark_sent: bool,
     },
+}
+
+/// A new file only the owner can read, behind a buffer.
+fn private_file(path: &std::path::Path) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(0o600);
+    }
+    Ok(std::io::BufWriter::new(o.open(path)?))
 }
 
 pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
@@ -175,6 +201,27 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                     anyhow::bail!("unknown role {role}");
                 }
                 println!("ok");
+            }
+            AdminCommand::SeedKeys {
+                user,
+                account,
+                count,
+                out,
+            } => {
+                let keys = MasterKeys::load_or_create(&master)?;
+                let mut file = private_file(&out)?;
+                let now = SystemClock.now();
+                for i in 0..count {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    let secret = crypto::new_secret();
+                    let sealed = keys.seal(&id, secret.as_bytes())?;
+                    store
+                        .insert_key(&id, user, account, &format!("seed-{i}"), now, &sealed)
+                        .await?;
+                    writeln!(file, "{id} {}", secret.as_str())?;
+                }
+                file.flush()?;
+                println!("{count}");
             }
             AdminCommand::Audit {
                 account,

@@ -5,12 +5,14 @@
 //!   credentials profile file.
 //! - `serve.rs`: `armor serve`, wiring configuration into `armor-server`.
 //! - `admin.rs`: `armor admin ...` operator commands.
+//! - `bench.rs`: `armor bench`, a load generator signing every request.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
 mod admin;
+mod bench;
 mod client;
 mod serve;
 
@@ -39,6 +41,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Operator commands on a server's data directory.
     Admin(admin::AdminArgs),
+    /// Load-test a route: requests/s and latency percentiles (ARMOR-PSK
+    /// requests each signed with a fresh nonce).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Command::Configure(a) => client::configure(a),
         Command::Serve(a) => serve::run(a),
         Command::Admin(a) => admin::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,433 @@
+//! `armor bench`: an HTTP/1.1 load generator that can sign every request
+//! with a fresh nonce (which wrk cannot), so ARMOR-PSK routes are measured
+//! under the replay guard as real clients use them.
+//!
+//! Each of `--connections` keeps one keep-alive connection and sends one
+//! request at a time. Closed loop (default): the next request leaves when
+//! the answer arrives. Open loop (`--rate R`): each connection is given
+//! R/connections requests per second at fixed intended times, and latency
+//! is counted from the intended time when the connection is behind (no
+//! coordinated omission). Latencies go to an HDR histogram (ns, 3 digits).
+//!
+//! The same code drives the unauthenticated baseline (`--auth none`), so
+//! both sides of a ratio carry the same client cost.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use armor_psk::{SecretKey, SignableRequest, SigningKey};
+use armor_server::clock::Clock as _;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use rand::Rng as _;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// No Authorization header.
+    None,
+    /// `FH-AUTH <token>` from ARMOR_TOKEN.
+    Token,
+    /// ARMOR-PSK, signed per request with a fresh nonce.
+    Psk,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Target, e.g. http://127.0.0.1:8080/me (http only; the query is sent
+    /// and, for ARMOR-PSK, left out of the signature as the vendor does).
+    url: String,
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// Request body of this many bytes (JSON-ish filler).
+    #[arg(long, default_value_t = 0)]
+    body_size: usize,
+    #[arg(long, value_enum, default_value_t = AuthMode::None)]
+    auth: AuthMode,
+    /// ARMOR-PSK keys, one "key-id secret" per line (as written by `armor
+    /// admin seed-keys`); requests take them in turn. Without it: --key-id
+    /// and ARMOR_SECRET_KEY.
+    #[arg(long)]
+    keys_file: Option<PathBuf>,
+    #[arg(long, env = "ARMOR_KEY_ID")]
+    key_id: Option<String>,
+    /// Use at most this many keys of the file.
+    #[arg(long)]
+    max_keys: Option<usize>,
+    /// Concurrent connections.
+    #[arg(short, long, default_value_t = 64)]
+    connections: usize,
+    /// Measured seconds.
+    #[arg(short, long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds run before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Open loop: total requests per second (default: closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Runtime worker threads (default: the CPUs this process may use).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A parsed `http://host:port/path?query`.
+struct Target {
+    authority: String,
+    path_and_query: String,
+    path: String,
+}
+
+fn parse_url(url: &str) -> anyhow::Result<Target> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("only http:// URLs are supported"))?;
+    let (authority, pq) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        bail!("no host in {url}");
+    }
+    let path = pq.split('?').next().unwrap_or("/").to_owned();
+    Ok(Target {
+        authority: authority.to_owned(),
+        path_and_query: pq.to_owned(),
+        path,
+    })
+}
+
+/// How requests are authorized.
+enum Auth {
+    None,
+    Token(String),
+    Psk(Vec<(String, SigningKey)>),
+}
+
+fn load_auth(args: &BenchArgs) -> anyhow::Result<Auth> {
+    match args.auth {
+        AuthMode::None => Ok(Auth::None),
+        AuthMode::Token => {
+            let t = std::env::var("ARMOR_TOKEN").context("--auth token needs ARMOR_TOKEN")?;
+            Ok(Auth::Token(t))
+        }
+        AuthMode::Psk => {
+            let mut keys = Vec::new();
+            if let Some(path) = &args.keys_file {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    let (id, secret) = line
+                        .trim()
+                        .split_once(' ')
+                        .ok_or_else(|| anyhow!("{}: expected \"key-id secret\"", path.display()))?;
+                    keys.push((id.to_owned(), SigningKey::from_bytes(secret.as_bytes())));
+                    if args.max_keys.is_some_and(|m| keys.len() >= m) {
+                        break;
+                    }
+                }
+            } else {
+                let id = args
+                    .key_id
+                    .clone()
+                    .ok_or_else(|| anyhow!("--auth psk needs --keys-file or --key-id"))?;
+                let secret = std::env::var(crate::client::SECRET_KEY_ENV)
+                    .context("--key-id needs ARMOR_SECRET_KEY")?;
+                keys.push((id, SigningKey::new(&SecretKey::new(secret))));
+            }
+            if keys.is_empty() {
+                bail!("no keys");
+            }
+            Ok(Auth::Psk(keys))
+        }
+    }
+}
+
+/// What one connection measured.
+struct Tally {
+    hist: Histogram<u64>,
+    ok: u64,
+    non_2xx: u64,
+    io_errors: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Tally {
+            hist: Histogram::new_with_bounds(1_000, 60_000_000_000, 3)?,
+            ok: 0,
+            non_2xx: 0,
+            io_errors: 0,
+            first_error: None,
+        })
+    }
+    fn merge(&mut self, o: Tally) -> anyhow::Result<()> {
+        self.hist.add(&o.hist)?;
+        self.ok += o.ok;
+        self.non_2xx += o.non_2xx;
+        self.io_errors += o.io_errors;
+        if self.first_error.is_none() {
+            self.first_error = o.first_error;
+        }
+        Ok(())
+    }
+}
+
+struct Shared {
+    target: Target,
+    method: hyper::Method,
+    body: Bytes,
+    auth: Auth,
+    /// Measurement window: [start, end).
+    start: Instant,
+    end: Instant,
+    /// Open loop: the gap between one connection's intended sends.
+    interval: Option<Duration>,
+}
+
+fn unix_now() -> u64 {
+    armor_server::clock::SystemClock.now()
+}
+
+async fn connect(authority: &str) -> anyhow::Result<http1::SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(authority).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// One connection's loop until the end of the window.
+async fn connection(sh: Arc<Shared>, index: usize, connections: usize) -> anyhow::Result<Tally> {
+    let mut tally = Tally::new()?;
+    let mut sender = connect(&sh.target.authority).await?;
+    let nonce_prefix: u64 = rand::thread_rng().gen();
+    let mut counter: u64 = 0;
+    let mut key_index = index;
+    // Open loop: spread the connections' first sends over one interval.
+    let mut intended = sh.interval.map(|iv| {
+        let offset = iv.mul_f64(index as f64 / connections.max(1) as f64);
+        Instant::now() + offset
+    });
+    loop {
+        let mut sent_at = Instant::now();
+        if let (Some(next), Some(iv)) = (intended.as_mut(), sh.interval) {
+            if *next > sent_at {
+                tokio::time::sleep_until((*next).into()).await;
+                // Waited for our slot: the clock starts when we send.
+                sent_at = Instant::now();
+            } else {
+                // Behind: the request has been due since `next`.
+                sent_at = *next;
+            }
+            *next += iv;
+        }
+        if sent_at >= sh.end {
+            break;
+        }
+        let mut req = hyper::Request::builder()
+            .method(sh.method.clone())
+            .uri(sh.target.path_and_query.as_str())
+            .header(hyper::header::HOST, sh.target.authority.as_str());
+        match &sh.auth {
+            Auth::None => {}
+            Auth::Token(t) => {
+                req = req.header(hyper::header::AUTHORIZATION, format!("FH-AUTH {t}"))
+            }
+            Auth::Psk(keys) => {
+                let (key_id, key) = &keys[key_index % keys.len()];
+                key_index = key_index.wrapping_add(connections);
+                counter += 1;
+                let nonce = format!("{nonce_prefix:016x}{counter:016x}");
+                let value = SignableRequest {
+                    key_id,
+                    method: sh.method.as_str(),
+                    request_path: &sh.target.path,
+                    nonce: &nonce,
+                    timestamp: unix_now(),
+                    body: &sh.body,
+                }
+                .authorization(key);
+                req = req.header(hyper::header::AUTHORIZATION, value);
+            }
+        }
+        if !sh.body.is_empty() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Full::new(sh.body.clone()))?;
+        let result = async {
+            sender.ready().await?;
+            let resp = sender.send_request(req).await?;
+            let status = resp.status();
+            resp.into_body().collect().await?;
+            anyhow::Ok(status)
+        }
+        .await;
+        let done = Instant::now();
+        let measured = sent_at >= sh.start;
+        match result {
+            Ok(status) => {
+                if measured {
+                    let ns =
+                        u64::try_from(done.duration_since(sent_at).as_nanos()).unwrap_or(u64::MAX);
+                    tally.hist.saturating_record(ns.max(1_000));
+                    if status.is_success() {
+                        tally.ok += 1;
+                    } else {
+                        tally.non_2xx += 1;
+                        if tally.first_error.is_none() {
+                            tally.first_error = Some(format!("HTTP {status}"));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                if measured {
+                    tally.io_errors += 1;
+                }
+                if tally.first_error.is_none() {
+                    tally.first_error = Some(format!("{e:#}"));
+                }
+                if done >= sh.end {
+                    break;
+                }
+                sender = match connect(&sh.target.authority).await {
+                    Ok(s) => s,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+            }
+        }
+    }
+    Ok(tally)
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.connections == 0 || args.duration <= 0.0 || args.warmup < 0.0 {
+        bail!("--connections and --duration must be positive");
+    }
+    let target = parse_url(&args.url)?;
+    let auth = load_auth(&args)?;
+    let method = hyper::Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())?;
+    let body: Bytes = b"{\"items\":[{\"id\":0,\"name\":\"vm-0000\"}]}"
+        .iter()
+        .copied()
+        .cycle()
+        .take(args.body_size)
+        .collect::<Vec<u8>>()
+        .into();
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let rt = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    let interval = match args.rate {
+        Some(r) if r > 0.0 => Some(Duration::from_secs_f64(args.connections as f64 / r)),
+        Some(_) => bail!("--rate must be positive"),
+        None => None,
+    };
+    let start = Instant::now() + Duration::from_secs_f64(args.warmup);
+    let end = start + Duration::from_secs_f64(args.duration);
+    let shared = Arc::new(Shared {
+        target,
+        method,
+        body,
+        auth,
+        start,
+        end,
+        interval,
+    });
+    let total = rt.block_on(async {
+        let tasks: Vec<_> = (0..args.connections)
+            .map(|i| tokio::spawn(connection(shared.clone(), i, args.connections)))
+            .collect();
+        let mut total = Tally::new()?;
+        for t in tasks {
+            total.merge(t.await??)?;
+        }
+        anyhow::Ok(total)
+    })?;
+    let secs = args.duration;
+    let count = total.ok + total.non_2xx;
+    let rps = total.ok as f64 / secs;
+    let q = |p: f64| total.hist.value_at_quantile(p) as f64 / 1_000.0;
+    let h = &total.hist;
+    if args.json {
+        let out = serde_json::json!({
+            "url": args.url,
+            "method": shared.method.as_str(),
+            "auth": format!("{:?}", args.auth).to_ascii_lowercase(),
+            "connections": args.connections,
+            "rate": args.rate,
+            "seconds": secs,
+            "requests": count,
+            "ok": total.ok,
+            "non_2xx": total.non_2xx,
+            "io_errors": total.io_errors,
+            "rps": rps,
+            "mean_us": h.mean() / 1_000.0,
+            "p50_us": q(0.50),
+            "p90_us": q(0.90),
+            "p99_us": q(0.99),
+            "p999_us": q(0.999),
+            "max_us": h.max() as f64 / 1_000.0,
+            "first_error": total.first_error,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "{} {} ({:?}), {} connections, {}: {count} requests in {secs:.1} s",
+            shared.method,
+            args.url,
+            args.auth,
+            args.connections,
+            match args.rate {
+                Some(r) => format!("open loop at {r:.0} req/s"),
+                None => "closed loop".into(),
+            }
+        );
+        println!(
+            "  {rps:.0} req/s ok; non-2xx {}, I/O errors {}",
+            total.non_2xx, total.io_errors
+        );
+        println!(
+            "  latency µs: p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}",
+            q(0.50),
+            q(0.90),
+            q(0.99),
+            q(0.999),
+            h.max() as f64 / 1_000.0
+        );
+        if let Some(e) = &total.first_error {
+            println!("  first error: {e}");
+        }
+    }
+    Ok(if total.ok == 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
