@@ -1,12 +1,18 @@
-//! Storage: every SQL statement of the server, on SQLite (WAL, full sync).
+//! Storage: every SQL statement of the server, on SQLite (WAL, full sync)
+//! or PostgreSQL, through sqlx's `Any` driver: one set of queries.
 //!
-//! Queries use `$n` placeholders, which SQLite and PostgreSQL both read.
+//! Queries use `$n` placeholders and SQL both dialects read the same way
+//! (`RETURNING`, `ON CONFLICT`, `CASE` rather than scalar `MAX`, bound
+//! values rather than literals such as `x''`). Each dialect has its own
+//! migrations (`migrations/sqlite`, `migrations/postgres`) creating the same
+//! tables; integers are 64-bit on both, booleans are 0/1 integers.
 
 use std::str::FromStr as _;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AnyPool, ConnectOptions as _, Executor as _, FromRow};
 
 use crate::crypto::Sealed;
 use crate::error::Error;
@@ -19,7 +25,15 @@ pub use users::{
 /// The database.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Which database a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -112,31 +126,68 @@ fn secs(t: u64) -> i64 {
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the database at `url`
-    /// (`sqlite://path` or a plain file path).
+    /// Opens (creating if needed) and migrates the database at `url`:
+    /// `postgres://…` (or `postgresql://…`), else SQLite (`sqlite://path`
+    /// or a plain file path).
     pub async fn open(url: &str) -> Result<Self, Error> {
-        let opts = if url.starts_with("sqlite:") {
-            SqliteConnectOptions::from_str(url)
-                .map_err(|e| Error::Config(format!("bad database url: {e}")))?
-        } else {
-            SqliteConnectOptions::new().filename(url)
+        sqlx::any::install_default_drivers();
+        let bad = |e: sqlx::Error| Error::Config(format!("bad database url: {e}"));
+        let cannot = |e: sqlx::Error| Error::Config(format!("cannot open database {url}: {e}"));
+        let migrated = |e: sqlx::migrate::MigrateError| {
+            Error::Config(format!("database migration failed: {e}"))
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = AnyConnectOptions::from_str(url).map_err(bad)?;
+            let pool = AnyPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts)
+                .await
+                .map_err(cannot)?;
+            sqlx::migrate!("./migrations/postgres")
+                .run(&pool)
+                .await
+                .map_err(migrated)?;
+            return Ok(Store {
+                pool,
+                backend: Backend::Postgres,
+            });
         }
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
+        let sqlite = if url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url).map_err(bad)?
+        } else {
+            let path = std::path::absolute(url)
+                .map_err(|e| Error::Config(format!("bad database path {url}: {e}")))?;
+            SqliteConnectOptions::new().filename(path)
+        }
+        .create_if_missing(true);
+        let opts = AnyConnectOptions::from_url(&sqlite.to_url_lossy()).map_err(bad)?;
+        let pool = AnyPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Foreign keys and a 5 s busy timeout are sqlx's defaults.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                    Ok(())
+                })
+            })
             .connect_with(opts)
             .await
-            .map_err(|e| Error::Config(format!("cannot open database {url}: {e}")))?;
+            .map_err(cannot)?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
-            .map_err(|e| Error::Config(format!("database migration failed: {e}")))?;
-        Ok(Store { pool })
+            .map_err(migrated)?;
+        Ok(Store {
+            pool,
+            backend: Backend::Sqlite,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Whether the database answers.
@@ -286,9 +337,9 @@ impl Store {
             role,
         } = *u;
         let mut tx = self.pool.begin().await?;
-        let res = sqlx::query(
+        let res: Result<(i64,), _> = sqlx::query_as(
             "INSERT INTO users (account_id, email, first_name, last_name, password_hash, status, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(account_id)
         .bind(email)
@@ -297,10 +348,10 @@ impl Store {
         .bind(password_hash)
         .bind(status)
         .bind(secs(now))
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await;
         let id = match res {
-            Ok(r) => r.last_insert_rowid(),
+            Ok((id,)) => id,
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 return Err(Error::Conflict(format!(
                     "a user with the email {email} exists"
@@ -469,11 +520,12 @@ impl Store {
     /// Marks the key deleted and wipes its sealed secret.
     pub async fn delete_key(&self, id: &str, now: u64) -> Result<bool, Error> {
         let r = sqlx::query(
-            "UPDATE api_keys SET status = 'Deleted', deleted_at = $1, nonce = x'', ciphertext = x''
+            "UPDATE api_keys SET status = 'Deleted', deleted_at = $1, nonce = $3, ciphertext = $3
              WHERE id = $2 AND status = 'Active'",
         )
         .bind(secs(now))
         .bind(id)
+        .bind(Vec::<u8>::new())
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() > 0)
@@ -546,7 +598,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for (id, at) in batch {
             sqlx::query(
-                "UPDATE api_keys SET last_used = MAX(COALESCE(last_used, 0), $1) WHERE id = $2",
+                "UPDATE api_keys SET last_used = $1 WHERE id = $2 AND (last_used IS NULL OR last_used < $1)",
             )
             .bind(secs(*at))
             .bind(id)
@@ -565,13 +617,16 @@ impl Store {
         parent: Option<i64>,
         now: u64,
     ) -> Result<i64, Error> {
-        let r = sqlx::query("INSERT INTO accounts (name, status, parent_id, created_at) VALUES ($1, 'Active', $2, $3)")
-            .bind(name)
-            .bind(parent)
-            .bind(secs(now))
-            .execute(&self.pool)
-            .await?;
-        Ok(r.last_insert_rowid())
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO accounts (name, status, parent_id, created_at) VALUES ($1, 'Active', $2, $3)
+             RETURNING id",
+        )
+        .bind(name)
+        .bind(parent)
+        .bind(secs(now))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
     }
 
     pub async fn account(&self, id: i64) -> Result<Option<AccountRow>, Error> {

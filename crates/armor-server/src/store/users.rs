@@ -302,11 +302,12 @@ impl Store {
     /// returns their ids.
     pub async fn delete_user_keys(&self, user_id: i64, now: u64) -> Result<Vec<String>, Error> {
         let rows: Vec<(String,)> = sqlx::query_as(
-            "UPDATE api_keys SET status = 'Deleted', deleted_at = $1, nonce = x'', ciphertext = x''
+            "UPDATE api_keys SET status = 'Deleted', deleted_at = $1, nonce = $3, ciphertext = $3
              WHERE user_id = $2 AND status = 'Active' RETURNING id",
         )
         .bind(secs(now))
         .bind(user_id)
+        .bind(Vec::<u8>::new())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(|r| r.0).collect())
@@ -487,18 +488,18 @@ impl Store {
         subject: &str,
         body: &str,
     ) -> Result<i64, Error> {
-        let r = sqlx::query(
+        let (id,): (i64,) = sqlx::query_as(
             "INSERT INTO outbox (created_at, channel, recipient, subject, body)
-             VALUES ($1, $2, $3, $4, $5)",
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(secs(now))
         .bind(channel)
         .bind(recipient)
         .bind(subject)
         .bind(body)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(r.last_insert_rowid())
+        Ok(id)
     }
 
     /// Messages not sent yet, oldest first.

@@ -273,3 +273,31 @@ async fn redis_restarted_empty_still_refuses_a_replay() {
         assert_eq!(s, 401, "a replay after the Redis restart was accepted: {v}");
     }
 }
+
+#[tokio::test]
+async fn failed_logins_on_both_nodes_count_towards_one_lockout() {
+    use crate::api::{ADMIN_EMAIL, ADMIN_PASSWORD};
+    use serde_json::json;
+    let c = cluster().await;
+    // The default policy locks after 5 failures: 3 through A, 2 through B.
+    for node in [&c.a, &c.a, &c.a, &c.b, &c.b] {
+        let (s, _) = node
+            .post_json(
+                "/auth/authorize",
+                json!({"username": ADMIN_EMAIL, "password": "wrong"}),
+                None,
+            )
+            .await;
+        assert_eq!(s, 401);
+    }
+    for node in [&c.a, &c.b] {
+        let (s, b) = node
+            .post_json(
+                "/auth/authorize",
+                json!({"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
+                None,
+            )
+            .await;
+        assert_eq!(s, 401, "the lock is not shared: {b}");
+    }
+}

@@ -28,6 +28,9 @@ pub struct TestApp {
     child: Option<Child>,
     starts: u32,
     extra_args: Vec<String>,
+    /// `--database-url` and `--redis-url` when the suite runs on PostgreSQL
+    /// and Redis (see [`pg::backend_args`]).
+    backend_args: Vec<String>,
     pub http: reqwest::Client,
 }
 
@@ -55,6 +58,7 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         child: None,
         starts: 0,
         extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        backend_args: pg::backend_args().await,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .no_proxy()
@@ -74,6 +78,7 @@ impl TestApp {
             .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(self.data.path())
+            .args(&self.backend_args)
             .args(&self.extra_args)
             .env("ARMOR_ADMIN_EMAIL", ADMIN_EMAIL)
             .env("ARMOR_ADMIN_PASSWORD", ADMIN_PASSWORD)
@@ -146,6 +151,7 @@ impl TestApp {
             .arg("admin")
             .arg("--data-dir")
             .arg(self.data.path())
+            .args(pg::database_args(&self.backend_args))
             .args(args)
             .envs(env.iter().copied())
             .output()

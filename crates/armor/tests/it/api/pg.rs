@@ -65,3 +65,38 @@ fn database_name_replaced() {
     );
     assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
 }
+
+/// Whether the black-box suite runs on PostgreSQL and Redis:
+/// `ARMOR_TEST_BACKEND=pg` (scripts/test's second run), which needs
+/// `ARMOR_TEST_PG_URL` and `ARMOR_TEST_REDIS_URL`.
+pub fn on_pg_redis() -> bool {
+    match std::env::var("ARMOR_TEST_BACKEND").as_deref() {
+        Ok("pg") => true,
+        Ok("") | Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("ARMOR_TEST_BACKEND={other}: use sqlite or pg"),
+    }
+}
+
+/// The `armor serve` arguments of the chosen backend: none for SQLite in
+/// the data directory; a fresh PostgreSQL database and the test Redis.
+pub async fn backend_args() -> Vec<String> {
+    if !on_pg_redis() {
+        return Vec::new();
+    }
+    let db = fresh_database()
+        .await
+        .expect("ARMOR_TEST_BACKEND=pg needs ARMOR_TEST_PG_URL (scripts/with-pg-redis)");
+    let redis = std::env::var("ARMOR_TEST_REDIS_URL")
+        .expect("ARMOR_TEST_BACKEND=pg needs ARMOR_TEST_REDIS_URL (scripts/with-pg-redis)");
+    vec!["--database-url".into(), db, "--redis-url".into(), redis]
+}
+
+/// The `--database-url` pair of [`backend_args`], for `armor admin`.
+pub fn database_args(backend: &[String]) -> Vec<String> {
+    backend
+        .chunks(2)
+        .filter(|pair| pair[0] == "--database-url")
+        .flatten()
+        .cloned()
+        .collect()
+}
