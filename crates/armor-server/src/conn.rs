@@ -11,6 +11,15 @@
 //! inspection follows the framing of each request (length, chunked) to find
 //! the next head; it copies nothing and stops looking once a connection is
 //! flagged or upgraded.
+//!
+//! Two more refusals live here, where the bytes are seen:
+//! - a request head with a bare LF line ending (hyper reads it, but other
+//!   hops may not, and the inspection would not see where it ends): flagged
+//!   like a conflicting framing, 400 and closed;
+//! - a request head that has started but is not complete within the header
+//!   timeout (slowloris): `408 Request Timeout` is written and the
+//!   connection closed. A connection that has sent nothing of a new head is
+//!   left alone (a response may still be in progress on it).
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,6 +27,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Request};
@@ -36,8 +46,25 @@ const MAX_HEAD: usize = 64 * 1024;
 /// Header lines parsed per head.
 const MAX_HEADERS: usize = 256;
 
+/// What a slow head gets, before the connection is closed.
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: 82\r\nconnection: close\r\n\r\n{\"error\":\"request_timeout\",\"error_description\":\"the request head came too slowly\"}";
+
 /// A [`TcpListener`] whose connections are inspected.
-pub struct InspectingListener(pub TcpListener);
+pub struct InspectingListener {
+    listener: TcpListener,
+    header_timeout: Duration,
+}
+
+impl InspectingListener {
+    /// `header_timeout`: the longest a request head may take once its
+    /// first byte has arrived.
+    pub fn new(listener: TcpListener, header_timeout: Duration) -> Self {
+        InspectingListener {
+            listener,
+            header_timeout,
+        }
+    }
+}
 
 /// The peer of one connection, and whether an ambiguous framing was seen.
 #[derive(Debug, Clone)]
@@ -51,11 +78,14 @@ impl axum::serve::Listener for InspectingListener {
     type Addr = PeerInfo;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        let (io, addr) = axum::serve::Listener::accept(&mut self.listener).await;
         let flag = Arc::new(AtomicBool::new(false));
         let io = Inspected {
             io,
             inspector: Inspector::new(flag.clone()),
+            header_timeout: self.header_timeout,
+            deadline: None,
+            timed_out: false,
         };
         (
             io,
@@ -68,7 +98,7 @@ impl axum::serve::Listener for InspectingListener {
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(PeerInfo {
-            addr: self.0.local_addr()?,
+            addr: self.listener.local_addr()?,
             ambiguous_framing: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -88,7 +118,7 @@ pub fn screen(req: &mut Request) -> Option<Response> {
     req.extensions_mut().insert(ConnectInfo(peer.addr));
     if peer.ambiguous_framing.load(Ordering::Acquire) {
         let mut resp = ApiError(Error::BadRequest(
-            "a request may not carry both Content-Length and Transfer-Encoding, nor more than one Content-Length".into(),
+            "ambiguous framing: a request may not carry both Content-Length and Transfer-Encoding, nor more than one Content-Length, nor end a header line with a bare LF".into(),
         ))
         .into_response();
         resp.headers_mut()
@@ -102,15 +132,41 @@ pub fn screen(req: &mut Request) -> Option<Response> {
 pub struct Inspected<T> {
     io: T,
     inspector: Inspector,
+    header_timeout: Duration,
+    /// Running while a head is incomplete.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The 408 is written: reads end.
+    timed_out: bool,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Inspected<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Inspected<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        use std::future::Future as _;
         let this = self.get_mut();
+        if this.timed_out {
+            return Poll::Ready(Ok(()));
+        }
+        if this.inspector.head_in_progress() {
+            let timeout = this.header_timeout;
+            let deadline = this
+                .deadline
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            if deadline.as_mut().poll(cx).is_ready() {
+                // Best effort, into an idle socket's send buffer; then end
+                // of input, so hyper drops the half head and closes.
+                this.timed_out = true;
+                let _ = Pin::new(&mut this.io).poll_write(cx, REQUEST_TIMEOUT);
+                let _ = Pin::new(&mut this.io).poll_flush(cx);
+                tracing::debug!("request head not complete in time: 408");
+                return Poll::Ready(Ok(()));
+            }
+        } else {
+            this.deadline = None;
+        }
         let before = buf.filled().len();
         let res = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = res {
@@ -225,6 +281,10 @@ impl Inspector {
                             self.scanned = 0;
                         }
                         None => {
+                            if self.state == State::Off {
+                                // Flagged: `off` has dropped the buffer.
+                                return;
+                            }
                             if self.buf.len() - cur >= MAX_HEAD {
                                 return self.off();
                             }
@@ -238,6 +298,11 @@ impl Inspector {
         self.buf.drain(..cur);
     }
 
+    /// Whether part of a request head has arrived, and not its end.
+    fn head_in_progress(&self) -> bool {
+        self.state == State::Head && !self.buf.is_empty()
+    }
+
     fn off(&mut self) {
         self.state = State::Off;
         self.buf = Vec::new();
@@ -249,6 +314,15 @@ impl Inspector {
         let from = cur + self.scanned.saturating_sub(3);
         match self.state {
             State::Head => {
+                // A bare LF: hyper would end a line there, other hops may
+                // not, and "\r\n\r\n" would never show where it ends.
+                let fresh = (cur + self.scanned).max(cur + 1);
+                if (fresh..self.buf.len()).any(|i| self.buf[i] == b'\n' && self.buf[i - 1] != b'\r')
+                {
+                    self.flag.store(true, Ordering::Release);
+                    self.off();
+                    return None;
+                }
                 let end = find(&self.buf, b"\r\n\r\n", from)? + 4;
                 let head = self.buf[cur..end].to_vec();
                 self.head(&head);
@@ -372,6 +446,20 @@ mod tests {
             let bytes: Vec<&[u8]> = c.chunks(1).collect();
             assert!(run(&bytes).0, "{}", String::from_utf8_lossy(c));
         }
+    }
+
+    #[test]
+    fn bare_lf_heads_are_flagged() {
+        let c: &[u8] =
+            b"POST / HTTP/1.1\nHost: a\nContent-Length: 4\nTransfer-Encoding: chunked\n\n";
+        assert_eq!(run(&[c]), (true, State::Off));
+        let bytes: Vec<&[u8]> = c.chunks(1).collect();
+        assert_eq!(run(&bytes), (true, State::Off));
+        let d: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\n\r\n";
+        assert_eq!(run(&[d]), (true, State::Off));
+        // Leading empty lines are still allowed, CRLF or not.
+        let e: &[u8] = b"\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(run(&[e]), (false, State::Head));
     }
 
     #[test]

@@ -331,6 +331,13 @@ impl Gateway {
                 if source_is::<http_body_util::LengthLimitError>(&e) {
                     return Err(Error::BodyTooLarge(max_body));
                 }
+                // The client's own body broke off or was malformed (a bad
+                // chunk): its fault, not the upstream's.
+                if source_is::<axum::Error>(&e) {
+                    return Err(Error::BadRequest(
+                        "the request body could not be read".into(),
+                    ));
+                }
                 tracing::warn!(error = %chain(&e), connect = e.is_connect(), "upstream request failed");
                 return Err(Error::UpstreamUnavailable(
                     "the upstream could not be reached or closed the connection".into(),

@@ -59,6 +59,12 @@ pub struct Settings {
     pub redis_connections: usize,
     /// Forward requests that match no armor route to an upstream.
     pub gateway: Option<gateway::GatewayConfig>,
+    /// The longest a request head may take once it has started (slowloris):
+    /// 408 and the connection closed after it.
+    pub header_timeout: Duration,
+    /// Refused ARMOR-PSK attempts allowed per (client address, key id)
+    /// before 429 `rate_limited`; `None`: unlimited.
+    pub auth_failure_limit: Option<gateway::Rate>,
 }
 
 impl Default for Settings {
@@ -76,6 +82,11 @@ impl Default for Settings {
             redis_url: None,
             redis_connections: 4,
             gateway: None,
+            header_timeout: Duration::from_secs(10),
+            auth_failure_limit: Some(gateway::Rate {
+                per_second: 1.0,
+                burst: 30,
+            }),
         }
     }
 }
@@ -93,6 +104,8 @@ pub struct Application {
     core: Arc<Core>,
     first_start: Option<FirstStart>,
     gateway: Option<Arc<gateway::Gateway>>,
+    header_timeout: Duration,
+    auth_failure_limit: Option<gateway::Rate>,
 }
 
 impl Application {
@@ -173,6 +186,8 @@ impl Application {
             core,
             first_start,
             gateway,
+            header_timeout: settings.header_timeout,
+            auth_failure_limit: settings.auth_failure_limit,
         })
     }
 
@@ -214,8 +229,13 @@ impl Application {
         if let Some(gw) = self.gateway {
             app = app.layer(axum::Extension(gw));
         }
+        if let Some(rate) = self.auth_failure_limit {
+            app = app.layer(axum::Extension(Arc::new(
+                web::limit::AuthFailureLimiter::new(rate),
+            )));
+        }
         let served = axum::serve(
-            conn::InspectingListener(self.listener),
+            conn::InspectingListener::new(self.listener, self.header_timeout),
             app.into_make_service_with_connect_info::<conn::PeerInfo>(),
         )
         .with_graceful_shutdown(shutdown)

@@ -78,6 +78,21 @@ pub struct ServeArgs {
     #[arg(long = "key-rate-limit", env = "ARMOR_KEY_RATE_LIMITS", value_delimiter = ',',
         value_parser = armor_server::gateway::parse_named_rate, value_name = "KEY_ID=RPS:BURST")]
     key_rate_limits: Vec<(String, armor_server::gateway::Rate)>,
+    /// Seconds a request head may take once it has started; a slower one
+    /// (slowloris) gets 408 and its connection closed.
+    #[arg(long, env = "ARMOR_HEADER_TIMEOUT", default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..), value_name = "SECS")]
+    header_timeout: u64,
+    /// Refused ARMOR-PSK attempts (wrong signature, unknown key) allowed
+    /// per client address and key id, per second and burst; past them,
+    /// 429 `rate_limited`. `off` disables it.
+    #[arg(
+        long,
+        env = "ARMOR_AUTH_FAILURE_LIMIT",
+        default_value = "1:30",
+        value_name = "RPS:BURST|off"
+    )]
+    auth_failure_limit: String,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -116,6 +131,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
+    let auth_failure_limit = if args.auth_failure_limit.eq_ignore_ascii_case("off") {
+        None
+    } else {
+        Some(
+            args.auth_failure_limit
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--auth-failure-limit: {e}"))?,
+        )
+    };
     let settings = Settings {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -129,6 +153,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         redis_url: args.redis_url,
         redis_connections: usize::from(args.redis_connections),
         gateway,
+        header_timeout: std::time::Duration::from_secs(args.header_timeout),
+        auth_failure_limit,
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt as _, Limited};
 use crate::core::{Core, Principal, Via};
 use crate::error::Error;
 use crate::web::error::ApiError;
+use crate::web::limit::AuthFailureLimiter;
 
 /// Who is calling, as decided in front of the router.
 #[derive(Debug, Clone)]
@@ -117,6 +118,20 @@ async fn authenticate_parts(
         }
         None => {
             let (creds, key) = core.psk_begin(header)?;
+            // Too many refusals for this key from this address: 429, unread.
+            let limiter = parts
+                .extensions
+                .get::<Arc<AuthFailureLimiter>>()
+                .cloned()
+                .zip(
+                    parts
+                        .extensions
+                        .get::<ConnectInfo<SocketAddr>>()
+                        .map(|c| c.0.ip()),
+                );
+            if let Some((l, ip)) = &limiter {
+                l.check(*ip, creds.key_id())?;
+            }
             let bytes = read_body(body.take().unwrap_or_default(), core.config.max_body).await?;
             let psk_req = armor_psk::Request {
                 method: parts.method.as_str(),
@@ -124,7 +139,17 @@ async fn authenticate_parts(
                 query: parts.uri.query(),
                 body: &bytes,
             };
-            let id = core.psk_finish(&creds, key.as_deref(), &psk_req).await?;
+            let id = match core.psk_finish(&creds, key.as_deref(), &psk_req).await {
+                Ok(id) => id,
+                Err(e) => {
+                    if let (Some((l, ip)), Error::Psk { err, .. }) = (&limiter, &e) {
+                        if *err == armor_psk::Error::InvalidSignature {
+                            l.failed(*ip, creds.key_id());
+                        }
+                    }
+                    return Err(e);
+                }
+            };
             *body = Some(Body::from(bytes.clone()));
             core.principal(
                 id.user_id,

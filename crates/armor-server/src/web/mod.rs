@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod error;
 pub mod handlers;
+pub mod limit;
 pub mod openapi;
 pub mod path;
 

@@ -3,6 +3,7 @@
 //! - `cli`: `armor sign` / `call` / `configure`.
 //! - `api`: the server, black-box, through `api::spawn_app()`.
 //! - `cluster`: two nodes sharing a database and Redis.
+//! - `differential`: the client signer against the server's verifier.
 //! - `gateway`: `armor serve --upstream` in front of an echo service.
 //! - `portal`: the management portal in headless Chromium.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -10,5 +11,6 @@
 mod api;
 mod cli;
 mod cluster;
+mod differential;
 mod gateway;
 mod portal;

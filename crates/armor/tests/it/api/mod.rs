@@ -2,6 +2,7 @@
 //! port 0 with a temporary data directory through [`spawn_app`].
 
 mod auth;
+mod battery;
 mod durability;
 mod keys;
 pub mod pg;
@@ -32,6 +33,10 @@ pub struct TestApp {
     /// and Redis (see [`pg::backend_args`]).
     backend_args: Vec<String>,
     pub http: reqwest::Client,
+    /// Every secret, token, password and code this test made or used:
+    /// none may appear in the server's logs, its data directory or the
+    /// test artifacts ([`TestApp::assert_no_secrets_leaked`], run on drop).
+    secrets: std::sync::Mutex<Vec<String>>,
 }
 
 /// An API key as the creation response gave it.
@@ -64,6 +69,7 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
             .no_proxy()
             .build()
             .unwrap(),
+        secrets: std::sync::Mutex::new(vec![ADMIN_PASSWORD.to_owned()]),
     };
     app.start();
     app
@@ -82,7 +88,7 @@ impl TestApp {
             .args(&self.extra_args)
             .env("ARMOR_ADMIN_EMAIL", ADMIN_EMAIL)
             .env("ARMOR_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", "trace")
             .env_remove("ARMOR_DATABASE_URL")
             .env_remove("ARMOR_MASTER_KEY_FILE")
             .stdout(Stdio::piped())
@@ -182,6 +188,26 @@ impl TestApp {
         .unwrap()
     }
 
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// kill -9 without a restart.
+    pub fn crash(&mut self) {
+        self.stop(true);
+    }
+
+    /// Starts the server again after [`TestApp::crash`].
+    pub fn start_again(&mut self) {
+        self.start();
+    }
+
+    /// The `--database-url` of the PostgreSQL run, if any.
+    pub fn database_url(&self) -> Option<String> {
+        pg::database_args(&self.backend_args).get(1).cloned()
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.data.path()
     }
@@ -216,7 +242,10 @@ impl TestApp {
             .await;
         assert_eq!(s, 200, "{tok}");
         assert_eq!(tok["token_type"], "FH-AUTH");
-        tok["access_token"].as_str().unwrap().to_owned()
+        self.remember_secret(body["code"].as_str().unwrap_or_default());
+        let token = tok["access_token"].as_str().unwrap().to_owned();
+        self.remember_secret(&token);
+        token
     }
 
     pub async fn login(&self) -> String {
@@ -233,10 +262,67 @@ impl TestApp {
             )
             .await;
         assert_eq!(s, 200, "{body}");
-        Key {
+        let key = Key {
             id: body["id"].as_str().unwrap().to_owned(),
             secret: body["apiKey"].as_str().unwrap().to_owned(),
+        };
+        self.remember_secret(&key.secret);
+        key
+    }
+
+    /// Records a secret the scan on drop must not find anywhere.
+    pub fn remember_secret(&self, secret: &str) {
+        // Short strings would match by chance.
+        if secret.len() >= 12 {
+            self.secrets.lock().unwrap().push(secret.to_owned());
         }
+    }
+
+    /// Scans the server's logs (at `RUST_LOG=trace`), every file of its
+    /// data directory and the test artifacts for each remembered secret,
+    /// and the logs and data directory for the secret prefix `apsk_`.
+    /// Returns the number of places scanned.
+    pub fn assert_no_secrets_leaked(&self) -> usize {
+        let secrets = self.secrets.lock().unwrap().clone();
+        let mut places: Vec<(String, String)> = vec![("server log".into(), self.logs_text())];
+        let mut stack = vec![self.data.path().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(bytes) = std::fs::read(&path) {
+                    places.push((
+                        path.display().to_string(),
+                        String::from_utf8_lossy(&bytes).into_owned(),
+                    ));
+                }
+            }
+        }
+        let prefix_places = places.len();
+        let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/portal-artifacts");
+        for entry in std::fs::read_dir(artifacts).into_iter().flatten().flatten() {
+            if let Ok(bytes) = std::fs::read(entry.path()) {
+                places.push((
+                    entry.path().display().to_string(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ));
+            }
+        }
+        for (i, (name, text)) in places.iter().enumerate() {
+            for s in &secrets {
+                assert!(
+                    !text.contains(s.as_str()),
+                    "{name} holds a secret the test made"
+                );
+            }
+            // The portal shows a new key's secret once, by design: the
+            // prefix is looked for in the logs and the data only.
+            if i < prefix_places {
+                assert!(!text.contains("apsk_"), "{name} holds the secret prefix");
+            }
+        }
+        places.len()
     }
 
     /// Sends a request with a raw target (path and query exactly as given).
@@ -265,6 +351,11 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop(true);
+        // Every test's server is scanned (not when the test already failed:
+        // a panic while panicking aborts).
+        if !std::thread::panicking() {
+            self.assert_no_secrets_leaked();
+        }
     }
 }
 

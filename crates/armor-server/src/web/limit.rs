@@ -1,0 +1,162 @@
+//! Refused ARMOR-PSK attempts, per client address and key id: after the
+//! burst, further attempts for that key from that address get 429
+//! `rate_limited` (with `Retry-After`) without being verified, until the
+//! bucket refills.
+//!
+//! Only refusals count (a wrong signature, an unknown or deleted key), so a
+//! client that signs correctly is never limited here. The bucket is keyed by
+//! (address, key id), not by address alone: callers behind one address (a
+//! NAT, or the tests on loopback) keep working with their own keys while
+//! another key is being guessed at. Guessing an HMAC-SHA512 secret is hopeless
+//! anyway; this bounds the work and the log volume such a flood costs.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::gateway::Rate;
+
+/// Most (address, key id) pairs tracked. Past it, buckets that have filled
+/// up again are forgotten, then, if need be, all of them: limiting is a
+/// brake, not a security boundary, and its memory stays bounded.
+const MAX_TRACKED: usize = 100_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// The failure limiter of one server.
+#[derive(Debug)]
+pub struct AuthFailureLimiter {
+    rate: Rate,
+    buckets: Mutex<HashMap<(IpAddr, String), Bucket>>,
+}
+
+impl AuthFailureLimiter {
+    pub fn new(rate: Rate) -> Self {
+        AuthFailureLimiter {
+            rate,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn refill(&self, b: &mut Bucket, now: Instant) {
+        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
+        b.last = now;
+        b.tokens = (b.tokens + elapsed * self.rate.per_second).min(f64::from(self.rate.burst));
+    }
+
+    fn wait(&self, tokens: f64) -> u64 {
+        if self.rate.per_second <= 0.0 {
+            return 3600;
+        }
+        let secs = (1.0 - tokens) / self.rate.per_second;
+        Duration::from_secs_f64(secs.clamp(0.0, 3600.0))
+            .as_secs_f64()
+            .ceil()
+            .max(1.0) as u64
+    }
+
+    /// Refuses with 429 when `key_id` has no failures left from `addr`.
+    pub fn check(&self, addr: IpAddr, key_id: &str) -> Result<(), Error> {
+        let now = Instant::now();
+        let mut map = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(b) = map.get_mut(&(addr, key_id.to_owned())) else {
+            return Ok(());
+        };
+        self.refill(b, now);
+        if b.tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Error::RateLimited {
+                retry_after: self.wait(b.tokens),
+            })
+        }
+    }
+
+    /// Counts one refused attempt.
+    pub fn failed(&self, addr: IpAddr, key_id: &str) {
+        let now = Instant::now();
+        let mut map = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= MAX_TRACKED {
+            let burst = f64::from(self.rate.burst);
+            map.retain(|_, b| {
+                let mut b2 = *b;
+                self.refill(&mut b2, now);
+                b2.tokens < burst
+            });
+            if map.len() >= MAX_TRACKED {
+                tracing::warn!("auth failure limiter full: forgetting every bucket");
+                map.clear();
+            }
+        }
+        let b = map.entry((addr, key_id.to_owned())).or_insert(Bucket {
+            tokens: f64::from(self.rate.burst),
+            last: now,
+        });
+        self.refill(b, now);
+        b.tokens = (b.tokens - 1.0).max(0.0);
+    }
+
+    /// Pairs tracked.
+    pub fn len(&self) -> usize {
+        self.buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_429_per_address_and_key() {
+        let l = AuthFailureLimiter::new(Rate {
+            per_second: 0.001,
+            burst: 3,
+        });
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..3 {
+            assert!(l.check(a, "k1").is_ok());
+            l.failed(a, "k1");
+        }
+        assert!(matches!(
+            l.check(a, "k1"),
+            Err(Error::RateLimited { retry_after }) if retry_after >= 1
+        ));
+        // Another key from the same address, the same key from another one.
+        assert!(l.check(a, "k2").is_ok());
+        assert!(l.check(b, "k1").is_ok());
+        assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn memory_stays_bounded() {
+        let l = AuthFailureLimiter::new(Rate {
+            per_second: 0.0,
+            burst: 2,
+        });
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        for i in 0..(MAX_TRACKED + 10) {
+            l.failed(a, &i.to_string());
+        }
+        assert!(l.len() <= MAX_TRACKED);
+    }
+}
