@@ -106,8 +106,32 @@ pub struct Cluster {
     pub a: TestApp,
     pub b: TestApp,
     pub redis: Redis,
-    _db: SharedDb,
+    db: SharedDb,
+    master: PathBuf,
     _keys: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `armor admin` on the shared database and master key file.
+    pub fn admin(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let out = Command::new(crate::api::armor_bin())
+            .arg("admin")
+            .arg("--data-dir")
+            .arg(self.a.data_dir())
+            .args(["--database-url", &self.db.url])
+            .arg("--master-key-file")
+            .arg(&self.master)
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "armor admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
 }
 
 pub async fn cluster() -> Cluster {
@@ -124,7 +148,8 @@ pub async fn cluster() -> Cluster {
         a,
         b,
         redis,
-        _db: db,
+        db,
+        master,
         _keys: keys,
     }
 }
@@ -300,4 +325,50 @@ async fn failed_logins_on_both_nodes_count_towards_one_lockout() {
             .await;
         assert_eq!(s, 401, "the lock is not shared: {b}");
     }
+}
+
+#[tokio::test]
+async fn a_user_disabled_through_one_node_is_refused_by_the_other_at_once() {
+    use crate::api::ADMIN_PASSWORD;
+    use serde_json::json;
+    let c = cluster().await;
+    let owner = c.a.login().await;
+    let uid: i64 = c
+        .admin(
+            &[
+                "add-user",
+                "--email",
+                "dee@example.com",
+                "--role",
+                "User",
+                "--account",
+                "1",
+            ],
+            &[("ARMOR_NEW_USER_PASSWORD", ADMIN_PASSWORD)],
+        )
+        .parse()
+        .unwrap();
+    let token = c.b.login_as("dee@example.com", ADMIN_PASSWORD).await;
+    let key = c.b.create_key(&token, uid, "dee").await;
+    until_status(&c.a, &key, 200, Duration::from_secs(1)).await;
+
+    let status = |enabled: bool| json!({"userId": uid, "status": if enabled { "active" } else { "disabled" }});
+    let (s, b) =
+        c.a.post_json("/users/status", status(false), Some(&fh(&owner)))
+            .await;
+    assert_eq!(s, 200, "{b}");
+    // Status is read from the database on every request: no delay at all.
+    let (s, _) = signed(&c.b, &fresh_auth(&key)).await;
+    assert_eq!(s, 401);
+    let (s, _, _) =
+        c.b.send("GET", "/me", &[("Authorization", &fh(&token))], vec![])
+            .await;
+    assert_eq!(s, 401);
+
+    let (s, b) =
+        c.a.post_json("/users/status", status(true), Some(&fh(&owner)))
+            .await;
+    assert_eq!(s, 200, "{b}");
+    // Node B re-reads the user's keys when told.
+    until_status(&c.b, &key, 200, Duration::from_secs(1)).await;
 }
