@@ -65,6 +65,16 @@ fn substitute(s: &str, at: usize, set: &[u8], rng: &mut impl rand::Rng) -> Strin
     String::from_utf8(b).unwrap()
 }
 
+/// What was changed, then method, path, query, body and Authorization.
+type Change = (
+    &'static str,
+    String,
+    String,
+    Option<String>,
+    Vec<u8>,
+    String,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_signer_and_server_verifier_agree_on_10k_requests_and_refuse_every_change() {
     let dir = tempfile::tempdir().unwrap();
@@ -170,7 +180,7 @@ async fn client_signer_and_server_verifier_agree_on_10k_requests_and_refuse_ever
 
         // Changes first: each refused.
         let creds_at = auth.find(' ').unwrap() + 1;
-        let mut changes: Vec<(&str, String, String, Option<String>, Vec<u8>, String)> = Vec::new();
+        let mut changes: Vec<Change> = Vec::new();
         let base = || {
             (
                 method.to_owned(),
