@@ -180,6 +180,11 @@ fn fresh_auth(key: &Key) -> String {
     sign(key, "GET", "/me", b"", &fresh_nonce(), now())
 }
 
+/// How long a node may take to serve a key created through the other (a
+/// pub/sub message and one query: milliseconds, but CI machines are busy).
+/// Deletion is held to the one second.
+const NEW_KEY_SEEN: Duration = Duration::from_secs(5);
+
 /// Polls fresh signed requests to `app` until one gets `want`; returns how
 /// long it took.
 async fn until_status(app: &TestApp, key: &Key, want: u16, limit: Duration) -> Duration {
@@ -203,7 +208,7 @@ async fn a_request_accepted_by_one_node_is_refused_by_the_other() {
     let token = c.a.login().await;
     let key = c.a.create_key(&token, 1, "cluster").await;
     // B learns of the key through the invalidation channel.
-    until_status(&c.b, &key, 200, Duration::from_secs(1)).await;
+    until_status(&c.b, &key, 200, NEW_KEY_SEEN).await;
 
     let auth = fresh_auth(&key);
     assert_eq!(signed(&c.a, &auth).await.0, 200);
@@ -229,7 +234,7 @@ async fn a_key_deleted_through_one_node_is_refused_by_the_other_within_a_second(
     let c = cluster().await;
     let token = c.a.login().await;
     let key = c.a.create_key(&token, 1, "doomed").await;
-    until_status(&c.b, &key, 200, Duration::from_secs(1)).await;
+    until_status(&c.b, &key, 200, NEW_KEY_SEEN).await;
 
     let (s, _, b) =
         c.a.send(
@@ -251,7 +256,7 @@ async fn redis_down_fails_closed_on_both_nodes_and_service_resumes() {
     let mut c = cluster().await;
     let token = c.a.login().await;
     let key = c.a.create_key(&token, 1, "outage").await;
-    until_status(&c.b, &key, 200, Duration::from_secs(1)).await;
+    until_status(&c.b, &key, 200, NEW_KEY_SEEN).await;
 
     c.redis.down();
     for node in [&c.a, &c.b] {
@@ -280,7 +285,7 @@ async fn redis_restarted_empty_still_refuses_a_replay() {
     let mut c = cluster().await;
     let token = c.a.login().await;
     let key = c.a.create_key(&token, 1, "amnesia").await;
-    until_status(&c.b, &key, 200, Duration::from_secs(1)).await;
+    until_status(&c.b, &key, 200, NEW_KEY_SEEN).await;
 
     let auth = fresh_auth(&key);
     assert_eq!(signed(&c.a, &auth).await.0, 200);
@@ -350,7 +355,7 @@ async fn a_user_disabled_through_one_node_is_refused_by_the_other_at_once() {
         .unwrap();
     let token = c.b.login_as("dee@example.com", ADMIN_PASSWORD).await;
     let key = c.b.create_key(&token, uid, "dee").await;
-    until_status(&c.a, &key, 200, Duration::from_secs(1)).await;
+    until_status(&c.a, &key, 200, NEW_KEY_SEEN).await;
 
     let status = |enabled: bool| json!({"userId": uid, "status": if enabled { "active" } else { "disabled" }});
     let (s, b) =
@@ -370,5 +375,5 @@ async fn a_user_disabled_through_one_node_is_refused_by_the_other_at_once() {
             .await;
     assert_eq!(s, 200, "{b}");
     // Node B re-reads the user's keys when told.
-    until_status(&c.b, &key, 200, Duration::from_secs(1)).await;
+    until_status(&c.b, &key, 200, NEW_KEY_SEEN).await;
 }
