@@ -580,3 +580,51 @@ async fn disabling_drops_keys_from_the_verifier_and_enabling_restores_them() {
     assert_eq!(e.events("user_deleted").await.len(), 1);
     assert_eq!(e.events("key_deleted").await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_failures_all_count_and_lock_once() {
+    let e = env().await;
+    e.user("race@example.com", "User").await;
+    let admin = e.principal(1).await;
+    let burst = |n: usize| {
+        let core = e.core.clone();
+        async move {
+            let tasks: Vec<_> = (0..n)
+                .map(|_| {
+                    let core = core.clone();
+                    tokio::spawn(async move {
+                        core.authorize("race@example.com", "wrong", None, None)
+                            .await
+                            .map(|_| ())
+                    })
+                })
+                .collect();
+            for t in tasks {
+                assert!(is_invalid_credentials(t.await.unwrap()));
+            }
+        }
+    };
+    // Four at once: all four counted, no lock.
+    burst(4).await;
+    let s = e
+        .core
+        .lock_state(&admin, 1, "race@example.com")
+        .await
+        .unwrap();
+    assert_eq!((s.locked_until, s.failures), (None, 4));
+    // Twenty more at once: the fifth failure locks, for the first lock's
+    // minute; failures while locked add nothing (no second, longer lock).
+    burst(20).await;
+    let s = e
+        .core
+        .lock_state(&admin, 1, "race@example.com")
+        .await
+        .unwrap();
+    assert_eq!(s.locked_until, Some(T0 + 60));
+    assert_eq!(e.events("lockout").await.len(), 1);
+    assert!(is_invalid_credentials(
+        e.login("race@example.com", PASSWORD, None).await
+    ));
+    e.clock.advance(60);
+    e.login("race@example.com", PASSWORD, None).await.unwrap();
+}

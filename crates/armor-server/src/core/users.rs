@@ -10,7 +10,7 @@ use super::{perm, totp, Core, Principal};
 use crate::clock::rfc3339;
 use crate::crypto;
 use crate::error::Error;
-use crate::store::{AuditEvent, LockoutRow, NewUser, SecurityInfoRow, SecurityRow, UserRow};
+use crate::store::{AuditEvent, NewUser, SecurityInfoRow, SecurityRow, UserRow};
 
 /// Lifetimes of user codes (seconds).
 pub const ACTIVATION_TTL: u64 = 7 * 86_400;
@@ -657,7 +657,9 @@ impl Core {
     }
 
     /// Counts a failed login (or second-factor code); locks when the
-    /// threshold is reached within the window.
+    /// threshold is reached within the window. The count is one atomic
+    /// upsert, so concurrent failures all count and exactly one of them
+    /// sets the lock; failures while locked add nothing.
     pub(super) async fn record_failure(
         &self,
         user: &UserRow,
@@ -665,38 +667,35 @@ impl Core {
     ) -> Result<(), Error> {
         let now = sec(self.now());
         let policy = self.lockout;
-        let mut row = self.store.lockout(user.id).await?.unwrap_or(LockoutRow {
-            user_id: user.id,
-            window_start: now,
-            ..Default::default()
-        });
-        if now.saturating_sub(row.window_start) > sec(policy.window) {
-            row.failures = 0;
-            row.window_start = now;
-        }
-        row.failures += 1;
-        if row.failures >= policy.threshold {
-            row.lock_count += 1;
-            let dur = policy.lock_for(row.lock_count);
-            row.locked_until = now.saturating_add(sec(dur));
-            row.failures = 0;
-            row.window_start = now;
-            self.audit(AuditEvent {
-                account_id: Some(user.account_id),
-                actor_id: Some(user.id),
-                credential: "password".into(),
-                event: "lockout",
-                target: Some(user.id.to_string()),
-                address,
-                detail: Some(format!(
-                    "until={} lock={} seconds={dur}",
-                    rfc3339(row.locked_until.max(0) as u64),
-                    row.lock_count
-                )),
-            })
-            .await;
-        }
-        self.store.save_lockout(&row).await
+        let Some(row) = self
+            .store
+            .count_login_failure(
+                user.id,
+                now,
+                now.saturating_sub(sec(policy.window)),
+                policy.threshold,
+                |n| sec(policy.lock_for(n)),
+            )
+            .await?
+        else {
+            return Ok(());
+        };
+        self.audit(AuditEvent {
+            account_id: Some(user.account_id),
+            actor_id: Some(user.id),
+            credential: "password".into(),
+            event: "lockout",
+            target: Some(user.id.to_string()),
+            address,
+            detail: Some(format!(
+                "until={} lock={} seconds={}",
+                rfc3339(row.locked_until.max(0) as u64),
+                row.lock_count,
+                row.locked_until - now
+            )),
+        })
+        .await;
+        Ok(())
     }
 
     /// `GET /users/LockedOut/{accountId}/{email}` (Users Read there).
