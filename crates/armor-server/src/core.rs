@@ -126,6 +126,13 @@ impl Metrics {
     }
 }
 
+/// What [`Core::reseal_all`] re-sealed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resealed {
+    pub keys: usize,
+    pub totp: usize,
+}
+
 /// Settings the logic needs.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -755,12 +762,31 @@ impl Core {
         Ok(key)
     }
 
-    /// Re-seals every key with the newest master-key version, in batches;
-    /// returns how many rows changed.
-    pub async fn reseal_all(&self) -> Result<usize, Error> {
+    /// Re-seals every key and every TOTP secret with the newest master-key
+    /// version, in batches; returns how many rows changed. Each row is
+    /// replaced only if it still holds what was read, so an interrupted run
+    /// leaves every row readable and a second run finishes.
+    pub async fn reseal_all(&self) -> Result<Resealed, Error> {
         let master = self.reload_master()?;
         let current = master.current_version();
-        let mut done = 0;
+        let mut done = Resealed::default();
+        loop {
+            let rows = self.store.totp_not_sealed_with(current, 256).await?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows {
+                let Some(old) = row.totp_sealed() else {
+                    continue;
+                };
+                let ad = Self::totp_ad(row.user_id);
+                let secret = master.open(&ad, &old)?;
+                let sealed = master.seal(&ad, &secret)?;
+                if self.store.reseal_totp(row.user_id, &old, &sealed).await? {
+                    done.totp += 1;
+                }
+            }
+        }
         loop {
             let rows = self.store.keys_not_sealed_with(current, 256).await?;
             if rows.is_empty() {
@@ -774,7 +800,7 @@ impl Core {
                     .reseal_key(&row.id, row.mk_version, &sealed)
                     .await?
                 {
-                    done += 1;
+                    done.keys += 1;
                 }
             }
         }

@@ -33,7 +33,8 @@ pub struct AdminArgs {
 
 #[derive(clap::Subcommand, Debug)]
 enum AdminCommand {
-    /// Add a master-key version and re-seal every API-key secret with it.
+    /// Add a master-key version and re-seal every API-key and TOTP secret
+    /// with it.
     /// Safe to interrupt: every row stays readable, run it again to finish.
     RotateMasterKey,
     /// Create an account (printed: its id).
@@ -152,8 +153,10 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 .await?;
                 let n = core.reseal_all().await?;
                 println!(
-                    "master key version {} added; {n} API-key secrets re-sealed",
-                    keys.current_version()
+                    "master key version {} added; {} API-key secrets re-sealed, {} TOTP secrets re-sealed",
+                    keys.current_version(),
+                    n.keys,
+                    n.totp
                 );
             }
             AdminCommand::AddAccount { name, parent } => {

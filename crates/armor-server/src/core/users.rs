@@ -883,7 +883,7 @@ impl Core {
 
     // ---- second factors ----
 
-    fn totp_ad(user_id: i64) -> String {
+    pub(super) fn totp_ad(user_id: i64) -> String {
         format!("totp:{user_id}")
     }
 

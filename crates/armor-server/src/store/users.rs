@@ -461,6 +461,47 @@ impl Store {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Up to `limit` TOTP secrets sealed with another master-key version
+    /// than `version`.
+    pub async fn totp_not_sealed_with(
+        &self,
+        version: u32,
+        limit: i64,
+    ) -> Result<Vec<SecurityRow>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM user_security
+             WHERE totp_mk_version IS NOT NULL AND totp_mk_version <> $1 LIMIT $2",
+        )
+        .bind(i64::from(version))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Replaces a user's sealed TOTP secret, only if the row still holds
+    /// `old` (same version and nonce): a re-enrolment or reset in between
+    /// wins.
+    pub async fn reseal_totp(
+        &self,
+        user_id: i64,
+        old: &Sealed,
+        sealed: &Sealed,
+    ) -> Result<bool, Error> {
+        let r = sqlx::query(
+            "UPDATE user_security SET totp_mk_version = $1, totp_nonce = $2, totp_ciphertext = $3
+             WHERE user_id = $4 AND totp_mk_version = $5 AND totp_nonce = $6",
+        )
+        .bind(i64::from(sealed.version))
+        .bind(&sealed.nonce)
+        .bind(&sealed.ciphertext)
+        .bind(user_id)
+        .bind(i64::from(old.version))
+        .bind(&old.nonce)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     pub async fn set_phone_verified(&self, user_id: i64, phone: &str) -> Result<(), Error> {
         self.ensure_security(user_id).await?;
         sqlx::query("UPDATE user_security SET phone = $1, phone_verified = 1 WHERE user_id = $2")
