@@ -149,6 +149,8 @@ pub struct Core {
     pub metrics: Metrics,
     /// Failed-login lockout; set before sharing the core to change it.
     pub lockout: LockoutPolicy,
+    /// Woken when a message is queued: the SMTP sender (`mail`) runs at once.
+    pub outbox_wake: tokio::sync::Notify,
     verifier: Verifier,
     replay: Arc<dyn ReplayGuard>,
     fingerprints: FingerprintKey,
@@ -179,6 +181,7 @@ impl Core {
             config,
             metrics: Metrics::default(),
             lockout: LockoutPolicy::default(),
+            outbox_wake: tokio::sync::Notify::new(),
             replay,
             fingerprints: FingerprintKey::new(crypto::random_16()),
             cluster: None,

@@ -21,6 +21,7 @@ pub mod core;
 pub mod crypto;
 pub mod error;
 pub mod gateway;
+pub mod mail;
 pub mod portal;
 pub mod store;
 pub mod web;
@@ -65,6 +66,11 @@ pub struct Settings {
     /// Refused ARMOR-PSK attempts allowed per (client address, key id)
     /// before 429 `rate_limited`; `None`: unlimited.
     pub auth_failure_limit: Option<gateway::Rate>,
+    /// SMTP server for the outbox (`smtp://`, `smtps://`; see [`mail`]);
+    /// without it, messages wait for `armor admin outbox`.
+    pub smtp_url: Option<SecretString>,
+    /// Sender of the outbox's mail.
+    pub smtp_from: String,
 }
 
 impl Default for Settings {
@@ -87,6 +93,8 @@ impl Default for Settings {
                 per_second: 1.0,
                 burst: 30,
             }),
+            smtp_url: None,
+            smtp_from: "armor@localhost".into(),
         }
     }
 }
@@ -106,6 +114,7 @@ pub struct Application {
     gateway: Option<Arc<gateway::Gateway>>,
     header_timeout: Duration,
     auth_failure_limit: Option<gateway::Rate>,
+    mailer: Option<mail::Mailer>,
 }
 
 impl Application {
@@ -173,6 +182,10 @@ impl Application {
             Some(g) => Some(Arc::new(gateway::Gateway::new(g)?)),
             None => None,
         };
+        let mailer = match &settings.smtp_url {
+            Some(url) => Some(mail::Mailer::new(url.expose_secret(), &settings.smtp_from)?),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(&settings.listen)
             .await
             .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", settings.listen)))?;
@@ -188,6 +201,7 @@ impl Application {
             gateway,
             header_timeout: settings.header_timeout,
             auth_failure_limit: settings.auth_failure_limit,
+            mailer,
         })
     }
 
@@ -225,6 +239,7 @@ impl Application {
                 }
             }
         });
+        let mailer = self.mailer.map(|m| tokio::spawn(m.run(core.clone())));
         let mut app = web::app(core.clone());
         if let Some(gw) = self.gateway {
             app = app.layer(axum::Extension(gw));
@@ -241,6 +256,9 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await;
         flusher.abort();
+        if let Some(m) = mailer {
+            m.abort();
+        }
         core.flush_last_used().await?;
         core.store.close().await;
         served.map_err(|e| Error::Internal(format!("server: {e}")))

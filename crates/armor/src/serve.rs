@@ -93,6 +93,20 @@ pub struct ServeArgs {
         value_name = "RPS:BURST|off"
     )]
     auth_failure_limit: String,
+    /// SMTP server for invitations and reset codes: `smtp://host:port`
+    /// (plain), `smtp://user:pass@host?tls=required` (STARTTLS, port 587 by
+    /// default), `smtps://user:pass@host` (TLS, port 465). Without it,
+    /// messages wait for `armor admin outbox` (docs/users.md).
+    #[arg(
+        long,
+        env = "ARMOR_SMTP_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    smtp_url: Option<String>,
+    /// Sender of the mail, `armor@example.com` or `Armor <armor@example.com>`.
+    #[arg(long, env = "ARMOR_SMTP_FROM", default_value = "armor@localhost")]
+    smtp_from: String,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -155,6 +169,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         gateway,
         header_timeout: std::time::Duration::from_secs(args.header_timeout),
         auth_failure_limit,
+        smtp_url: args.smtp_url.map(SecretString::from),
+        smtp_from: args.smtp_from,
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

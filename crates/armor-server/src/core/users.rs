@@ -284,6 +284,7 @@ impl Core {
             .enqueue(self.now(), channel, recipient, subject, body)
             .await?;
         tracing::info!(outbox_id = id, channel, "message queued");
+        self.outbox_wake.notify_one();
         Ok(())
     }
 

@@ -8,6 +8,7 @@ mod keys;
 pub mod pg;
 mod psk;
 mod routes;
+mod smtp;
 mod users;
 
 use std::io::{BufRead as _, BufReader};
