@@ -62,7 +62,12 @@ async fn kill_9_during_key_creation_loses_no_acknowledged_key() {
             }
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(90)).await;
+    // Kill once a few creations were acknowledged and others are in flight
+    // (bounded: at most 30 s of waiting).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while acknowledged.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     app.crash_and_restart();
     for t in tasks {
         let _ = t.await;
