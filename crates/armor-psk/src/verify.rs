@@ -1,5 +1,6 @@
 //! Verification: freshness window, accepted variants, constant-time match.
 
+use std::cell::OnceCell;
 use std::sync::OnceLock;
 
 use crate::error::Error;
@@ -131,7 +132,14 @@ impl Verifier {
             key.sign_message(&msg).ct_eq(creds.signature())
         };
         let has_query = req.query.is_some();
-        let hashed = (!req.body.is_empty()).then(|| BodyForm::hashed(req.body));
+        // The SHA-512 of the body is computed only once a raw-body form has
+        // failed: a client signing the vendor form never pays for it.
+        let hashed_cell = OnceCell::new();
+        let hashed = || {
+            hashed_cell
+                .get_or_init(|| (!req.body.is_empty()).then(|| BodyForm::hashed(req.body)))
+                .as_ref()
+        };
 
         let with_query = || -> Option<Variant> {
             if !has_query {
@@ -140,7 +148,7 @@ impl Verifier {
             if matches(true, None) {
                 return Some(Variant::SignedQuery);
             }
-            match &hashed {
+            match hashed() {
                 Some(h) if matches(true, Some(h)) => Some(Variant::SignedQueryHashedBody),
                 _ => None,
             }
@@ -149,7 +157,7 @@ impl Verifier {
             if matches(false, None) {
                 return Some(Variant::Vendor);
             }
-            match &hashed {
+            match hashed() {
                 Some(h) if matches(false, Some(h)) => Some(Variant::HashedBody),
                 _ => None,
             }
