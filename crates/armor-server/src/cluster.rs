@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use armor_psk::Fingerprints;
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::clock::Clock;
@@ -363,15 +363,31 @@ impl Cluster {
                     let Some(msg) = msg else {
                         return Err(Error::Internal("Redis: subscription closed".into()));
                     };
+                    // A burst (many keys created at once) re-reads each user
+                    // once: take every message already there, keep distinct.
+                    let mut batch = std::collections::BTreeSet::new();
+                    batch.insert(msg.get_payload::<String>().unwrap_or_default());
+                    while batch.len() < 1024 {
+                        match stream.next().now_or_never() {
+                            Some(Some(m)) => {
+                                batch.insert(m.get_payload::<String>().unwrap_or_default());
+                            }
+                            Some(None) => {
+                                return Err(Error::Internal("Redis: subscription closed".into()))
+                            }
+                            None => break,
+                        }
+                    }
                     let Some(core) = core.upgrade() else {
                         return Ok(());
                     };
-                    let text: String = msg.get_payload().unwrap_or_default();
-                    if let Err(e) = core.apply_invalidation(&text).await {
-                        // Could not re-read: accept nothing until a full
-                        // re-read succeeds.
-                        tracing::error!(error = %e, message = %text, "invalidation failed");
-                        return Err(e);
+                    for text in &batch {
+                        if let Err(e) = core.apply_invalidation(text).await {
+                            // Could not re-read: accept nothing until a full
+                            // re-read succeeds.
+                            tracing::error!(error = %e, message = %text, "invalidation failed");
+                            return Err(e);
+                        }
                     }
                 }
                 _ = ping.tick() => {

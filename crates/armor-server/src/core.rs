@@ -242,19 +242,29 @@ impl Core {
 
     /// (Re)loads active keys of active users into this node's cache: all of
     /// them, or one user's. Entries no longer active are dropped after the
-    /// fresh ones are in, so a key that stays active is never missing.
+    /// fresh ones are in, so a key that stays active is never missing; keys
+    /// already cached are not opened again. Returns the active count.
     pub async fn reload_keys_local(&self, user_id: Option<i64>) -> Result<usize, Error> {
         let rows = self.store.active_sealed_keys(user_id).await?;
         let mut master = self.master();
         let mut fresh = std::collections::HashSet::with_capacity(rows.len());
         for row in rows {
+            fresh.insert(row.id.clone());
+            // A key's secret never changes (a rotation only re-seals it):
+            // one already cached for the same owner is kept as it is.
+            if self
+                .keys
+                .get(&row.id)
+                .is_some_and(|k| k.id.user_id == row.user_id && k.id.account_id == row.account_id)
+            {
+                continue;
+            }
             let sealed = row.sealed();
             if !master.has_version(sealed.version) {
                 master = self.reload_master()?;
             }
             let secret = master.open(&row.id, &sealed)?;
             let signing = SigningKey::from_bytes(&secret);
-            fresh.insert(row.id.clone());
             self.keys.insert(
                 row.id.clone(),
                 Arc::new(CachedKey {
