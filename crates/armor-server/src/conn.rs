@@ -316,14 +316,17 @@ impl Inspector {
             State::Head => {
                 // A bare LF: hyper would end a line there, other hops may
                 // not, and "\r\n\r\n" would never show where it ends.
+                // Only the head is searched: body bytes that arrived in the
+                // same read are the body's business.
+                let end = find(&self.buf, b"\r\n\r\n", from).map(|p| p + 4);
+                let limit = end.unwrap_or(self.buf.len());
                 let fresh = (cur + self.scanned).max(cur + 1);
-                if (fresh..self.buf.len()).any(|i| self.buf[i] == b'\n' && self.buf[i - 1] != b'\r')
-                {
+                if (fresh..limit).any(|i| self.buf[i] == b'\n' && self.buf[i - 1] != b'\r') {
                     self.flag.store(true, Ordering::Release);
                     self.off();
                     return None;
                 }
-                let end = find(&self.buf, b"\r\n\r\n", from)? + 4;
+                let end = end?;
                 let head = self.buf[cur..end].to_vec();
                 self.head(&head);
                 Some(end)
@@ -457,6 +460,11 @@ mod tests {
         assert_eq!(run(&bytes), (true, State::Off));
         let d: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\n\r\n";
         assert_eq!(run(&[d]), (true, State::Off));
+        // A body arriving in the same read as its head may hold any byte.
+        let f: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\na\nb\nc\n";
+        assert_eq!(run(&[f]), (false, State::Head));
+        let g: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 600\r\n\r\nx\ny";
+        assert_eq!(run(&[g]), (false, State::Body(597)));
         // Leading empty lines are still allowed, CRLF or not.
         let e: &[u8] = b"\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
         assert_eq!(run(&[e]), (false, State::Head));
