@@ -14,6 +14,7 @@ use crate::crypto::{self, MasterKeys};
 use crate::error::Error;
 use crate::store::{AuditEvent, KeyRow, Store, UserRow};
 
+mod access;
 pub mod totp;
 mod users;
 pub use users::{
@@ -157,6 +158,8 @@ pub struct Core {
     /// Redis: the shared replay store and invalidation channel.
     cluster: Option<Arc<crate::cluster::Cluster>>,
     keys: DashMap<String, Arc<CachedKey>>,
+    /// Active users' permissions per account (see `core/access.rs`).
+    access: access::AccessCache,
     last_used: DashMap<String, u64>,
     master: RwLock<Arc<MasterKeys>>,
     master_path: std::path::PathBuf,
@@ -186,6 +189,7 @@ impl Core {
             fingerprints: FingerprintKey::new(crypto::random_16()),
             cluster: None,
             keys: DashMap::new(),
+            access: access::AccessCache::default(),
             last_used: DashMap::new(),
             master: RwLock::new(Arc::new(master)),
             master_path: master_path.to_owned(),
@@ -245,6 +249,10 @@ impl Core {
     /// fresh ones are in, so a key that stays active is never missing; keys
     /// already cached are not opened again. Returns the active count.
     pub async fn reload_keys_local(&self, user_id: Option<i64>) -> Result<usize, Error> {
+        match user_id {
+            Some(uid) => self.access.invalidate_user(uid),
+            None => self.access.clear(),
+        }
         let rows = self.store.active_sealed_keys(user_id).await?;
         let mut master = self.master();
         let mut fresh = std::collections::HashSet::with_capacity(rows.len());
@@ -287,6 +295,23 @@ impl Core {
     /// and on the other nodes.
     pub fn forget_user_keys(&self, user_id: i64) {
         self.keys.retain(|_, k| k.id.user_id != user_id);
+        self.access.invalidate_user(user_id);
+        if let Some(cluster) = self.cluster.clone() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    cluster
+                        .publish_reliably(crate::cluster::user_message(user_id))
+                        .await;
+                });
+            }
+        }
+    }
+
+    /// A user's status, role or memberships changed: what this node cached
+    /// about them is dropped at once, and the other nodes are told. Call it
+    /// after the change is written.
+    pub fn invalidate_user(&self, user_id: i64) {
+        self.access.invalidate_user(user_id);
         if let Some(cluster) = self.cluster.clone() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
@@ -447,6 +472,25 @@ impl Core {
         context: Option<&str>,
         via: Via,
     ) -> Result<Principal, Error> {
+        // Served from the cache only what a store read let through; any
+        // refusal below is decided by the store.
+        let plain = |t: &str| t.len() <= 18 && t.bytes().all(|b| b.is_ascii_digit());
+        let cached_account = match context {
+            None => Some(default_account),
+            Some(t) if plain(t) => t.parse().ok(),
+            Some(_) => None,
+        };
+        if let Some(account_id) = cached_account {
+            if let Some(permissions) = self.access.get(user_id, account_id) {
+                return Ok(Principal {
+                    user_id,
+                    account_id,
+                    via,
+                    permissions,
+                });
+            }
+        }
+        let generation = self.access.generation();
         let user = self.store.user_by_id(user_id).await?;
         if user.as_ref().is_none_or(|u| u.status != "active") {
             return Err(match via {
@@ -468,6 +512,8 @@ impl Core {
             .permissions(user_id, account_id)
             .await?
             .ok_or(Error::InvalidAccountContext)?;
+        self.access
+            .insert(user_id, account_id, generation, &permissions);
         Ok(Principal {
             user_id,
             account_id,

@@ -538,6 +538,7 @@ impl Core {
         let role = match new_role {
             Some(role) => {
                 self.store.set_role(user_id, p.account_id, &role).await?;
+                self.invalidate_user(user_id);
                 self.audit_by(
                     p,
                     "role_changed",

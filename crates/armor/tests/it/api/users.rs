@@ -1096,3 +1096,39 @@ async fn the_audit_log_filters_and_pages() {
     let (s, _, _) = call(&app, "GET", "/auditlog", None, Some(&t)).await;
     assert_eq!(s, 403);
 }
+
+#[tokio::test]
+async fn a_role_change_applies_to_the_next_request() {
+    // The server caches permissions per user and account: a change made
+    // through the API must still apply at once, to keys and tokens alike.
+    let app = spawn_app().await;
+    let owner = app.login().await;
+    let uid = app.add_user("rho@example.com", "User", 1);
+    let token = app.login_as("rho@example.com", ADMIN_PASSWORD).await;
+    let key = app.create_key(&token, uid, "rho").await;
+    for _ in 0..2 {
+        let (s, b) = app.psk(&key, "GET", "/permissions", b"").await;
+        assert_eq!(
+            (s, &b["permissions"]),
+            (200, &json!(["API Keys Self Manage"]))
+        );
+        let (s, _, b) = call(&app, "GET", "/permissions", None, Some(&token)).await;
+        assert_eq!(
+            (s, &b["permissions"]),
+            (200, &json!(["API Keys Self Manage"]))
+        );
+    }
+    let (s, b) = j(
+        &app,
+        "PUT",
+        &format!("/users/{uid}"),
+        json!({"roles": ["Read Only"]}),
+        Some(&owner),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = app.psk(&key, "GET", "/permissions", b"").await;
+    assert_eq!((s, &b["permissions"]), (200, &json!([])));
+    let (s, _, b) = call(&app, "GET", "/permissions", None, Some(&token)).await;
+    assert_eq!((s, &b["permissions"]), (200, &json!([])));
+}
