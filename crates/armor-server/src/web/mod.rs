@@ -371,11 +371,13 @@ async fn front(State(core): State<AppState>, mut req: Request, next: Next) -> Re
     let gateway = req.extensions().get::<Arc<Gateway>>().cloned();
     let original = gateway::OriginalTarget(req.uri().clone());
     req.extensions_mut().insert(original);
-    if let Some(gw) = gateway.filter(|g| g.is_public(req.uri().path())) {
+    if let Some(gw) = gateway.as_ref().filter(|g| g.is_public(req.uri().path())) {
         return gw.forward(req, None, core.config.max_body).await;
     }
     let routed = path::routing_form(req.uri().path());
-    let mut req = if is_public(req.method().as_str(), &routed) {
+    // With an upstream, `/` is the upstream's; the portal stays at /portal.
+    let upstream_root = gateway.as_ref().filter(|_| routed == "/");
+    let mut req = if upstream_root.is_none() && is_public(req.method().as_str(), &routed) {
         // Public routes ignore credentials: clients log in again with a
         // stale `Authorization` still on their session.
         auth::anonymous(req)
@@ -385,6 +387,9 @@ async fn front(State(core): State<AppState>, mut req: Request, next: Next) -> Re
             Err(refusal) => return refusal.into_response().await,
         }
     };
+    if let Some(gw) = upstream_root {
+        return gw.handle(&core, req).await;
+    }
     if routed != req.uri().path() {
         let pq = match req.uri().query() {
             Some(q) => format!("{routed}?{q}"),

@@ -615,3 +615,27 @@ async fn hostile_http_corpus_and_slowloris() {
     );
     assert!(up.seen().is_empty(), "{:?}", up.seen());
 }
+
+#[tokio::test]
+async fn with_an_upstream_the_root_is_the_upstreams_and_the_portal_stays() {
+    let (app, up, key) = gateway_with(&[]).await;
+    let (s, h, body) = signed(&app, &key, "GET", "/", &[], b"").await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(h["x-upstream"], "yes");
+    let seen = up.last();
+    assert_eq!((seen.method.as_str(), seen.target.as_str()), ("GET", "/"));
+    assert_eq!(seen.header("x-armor-key-id"), Some(key.id.as_str()));
+    // Anonymous: refused like any other gateway path, not redirected.
+    let (s, _, b) = app.send("GET", "/", &[], vec![]).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (401, Some("missing_authorization"))
+    );
+    // The portal is still armor's.
+    let (s, _, page) = app.send("GET", "/portal/login", &[], vec![]).await;
+    assert_eq!(s, 200);
+    assert!(
+        page.as_str().unwrap_or_default().contains("<form"),
+        "{page}"
+    );
+}
