@@ -5,7 +5,7 @@
 //! starts a private one and sets it; in CI it must be set), else one SQLite
 //! file shared by both processes. Each test starts its own `redis-server`
 //! on a free loopback port, without persistence, so it can stop and
-//! restart it.
+//! restart it. `faults`: Redis paused, PostgreSQL stopped and restarted.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -14,15 +14,45 @@ use std::time::{Duration, Instant};
 
 use crate::api::{fresh_nonce, now, sign, spawn_app_with, Key, TestApp};
 
+mod faults;
+
 /// A private `redis-server` without persistence.
 pub struct Redis {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with(Vec::new())
+    }
+
+    /// With `DEBUG` allowed from loopback (Redis 7 refuses it by default;
+    /// older servers allow it and do not know the setting).
+    pub fn start_debuggable() -> Redis {
+        let bin =
+            std::env::var("ARMOR_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let version = Command::new(&bin)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let major: u32 = version
+            .split("v=")
+            .nth(1)
+            .and_then(|v| v.split('.').next()?.parse().ok())
+            .unwrap_or(7);
+        let extra = if major >= 7 {
+            vec!["--enable-debug-command".into(), "local".into()]
+        } else {
+            Vec::new()
+        };
+        Redis::start_with(extra)
+    }
+
+    fn start_with(extra: Vec<String>) -> Redis {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -32,6 +62,7 @@ impl Redis {
             port,
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            extra,
         };
         r.up();
         r
@@ -53,6 +84,7 @@ impl Redis {
             .args(["--maxmemory-policy", "noeviction"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -135,7 +167,11 @@ impl Cluster {
 }
 
 pub async fn cluster() -> Cluster {
-    let redis = Redis::start();
+    cluster_on(Redis::start()).await
+}
+
+/// Two nodes on `redis`.
+pub async fn cluster_on(redis: Redis) -> Cluster {
     let db = shared_db().await;
     let keys = tempfile::tempdir().unwrap();
     let master: PathBuf = keys.path().join("master.key");
