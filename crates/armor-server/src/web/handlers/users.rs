@@ -301,6 +301,25 @@ pub struct InfoBody {
     value: Option<String>,
 }
 
+/// Stores one security-information value; `existing` demands that it was
+/// there before.
+async fn put_security_info(
+    core: &AppState,
+    p: &crate::core::Principal,
+    addr: Option<String>,
+    key: &str,
+    body: InfoBody,
+    existing: bool,
+) -> ApiResult<Json<Value>> {
+    let value = body
+        .value
+        .ok_or_else(|| Error::BadRequest("value is required".into()))?;
+    let row = core
+        .put_security_info(p, key, &value, existing, addr)
+        .await?;
+    Ok(Json(info_json(&row)))
+}
+
 pub async fn add_security_info(
     State(core): State<AppState>,
     PasswordCaller(p): PasswordCaller,
@@ -308,13 +327,7 @@ pub async fn add_security_info(
     Path(key): Path<String>,
     ApiJson(body): ApiJson<InfoBody>,
 ) -> ApiResult<Json<Value>> {
-    let value = body
-        .value
-        .ok_or_else(|| Error::BadRequest("value is required".into()))?;
-    let row = core
-        .put_security_info(&p, &key, &value, false, addr)
-        .await?;
-    Ok(Json(info_json(&row)))
+    put_security_info(&core, &p, addr, &key, body, false).await
 }
 
 pub async fn update_security_info(
@@ -324,11 +337,7 @@ pub async fn update_security_info(
     Path(key): Path<String>,
     ApiJson(body): ApiJson<InfoBody>,
 ) -> ApiResult<Json<Value>> {
-    let value = body
-        .value
-        .ok_or_else(|| Error::BadRequest("value is required".into()))?;
-    let row = core.put_security_info(&p, &key, &value, true, addr).await?;
-    Ok(Json(info_json(&row)))
+    put_security_info(&core, &p, addr, &key, body, true).await
 }
 
 #[derive(Deserialize, Default)]
