@@ -5,9 +5,8 @@
 //! signature itself (SPEC.md, "Freshness and replay"). Either already held
 //! means a replay.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::{Mutex, PoisonError};
+use std::hash::Hasher;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use siphasher::sip128::{Hasher128, SipHasher13};
 
@@ -82,93 +81,269 @@ pub trait ReplayGuard: Send + Sync {
     fn claim(&self, fp: &Fingerprints, until: u64, now: u64) -> Result<(), ReplayError>;
 }
 
-/// One stored fingerprint: the top 96 bits of the hash, and the last second
-/// it must be kept in the low 32 bits. Equality and hashing look only at the
-/// top 96 bits, so a look-up finds an entry whatever its expiry.
-#[derive(Clone, Copy)]
-struct Entry(u128);
+/// Unix seconds in 32 bits. They fit until 2106; later ones saturate, which
+/// only keeps an entry longer. `now` saturates the same way, so past 2106
+/// an entry is kept (and a full guard fails closed) rather than taken as
+/// already expired.
+fn secs(t: u64) -> u32 {
+    u32::try_from(t).unwrap_or(u32::MAX)
+}
 
-const EXPIRY_BITS: u32 = 32;
-const HASH_MASK: u128 = !((1u128 << EXPIRY_BITS) - 1);
+/// The 64 bits of a fingerprint a table stores: its top half. The shard is
+/// chosen by bits 40..46 (see `MemoryReplayGuard::shard_of`), so 70 bits
+/// tell two fingerprints apart. 0 marks an empty slot: a top half of 0 is
+/// stored as 1.
+fn slot_key(fp: u128) -> u64 {
+    ((fp >> 64) as u64).max(1)
+}
 
-impl Entry {
-    fn new(fp: u128, until: u64) -> Self {
-        // Unix seconds fit 32 bits until 2106; later ones saturate, which
-        // only keeps an entry longer.
-        let until = u32::try_from(until).unwrap_or(u32::MAX);
-        Entry((fp & HASH_MASK) | u128::from(until))
-    }
-    fn until(self) -> u64 {
-        (self.0 & !HASH_MASK) as u64
-    }
-    fn live(self, now: u64) -> bool {
-        // `now` saturates like `until`: past 2106 an entry is kept (and a
-        // full guard fails closed) rather than taken as already expired.
-        self.until() >= now.min(u64::from(u32::MAX))
+/// The first slot probed for `key`: the key scaled to `0..cap`
+/// ("fastrange"), so a capacity need not be a power of two. The key is
+/// already a keyed hash, so its top bits are uniform.
+fn home(key: u64, cap: usize) -> usize {
+    ((u128::from(key) * cap as u128) >> 64) as usize
+}
+
+/// Heap bytes per slot: a fingerprint and an expiry, in two parallel arrays
+/// (an array of `(u64, u32)` would pad each slot to 16).
+const SLOT_BYTES: usize = std::mem::size_of::<u64>() + std::mem::size_of::<u32>();
+
+/// The smallest table allocated.
+const MIN_CAP: usize = 8;
+
+/// The most slots a table may fill: 7/8 of them, so every probe ends on an
+/// empty slot, and a look-up of an absent key reads ~33 slots on average at
+/// worst (linear probing: (1 + 1/(1 - load)²) / 2).
+fn max_load(cap: usize) -> usize {
+    cap * 7 / 8
+}
+
+/// The smallest capacity whose max load holds `n` entries.
+fn cap_for(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (n * 8).div_ceil(7).max(MIN_CAP)
     }
 }
 
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        (self.0 & HASH_MASK) == (other.0 & HASH_MASK)
-    }
-}
-impl Eq for Entry {}
-impl Hash for Entry {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64((self.0 >> 64) as u64);
-    }
+/// The capacity a table of `cap` slots should have for `live` entries and
+/// `n` more, decided after a sweep: 1.5 times larger when they would fill
+/// more than 13/16 of it (the load is then 0.54–0.58), shrunk to a 0.7 load
+/// when they would fill less than half (0 when nothing is left), otherwise
+/// unchanged. Never more than a `budget` of entries needs, never too small
+/// for `live`. So after every sweep the load is at least 1/2: at most
+/// 24 bytes per fingerprint.
+fn target_cap(cap: usize, live: usize, n: usize, budget: usize) -> usize {
+    let need = live + n;
+    let target = if need * 16 > cap * 13 {
+        (cap + cap / 2).max(cap_for(need))
+    } else if need * 2 < cap {
+        (need * 10 / 7).max(cap_for(need))
+    } else {
+        cap
+    };
+    target.min(cap_for(budget)).max(cap_for(live))
 }
 
-/// The fingerprint is already a keyed hash: pass its bits through.
+/// Open addressing with linear probing. A key is found between its home
+/// slot and the next empty slot, wrapping around the end. An expired entry
+/// keeps its slot, so chains stay whole, until a rehash drops it or an
+/// insert takes the slot over.
 #[derive(Default)]
-struct PassThrough(u64);
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+struct Table {
+    /// Stored fingerprints ([`slot_key`]); 0 is an empty slot.
+    keys: Box<[u64]>,
+    /// The last second each entry is held ([`secs`]).
+    until: Box<[u32]>,
+    /// Occupied slots, live or expired.
+    len: usize,
+}
+
+impl Table {
+    fn with_capacity(cap: usize) -> Self {
+        Table {
+            keys: vec![0; cap].into_boxed_slice(),
+            until: vec![0; cap].into_boxed_slice(),
+            len: 0,
         }
     }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+
+    fn cap(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The slots `key` may occupy, in probe order: its home slot to the end
+    /// of the array, then from the start, each once.
+    fn probe(&self, key: u64) -> Probe {
+        let cap = self.cap();
+        Probe {
+            next: if cap == 0 { 0 } else { home(key, cap) },
+            left: cap,
+            cap,
+        }
+    }
+
+    /// One walk along `key`'s chain, to its end (the first empty slot):
+    /// whether `key` is held at the second `now`, and where to store it.
+    /// Each step reads the key and the expiry of a slot, two loads the CPU
+    /// issues together.
+    fn lookup(&self, key: u64, now: u32) -> Lookup {
+        let mut expired = None;
+        for i in self.probe(key) {
+            let (k, until) = (self.keys[i], self.until[i]);
+            if k == key {
+                return Lookup {
+                    slot: Some(i),
+                    empty: false,
+                    live: until >= now,
+                };
+            }
+            if k == 0 {
+                return Lookup {
+                    slot: expired.or(Some(i)),
+                    empty: expired.is_none(),
+                    live: false,
+                };
+            }
+            if expired.is_none() && until < now {
+                expired = Some(i);
+            }
+        }
+        Lookup {
+            slot: expired,
+            empty: false,
+            live: false,
+        }
+    }
+
+    /// Stores `key` where `at`, its look-up in this unchanged table, says.
+    /// False only when there is no room: callers reserve first.
+    fn put(&mut self, at: Lookup, key: u64, until: u32) -> bool {
+        let Some(i) = at.slot else {
+            return false;
+        };
+        self.keys[i] = key;
+        self.until[i] = until;
+        self.len += usize::from(at.empty);
+        true
+    }
+
+    /// Holds `key` until `until`: in its own slot if it is there (then not
+    /// live, or the caller refused the claim), else in the first expired
+    /// slot of its chain, else in the empty slot that ends the chain. An
+    /// expired slot is taken only once the whole chain is known not to hold
+    /// `key`, so a key is never stored twice.
+    fn insert(&mut self, key: u64, until: u32, now: u32) -> bool {
+        let at = self.lookup(key, now);
+        self.put(at, key, until)
+    }
+
+    /// Whether `n` more entries fit under the max load and the `budget`.
+    fn fits(&self, n: usize, budget: usize) -> bool {
+        self.len + n <= max_load(self.cap()) && self.len + n <= budget
+    }
+
+    fn count_live(&self, now: u32) -> usize {
+        self.keys
+            .iter()
+            .zip(self.until.iter())
+            .filter(|&(&k, &u)| k != 0 && u >= now)
+            .count()
+    }
+
+    /// The live entries in a new table of `cap` slots; `None` if they do not
+    /// fit (never, as callers size it, but no entry is ever dropped).
+    fn rehashed(&self, cap: usize, now: u32) -> Option<Table> {
+        let mut t = Table::with_capacity(cap);
+        for (&k, &u) in self.keys.iter().zip(self.until.iter()) {
+            if k != 0 && u >= now && !t.insert(k, u, now) {
+                return None;
+            }
+        }
+        Some(t)
     }
 }
 
-type Set = HashSet<Entry, BuildHasherDefault<PassThrough>>;
+/// See [`Table::probe`].
+struct Probe {
+    next: usize,
+    left: usize,
+    cap: usize,
+}
+
+impl Iterator for Probe {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let i = self.next;
+        self.next = if i + 1 == self.cap { 0 } else { i + 1 };
+        Some(i)
+    }
+}
+
+/// Where a look-up ended: see [`Table::lookup`].
+#[derive(Clone, Copy)]
+struct Lookup {
+    /// Where the key goes: its own slot, else the first expired slot of its
+    /// chain, else the empty slot that ends the chain (`None`: no room).
+    slot: Option<usize>,
+    /// Whether `slot` is empty, so storing there adds an entry.
+    empty: bool,
+    /// Whether the key is held.
+    live: bool,
+}
 
 struct Shard {
-    set: Set,
+    table: Table,
+    /// The second of the last sweep, to sweep at most once a second.
     last_sweep: u64,
 }
 
 impl Shard {
-    fn held(&self, fp: u128, now: u64) -> bool {
-        self.set
-            .get(&Entry::new(fp, 0))
-            .is_some_and(|e| e.live(now))
+    /// Makes room for `n` new entries within `budget`. When the table is at
+    /// its max load (or the budget is spent), the expired entries are
+    /// dropped first, at most once a second, and the table resized to what
+    /// is left ([`target_cap`]); swept already this second, it only grows.
+    fn reserve(&mut self, n: usize, now: u64, budget: usize) -> bool {
+        if self.table.fits(n, budget) {
+            return true;
+        }
+        let cap = self.table.cap();
+        if self.last_sweep != now {
+            self.last_sweep = now;
+            let live = self.table.count_live(secs(now));
+            self.resize(target_cap(cap, live, n, budget), live, now);
+        } else if self.table.len + n > max_load(cap) {
+            // Nothing has expired since the sweep, short of claims stored
+            // already expired or clocks that disagree: grow for them all.
+            let len = self.table.len;
+            self.resize(target_cap(cap, len, n, budget).max(cap), len, now);
+        }
+        self.table.fits(n, budget)
     }
 
-    /// Makes room for one insert: when the table (or the budget) is full,
-    /// drop the expired entries first, at most once a second, so the table
-    /// grows only with live ones.
-    fn reserve_one(&mut self, now: u64, max: usize) {
-        let len = self.set.len();
-        if (len < self.set.capacity() && len < max) || self.last_sweep == now {
+    /// Drops every expired entry now, and shrinks a mostly empty table.
+    fn sweep(&mut self, now: u64, budget: usize) {
+        self.last_sweep = now;
+        let cap = self.table.cap();
+        let live = self.table.count_live(secs(now));
+        self.resize(target_cap(cap, live, 0, budget).min(cap), live, now);
+    }
+
+    /// Rehashes the `live` entries into `cap` slots, unless that changes
+    /// nothing.
+    fn resize(&mut self, cap: usize, live: usize, now: u64) {
+        if cap == self.table.cap() && live == self.table.len {
             return;
         }
-        self.last_sweep = now;
-        self.set.retain(|e| e.live(now));
-        if self.set.len() < self.set.capacity() / 4 {
-            self.set.shrink_to(self.set.len() * 2);
+        if let Some(t) = self.table.rehashed(cap, secs(now)) {
+            self.table = t;
         }
-    }
-
-    fn insert(&mut self, fp: u128, until: u64) {
-        // `replace` overwrites an expired entry with the same fingerprint.
-        self.set.replace(Entry::new(fp, until));
     }
 }
 
@@ -176,39 +351,57 @@ const SHARDS: usize = 64;
 
 /// In-memory [`ReplayGuard`] for one process.
 ///
-/// Memory: 16 bytes plus one control byte per fingerprint and table slot,
-/// two fingerprints per accepted request; bounded by the traffic in the
-/// window because expired entries are swept before a table grows. A live
-/// entry is never dropped: past `max_entries`, claims are refused with
-/// [`ReplayError::Unavailable`] instead.
+/// 64 shards, each an open-addressing table (linear probing) of 12-byte
+/// slots: the top 64 bits of a fingerprint and its 32-bit expiry, in two
+/// parallel arrays. Expired entries are swept before a table grows (at most
+/// once a second per shard), and a table grows by 1.5× or shrinks so that
+/// after a sweep it is between 1/2 and 13/16 full; it is never fuller than
+/// 7/8. Between sweeps it only fills, so a table past its first 8 slots is
+/// always at least half full: 14–24 bytes per stored fingerprint, at most
+/// 48 bytes per request (two fingerprints), plus 3.5 KiB for the shards.
+/// So memory follows the traffic in the window.
+///
+/// A live entry is never dropped: past `max_entries`, claims are refused
+/// with [`ReplayError::Unavailable`] instead.
+///
+/// False replays: a fingerprint is compared only with those of its shard
+/// (6 bits of it) on the 64 stored bits, so a fresh request's fingerprint
+/// matches a stored one with probability ≈ live / 2^70 (≤ live / 2^64):
+/// with 10 M live fingerprints, 8.5·10⁻¹⁵ per fingerprint, one fresh
+/// request in ~6·10¹³ refused as a replay.
 pub struct MemoryReplayGuard {
     shards: Box<[Mutex<Shard>]>,
-    max_per_shard: usize,
+    /// Entries per shard: at least one request's two.
+    budget: usize,
 }
 
 impl MemoryReplayGuard {
-    /// A guard holding at most `max_entries` fingerprints (two per request).
+    /// A guard holding at most `max_entries` fingerprints (two per request),
+    /// spread over 64 shards of `max_entries / 64` (rounded up, at least 2).
     pub fn new(max_entries: usize) -> Self {
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
-                    set: Set::default(),
+                    table: Table::default(),
                     last_sweep: 0,
                 })
             })
             .collect();
         MemoryReplayGuard {
             shards,
-            max_per_shard: max_entries.div_ceil(SHARDS).max(1),
+            budget: max_entries.div_ceil(SHARDS).max(2),
         }
+    }
+
+    fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Fingerprints currently stored (live or not yet swept).
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).set.len())
-            .sum()
+        (0..SHARDS).map(|i| self.lock(i).table.len).sum()
     }
 
     /// Whether nothing is stored.
@@ -216,32 +409,21 @@ impl MemoryReplayGuard {
         self.len() == 0
     }
 
-    /// Approximate heap bytes held by the tables.
+    /// Heap bytes held: 12 per table slot, and the shards themselves.
     pub fn memory_bytes(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                let cap = s
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .set
-                    .capacity();
-                cap * (std::mem::size_of::<Entry>() + 1)
-            })
-            .sum()
+        let tables: usize = (0..SHARDS).map(|i| self.lock(i).table.cap()).sum();
+        tables * SLOT_BYTES + std::mem::size_of_val(&*self.shards)
     }
 
-    /// Drops every expired entry now.
+    /// Drops every expired entry now, shrinking mostly empty tables.
     pub fn sweep(&self, now: u64) {
-        for s in self.shards.iter() {
-            let mut s = s.lock().unwrap_or_else(PoisonError::into_inner);
-            s.last_sweep = now;
-            s.set.retain(|e| e.live(now));
+        for i in 0..SHARDS {
+            self.lock(i).sweep(now, self.budget);
         }
     }
 
     fn shard_of(fp: u128) -> usize {
-        // Bits not used by the table's own hash (which takes the top 64).
+        // Bits the tables do not store (they keep the top 64).
         ((fp >> 40) as usize) % SHARDS
     }
 }
@@ -249,45 +431,59 @@ impl MemoryReplayGuard {
 impl ReplayGuard for MemoryReplayGuard {
     fn claim(&self, fp: &Fingerprints, until: u64, now: u64) -> Result<(), ReplayError> {
         let (a, b) = (Self::shard_of(fp.pair), Self::shard_of(fp.signature));
-        let lock = |i: usize| {
-            self.shards[i]
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-        };
         // Lock in index order; one lock when both land in the same shard.
         let (mut first, mut second) = match a.cmp(&b) {
-            std::cmp::Ordering::Equal => (lock(a), None),
+            std::cmp::Ordering::Equal => (self.lock(a), None),
             std::cmp::Ordering::Less => {
-                let x = lock(a);
-                (x, Some(lock(b)))
+                let x = self.lock(a);
+                (x, Some(self.lock(b)))
             }
             std::cmp::Ordering::Greater => {
-                let y = lock(b);
-                (lock(a), Some(y))
+                let y = self.lock(b);
+                (self.lock(a), Some(y))
             }
         };
-        let pair_shard = &first;
-        let sig_shard = second.as_ref().unwrap_or(&first);
-        if pair_shard.held(fp.pair, now) || sig_shard.held(fp.signature, now) {
+        let keys = [slot_key(fp.pair), slot_key(fp.signature)];
+        let (until_s, now_s) = (secs(until), secs(now));
+        let pair_at = first.table.lookup(keys[0], now_s);
+        let sig_at = second
+            .as_ref()
+            .unwrap_or(&first)
+            .table
+            .lookup(keys[1], now_s);
+        if pair_at.live || sig_at.live {
             return Err(ReplayError::Reused);
         }
-        for shard in std::iter::once(&mut *first).chain(second.as_deref_mut()) {
-            shard.reserve_one(now, self.max_per_shard);
-            if shard.set.len() >= self.max_per_shard {
-                return Err(ReplayError::Unavailable);
+        // Room in every table first, so both are stored or neither.
+        let budget = self.budget;
+        let stored = match second.as_deref_mut() {
+            // Most claims: two tables with room, unchanged since the
+            // look-ups, which say where to store.
+            Some(sig) if first.table.fits(1, budget) && sig.table.fits(1, budget) => {
+                first.table.put(pair_at, keys[0], until_s) & sig.table.put(sig_at, keys[1], until_s)
             }
-        }
-        match second.as_deref_mut() {
             Some(sig) => {
-                first.insert(fp.pair, until);
-                sig.insert(fp.signature, until);
+                if !first.reserve(1, now, budget) || !sig.reserve(1, now, budget) {
+                    return Err(ReplayError::Unavailable);
+                }
+                first.table.insert(keys[0], until_s, now_s)
+                    & sig.table.insert(keys[1], until_s, now_s)
             }
             None => {
-                first.insert(fp.pair, until);
-                first.insert(fp.signature, until);
+                if !first.reserve(2, now, budget) {
+                    return Err(ReplayError::Unavailable);
+                }
+                first.table.insert(keys[0], until_s, now_s)
+                    & first.table.insert(keys[1], until_s, now_s)
             }
+        };
+        // Not stored only if a table with room had none, which cannot
+        // happen; refusing keeps the guard closed.
+        if stored {
+            Ok(())
+        } else {
+            Err(ReplayError::Unavailable)
         }
-        Ok(())
     }
 }
 
@@ -295,10 +491,41 @@ impl ReplayGuard for MemoryReplayGuard {
 mod tests {
     use super::*;
 
-    fn fp(p: u128, s: u128) -> Fingerprints {
+    /// splitmix64: a bijection, so distinct counters give distinct values.
+    fn mix(mut x: u64) -> u64 {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    }
+
+    /// A fingerprint per counter, spread like a keyed hash: distinct
+    /// counters differ in the stored top 64 bits.
+    fn one(n: u64) -> u128 {
+        u128::from(mix(n)) << 64 | u128::from(mix(!n))
+    }
+
+    fn fp(p: u64, s: u64) -> Fingerprints {
         Fingerprints {
-            pair: p << 64,
-            signature: s << 64,
+            pair: one(p),
+            signature: one(s),
+        }
+    }
+
+    /// Every table: `len` counts its occupied slots, the load is within
+    /// bounds, and each key is found, once, from its home slot.
+    fn check_tables(g: &MemoryReplayGuard) {
+        for i in 0..SHARDS {
+            let s = g.lock(i);
+            let t = &s.table;
+            assert_eq!(t.len, t.keys.iter().filter(|&&k| k != 0).count());
+            assert!(t.len <= max_load(t.cap()), "{} in {}", t.len, t.cap());
+            for (j, &k) in t.keys.iter().enumerate() {
+                if k != 0 {
+                    let at = t.lookup(k, 0);
+                    assert!(at.slot == Some(j) && !at.empty, "key {k:#x}");
+                }
+            }
         }
     }
 
@@ -324,7 +551,7 @@ mod tests {
         let g = MemoryReplayGuard::new(SHARDS * 2);
         let mut accepted = Vec::new();
         let mut refused = 0;
-        for i in 0..2000u128 {
+        for i in 0..2000u64 {
             match g.claim(&fp(i * 2 + 1, i * 2 + 2), 1_000, 10) {
                 Ok(()) => accepted.push(i),
                 Err(ReplayError::Unavailable) => refused += 1,
@@ -332,6 +559,7 @@ mod tests {
             }
         }
         assert!(refused > 0);
+        assert!(!accepted.is_empty());
         for i in accepted {
             assert_eq!(
                 g.claim(&fp(i * 2 + 1, 7_777_777), 1_000, 11),
@@ -340,19 +568,154 @@ mod tests {
         }
         // Once the window has passed, room comes back.
         assert_eq!(g.claim(&fp(99_999, 99_998), 3_000, 1_001), Ok(()));
+        check_tables(&g);
     }
 
     #[test]
     fn expired_entries_are_swept_before_growth() {
         let g = MemoryReplayGuard::new(1 << 20);
         for sec in 0..50u64 {
-            for i in 0..200u128 {
-                let n = u128::from(sec) * 1000 + i;
+            for i in 0..200u64 {
+                let n = sec * 1000 + i;
                 g.claim(&fp(2 * n + 1, 2 * n + 2), sec + 2, sec).unwrap();
             }
         }
         // 3 seconds of traffic are live at most; far fewer than 50 s worth.
         assert!(g.len() < 200 * 2 * 10, "{}", g.len());
+    }
+
+    /// Mixed lifetimes, a ramp up (growth) then many short-lived claims
+    /// (sweeps and shrinking): every claim still live is refused, by either
+    /// fingerprint alone, at every check.
+    #[test]
+    fn never_evicts_live_under_churn() {
+        let g = MemoryReplayGuard::new(1 << 22);
+        let mut live: Vec<(u64, u64)> = Vec::new();
+        let (mut next, mut other) = (0u64, u64::MAX);
+        let (mut peak, mut shrunk) = (0, false);
+        for sec in 0..100u64 {
+            let now = 1_000_000 + sec;
+            let (count, longest) = if sec < 40 { (40 * sec, 60) } else { (2000, 3) };
+            for _ in 0..count {
+                let until = now + mix(next) % longest;
+                assert_eq!(g.claim(&fp(2 * next, 2 * next + 1), until, now), Ok(()));
+                live.push((next, until));
+                next += 1;
+            }
+            let bytes = g.memory_bytes();
+            shrunk |= bytes < peak / 4;
+            peak = peak.max(bytes);
+            live.retain(|&(_, until)| until >= now);
+            if sec % 5 == 4 {
+                check_tables(&g);
+                for &(n, _) in &live {
+                    other -= 1;
+                    let alone = if n % 2 == 0 {
+                        fp(2 * n, other)
+                    } else {
+                        fp(other, 2 * n + 1)
+                    };
+                    assert_eq!(g.claim(&alone, now + 60, now), Err(ReplayError::Reused));
+                }
+            }
+        }
+        assert!(peak > 500_000, "{peak}");
+        assert!(shrunk, "peak {peak}, now {}", g.memory_bytes());
+    }
+
+    /// Growth keeps the tables at least half full: at most 24 bytes per
+    /// fingerprint (48 per request) beyond the fixed shard array, from 1 k
+    /// to 1 M fingerprints, and within 24 bytes overall from 100 k.
+    #[test]
+    fn growth_keeps_24_bytes_per_fingerprint() {
+        let g = MemoryReplayGuard::new(1 << 22);
+        let fixed = g.memory_bytes();
+        for i in 0..500_000u64 {
+            g.claim(&fp(2 * i, 2 * i + 1), 10_000, 10).unwrap();
+            let n = 2 * (i as usize + 1);
+            if n >= 1_000 && n.is_multiple_of(1_000) {
+                let bytes = g.memory_bytes();
+                assert_eq!(g.len(), n);
+                assert!(bytes - fixed <= 24 * n, "{bytes} bytes for {n}");
+                assert!(n < 100_000 || bytes <= 24 * n, "{bytes} bytes for {n}");
+            }
+        }
+        check_tables(&g);
+    }
+
+    #[test]
+    fn probe_wraps_around_the_end() {
+        let mut t = Table::with_capacity(8);
+        let k = |i: u64| u64::MAX - i;
+        assert!((0..3).all(|i| home(k(i), 8) == 7));
+        for i in 0..3 {
+            assert!(t.insert(k(i), 20, 10));
+        }
+        assert_eq!((t.keys[7], t.keys[0], t.keys[1]), (k(0), k(1), k(2)));
+        assert!((0..3).all(|i| t.lookup(k(i), 20).live));
+        // A key at home in slot 0 probes past the wrapped ones.
+        let at = t.lookup(1, 10);
+        assert!(at.slot == Some(2) && at.empty && !at.live);
+        assert!(t.put(at, 1, 20));
+        assert_eq!((t.keys[2], t.len), (1, 4));
+        // Once they expire, the first expired slot of the chain is reused,
+        // and the chain through it stays whole.
+        assert!(t.insert(k(3), 40, 30));
+        assert_eq!((t.keys[7], t.len), (k(3), 4));
+        assert!(t.lookup(k(3), 30).live && !t.lookup(k(1), 30).live);
+        assert_eq!(t.lookup(k(1), 30).slot, Some(0));
+        // Through the guard: one shard (low bits 0), keys at the very end.
+        let g = MemoryReplayGuard::new(1 << 10);
+        let at_end = |i: u64| Fingerprints {
+            pair: u128::from(k(2 * i)) << 64,
+            signature: u128::from(k(2 * i + 1)) << 64,
+        };
+        for i in 0..8 {
+            assert_eq!(g.claim(&at_end(i), 100, 10), Ok(()));
+        }
+        for i in 0..8 {
+            assert_eq!(g.claim(&at_end(i), 100, 11), Err(ReplayError::Reused));
+        }
+        let s = g.lock(0);
+        assert_eq!(s.table.len, 16);
+        assert!(s.table.keys[0] != 0 && s.table.keys[s.table.cap() - 1] != 0);
+        drop(s);
+        check_tables(&g);
+    }
+
+    #[test]
+    fn fingerprint_zero_is_stored() {
+        let g = MemoryReplayGuard::new(1 << 16);
+        let zero = Fingerprints {
+            pair: 0,
+            signature: one(1),
+        };
+        assert_eq!(g.claim(&zero, 100, 10), Ok(()));
+        assert_eq!(g.len(), 2);
+        let again = Fingerprints {
+            pair: 0,
+            signature: one(2),
+        };
+        assert_eq!(g.claim(&again, 100, 10), Err(ReplayError::Reused));
+        // Stored as 1: the one value it shares its stored bits with.
+        let one_top = Fingerprints {
+            pair: 1 << 64,
+            signature: one(3),
+        };
+        assert_eq!(g.claim(&one_top, 100, 10), Err(ReplayError::Reused));
+        // Still held after its shard's table grows several times.
+        for i in 0..200u64 {
+            let f = Fingerprints {
+                pair: u128::from(mix(i)) << 64,
+                signature: u128::from(mix(i + 1000)) << 64,
+            };
+            assert_eq!(g.claim(&f, 100, 10), Ok(()));
+        }
+        assert!(g.lock(0).table.cap() > 200);
+        assert_eq!(g.claim(&again, 100, 11), Err(ReplayError::Reused));
+        // Free once expired.
+        assert_eq!(g.claim(&again, 200, 101), Ok(()));
+        check_tables(&g);
     }
 
     #[test]

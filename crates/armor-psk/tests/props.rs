@@ -349,10 +349,11 @@ fn check_parsed(c: &Credentials<'_>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// The guard keeps the top 96 bits of a 128-bit fingerprint (the low 32
-/// hold the expiry): fingerprints equal there are the same to it.
-fn stored(fp: u128) -> u128 {
-    fp >> 32
+/// What tells two fingerprints apart to the guard: the top 64 bits it
+/// stores (0 stored as 1, 0 marking an empty slot) and the 6 bits (40..46)
+/// that choose its shard. Fingerprints equal there are the same to it.
+fn stored(fp: u128) -> (u64, u8) {
+    (((fp >> 64) as u64).max(1), ((fp >> 40) & 63) as u8)
 }
 
 proptest! {
@@ -392,7 +393,9 @@ proptest! {
 
     /// (d) The guard, against a model: a claim is refused as `Reused`
     /// exactly when one of its fingerprints was claimed and is still live;
-    /// otherwise it is taken. Small pools make repeats common.
+    /// otherwise it is taken. Small pools make repeats common; each holds
+    /// too a twin of every fingerprint differing only in bits the guard
+    /// does not keep, and 0 and 1 << 64 (stored alike).
     #[test]
     fn replay_guard_matches_model(
         pairs in proptest::collection::vec(any::<u128>(), 1..8),
@@ -400,8 +403,13 @@ proptest! {
         ops in proptest::collection::vec((any::<Index>(), any::<Index>(), 0u64..120, 0u64..=600), 1..80),
         start in 1_500_000_000u64..2_000_000_000,
     ) {
+        let with_twins = |v: Vec<u128>| -> Vec<u128> {
+            let twins = v.iter().map(|&f| f ^ 0xFF_FFFF_FFFF);
+            v.iter().copied().chain(twins).chain([0, 1 << 64]).collect()
+        };
+        let (pairs, sigs) = (with_twins(pairs), with_twins(sigs));
         let guard = MemoryReplayGuard::new(1 << 16);
-        let mut model: HashMap<u128, u64> = HashMap::new();
+        let mut model: HashMap<(u64, u8), u64> = HashMap::new();
         let mut now = start;
         for (pi, si, dt, life) in ops {
             now += dt;
