@@ -44,14 +44,14 @@ fn key_cache(n: u64) -> (DashMap<String, Arc<CachedKey>>, Vec<String>) {
         let secret = format!("apsk_{:043x}", mix(i));
         map.insert(
             id.clone(),
-            Arc::new(CachedKey {
-                id: KeyIdentity {
+            Arc::new(CachedKey::new(
+                KeyIdentity {
                     key_id: id.clone(),
                     user_id: 1,
                     account_id: 1,
                 },
-                signing: SigningKey::from_bytes(secret.as_bytes()),
-            }),
+                SigningKey::from_bytes(secret.as_bytes()),
+            )),
         );
         ids.push(id);
     }

@@ -102,7 +102,28 @@ pub struct KeyIdentity {
 pub struct CachedKey {
     pub id: KeyIdentity,
     pub signing: SigningKey,
+    /// The last accepted use on this node (Unix seconds; 0: none yet).
+    used: AtomicU64,
+    /// The last use queued for the store: a key's use is queued at most
+    /// once per [`LAST_USED_GRAIN`].
+    queued: AtomicU64,
 }
+
+impl CachedKey {
+    pub fn new(id: KeyIdentity, signing: SigningKey) -> Self {
+        CachedKey {
+            id,
+            signing,
+            used: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+        }
+    }
+}
+
+/// How stale a key's stored last-used time may be while its node runs: each
+/// key is written at most once per this many seconds (and exactly on a clean
+/// shutdown). The node that served the call reports it to the second.
+pub const LAST_USED_GRAIN: u64 = 60;
 
 /// A key created just now: the only time its secret exists outside.
 pub struct NewKey {
@@ -275,14 +296,14 @@ impl Core {
             let signing = SigningKey::from_bytes(&secret);
             self.keys.insert(
                 row.id.clone(),
-                Arc::new(CachedKey {
-                    id: KeyIdentity {
+                Arc::new(CachedKey::new(
+                    KeyIdentity {
                         key_id: row.id,
                         user_id: row.user_id,
                         account_id: row.account_id,
                     },
                     signing,
-                }),
+                )),
             );
         }
         let n = fresh.len();
@@ -294,7 +315,14 @@ impl Core {
     /// Drops a user's keys from the verifier cache (disable, delete), here
     /// and on the other nodes.
     pub fn forget_user_keys(&self, user_id: i64) {
-        self.keys.retain(|_, k| k.id.user_id != user_id);
+        self.keys.retain(|_, k| {
+            let keep = k.id.user_id != user_id;
+            if !keep {
+                // Its last use is not lost with the cache entry.
+                self.queue_exact(k);
+            }
+            keep
+        });
         self.access.invalidate_user(user_id);
         if let Some(cluster) = self.cluster.clone() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -419,13 +447,50 @@ impl Core {
             }
         }
         self.metrics.psk_accepted.fetch_add(1, Ordering::Relaxed);
-        self.last_used.insert(key.id.key_id.clone(), self.now());
+        self.note_use(key, self.now());
         Ok(key.id.clone())
+    }
+
+    /// Records an accepted use: exact in memory, queued for the store at
+    /// most once per [`LAST_USED_GRAIN`] per key, so the hot path neither
+    /// allocates nor grows the write batch on every request.
+    fn note_use(&self, key: &CachedKey, now: u64) {
+        key.used.fetch_max(now, Ordering::Relaxed);
+        let queued = key.queued.load(Ordering::Relaxed);
+        if (queued == 0 || now >= queued.saturating_add(LAST_USED_GRAIN))
+            && key
+                .queued
+                .compare_exchange(queued, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.last_used.insert(key.id.key_id.clone(), now);
+        }
     }
 
     /// A last-used time not yet written to the store.
     pub fn pending_last_used(&self, key_id: &str) -> Option<u64> {
-        self.last_used.get(key_id).map(|v| *v)
+        let queued = self.last_used.get(key_id).map(|v| *v);
+        let used = self
+            .keys
+            .get(key_id)
+            .map(|k| k.used.load(Ordering::Relaxed))
+            .filter(|&t| t > 0);
+        queued.max(used)
+    }
+
+    /// Queues the exact last use of every cached key used since it was last
+    /// queued; the shutdown path calls this before its final flush.
+    pub fn queue_exact_last_used(&self) {
+        for k in self.keys.iter() {
+            self.queue_exact(&k);
+        }
+    }
+
+    fn queue_exact(&self, k: &CachedKey) {
+        let used = k.used.load(Ordering::Relaxed);
+        if used > k.queued.swap(used, Ordering::Relaxed) {
+            self.last_used.insert(k.id.key_id.clone(), used);
+        }
     }
 
     /// Writes the batched last-used times.
@@ -724,14 +789,14 @@ impl Core {
             .await?;
         self.keys.insert(
             id.clone(),
-            Arc::new(CachedKey {
-                id: KeyIdentity {
+            Arc::new(CachedKey::new(
+                KeyIdentity {
                     key_id: id.clone(),
                     user_id,
                     account_id: p.account_id,
                 },
-                signing: SigningKey::from_bytes(secret.as_bytes()),
-            }),
+                SigningKey::from_bytes(secret.as_bytes()),
+            )),
         );
         self.metrics.keys_created.fetch_add(1, Ordering::Relaxed);
         self.notify_user(user_id).await;

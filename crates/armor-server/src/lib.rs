@@ -259,6 +259,7 @@ impl Application {
         if let Some(m) = mailer {
             m.abort();
         }
+        core.queue_exact_last_used();
         core.flush_last_used().await?;
         core.store.close().await;
         served.map_err(|e| Error::Internal(format!("server: {e}")))

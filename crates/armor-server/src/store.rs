@@ -121,6 +121,10 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
+/// Keys per last-used statement: two parameters each, well under SQLite's
+/// 32 766 and PostgreSQL's 65 535 parameters per statement.
+const LAST_USED_CHUNK: usize = 1000;
+
 fn secs(t: u64) -> i64 {
     i64::try_from(t).unwrap_or(i64::MAX)
 }
@@ -593,17 +597,28 @@ impl Store {
         Ok(r.rows_affected() > 0)
     }
 
-    /// Writes a batch of last-used times in one transaction.
+    /// Writes a batch of last-used times: one statement per
+    /// [`LAST_USED_CHUNK`] keys, in one transaction. A time never moves a
+    /// stored one backwards (another node may have written a later one).
     pub async fn record_last_used(&self, batch: &[(String, u64)]) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
-        for (id, at) in batch {
-            sqlx::query(
-                "UPDATE api_keys SET last_used = $1 WHERE id = $2 AND (last_used IS NULL OR last_used < $1)",
-            )
-            .bind(secs(*at))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in batch.chunks(LAST_USED_CHUNK) {
+            let mut sql = String::from("WITH v(id, t) AS (VALUES ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
+            }
+            sql.push_str(
+                ") UPDATE api_keys SET last_used = v.t FROM v
+                 WHERE api_keys.id = v.id AND (api_keys.last_used IS NULL OR api_keys.last_used < v.t)",
+            );
+            let mut q = sqlx::query(&sql);
+            for (id, at) in chunk {
+                q = q.bind(id.as_str()).bind(secs(*at));
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -693,3 +693,94 @@ async fn rotating_the_master_key_reseals_totp_secrets() {
         .await
         .unwrap();
 }
+
+/// Last-used times: exact in memory at once, written to the store at most
+/// once per `LAST_USED_GRAIN` per key, exactly on shutdown, in batches that
+/// span several statements, and never moved backwards.
+#[tokio::test]
+async fn last_used_is_exact_in_memory_and_coarse_in_the_store() {
+    use armor_server::core::LAST_USED_GRAIN;
+    let e = env().await;
+    let p = e.principal(1).await;
+    let key = e.core.create_key(&p, 1, "k", None).await.unwrap();
+    let id = key.row.id.clone();
+    let signing = armor_psk::SigningKey::from_bytes(key.secret.as_bytes());
+    let mut n = 0;
+    let mut call = || {
+        n += 1;
+        let now = armor_server::clock::Clock::now(&*e.clock);
+        let header = armor_psk::SignableRequest {
+            key_id: &id,
+            method: "GET",
+            request_path: "/me",
+            nonce: &format!("n{n}"),
+            timestamp: now,
+            body: b"",
+        }
+        .authorization(&signing);
+        let core = e.core.clone();
+        async move {
+            let (creds, k) = core.psk_begin(&header).unwrap();
+            let req = armor_psk::Request {
+                method: "GET",
+                path: "/me",
+                query: None,
+                body: b"",
+            };
+            core.psk_finish(&creds, k.as_deref(), &req).await.unwrap();
+        }
+    };
+    let stored = |core: Arc<Core>, id: String| async move {
+        core.store.key(&id).await.unwrap().unwrap().last_used
+    };
+    call().await;
+    assert_eq!(e.core.pending_last_used(&id), Some(T0));
+    e.core.flush_last_used().await.unwrap();
+    assert_eq!(stored(e.core.clone(), id.clone()).await, Some(T0 as i64));
+    // Within the grain: exact in memory, not written.
+    e.clock.advance(LAST_USED_GRAIN - 1);
+    call().await;
+    assert_eq!(
+        e.core.pending_last_used(&id),
+        Some(T0 + LAST_USED_GRAIN - 1)
+    );
+    e.core.flush_last_used().await.unwrap();
+    assert_eq!(stored(e.core.clone(), id.clone()).await, Some(T0 as i64));
+    // Past it: written.
+    e.clock.advance(2);
+    call().await;
+    e.core.flush_last_used().await.unwrap();
+    let t = T0 + LAST_USED_GRAIN + 1;
+    assert_eq!(stored(e.core.clone(), id.clone()).await, Some(t as i64));
+    // Shutdown writes the exact time.
+    e.clock.advance(5);
+    call().await;
+    e.core.queue_exact_last_used();
+    e.core.flush_last_used().await.unwrap();
+    assert_eq!(stored(e.core.clone(), id.clone()).await, Some(t as i64 + 5));
+    // A batch over several statements, the key in its second one, with an
+    // older time: never backwards; with a later one: written.
+    let batch = |at: u64| {
+        (0..2500)
+            .map(|i| {
+                let k = if i == 1500 {
+                    id.clone()
+                } else {
+                    format!("none-{i}")
+                };
+                (k, at)
+            })
+            .collect::<Vec<_>>()
+    };
+    e.core.store.record_last_used(&batch(T0)).await.unwrap();
+    assert_eq!(stored(e.core.clone(), id.clone()).await, Some(t as i64 + 5));
+    e.core
+        .store
+        .record_last_used(&batch(T0 + 999))
+        .await
+        .unwrap();
+    assert_eq!(
+        stored(e.core.clone(), id.clone()).await,
+        Some(T0 as i64 + 999)
+    );
+}
