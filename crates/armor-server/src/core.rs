@@ -15,6 +15,8 @@ use crate::error::Error;
 use crate::store::{AuditEvent, KeyRow, Store, UserRow};
 
 mod access;
+pub mod keycache;
+pub use access::Profile;
 pub mod totp;
 mod users;
 pub use users::{
@@ -63,7 +65,8 @@ pub struct Principal {
     /// credential's own).
     pub account_id: i64,
     pub via: Via,
-    pub permissions: Vec<String>,
+    /// Shared with the access cache: cloning a principal copies no strings.
+    pub permissions: Arc<[String]>,
 }
 
 impl Principal {
@@ -178,7 +181,10 @@ pub struct Core {
     fingerprints: FingerprintKey,
     /// Redis: the shared replay store and invalidation channel.
     cluster: Option<Arc<crate::cluster::Cluster>>,
-    keys: DashMap<String, Arc<CachedKey>>,
+    keys: keycache::KeyCache,
+    /// Verifies the requests of unknown key ids (random secret; never
+    /// accepts: the outcome is discarded).
+    dummy_key: Arc<CachedKey>,
     /// Active users' permissions per account (see `core/access.rs`).
     access: access::AccessCache,
     last_used: DashMap<String, u64>,
@@ -188,6 +194,43 @@ pub struct Core {
 }
 
 impl Core {
+    /// A core over a fresh SQLite store in `dir`, bootstrapped with account
+    /// 1 and its owner, on a [`ManualClock`](crate::clock::ManualClock) at
+    /// `now`; with the owner's principal. For tests, examples and
+    /// benchmarks that exercise the core in process.
+    pub async fn scratch(
+        dir: &std::path::Path,
+        now: u64,
+        replay_entries: usize,
+    ) -> Result<(Core, Principal), Error> {
+        let store = Store::open(&dir.join("armor.db").to_string_lossy()).await?;
+        let hash = crypto::hash_password("scratch-owner-password")?;
+        store.bootstrap("owner@example.com", &hash, now).await?;
+        let core = Core::new(
+            store,
+            &dir.join("master.key"),
+            Arc::new(crate::clock::ManualClock::new(now)),
+            Arc::new(armor_psk::MemoryReplayGuard::new(replay_entries)),
+            CoreConfig {
+                max_body: 1 << 20,
+                require_signed_query: false,
+                replay_max_entries: replay_entries,
+            },
+        )
+        .await?;
+        let owner = core
+            .principal(
+                1,
+                1,
+                None,
+                Via::Password {
+                    token_hash: vec![0; 32],
+                },
+            )
+            .await?;
+        Ok((core, owner))
+    }
+
     /// Builds the state and loads every active key into the verifier cache.
     pub async fn new(
         store: Store,
@@ -209,7 +252,15 @@ impl Core {
             replay,
             fingerprints: FingerprintKey::new(crypto::random_16()),
             cluster: None,
-            keys: DashMap::new(),
+            keys: keycache::KeyCache::new(crypto::random_16()),
+            dummy_key: Arc::new(CachedKey::new(
+                KeyIdentity {
+                    key_id: String::new(),
+                    user_id: 0,
+                    account_id: 0,
+                },
+                SigningKey::from_bytes(&crypto::random_16()),
+            )),
             access: access::AccessCache::default(),
             last_used: DashMap::new(),
             master: RwLock::new(Arc::new(master)),
@@ -294,28 +345,26 @@ impl Core {
             }
             let secret = master.open(&row.id, &sealed)?;
             let signing = SigningKey::from_bytes(&secret);
-            self.keys.insert(
-                row.id.clone(),
-                Arc::new(CachedKey::new(
-                    KeyIdentity {
-                        key_id: row.id,
-                        user_id: row.user_id,
-                        account_id: row.account_id,
-                    },
-                    signing,
-                )),
-            );
+            self.keys.insert(Arc::new(CachedKey::new(
+                KeyIdentity {
+                    key_id: row.id,
+                    user_id: row.user_id,
+                    account_id: row.account_id,
+                },
+                signing,
+            )));
         }
         let n = fresh.len();
-        self.keys
-            .retain(|id, k| user_id.is_some_and(|uid| k.id.user_id != uid) || fresh.contains(id));
+        self.keys.retain(|k| {
+            user_id.is_some_and(|uid| k.id.user_id != uid) || fresh.contains(&k.id.key_id)
+        });
         Ok(n)
     }
 
     /// Drops a user's keys from the verifier cache (disable, delete), here
     /// and on the other nodes.
     pub fn forget_user_keys(&self, user_id: i64) {
-        self.keys.retain(|_, k| {
+        self.keys.retain(|k| {
             let keep = k.id.user_id != user_id;
             if !keep {
                 // Its last use is not lost with the cache entry.
@@ -378,7 +427,8 @@ impl Core {
     // ---- ARMOR-PSK ----
 
     /// Steps 1–3 of a request: parse, check the clock, look the key up. No
-    /// I/O. The body is read only when this succeeds.
+    /// I/O. The body is read only when this succeeds. An unknown key id
+    /// gets a dummy key, which [`Core::psk_finish`] verifies and refuses.
     pub fn psk_begin<'h>(
         &self,
         header: &'h str,
@@ -392,8 +442,13 @@ impl Core {
             self.metrics.refused(err.code());
             return Err(err.into());
         }
-        let key = self.keys.get(creds.key_id()).map(|k| k.clone());
-        Ok((creds, key))
+        // An unknown key id gets the dummy key, held and released like a
+        // real one: hit and miss cost the same (timing).
+        let key = self
+            .keys
+            .get(creds.key_id())
+            .unwrap_or_else(|| self.dummy_key.clone());
+        Ok((creds, Some(key)))
     }
 
     /// Steps 5–6: verify against every accepted form, then claim the nonce
@@ -414,12 +469,20 @@ impl Core {
             });
             Error::Psk { err, detail }
         };
-        let Some(key) = key else {
-            return Err(refuse(self.verifier.refuse_unknown(creds, req)));
-        };
-        self.verifier
-            .verify(&key.signing, creds, req)
-            .map_err(refuse)?;
+        // An unknown key id takes the same path as a wrong signature, under
+        // a dummy key: the same HMAC work, the same refusal.
+        let key = key.unwrap_or(&self.dummy_key);
+        let known = !std::ptr::eq(key, &*self.dummy_key);
+        let verified = self.verifier.verify(&key.signing, creds, req);
+        // The dummy key never lets a request through, even if it verified.
+        let verified = verified.and_then(|v| {
+            if known {
+                Ok(v)
+            } else {
+                Err(armor_psk::Error::InvalidSignature)
+            }
+        });
+        verified.map_err(refuse)?;
         let fp = self.fingerprints.fingerprints(creds);
         let until = self.verifier.claim_until(creds);
         if let Some(cluster) = &self.cluster {
@@ -481,9 +544,7 @@ impl Core {
     /// Queues the exact last use of every cached key used since it was last
     /// queued; the shutdown path calls this before its final flush.
     pub fn queue_exact_last_used(&self) {
-        for k in self.keys.iter() {
-            self.queue_exact(&k);
-        }
+        self.keys.for_each(|k| self.queue_exact(k));
     }
 
     fn queue_exact(&self, k: &CachedKey) {
@@ -572,19 +633,50 @@ impl Core {
                 text.parse().map_err(|_| Error::InvalidAccountContext)?
             }
         };
-        let permissions = self
+        let permissions: Arc<[String]> = self
             .store
             .permissions(user_id, account_id)
             .await?
-            .ok_or(Error::InvalidAccountContext)?;
+            .ok_or(Error::InvalidAccountContext)?
+            .into();
         self.access
-            .insert(user_id, account_id, generation, &permissions);
+            .insert(user_id, account_id, generation, permissions.clone());
         Ok(Principal {
             user_id,
             account_id,
             via,
             permissions,
         })
+    }
+
+    /// What `GET /me` shows of an active user (cached like permissions).
+    pub async fn profile(&self, user_id: i64) -> Result<Arc<access::Profile>, Error> {
+        if let Some(p) = self.access.profile(user_id) {
+            return Ok(p);
+        }
+        let generation = self.access.generation();
+        let user = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .filter(|u| u.status == "active")
+            .ok_or(Error::NotFound("user"))?;
+        let accounts = self.store.accounts_of(user_id).await?;
+        let mut permissions = Vec::with_capacity(accounts.len());
+        for a in &accounts {
+            let p = self.store.permissions(user_id, a.id).await?;
+            permissions.push(p.unwrap_or_default().into());
+        }
+        let profile = Arc::new(access::Profile {
+            user_id,
+            email: user.email,
+            first_name: user.first_name,
+            last_name: user.last_name,
+            accounts,
+            permissions,
+        });
+        self.access.insert_profile(generation, profile.clone());
+        Ok(profile)
     }
 
     /// `POST /auth/authorize`: a single-use code for a right password (and
@@ -787,17 +879,14 @@ impl Core {
         self.store
             .insert_key(&id, user_id, p.account_id, name, now, &sealed)
             .await?;
-        self.keys.insert(
-            id.clone(),
-            Arc::new(CachedKey::new(
-                KeyIdentity {
-                    key_id: id.clone(),
-                    user_id,
-                    account_id: p.account_id,
-                },
-                SigningKey::from_bytes(secret.as_bytes()),
-            )),
-        );
+        self.keys.insert(Arc::new(CachedKey::new(
+            KeyIdentity {
+                key_id: id.clone(),
+                user_id,
+                account_id: p.account_id,
+            },
+            SigningKey::from_bytes(secret.as_bytes()),
+        )));
         self.metrics.keys_created.fetch_add(1, Ordering::Relaxed);
         self.notify_user(user_id).await;
         self.audit(AuditEvent {

@@ -121,6 +121,11 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
+/// Longest a request waits for a PostgreSQL connection: a busy pool of 8
+/// hands one over in milliseconds, so this is in effect how long a request
+/// waits before its 503 while the database is down.
+const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Keys per last-used statement: two parameters each, well under SQLite's
 /// 32 766 and PostgreSQL's 65 535 parameters per statement.
 const LAST_USED_CHUNK: usize = 1000;
@@ -142,9 +147,11 @@ impl Store {
         };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = AnyConnectOptions::from_str(url).map_err(bad)?;
+            // While PostgreSQL is unreachable a request waits this long for
+            // a connection, then answers 503 `store_unavailable`.
             let pool = AnyPoolOptions::new()
                 .max_connections(8)
-                .acquire_timeout(Duration::from_secs(5))
+                .acquire_timeout(PG_ACQUIRE_TIMEOUT)
                 .connect_with(opts)
                 .await
                 .map_err(cannot)?;

@@ -1,5 +1,6 @@
 //! A cache of what [`Core::principal`](super::Core::principal) reads per
-//! request: that the user is active, and their permissions in the account.
+//! request: that the user is active, and their permissions in the account;
+//! and of what `GET /me` shows ([`Profile`]).
 //!
 //! Without it every authenticated request costs two store queries (user,
 //! then permissions), several times the cost of verifying a signature.
@@ -17,79 +18,142 @@
 //!   data directory, another node without Redis) take effect within
 //!   [`TTL`].
 
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+
+use crate::store::AccountRow;
 
 /// Longest an entry is served: the bound on staleness for changes made
 /// outside this process.
 pub const TTL: Duration = Duration::from_secs(1);
 
-/// Most entries kept; past it the cache is emptied (it refills on use).
+/// Most entries kept per table; past it the table is emptied (it refills
+/// on use).
 const MAX_ENTRIES: usize = 100_000;
 
-struct Entry {
+/// What `GET /me` shows of an active user: read from the store at most
+/// once per [`TTL`] per user under load, instead of 2 + one per account
+/// queries per request.
+#[derive(Debug)]
+pub struct Profile {
+    pub user_id: i64,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub accounts: Vec<AccountRow>,
+    /// Permissions per account, in the order of `accounts`.
+    pub permissions: Vec<Arc<[String]>>,
+}
+
+struct Entry<V> {
     generation: u64,
     loaded: Instant,
-    permissions: Vec<String>,
+    value: V,
 }
 
-/// (user id, account id) → permissions, for active users only.
-#[derive(Default)]
-pub struct AccessCache {
-    entries: DashMap<(i64, i64), Entry>,
-    generation: AtomicU64,
+/// One keyed table of cached answers, each tagged with the generation it
+/// was read under.
+struct Table<K, V> {
+    entries: DashMap<K, Entry<V>>,
 }
 
-impl AccessCache {
-    /// The generation to pass to [`AccessCache::insert`]: read it before
-    /// reading the store.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+impl<K: Eq + Hash + Copy, V: Clone> Table<K, V> {
+    fn get(&self, key: &K, generation: u64) -> Option<V> {
+        let e = self.entries.get(key)?;
+        (e.generation == generation && e.loaded.elapsed() < TTL).then(|| e.value.clone())
     }
 
-    /// The cached permissions of an active `user` in `account`, if fresh.
-    pub fn get(&self, user: i64, account: i64) -> Option<Vec<String>> {
-        let e = self.entries.get(&(user, account))?;
-        (e.generation == self.generation() && e.loaded.elapsed() < TTL)
-            .then(|| e.permissions.clone())
-    }
-
-    /// Caches what was read from the store after `generation` was taken;
-    /// ignored if anything was invalidated since.
-    pub fn insert(&self, user: i64, account: i64, generation: u64, permissions: &[String]) {
-        if generation != self.generation() {
+    /// Stores `value` read under `generation`, unless `current` says
+    /// something was invalidated since.
+    fn insert(&self, key: K, generation: u64, value: V, current: impl Fn() -> u64) {
+        if generation != current() {
             return;
         }
         if self.entries.len() >= MAX_ENTRIES {
             self.entries.clear();
         }
         self.entries.insert(
-            (user, account),
+            key,
             Entry {
                 generation,
                 loaded: Instant::now(),
-                permissions: permissions.to_vec(),
+                value,
             },
         );
         // A bump between the check above and the insert: drop the entry
         // (the bump's own removal may have run before the insert).
-        if generation != self.generation() {
-            self.entries.remove(&(user, account));
+        if generation != current() {
+            self.entries.remove(&key);
         }
     }
+}
 
-    /// Forgets one user's entries (status, role or membership changed).
+impl<K: Eq + Hash, V> Default for Table<K, V> {
+    fn default() -> Self {
+        Table {
+            entries: DashMap::new(),
+        }
+    }
+}
+
+/// (user id, account id) → permissions, and user id → [`Profile`], for
+/// active users only.
+#[derive(Default)]
+pub struct AccessCache {
+    permissions: Table<(i64, i64), Arc<[String]>>,
+    profiles: Table<i64, Arc<Profile>>,
+    generation: AtomicU64,
+}
+
+impl AccessCache {
+    /// The generation to pass to the `insert` methods: read it before
+    /// reading the store.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The cached permissions of an active `user` in `account`, if fresh.
+    pub fn get(&self, user: i64, account: i64) -> Option<Arc<[String]>> {
+        self.permissions.get(&(user, account), self.generation())
+    }
+
+    /// Caches what was read from the store after `generation` was taken;
+    /// ignored if anything was invalidated since.
+    pub fn insert(&self, user: i64, account: i64, generation: u64, permissions: Arc<[String]>) {
+        self.permissions
+            .insert((user, account), generation, permissions, || {
+                self.generation()
+            });
+    }
+
+    /// The cached profile of an active user, if fresh.
+    pub fn profile(&self, user: i64) -> Option<Arc<Profile>> {
+        self.profiles.get(&user, self.generation())
+    }
+
+    /// As [`AccessCache::insert`], for a profile.
+    pub fn insert_profile(&self, generation: u64, profile: Arc<Profile>) {
+        self.profiles
+            .insert(profile.user_id, generation, profile, || self.generation());
+    }
+
+    /// Forgets one user's entries (status, role, names or membership
+    /// changed).
     pub fn invalidate_user(&self, user: i64) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.entries.retain(|(u, _), _| *u != user);
+        self.permissions.entries.retain(|(u, _), _| *u != user);
+        self.profiles.entries.remove(&user);
     }
 
     /// Forgets everything.
     pub fn clear(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.entries.clear();
+        self.permissions.entries.clear();
+        self.profiles.entries.clear();
     }
 }
 
@@ -97,15 +161,15 @@ impl AccessCache {
 mod tests {
     use super::*;
 
-    fn perms() -> Vec<String> {
-        vec!["Users Read".to_owned()]
+    fn perms() -> Arc<[String]> {
+        Arc::from(vec!["Users Read".to_owned()])
     }
 
     #[test]
     fn serves_what_was_inserted() {
         let c = AccessCache::default();
         assert_eq!(c.get(1, 1), None);
-        c.insert(1, 1, c.generation(), &perms());
+        c.insert(1, 1, c.generation(), perms());
         assert_eq!(c.get(1, 1), Some(perms()));
         assert_eq!(c.get(1, 2), None);
     }
@@ -113,19 +177,45 @@ mod tests {
     #[test]
     fn invalidation_drops_the_user_and_stale_loads() {
         let c = AccessCache::default();
-        c.insert(1, 1, c.generation(), &perms());
-        c.insert(2, 1, c.generation(), &perms());
+        c.insert(1, 1, c.generation(), perms());
+        c.insert(2, 1, c.generation(), perms());
         // A load that started before the change finishes after it.
         let before = c.generation();
         c.invalidate_user(1);
-        c.insert(1, 1, before, &perms());
+        c.insert(1, 1, before, perms());
         assert_eq!(c.get(1, 1), None);
         // Other users' entries are dropped too (the generation moved):
         // they are re-read once, never served stale.
         assert_eq!(c.get(2, 1), None);
-        c.insert(1, 1, c.generation(), &perms());
+        c.insert(1, 1, c.generation(), perms());
         assert_eq!(c.get(1, 1), Some(perms()));
         c.clear();
         assert_eq!(c.get(1, 1), None);
+    }
+
+    #[test]
+    fn profiles_follow_the_same_rules() {
+        let c = AccessCache::default();
+        let profile = |id| {
+            Arc::new(Profile {
+                user_id: id,
+                email: "a@example.com".into(),
+                first_name: "A".into(),
+                last_name: "B".into(),
+                accounts: Vec::new(),
+                permissions: Vec::new(),
+            })
+        };
+        assert!(c.profile(1).is_none());
+        c.insert_profile(c.generation(), profile(1));
+        assert_eq!(c.profile(1).map(|p| p.user_id), Some(1));
+        let before = c.generation();
+        c.invalidate_user(1);
+        assert!(c.profile(1).is_none());
+        c.insert_profile(before, profile(1));
+        assert!(c.profile(1).is_none(), "a load from before the change");
+        c.insert_profile(c.generation(), profile(1));
+        c.clear();
+        assert!(c.profile(1).is_none());
     }
 }

@@ -225,6 +225,7 @@ impl Core {
                 .permissions(p.user_id, account_id)
                 .await?
                 .ok_or(Error::NotFound("user"))?
+                .into()
         };
         if !perms.iter().any(|x| x == permission) {
             return Err(Error::PermissionDenied(permission.to_owned()));
@@ -526,6 +527,7 @@ impl Core {
             self.store
                 .update_user(user_id, &email, &first, &last)
                 .await?;
+            self.invalidate_user(user_id);
             self.audit_by(
                 p,
                 "user_updated",

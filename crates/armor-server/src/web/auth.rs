@@ -25,7 +25,7 @@ pub enum Auth {
     Principal(Principal),
 }
 
-/// The client's address, for the audit log.
+/// The client's address, for the audit log (an extractor).
 #[derive(Debug, Clone, Default)]
 pub struct ClientAddr(pub Option<String>);
 
@@ -60,9 +60,7 @@ fn client_addr(extensions: &axum::http::Extensions) -> ClientAddr {
 
 /// Marks a request as anonymous (public routes).
 pub fn anonymous(mut req: Request) -> Request {
-    let addr = client_addr(req.extensions());
     req.extensions_mut().insert(Auth::Anonymous);
-    req.extensions_mut().insert(addr);
     req
 }
 
@@ -73,10 +71,8 @@ pub async fn authenticate(core: &Arc<Core>, req: Request) -> Result<Request, Ref
     let mut body = Some(body);
     match authenticate_parts(core, &parts, &mut body).await {
         Ok(auth) => {
-            let addr = client_addr(&parts.extensions);
             let mut req = Request::from_parts(parts, body.unwrap_or_default());
             req.extensions_mut().insert(auth);
-            req.extensions_mut().insert(addr);
             Ok(req)
         }
         Err(error) => Err(Refusal { error, body }),
@@ -248,10 +244,7 @@ impl<S: Send + Sync> FromRequestParts<S> for NoApiKey {
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts
-            .extensions
-            .get::<ClientAddr>()
-            .cloned()
-            .unwrap_or_default())
+        // Formatted only for the handlers that record it.
+        Ok(client_addr(&parts.extensions))
     }
 }

@@ -209,16 +209,6 @@ pub async fn logout(
 
 // ---- identity ----
 
-fn account_json(a: &AccountRow) -> Value {
-    json!({
-        "id": a.id,
-        "name": a.name,
-        "status": a.status,
-        "parent": a.parent_id,
-        "type": "account",
-    })
-}
-
 fn user_json(u: &UserRow, role: &str) -> Value {
     json!({
         "id": u.id,
@@ -232,37 +222,96 @@ fn user_json(u: &UserRow, role: &str) -> Value {
     })
 }
 
-pub async fn me(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<Json<Value>> {
-    let user = core
-        .store
-        .user_by_id(p.user_id)
-        .await?
-        .ok_or(Error::NotFound("user"))?;
-    let accounts = core.store.accounts_of(p.user_id).await?;
-    let mut permissions = serde_json::Map::new();
-    for a in &accounts {
-        let perms = core
-            .store
-            .permissions(p.user_id, a.id)
-            .await?
-            .unwrap_or_default();
-        permissions.insert(a.id.to_string(), json!(perms));
-    }
-    Ok(Json(json!({
-        "user": {
-            "type": "user",
-            "id": user.id,
-            "username": user.email,
-            "firstName": user.first_name,
-            "lastName": user.last_name,
-            "links": {"userId": user.id},
+pub async fn me(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<Json<Me>> {
+    let profile = core.profile(p.user_id).await?;
+    Ok(Json(Me {
+        profile,
+        account_context: p.account_id,
+        authentication: if p.is_api_key() {
+            "ARMOR-PSK"
+        } else {
+            "FH-AUTH"
         },
-        "accounts": accounts.iter().map(account_json).collect::<Vec<_>>(),
-        "permissions": permissions,
-        "features": [],
-        "accountContext": p.account_id,
-        "authentication": if p.is_api_key() { "ARMOR-PSK" } else { "FH-AUTH" },
-    })))
+    }))
+}
+
+/// The body of `GET /me`, serialised straight from the cached profile.
+pub struct Me {
+    profile: std::sync::Arc<crate::core::Profile>,
+    account_context: i64,
+    authentication: &'static str,
+}
+
+impl Serialize for Me {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct User<'a> {
+            r#type: &'static str,
+            id: i64,
+            username: &'a str,
+            first_name: &'a str,
+            last_name: &'a str,
+            links: Links,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Links {
+            user_id: i64,
+        }
+        struct Permissions<'a>(&'a crate::core::Profile);
+        impl Serialize for Permissions<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(
+                    self.0
+                        .accounts
+                        .iter()
+                        .zip(&self.0.permissions)
+                        .map(|(a, p)| (a.id.to_string(), &**p)),
+                )
+            }
+        }
+        let p = &*self.profile;
+        let mut m = s.serialize_map(Some(6))?;
+        m.serialize_entry(
+            "user",
+            &User {
+                r#type: "user",
+                id: p.user_id,
+                username: &p.email,
+                first_name: &p.first_name,
+                last_name: &p.last_name,
+                links: Links { user_id: p.user_id },
+            },
+        )?;
+        m.serialize_entry(
+            "accounts",
+            &p.accounts.iter().map(AccountJson).collect::<Vec<_>>(),
+        )?;
+        m.serialize_entry("permissions", &Permissions(p))?;
+        m.serialize_entry("features", &[(); 0])?;
+        m.serialize_entry("accountContext", &self.account_context)?;
+        m.serialize_entry("authentication", self.authentication)?;
+        m.end()
+    }
+}
+
+/// An account as the API shows it.
+struct AccountJson<'a>(&'a AccountRow);
+
+impl Serialize for AccountJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let a = self.0;
+        let mut m = s.serialize_map(Some(5))?;
+        m.serialize_entry("id", &a.id)?;
+        m.serialize_entry("name", &a.name)?;
+        m.serialize_entry("status", &a.status)?;
+        m.serialize_entry("parent", &a.parent_id)?;
+        m.serialize_entry("type", "account")?;
+        m.end()
+    }
 }
 
 /// Echoes the authenticated identity and a digest of the body: lets a
@@ -272,22 +321,52 @@ pub async fn whoami(
     Caller(p): Caller,
     method: axum::http::Method,
     body: axum::body::Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<WhoAmI>> {
     use sha2::Digest as _;
     let bytes = super::auth::read_body(body, core.config.max_body).await?;
-    let (credential, key_id) = match &p.via {
-        crate::core::Via::ApiKey { key_id } => ("ARMOR-PSK", Some(key_id.clone())),
+    let (credential, key_id) = match p.via {
+        crate::core::Via::ApiKey { key_id } => ("ARMOR-PSK", Some(key_id)),
         crate::core::Via::Password { .. } => ("FH-AUTH", None),
     };
-    Ok(Json(json!({
-        "userId": p.user_id,
-        "accountId": p.account_id,
-        "credential": credential,
-        "keyId": key_id,
-        "method": method.as_str(),
-        "bodyLength": bytes.len(),
-        "bodySha256": hex::encode(sha2::Sha256::digest(&bytes)),
-    })))
+    let digest = sha2::Sha256::digest(&bytes);
+    let mut hex = [0u8; 64];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(digest.iter()) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
+    }
+    Ok(Json(WhoAmI {
+        user_id: p.user_id,
+        account_id: p.account_id,
+        credential,
+        key_id,
+        method,
+        body_length: bytes.len(),
+        body_sha256: hex,
+    }))
+}
+
+/// The body of `/auth/whoami`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WhoAmI {
+    user_id: i64,
+    account_id: i64,
+    credential: &'static str,
+    key_id: Option<String>,
+    #[serde(serialize_with = "method_str")]
+    method: axum::http::Method,
+    body_length: usize,
+    #[serde(serialize_with = "ascii_str")]
+    body_sha256: [u8; 64],
+}
+
+fn method_str<S: serde::Serializer>(m: &axum::http::Method, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.as_str())
+}
+
+fn ascii_str<S: serde::Serializer>(b: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(std::str::from_utf8(b).unwrap_or_default())
 }
 
 pub async fn permissions(Caller(p): Caller) -> Json<Value> {
@@ -298,26 +377,23 @@ pub async fn permissions(Caller(p): Caller) -> Json<Value> {
     }))
 }
 
-pub async fn accounts(
-    State(core): State<AppState>,
-    Caller(p): Caller,
-) -> ApiResult<Json<Vec<Value>>> {
+pub async fn accounts(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<Response> {
     let accounts = core.store.accounts_of(p.user_id).await?;
-    Ok(Json(accounts.iter().map(account_json).collect()))
+    Ok(Json(accounts.iter().map(AccountJson).collect::<Vec<_>>()).into_response())
 }
 
 pub async fn account(
     State(core): State<AppState>,
     Caller(p): Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let id = int_id(&id)?;
     let accounts = core.store.accounts_of(p.user_id).await?;
     let a = accounts
         .iter()
         .find(|a| a.id == id)
         .ok_or(Error::NotFound("account"))?;
-    Ok(Json(account_json(a)))
+    Ok(Json(AccountJson(a)).into_response())
 }
 
 pub async fn users(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<Json<Vec<Value>>> {

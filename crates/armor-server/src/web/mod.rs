@@ -369,8 +369,10 @@ async fn front(State(core): State<AppState>, mut req: Request, next: Next) -> Re
     }
     // The gateway forwards the target exactly as received.
     let gateway = req.extensions().get::<Arc<Gateway>>().cloned();
-    let original = gateway::OriginalTarget(req.uri().clone());
-    req.extensions_mut().insert(original);
+    if gateway.is_some() {
+        let original = gateway::OriginalTarget(req.uri().clone());
+        req.extensions_mut().insert(original);
+    }
     if let Some(gw) = gateway.as_ref().filter(|g| g.is_public(req.uri().path())) {
         return gw.forward(req, None, core.config.max_body).await;
     }

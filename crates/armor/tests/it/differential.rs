@@ -5,14 +5,9 @@
 //! and single-byte changes of the same request, tried first, must all be
 //! refused (and must not burn the nonce: the original is accepted after).
 
-use std::sync::Arc;
-
 use armor_psk::client::{sign_request_with, SignOptions};
 use armor_psk::{SecretKey, SigningKey};
-use armor_server::clock::ManualClock;
-use armor_server::core::{Core, CoreConfig, Via};
-use armor_server::crypto;
-use armor_server::store::Store;
+use armor_server::core::Core;
 use rand::{Rng as _, SeedableRng as _};
 
 const T0: u64 = 1_763_880_000;
@@ -78,41 +73,7 @@ type Change = (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_signer_and_server_verifier_agree_on_10k_requests_and_refuse_every_change() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("armor.db").to_str().unwrap())
-        .await
-        .unwrap();
-    store
-        .bootstrap(
-            "owner@example.com",
-            &crypto::hash_password("correct horse battery staple").unwrap(),
-            T0,
-        )
-        .await
-        .unwrap();
-    let core = Core::new(
-        store,
-        &dir.path().join("master.key"),
-        Arc::new(ManualClock::new(T0)),
-        Arc::new(armor_psk::MemoryReplayGuard::new(1 << 20)),
-        CoreConfig {
-            max_body: 1 << 20,
-            require_signed_query: false,
-            replay_max_entries: 1 << 20,
-        },
-    )
-    .await
-    .unwrap();
-    let owner = core
-        .principal(
-            1,
-            1,
-            None,
-            Via::Password {
-                token_hash: vec![0; 32],
-            },
-        )
-        .await
-        .unwrap();
+    let (core, owner) = Core::scratch(dir.path(), T0, 1 << 20).await.unwrap();
     let created = core.create_key(&owner, 1, "diff", None).await.unwrap();
     let key_id = created.row.id.clone();
     let key = SigningKey::new(&SecretKey::new(created.secret.to_string()));

@@ -1,0 +1,201 @@
+//! Timing side channels of ARMOR-PSK verification, as a Welch t-test
+//! (dudect style), through the server's own path: `Core::psk_begin` (parse,
+//! clock, key look-up in the cache) then `Core::psk_finish` (verify, or the
+//! dummy HMAC for an unknown key id), on a real `Core` over a SQLite store.
+//!
+//! Two classes of refused requests are interleaved at random and timed
+//! with `Instant`; |t| < 4.5 means no difference the test can see.
+//! - A: the signature wrong in its first byte; B: wrong in its last byte
+//!   (an early-exit comparison would make A faster).
+//! - A: an unknown key id; B: a known key id with a wrong signature (32
+//!   of each, drawn at random per call).
+//! - Control: the same request in both classes (a large |t| there means
+//!   the machine, not the code).
+//!
+//! Both classes run the same code on the same memory: before each timed
+//! call the class's header is copied into one work buffer, so only the
+//! bytes differ, never their address or the call site.
+//!
+//! ```sh
+//! cargo run --release -p armor-server --example timing -- 200000
+//! ```
+//! Exits 1 when a |t| is 4.5 or more. Not a CI test: timing needs a quiet
+//! machine. Figures are in docs/reliability.md.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use armor_psk::{Request, SignableRequest, Signature, SigningKey};
+use armor_server::core::Core;
+
+const NOW: u64 = 1_763_880_000;
+/// Keys in the store, and unknown ids beside them.
+const KEYS: usize = 32;
+const NONCE: &str = "6f1c2b9e0d7a4c35";
+const REQ: Request<'static> = Request {
+    method: "POST",
+    path: "/orders/123",
+    query: None,
+    body: br#"{"item":"widget","qty":3}"#,
+};
+
+/// Welch's t for two samples.
+fn welch(a: &[f64], b: &[f64]) -> f64 {
+    let stats = |v: &[f64]| {
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        (n, mean, var)
+    };
+    let (na, ma, va) = stats(a);
+    let (nb, mb, vb) = stats(b);
+    (ma - mb) / (va / na + vb / nb).sqrt()
+}
+
+/// Drops the slowest 5 % of each class (interrupts, migrations): the
+/// usual dudect crop; the test is then on the body of the distribution.
+fn crop(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.truncate(v.len() * 95 / 100);
+    v
+}
+
+/// Tiny xorshift, so the class order is random but the run reproducible.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bit(&mut self) -> bool {
+        self.next() & 1 == 1
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// One refused request through the server's path; true if refused.
+async fn check(core: &Core, header: &str) -> bool {
+    match core.psk_begin(header) {
+        Ok((creds, key)) => core.psk_finish(&creds, key.as_deref(), &REQ).await.is_err(),
+        Err(_) => true,
+    }
+}
+
+/// Times `n` calls per class, the classes interleaved at random; each call
+/// takes one of its class's headers at random.
+async fn run(core: &Core, rng: &mut Rng, n: usize, a: &[String], b: &[String]) -> (f64, f64, f64) {
+    let len = a[0].len();
+    assert!(
+        a.iter().chain(b).all(|h| h.len() == len),
+        "the headers must be the same length"
+    );
+    let mut work = String::with_capacity(len);
+    let (mut ta, mut tb) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    while ta.len() < n || tb.len() < n {
+        let pick_a = if ta.len() >= n {
+            false
+        } else if tb.len() >= n {
+            true
+        } else {
+            rng.bit()
+        };
+        let class = if pick_a { a } else { b };
+        work.clear();
+        work.push_str(&class[rng.below(class.len())]);
+        let t = Instant::now();
+        let refused = black_box(check(core, black_box(&work)).await);
+        let d = t.elapsed().as_nanos() as f64;
+        assert!(refused, "a wrong request was accepted");
+        if pick_a {
+            ta.push(d)
+        } else {
+            tb.push(d)
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (ma, mb) = (mean(&ta), mean(&tb));
+    (welch(&crop(ta), &crop(tb)), ma, mb)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200_000);
+    let dir = tempfile::tempdir().unwrap();
+    let (core, owner) = Core::scratch(dir.path(), NOW, 1 << 16).await.unwrap();
+    // Several keys and unknown ids, so that no single hash-table placement
+    // decides the outcome.
+    let mut first = Vec::new();
+    let mut last = Vec::new();
+    let mut unknown = Vec::new();
+    for i in 0..KEYS {
+        let key = core
+            .create_key(&owner, 1, &format!("timing-{i}"), None)
+            .await
+            .unwrap();
+        let known = key.row.id.clone();
+        let signing = SigningKey::from_bytes(key.secret.as_bytes());
+        let good = SignableRequest {
+            key_id: &known,
+            method: REQ.method,
+            request_path: REQ.path,
+            nonce: NONCE,
+            timestamp: NOW,
+            body: REQ.body,
+        }
+        .sign(&signing);
+        let header = |i: usize, key_id: &str| {
+            let mut b = *good.as_bytes();
+            b[i] ^= 1;
+            format!(
+                "ARMOR-PSK {key_id}:{}:{NONCE}:{NOW}",
+                Signature::from_bytes(b)
+            )
+        };
+        first.push(header(0, &known));
+        last.push(header(63, &known));
+        unknown.push(header(0, &uuid_like(&known)));
+    }
+
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Warm up both paths.
+    run(&core, &mut rng, 20_000, &first, &unknown).await;
+    let (t1, a1, b1) = run(&core, &mut rng, n, &first, &last).await;
+    let (t2, a2, b2) = run(&core, &mut rng, n, &unknown, &first).await;
+    let (t0, a0, b0) = run(&core, &mut rng, n, &first, &first).await;
+    let verdict = |t: f64| if t.abs() < 4.5 { "PASS" } else { "FAIL" };
+    println!("samples per class: {n} (slowest 5 % of each cropped), through Core::psk_begin + psk_finish");
+    println!("control, the same request in both classes:      t = {t0:+.2} (means {a0:.0} ns / {b0:.0} ns)");
+    println!(
+        "signature wrong in the first vs the last byte: t = {t1:+.2} (means {a1:.0} ns / {b1:.0} ns) {}",
+        verdict(t1)
+    );
+    println!(
+        "unknown key id vs known key, wrong signature:  t = {t2:+.2} (means {a2:.0} ns / {b2:.0} ns) {}",
+        verdict(t2)
+    );
+    if t1.abs() >= 4.5 || t2.abs() >= 4.5 {
+        std::process::exit(1);
+    }
+}
+
+/// A key id of the same length and shape that is not in the store.
+fn uuid_like(known: &str) -> String {
+    known
+        .chars()
+        .map(|c| match c {
+            '0'..='8' => char::from(c as u8 + 1),
+            '9' => '0',
+            'a'..='e' => char::from(c as u8 + 1),
+            'f' => 'a',
+            other => other,
+        })
+        .collect()
+}
