@@ -2,12 +2,16 @@
 //! cache invalidation go through Redis (`--redis-url`).
 //!
 //! # Replay store
-//! One script call per accepted ARMOR-PSK request claims both fingerprints
+//! Each accepted ARMOR-PSK request claims both its fingerprints
 //! (`armor:r:<hex>`, `SET` with a relative expiry until the timestamp leaves
-//! the window) only if neither is held: atomic, one round trip, bounded by
-//! [`ROUND_TRIP`]. Connections come from a small pool of multiplexed
-//! connections, so concurrent claims are pipelined on each. Anything but a
-//! clear answer (unreachable, timeout, out of memory) is
+//! the window) only if neither is held, atomically, within [`ROUND_TRIP`].
+//! Claims made at the same moment are batched: a few worker tasks each take
+//! whatever claims are waiting (up to [`BATCH_MAX`]) and send them in one
+//! script call, which Redis runs atomically, claim after claim in order (so
+//! two claims of one fingerprint in a batch: the second is a replay). Under
+//! load this is one round trip for many requests instead of one each.
+//! Connections come from a small pool of multiplexed connections. Anything
+//! but a clear answer (unreachable, timeout, out of memory) is
 //! [`ClaimError::Unavailable`]: the request is refused with 503, never
 //! accepted unchecked. Reconnection happens on its own.
 //!
@@ -54,24 +58,55 @@ pub const CHANNEL: &str = "armor:invalidate";
 /// The epoch marker's key.
 pub const EPOCH_KEY: &str = "armor:epoch";
 
-/// Claims both fingerprints if the timestamp is after the epoch marker
-/// (created when missing) and neither is held.
-/// KEYS: epoch, pair, signature. ARGV: now (s), timestamp (s), expiry (ms).
-/// Returns 0 claimed, 1 held (replay), 2 at or before the epoch.
+/// Claims a batch: for each claim in order, both fingerprints if its
+/// timestamp is after the epoch marker (created when missing) and neither
+/// is held.
+/// KEYS: epoch, then pair and signature of each claim. ARGV: now (s), then
+/// timestamp (s) and expiry (ms) of each claim.
+/// Returns one code per claim: 0 claimed, 1 held (replay), 2 at or before
+/// the epoch.
 const CLAIM_SCRIPT: &str = r"
 local e = redis.call('GET', KEYS[1])
 if not e then
   e = ARGV[1]
   redis.call('SET', KEYS[1], e)
 end
-if tonumber(ARGV[2]) <= tonumber(e) then return 2 end
-if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then
-  return 1
+e = tonumber(e)
+local out = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local p, s = KEYS[2 * i], KEYS[2 * i + 1]
+  if tonumber(ARGV[2 * i]) <= e then
+    out[i] = 2
+  elseif redis.call('EXISTS', p) == 1 or redis.call('EXISTS', s) == 1 then
+    out[i] = 1
+  else
+    redis.call('SET', p, '1', 'PX', ARGV[2 * i + 1])
+    redis.call('SET', s, '1', 'PX', ARGV[2 * i + 1])
+    out[i] = 0
+  end
 end
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
-return 0
+return out
 ";
+
+/// Most claims sent in one script call.
+pub const BATCH_MAX: usize = 256;
+
+/// Tasks sending batches: while one waits for Redis, the next gathers.
+const CLAIM_WORKERS: usize = 2;
+
+/// Claims waiting for a worker; past it, claims are refused (503).
+const CLAIM_QUEUE: usize = 65_536;
+
+/// A claim waiting for its batch.
+struct Pending {
+    fp: Fingerprints,
+    timestamp: u64,
+    ttl_ms: u64,
+    now: u64,
+    answer: tokio::sync::oneshot::Sender<Option<i64>>,
+}
+
+type ClaimQueue = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Pending>>>;
 
 /// Why a claim was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +130,7 @@ pub struct Cluster {
     /// (re)started.
     in_sync: AtomicBool,
     script: redis::Script,
+    claims: tokio::sync::mpsc::Sender<Pending>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -114,13 +150,19 @@ impl Cluster {
     pub async fn new(url: &str, connections: usize) -> Result<Arc<Self>, Error> {
         let client =
             redis::Client::open(url).map_err(|e| Error::Config(format!("bad Redis URL: {e}")))?;
+        let (claims, queue) = tokio::sync::mpsc::channel(CLAIM_QUEUE);
         let cluster = Arc::new(Cluster {
             client,
             pool: (0..connections.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
             in_sync: AtomicBool::new(false),
             script: redis::Script::new(CLAIM_SCRIPT),
+            claims,
         });
+        let queue: ClaimQueue = Arc::new(tokio::sync::Mutex::new(queue));
+        for _ in 0..CLAIM_WORKERS {
+            tokio::spawn(claim_worker(Arc::downgrade(&cluster), queue.clone()));
+        }
         cluster.fill_pool().await;
         Ok(cluster)
     }
@@ -212,31 +254,72 @@ impl Cluster {
         if !self.in_sync.load(Ordering::Acquire) {
             return Err(ClaimError::Unavailable);
         }
-        let mut conn = self.conn().ok_or(ClaimError::Unavailable)?;
         // Kept through the last second of the window, whatever the clocks.
         let ttl_ms = until.saturating_sub(now).saturating_add(1).max(1) * 1000;
-        let mut call = self.script.prepare_invoke();
-        call.key(EPOCH_KEY)
-            .key(format!("armor:r:{:032x}", fp.pair))
-            .key(format!("armor:r:{:032x}", fp.signature))
-            .arg(now)
-            .arg(timestamp)
-            .arg(ttl_ms);
-        match tokio::time::timeout(ROUND_TRIP, call.invoke_async::<i64>(&mut conn)).await {
-            Ok(Ok(0)) => Ok(()),
-            Ok(Ok(1)) => Err(ClaimError::Reused),
-            Ok(Ok(2)) => Err(ClaimError::BeforeEpoch),
-            Ok(Ok(other)) => {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let pending = Pending {
+            fp: *fp,
+            timestamp,
+            ttl_ms,
+            now,
+            answer,
+        };
+        if self.claims.try_send(pending).is_err() {
+            tracing::warn!("replay claims queue full");
+            return Err(ClaimError::Unavailable);
+        }
+        match tokio::time::timeout(ROUND_TRIP, answered).await {
+            Ok(Ok(Some(0))) => Ok(()),
+            Ok(Ok(Some(1))) => Err(ClaimError::Reused),
+            Ok(Ok(Some(2))) => Err(ClaimError::BeforeEpoch),
+            Ok(Ok(Some(other))) => {
                 tracing::error!(answer = other, "unexpected answer from the claim script");
                 Err(ClaimError::Unavailable)
             }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "replay claim failed");
-                Err(ClaimError::Unavailable)
-            }
+            // The batch failed (logged by the worker), or took too long.
+            Ok(Ok(None)) | Ok(Err(_)) => Err(ClaimError::Unavailable),
             Err(_) => {
                 tracing::warn!("replay claim timed out");
                 Err(ClaimError::Unavailable)
+            }
+        }
+    }
+
+    /// Sends one batch of claims; one answer per claim, `None` for all when
+    /// Redis gave no clear answer in time.
+    async fn claim_batch(&self, batch: &[Pending]) -> Vec<Option<i64>> {
+        let failed = || vec![None; batch.len()];
+        let Some(mut conn) = self.conn() else {
+            return failed();
+        };
+        let mut call = self.script.prepare_invoke();
+        call.key(EPOCH_KEY);
+        for p in batch {
+            call.key(format!("armor:r:{:032x}", p.fp.pair))
+                .key(format!("armor:r:{:032x}", p.fp.signature));
+        }
+        // A missing marker is set to the latest clock of the batch.
+        call.arg(batch.iter().map(|p| p.now).max().unwrap_or(0));
+        for p in batch {
+            call.arg(p.timestamp).arg(p.ttl_ms);
+        }
+        match tokio::time::timeout(ROUND_TRIP, call.invoke_async::<Vec<i64>>(&mut conn)).await {
+            Ok(Ok(codes)) if codes.len() == batch.len() => codes.into_iter().map(Some).collect(),
+            Ok(Ok(codes)) => {
+                tracing::error!(
+                    answers = codes.len(),
+                    claims = batch.len(),
+                    "the claim script answered a different number of claims"
+                );
+                failed()
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "replay claims failed");
+                failed()
+            }
+            Err(_) => {
+                tracing::warn!("replay claims timed out");
+                failed()
             }
         }
     }
@@ -408,4 +491,33 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The message that makes every node re-read one user's keys.
 pub fn user_message(user_id: i64) -> String {
     format!("user:{user_id}")
+}
+
+/// Takes the waiting claims (at least one, at most [`BATCH_MAX`]) and sends
+/// them in one call; ends with the cluster.
+async fn claim_worker(cluster: Weak<Cluster>, queue: ClaimQueue) {
+    let mut batch = Vec::with_capacity(BATCH_MAX);
+    loop {
+        {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            batch.push(first);
+            while batch.len() < BATCH_MAX {
+                match queue.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+        }
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        let answers = cluster.claim_batch(&batch).await;
+        drop(cluster);
+        for (p, a) in batch.drain(..).zip(answers) {
+            let _ = p.answer.send(a);
+        }
+    }
 }

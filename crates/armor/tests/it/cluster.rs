@@ -254,6 +254,35 @@ async fn a_request_accepted_by_one_node_is_refused_by_the_other() {
     assert_eq!((s, v["error"].as_str()), (401, Some("nonce_reused")), "{v}");
 }
 
+/// Claims sent at the same moment share script calls: 100 requests, each
+/// sent twice at once and half of the copies to the other node: exactly one
+/// of each pair accepted, the other refused as a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_copies_of_a_request_are_accepted_once() {
+    let c = cluster().await;
+    let token = c.a.login().await;
+    let key = c.a.create_key(&token, 1, "batched").await;
+    until_status(&c.b, &key, 200, NEW_KEY_SEEN).await;
+    let auths: Vec<String> = (0..100).map(|_| fresh_auth(&key)).collect();
+    let mut calls = Vec::new();
+    let first = &c.a;
+    for (i, auth) in auths.iter().enumerate() {
+        let other = if i % 2 == 0 { &c.a } else { &c.b };
+        calls.push(async move {
+            let (x, y) = tokio::join!(signed(first, auth), signed(other, auth));
+            (x, y)
+        });
+    }
+    let answers = futures_util::future::join_all(calls).await;
+    for ((s1, v1), (s2, v2)) in answers {
+        let mut statuses = [s1, s2];
+        statuses.sort();
+        assert_eq!(statuses, [200, 401], "{v1} {v2}");
+        let refused = if s1 == 401 { &v1 } else { &v2 };
+        assert_eq!(refused["error"], "nonce_reused", "{refused}");
+    }
+}
+
 #[tokio::test]
 async fn a_token_from_one_node_works_on_the_other() {
     let c = cluster().await;
