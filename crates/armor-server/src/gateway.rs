@@ -13,20 +13,25 @@
 //! - Failures: upstream unreachable → 502 `upstream_unavailable`, no answer
 //!   head within the timeout → 504 `upstream_timeout`, both problem+json.
 //! - Rate limits: a token bucket per API key (default, per role, per key).
+//! - Connections: HTTP/1.1 keep-alive, reused while idle for up to 30 s
+//!   (see `Pool`); the request's own header map is scrubbed in place and
+//!   sent on, so a forwarded request copies no more than it adds.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody as _};
 use axum::extract::{ConnectInfo, Request};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use axum::http::{uri, Uri, Version};
+use axum::http::{uri, Method, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
+use tower::Service as _;
 
 use crate::core::{Core, Principal, Via};
 use crate::error::Error;
@@ -118,14 +123,13 @@ impl GatewayConfig {
 #[derive(Debug, Clone)]
 pub struct OriginalTarget(pub Uri);
 
-/// The running gateway: client, settings and rate-limit buckets.
+/// The running gateway: connection pool, settings and rate-limit buckets.
 pub struct Gateway {
-    scheme: uri::Scheme,
     authority: uri::Authority,
     base_path: String,
     host: HeaderValue,
     config: GatewayConfig,
-    client: Client<HttpConnector, Body>,
+    pool: Arc<Pool>,
     buckets: DashMap<String, Bucket>,
 }
 
@@ -138,7 +142,7 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// Checks the configuration and builds the client.
+    /// Checks the configuration and sets up the connection pool.
     pub fn new(config: GatewayConfig) -> Result<Self, Error> {
         let bad = |why: &str| Error::Config(format!("--upstream {}: {why}", config.upstream));
         let uri: Uri = config
@@ -170,16 +174,21 @@ impl Gateway {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let mut dst = uri::Parts::default();
+        dst.scheme = Some(scheme.clone());
+        dst.authority = Some(authority.clone());
+        dst.path_and_query = Some(uri::PathAndQuery::from_static("/"));
+        let pool = Arc::new(Pool {
+            connector,
+            dst: Uri::from_parts(dst).map_err(|_| bad("not a valid URL"))?,
+            idle: Mutex::new(Vec::new()),
+        });
         Ok(Gateway {
-            scheme,
             authority,
             base_path,
             host,
             config,
-            client,
+            pool,
             buckets: DashMap::new(),
         })
     }
@@ -196,9 +205,10 @@ impl Gateway {
 
     /// Forwards an authenticated request: 401 for anonymous callers, then
     /// the rate limit, then the upstream.
-    pub async fn handle(&self, core: &Core, req: Request) -> Response {
-        let principal = match req.extensions().get::<crate::web::auth::Auth>() {
-            Some(crate::web::auth::Auth::Principal(p)) => p.clone(),
+    pub async fn handle(&self, core: &Core, mut req: Request) -> Response {
+        // Taken out, not copied: the upstream request carries no extensions.
+        let principal = match req.extensions_mut().remove::<crate::web::auth::Auth>() {
+            Some(crate::web::auth::Auth::Principal(p)) => p,
             _ => {
                 return ApiError(armor_psk::Error::MissingAuthorization.into()).into_response();
             }
@@ -225,14 +235,18 @@ impl Gateway {
             return Ok(());
         };
         let now = Instant::now();
-        let mut bucket = self
-            .buckets
-            .entry(key_id.clone())
-            .or_insert_with(|| Bucket {
-                tokens: f64::from(rate.burst),
-                last: now,
-            });
-        bucket.take(rate, now).map_err(|wait| Error::RateLimited {
+        let taken = match self.buckets.get_mut(key_id) {
+            Some(mut bucket) => bucket.take(rate, now),
+            None => self
+                .buckets
+                .entry(key_id.clone())
+                .or_insert_with(|| Bucket {
+                    tokens: f64::from(rate.burst),
+                    last: now,
+                })
+                .take(rate, now),
+        };
+        taken.map_err(|wait| Error::RateLimited {
             retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
         })
     }
@@ -256,76 +270,76 @@ impl Gateway {
         principal: Option<&Principal>,
         max_body: usize,
     ) -> Result<Response, Error> {
-        let (parts, body) = req.into_parts();
-        let original = parts
-            .extensions
-            .get::<OriginalTarget>()
-            .map(|t| t.0.clone())
-            .unwrap_or_else(|| parts.uri.clone());
-        let pq = original
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/");
-        let target = uri::PathAndQuery::try_from(format!("{}{pq}", self.base_path))
-            .map_err(|_| Error::MalformedTarget("unparseable path"))?;
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(target)
-            .build()
-            .map_err(|e| Error::Internal(format!("upstream URI: {e}")))?;
+        let (mut parts, body) = req.into_parts();
+        // The request's own head is reused: its header map is scrubbed in
+        // place, its target (as received) moved into the upstream URI.
+        let original = match parts.extensions.remove::<OriginalTarget>() {
+            Some(OriginalTarget(uri)) => uri,
+            None => std::mem::take(&mut parts.uri),
+        };
+        let pq = original.into_parts().path_and_query;
+        let target = if self.base_path.is_empty() {
+            pq.unwrap_or_else(|| uri::PathAndQuery::from_static("/"))
+        } else {
+            let pq = pq.as_ref().map(|pq| pq.as_str()).unwrap_or("/");
+            uri::PathAndQuery::try_from(format!("{}{pq}", self.base_path))
+                .map_err(|_| Error::MalformedTarget("unparseable path"))?
+        };
+        // The request line: origin-form, or (CONNECT) the upstream's
+        // authority, as hyper's pooled client wrote them.
+        let uri = if parts.method == Method::CONNECT {
+            let mut up = uri::Parts::default();
+            up.authority = Some(self.authority.clone());
+            Uri::from_parts(up).map_err(|e| Error::Internal(format!("upstream URI: {e}")))?
+        } else {
+            Uri::from(target)
+        };
 
         let mut headers = parts.headers;
-        let original_host = headers.get(header::HOST).cloned();
+        let original_host = headers.remove(header::HOST);
         strip_hop_by_hop(&mut headers);
         for name in [
-            header::HOST,
             header::CONTENT_LENGTH,
             header::AUTHORIZATION,
             header::PROXY_AUTHORIZATION,
         ] {
             headers.remove(name);
         }
-        let spoofed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("x-armor-"))
-            .cloned()
-            .collect();
-        for k in spoofed {
-            headers.remove(k);
-        }
+        remove_armor_headers(&mut headers);
         headers.insert(header::HOST, self.host.clone());
         if let Some(h) = original_host {
-            headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+            headers.insert(X_FORWARDED_HOST, h);
         }
-        headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static("http"),
-        );
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>()
         {
-            let xff = HeaderName::from_static("x-forwarded-for");
-            let prior = headers
-                .get(&xff)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| format!("{v}, "))
-                .unwrap_or_default();
-            if let Ok(v) = HeaderValue::from_str(&format!("{prior}{}", addr.ip())) {
-                headers.insert(xff, v);
+            if let Some(v) = forwarded_for(headers.get(X_FORWARDED_FOR), addr.ip()) {
+                headers.insert(X_FORWARDED_FOR, v);
             }
         }
         if let Some(p) = principal {
             identity_headers(&mut headers, p);
         }
 
-        let mut out =
-            axum::http::Request::new(Body::new(http_body_util::Limited::new(body, max_body)));
+        // A body of known length within the limit (a verified body, a
+        // length the front has checked, none at all) goes as it is; any
+        // other is counted as it streams.
+        let body = if body
+            .size_hint()
+            .upper()
+            .is_some_and(|n| n <= max_body as u64)
+        {
+            body
+        } else {
+            Body::new(http_body_util::Limited::new(body, max_body))
+        };
+        let mut out = axum::http::Request::new(body);
         *out.method_mut() = parts.method;
         *out.uri_mut() = uri;
         *out.version_mut() = Version::HTTP_11;
         *out.headers_mut() = headers;
 
-        let resp = match tokio::time::timeout(self.config.timeout, self.client.request(out)).await {
+        let resp = match tokio::time::timeout(self.config.timeout, self.pool.send(out)).await {
             Err(_) => return Err(Error::UpstreamTimeout(self.config.timeout.as_secs())),
             Ok(Err(e)) => {
                 if source_is::<http_body_util::LengthLimitError>(&e) {
@@ -351,47 +365,263 @@ impl Gateway {
     }
 }
 
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const USER_ID_HEADER: HeaderName = HeaderName::from_static(USER_ID);
+const ACCOUNT_ID_HEADER: HeaderName = HeaderName::from_static(ACCOUNT_ID);
+const KEY_ID_HEADER: HeaderName = HeaderName::from_static(KEY_ID);
+const PERMISSIONS_HEADER: HeaderName = HeaderName::from_static(PERMISSIONS);
+const AUTH_METHOD_HEADER: HeaderName = HeaderName::from_static(AUTH_METHOD);
+
+/// Keep-alive HTTP/1.1 connections to the upstream, most recently used
+/// last (taken first). What hyper-util's pooled client did for one
+/// destination, without its per-request bookkeeping (pool key, checkout
+/// race, connection info in every response).
+///
+/// - A connection is reused only when idle and open; one idle for longer
+///   than [`POOL_IDLE_TIMEOUT`] is dropped when found.
+/// - A request that a reused connection refused before sending any of it
+///   (closed meanwhile by the upstream) is sent again on a new one.
+/// - A connection goes back once its answer has been read to the end.
+struct Pool {
+    connector: HttpConnector,
+    /// `http://authority/`, what the connector resolves.
+    dst: Uri,
+    idle: Mutex<Vec<Idle>>,
+}
+
+/// How long an idle connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Idle {
+    tx: SendRequest<Body>,
+    since: std::time::Instant,
+}
+
+/// Why the upstream gave no answer head.
+#[derive(Debug)]
+enum UpstreamError {
+    /// No TCP connection.
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    /// The HTTP exchange failed (handshake, request, answer head).
+    Send(hyper::Error),
+}
+
+impl UpstreamError {
+    fn is_connect(&self) -> bool {
+        matches!(self, UpstreamError::Connect(_))
+    }
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::Connect(_) => f.write_str("client error (Connect)"),
+            UpstreamError::Send(_) => f.write_str("client error (SendRequest)"),
+        }
+    }
+}
+
+impl std::error::Error for UpstreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UpstreamError::Connect(e) => Some(&**e),
+            UpstreamError::Send(e) => Some(e),
+        }
+    }
+}
+
+impl Pool {
+    /// Sends `req` and waits for the answer head.
+    async fn send(
+        self: &Arc<Self>,
+        mut req: axum::http::Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        loop {
+            let (mut tx, reused) = match self.checkout() {
+                Some(tx) => (tx, true),
+                None => (self.connect().await?, false),
+            };
+            match tx.try_send_request(req).await {
+                Ok(resp) => {
+                    self.release(tx);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not sent: the reused connection had been closed.
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(UpstreamError::Send(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection that is still open.
+    fn checkout(&self) -> Option<SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(conn) = idle.pop() {
+            if conn.tx.is_ready() && conn.since.elapsed() <= POOL_IDLE_TIMEOUT {
+                return Some(conn.tx);
+            }
+        }
+        None
+    }
+
+    /// Back into the pool once idle: now, or when the answer's body has
+    /// been read.
+    fn release(self: &Arc<Self>, mut tx: SendRequest<Body>) {
+        if tx.is_ready() {
+            self.put(tx);
+        } else if !tx.is_closed() {
+            let pool = Arc::clone(self);
+            tokio::spawn(async move {
+                if tx.ready().await.is_ok() {
+                    pool.put(tx);
+                }
+            });
+        }
+    }
+
+    fn put(&self, tx: SendRequest<Body>) {
+        let conn = Idle {
+            tx,
+            since: std::time::Instant::now(),
+        };
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(conn);
+    }
+
+    /// A new connection, ready for a request.
+    async fn connect(&self) -> Result<SendRequest<Body>, UpstreamError> {
+        let io = self
+            .connector
+            .clone()
+            .call(self.dst.clone())
+            .await
+            .map_err(|e| UpstreamError::Connect(e.into()))?;
+        let (mut tx, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(UpstreamError::Send)?;
+        let (err_tx, err_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!("upstream connection error: {e:?}");
+                let _ = err_tx.send(e);
+            }
+        });
+        match tx.ready().await {
+            Ok(()) => Ok(tx),
+            // Closed before it was ready: the connection's own error says why.
+            Err(e) if e.is_closed() => Err(UpstreamError::Send(err_rx.await.unwrap_or(e))),
+            Err(e) => Err(UpstreamError::Send(e)),
+        }
+    }
+}
+
+/// Removes every `X-Armor-*` header the caller sent.
+fn remove_armor_headers(headers: &mut HeaderMap) {
+    let spoofed = |k: &HeaderName| k.as_str().starts_with("x-armor-");
+    if !headers.keys().any(spoofed) {
+        return;
+    }
+    let spoofed: Vec<HeaderName> = headers.keys().filter(|k| spoofed(k)).cloned().collect();
+    for k in spoofed {
+        headers.remove(k);
+    }
+}
+
+/// `X-Forwarded-For`: the prior value (if text), then the peer's address.
+fn forwarded_for(prior: Option<&HeaderValue>, ip: std::net::IpAddr) -> Option<HeaderValue> {
+    use std::io::Write;
+    let mut buf = [0u8; 64];
+    let mut w = &mut buf[..];
+    write!(w, "{ip}").ok()?;
+    let left = w.len();
+    let ip = &buf[..buf.len() - left];
+    match prior.and_then(|v| v.to_str().ok()) {
+        Some(prior) => {
+            let mut v = Vec::with_capacity(prior.len() + 2 + ip.len());
+            v.extend_from_slice(prior.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip);
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
+        }
+        None => HeaderValue::from_bytes(ip).ok(),
+    }
+}
+
+/// A decimal header value, in one allocation of the exact size.
+fn number(n: i64) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 20];
+    let mut w = &mut buf[..];
+    if write!(w, "{n}").is_ok() {
+        let left = w.len();
+        if let Ok(v) = HeaderValue::from_bytes(&buf[..buf.len() - left]) {
+            return v;
+        }
+    }
+    HeaderValue::from(n)
+}
+
 /// `X-Armor-*` headers naming the verified caller.
 fn identity_headers(headers: &mut HeaderMap, p: &Principal) {
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), v);
-        }
-    };
-    put(USER_ID, p.user_id.to_string());
-    put(ACCOUNT_ID, p.account_id.to_string());
+    headers.insert(USER_ID_HEADER, number(p.user_id));
+    headers.insert(ACCOUNT_ID_HEADER, number(p.account_id));
     match &p.via {
         Via::ApiKey { key_id } => {
-            put(KEY_ID, key_id.clone());
-            put(AUTH_METHOD, "ARMOR-PSK".into());
+            if let Ok(v) = HeaderValue::from_str(key_id) {
+                headers.insert(KEY_ID_HEADER, v);
+            }
+            headers.insert(AUTH_METHOD_HEADER, HeaderValue::from_static("ARMOR-PSK"));
         }
-        Via::Password { .. } => put(AUTH_METHOD, "FH-AUTH".into()),
+        Via::Password { .. } => {
+            headers.insert(AUTH_METHOD_HEADER, HeaderValue::from_static("FH-AUTH"));
+        }
     }
-    put(PERMISSIONS, p.permissions.join(","));
+    // Comma-separated, built in one buffer of the exact size.
+    let len = p.permissions.iter().map(|s| s.len() + 1).sum::<usize>();
+    let mut v = Vec::with_capacity(len.saturating_sub(1));
+    for (i, s) in p.permissions.iter().enumerate() {
+        if i > 0 {
+            v.push(b',');
+        }
+        v.extend_from_slice(s.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(v)) {
+        headers.insert(PERMISSIONS_HEADER, v);
+    }
 }
 
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1) and those the
 /// `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
+    // The names `Connection` lists go by name as text (no copies); the
+    // values are cheap handles on the received bytes.
+    let mut values = headers.get_all(header::CONNECTION).iter();
+    let first = values.next().cloned();
+    let more: Vec<HeaderValue> = values.cloned().collect();
+    for v in first.iter().chain(&more) {
+        let Ok(v) = v.to_str() else { continue };
+        for n in v.split(',') {
+            headers.remove(n.trim());
+        }
     }
     for n in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
     ] {
         headers.remove(n);
     }
@@ -534,17 +764,141 @@ mod tests {
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {
+        let cases: [&[(&'static str, &'static str)]; 2] = [
+            &[
+                ("connection", "keep-alive, x-secret"),
+                ("x-secret", "1"),
+                ("keep-alive", "timeout=5"),
+                ("upgrade", "websocket"),
+                ("x-kept", "1"),
+            ],
+            // Names in any case, any number of `Connection` values.
+            &[
+                ("connection", "X-One , close"),
+                ("connection", "x-TWO,,"),
+                ("x-one", "1"),
+                ("x-two", "2"),
+                ("te", "trailers"),
+                ("proxy-connection", "keep-alive"),
+                ("x-kept", "1"),
+            ],
+        ];
+        for pairs in cases {
+            let mut h = HeaderMap::new();
+            for &(name, value) in pairs {
+                h.append(name, HeaderValue::from_static(value));
+            }
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{h:?}");
+            assert!(h.contains_key("x-kept"));
+        }
+    }
+
+    #[test]
+    fn identity_header_values() {
         let mut h = HeaderMap::new();
-        h.insert(
-            "connection",
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("upgrade", HeaderValue::from_static("websocket"));
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert!(h.contains_key("x-kept"));
+        let p = Principal {
+            user_id: -12,
+            account_id: i64::MAX,
+            via: Via::ApiKey {
+                key_id: "k1".into(),
+            },
+            permissions: ["A", "B c"].iter().map(|s| s.to_string()).collect(),
+        };
+        identity_headers(&mut h, &p);
+        assert_eq!(h[USER_ID], "-12");
+        assert_eq!(h[ACCOUNT_ID], "9223372036854775807");
+        assert_eq!(h[KEY_ID], "k1");
+        assert_eq!(h[AUTH_METHOD], "ARMOR-PSK");
+        assert_eq!(h[PERMISSIONS], "A,B c");
+        let p = Principal {
+            via: Via::Password {
+                token_hash: Vec::new(),
+            },
+            permissions: std::iter::empty().collect(),
+            ..p
+        };
+        let mut h = HeaderMap::new();
+        identity_headers(&mut h, &p);
+        assert!(!h.contains_key(KEY_ID));
+        assert_eq!(h[AUTH_METHOD], "FH-AUTH");
+        assert_eq!(h[PERMISSIONS], "");
+        let v = forwarded_for(Some(&HeaderValue::from_static("1.2.3.4")), [1u16; 8].into());
+        assert_eq!(v.unwrap(), "1.2.3.4, 1:1:1:1:1:1:1:1");
+        let v = forwarded_for(None, std::net::Ipv4Addr::LOCALHOST.into());
+        assert_eq!(v.unwrap(), "127.0.0.1");
+    }
+
+    /// A raw upstream answering `ok` to each request head; with `close`,
+    /// it closes every connection after one answer (still claiming
+    /// keep-alive). Returns its URL and the count of connections.
+    async fn raw_upstream(close: bool) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let n = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                n.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        let Ok(k) = s.read(&mut chunk).await else {
+                            return;
+                        };
+                        if k == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..k]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let answer = b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok";
+                            if s.write_all(answer).await.is_err() || close {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    async fn get_ok(gw: &Gateway) {
+        use http_body_util::BodyExt;
+        let req = axum::http::Request::builder()
+            .uri("/x?y")
+            .header("host", "a")
+            .body(Body::empty())
+            .unwrap();
+        let resp = gw.forward(req, None, 1024).await;
+        assert_eq!(resp.status(), 200);
+        assert!(!resp.headers().contains_key("connection"));
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+    }
+
+    #[tokio::test]
+    async fn upstream_connections_are_kept_and_closed_ones_replaced() {
+        use std::sync::atomic::Ordering;
+        let (url, accepted) = raw_upstream(false).await;
+        let gw = Gateway::new(GatewayConfig::new(url)).unwrap();
+        for _ in 0..5 {
+            get_ok(&gw).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+        // Closed by the upstream after each answer: not reused.
+        let (url, accepted) = raw_upstream(true).await;
+        let gw = Gateway::new(GatewayConfig::new(url)).unwrap();
+        for _ in 0..5 {
+            get_ok(&gw).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 5);
     }
 }
