@@ -30,9 +30,10 @@
 //! Nodes cache keys (the HMAC state). A change that affects a user's keys
 //! (key created or deleted, user disabled, enabled or deleted) is published
 //! on `armor:invalidate` as `user:<id>`; every node, the sender included,
-//! re-reads that user's active keys from the shared database. Permissions
-//! and user status are read from the database on every request, so they
-//! need no message. While the subscription is down (and until the cache has
+//! re-reads that user's active keys from the shared database and drops the
+//! user's cached status, permissions and profile (`Core::invalidate_user`
+//! sends the same message for role and name changes; cached answers
+//! expire after a second in any case). While the subscription is down (and until the cache has
 //! been re-read after it comes back) claims are refused, so a node that may
 //! have missed a message accepts nothing.
 
