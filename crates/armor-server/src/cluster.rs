@@ -61,7 +61,8 @@ pub const EPOCH_KEY: &str = "armor:epoch";
 
 /// Claims a batch: for each claim in order, both fingerprints if its
 /// timestamp is after the epoch marker (created when missing) and neither
-/// is held.
+/// is held (`SET NX` of each, the first undone if the second is held: two
+/// commands per fresh claim).
 /// KEYS: epoch, then pair and signature of each claim. ARGV: now (s), then
 /// timestamp (s) and expiry (ms) of each claim.
 /// Returns one code per claim: 0 claimed, 1 held (replay), 2 at or before
@@ -75,14 +76,16 @@ end
 e = tonumber(e)
 local out = {}
 for i = 1, (#KEYS - 1) / 2 do
-  local p, s = KEYS[2 * i], KEYS[2 * i + 1]
+  local p, s, ttl = KEYS[2 * i], KEYS[2 * i + 1], ARGV[2 * i + 1]
   if tonumber(ARGV[2 * i]) <= e then
     out[i] = 2
-  elseif redis.call('EXISTS', p) == 1 or redis.call('EXISTS', s) == 1 then
+  elseif not redis.call('SET', p, '1', 'NX', 'PX', ttl) then
+    out[i] = 1
+  elseif not redis.call('SET', s, '1', 'NX', 'PX', ttl) then
+    -- The pair was free and is claimed again by nobody: undo it.
+    redis.call('DEL', p)
     out[i] = 1
   else
-    redis.call('SET', p, '1', 'PX', ARGV[2 * i + 1])
-    redis.call('SET', s, '1', 'PX', ARGV[2 * i + 1])
     out[i] = 0
   end
 end

@@ -396,6 +396,10 @@ struct Pool {
 /// How long an idle connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Most idle connections kept; past it the oldest is closed, so a burst
+/// does not leave its connections open for good.
+const POOL_MAX_IDLE: usize = 256;
+
 struct Idle {
     tx: SendRequest<Body>,
     since: std::time::Instant,
@@ -490,10 +494,18 @@ impl Pool {
             tx,
             since: std::time::Instant::now(),
         };
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(conn);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        // The oldest are at the front: drop those expired, and one past
+        // the cap.
+        let expired = idle
+            .iter()
+            .take_while(|c| c.since.elapsed() > POOL_IDLE_TIMEOUT)
+            .count();
+        idle.drain(..expired);
+        if idle.len() >= POOL_MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push(conn);
     }
 
     /// A new connection, ready for a request.

@@ -283,6 +283,46 @@ async fn concurrent_copies_of_a_request_are_accepted_once() {
     }
 }
 
+/// The claim script directly, through a node's `Cluster` (in process):
+/// a fingerprint pair held or a signature held is a replay, and a refused
+/// claim leaves nothing behind (the pair it set first is undone).
+#[tokio::test]
+async fn a_refused_claim_leaves_its_other_fingerprint_free() {
+    use armor_psk::Fingerprints;
+    use armor_server::cluster::{ClaimError, Cluster};
+    use armor_server::core::Core;
+    use std::sync::Arc;
+
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let now = now();
+    let (core, _) = Core::scratch(dir.path(), now, 1024).await.unwrap();
+    let cluster = Cluster::new(&redis.url(), 1).await.unwrap();
+    let core = Arc::new(core.with_cluster(cluster.clone()));
+    cluster.spawn(Arc::downgrade(&core), core.clock.clone());
+    cluster.start_up(core.clock.as_ref()).await;
+    let started = Instant::now();
+    while !cluster.ready() {
+        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // After the epoch marker the start-up set: a timestamp one second on.
+    let ts = now + 1;
+    let claim = |pair: u128, signature: u128| {
+        let cluster = cluster.clone();
+        async move {
+            let fp = Fingerprints { pair, signature };
+            cluster.claim(&fp, ts, ts + 300, ts).await
+        }
+    };
+    assert_eq!(claim(1, 2).await, Ok(()));
+    assert_eq!(claim(1, 3).await, Err(ClaimError::Reused), "pair held");
+    assert_eq!(claim(4, 2).await, Err(ClaimError::Reused), "signature held");
+    // Both refusals left their other fingerprint free.
+    assert_eq!(claim(4, 3).await, Ok(()));
+    assert_eq!(claim(4, 5).await, Err(ClaimError::Reused));
+}
+
 #[tokio::test]
 async fn a_token_from_one_node_works_on_the_other() {
     let c = cluster().await;
