@@ -15,7 +15,7 @@ pub mod path;
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{header, Uri};
+use axum::http::{header, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -391,6 +391,21 @@ async fn front(State(core): State<AppState>, mut req: Request, next: Next) -> Re
     };
     if let Some(gw) = upstream_root {
         return gw.handle(&core, req).await;
+    }
+    // A declared body on a method whose handlers do not read one (a GET
+    // with `Content-Length: 2` and `{}`, as some clients send) is read
+    // here: answered before its body had arrived, hyper would close the
+    // connection, and the client's next request on it could be lost.
+    let unread = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
+    );
+    if unread && declared.is_some_and(|n| n > 0) {
+        let (parts, body) = req.into_parts();
+        match auth::read_body(body, core.config.max_body).await {
+            Ok(bytes) => req = Request::from_parts(parts, axum::body::Body::from(bytes)),
+            Err(e) => return ApiError(e).into_response(),
+        }
     }
     if routed != req.uri().path() {
         let pq = match req.uri().query() {

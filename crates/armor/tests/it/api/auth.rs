@@ -393,3 +393,47 @@ async fn login_as_the_public_clients_do() {
     assert_eq!((s, me["accountContext"].as_i64()), (200, Some(1)), "{me}");
     assert!(!token.is_empty());
 }
+
+/// A GET with a small body (`Content-Length: 2`, `{}`: what the vendor's
+/// Python client sends) whose body arrives after the head: the answer keeps
+/// the connection open, and the next request on it is served. Answered
+/// before its body was read, the connection used to be closed under the
+/// client, which then lost its next request.
+#[tokio::test]
+async fn a_get_whose_body_comes_late_keeps_the_connection() {
+    use std::io::{Read as _, Write as _};
+    let app = spawn_app().await;
+    let token = app.login().await;
+    let addr = app.url.trim_start_matches("http://").to_owned();
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let head = format!(
+            "GET /me HTTP/1.1\r\nHost: x\r\nAuthorization: FH-AUTH {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        s.write_all(b"{}").unwrap();
+        s.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        // Both answers, read until the second one's body has come.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("\"pong\"") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    })
+    .await
+    .unwrap();
+    assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), 2, "{answers}");
+    assert!(
+        !answers.to_ascii_lowercase().contains("connection: close"),
+        "{answers}"
+    );
+}
