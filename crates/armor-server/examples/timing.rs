@@ -81,7 +81,7 @@ impl Rng {
 /// One refused request through the server's path; true if refused.
 async fn check(core: &Core, header: &str) -> bool {
     match core.psk_begin(header) {
-        Ok((creds, key)) => core.psk_finish(&creds, key.as_deref(), &REQ).await.is_err(),
+        Ok((creds, key)) => core.psk_finish(&creds, &key, &REQ).await.is_err(),
         Err(_) => true,
     }
 }

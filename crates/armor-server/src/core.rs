@@ -372,16 +372,7 @@ impl Core {
             }
             keep
         });
-        self.access.invalidate_user(user_id);
-        if let Some(cluster) = self.cluster.clone() {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    cluster
-                        .publish_reliably(crate::cluster::user_message(user_id))
-                        .await;
-                });
-            }
-        }
+        self.invalidate_user(user_id);
     }
 
     /// A user's status, role or memberships changed: what this node cached
@@ -432,7 +423,7 @@ impl Core {
     pub fn psk_begin<'h>(
         &self,
         header: &'h str,
-    ) -> Result<(Credentials<'h>, Option<Arc<CachedKey>>), Error> {
+    ) -> Result<(Credentials<'h>, Arc<CachedKey>), Error> {
         let creds = Credentials::parse(header).map_err(|e| {
             let err = armor_psk::Error::from(e);
             self.metrics.refused(err.code());
@@ -448,7 +439,7 @@ impl Core {
             .keys
             .get(creds.key_id())
             .unwrap_or_else(|| self.dummy_key.clone());
-        Ok((creds, Some(key)))
+        Ok((creds, key))
     }
 
     /// Steps 5–6: verify against every accepted form, then claim the nonce
@@ -456,7 +447,7 @@ impl Core {
     pub async fn psk_finish(
         &self,
         creds: &Credentials<'_>,
-        key: Option<&CachedKey>,
+        key: &CachedKey,
         req: &Request<'_>,
     ) -> Result<KeyIdentity, Error> {
         let refuse = |err: armor_psk::Error| {
@@ -471,7 +462,6 @@ impl Core {
         };
         // An unknown key id takes the same path as a wrong signature, under
         // a dummy key: the same HMAC work, the same refusal.
-        let key = key.unwrap_or(&self.dummy_key);
         let known = !std::ptr::eq(key, &*self.dummy_key);
         let verified = self.verifier.verify(&key.signing, creds, req);
         // The dummy key never lets a request through, even if it verified.

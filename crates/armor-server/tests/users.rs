@@ -727,7 +727,7 @@ async fn last_used_is_exact_in_memory_and_coarse_in_the_store() {
                 query: None,
                 body: b"",
             };
-            core.psk_finish(&creds, k.as_deref(), &req).await.unwrap();
+            core.psk_finish(&creds, &k, &req).await.unwrap();
         }
     };
     let stored = |core: Arc<Core>, id: String| async move {

@@ -135,7 +135,7 @@ async fn authenticate_parts(
                 query: parts.uri.query(),
                 body: &bytes,
             };
-            let id = match core.psk_finish(&creds, key.as_deref(), &psk_req).await {
+            let id = match core.psk_finish(&creds, &key, &psk_req).await {
                 Ok(id) => id,
                 Err(e) => {
                     if let (Some((l, ip)), Error::Psk { err, .. }) = (&limiter, &e) {

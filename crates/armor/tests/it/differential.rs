@@ -40,7 +40,7 @@ async fn verdict(
         query,
         body,
     };
-    core.psk_finish(&creds, key.as_deref(), &req)
+    core.psk_finish(&creds, &key, &req)
         .await
         .map(|id| id.key_id)
         .map_err(|e| e.to_string())
