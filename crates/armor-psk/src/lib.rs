@@ -17,6 +17,7 @@
 //! - [`parse`]: [`Credentials::parse`], the bounded header parser.
 //! - [`sign`]: [`SignableRequest`], [`SigningKey`] (the keyed HMAC state),
 //!   [`StringToSign`] and its redacted form for logs.
+//! - `hmac512`: HMAC-SHA512 from two precomputed SHA-512 midstates.
 //! - [`verify`]: [`Verifier`] (window, accepted variants, `require_signed_query`).
 //! - [`replay`]: the [`ReplayGuard`] trait, fingerprints and [`MemoryReplayGuard`].
 //! - [`secret`]: [`SecretKey`], zeroized and never printed.
@@ -49,6 +50,7 @@
 #[cfg(feature = "reqwest")]
 pub mod client;
 pub mod error;
+mod hmac512;
 #[cfg(feature = "tower")]
 pub mod layer;
 pub mod parse;
