@@ -100,11 +100,11 @@ pub struct KeyIdentity {
     pub account_id: i64,
 }
 
-/// What the verifier keeps per key: the identity and the HMAC state keyed
-/// with the secret (the secret itself is not kept).
+/// What the verifier keeps per key besides its HMAC state (which the key
+/// cache holds apart, see `core/keycache.rs`): the identity and the last
+/// use. The secret itself is not kept.
 pub struct CachedKey {
     pub id: KeyIdentity,
-    pub signing: SigningKey,
     /// The last accepted use on this node (Unix seconds; 0: none yet).
     used: AtomicU64,
     /// The last use queued for the store: a key's use is queued at most
@@ -113,10 +113,9 @@ pub struct CachedKey {
 }
 
 impl CachedKey {
-    pub fn new(id: KeyIdentity, signing: SigningKey) -> Self {
+    pub fn new(id: KeyIdentity) -> Self {
         CachedKey {
             id,
-            signing,
             used: AtomicU64::new(0),
             queued: AtomicU64::new(0),
         }
@@ -182,9 +181,6 @@ pub struct Core {
     /// Redis: the shared replay store and invalidation channel.
     cluster: Option<Arc<crate::cluster::Cluster>>,
     keys: keycache::KeyCache,
-    /// Verifies the requests of unknown key ids (random secret; never
-    /// accepts: the outcome is discarded).
-    dummy_key: Arc<CachedKey>,
     /// Active users' permissions per account (see `core/access.rs`).
     access: access::AccessCache,
     last_used: DashMap<String, u64>,
@@ -252,15 +248,9 @@ impl Core {
             replay,
             fingerprints: FingerprintKey::new(crypto::random_16()),
             cluster: None,
-            keys: keycache::KeyCache::new(crypto::random_16()),
-            dummy_key: Arc::new(CachedKey::new(
-                KeyIdentity {
-                    key_id: String::new(),
-                    user_id: 0,
-                    account_id: 0,
-                },
-                SigningKey::from_bytes(&crypto::random_16()),
-            )),
+            keys: keycache::KeyCache::new(crypto::random_16(), || {
+                SigningKey::from_bytes(&crypto::random_16())
+            }),
             access: access::AccessCache::default(),
             last_used: DashMap::new(),
             master: RwLock::new(Arc::new(master)),
@@ -345,14 +335,14 @@ impl Core {
             }
             let secret = master.open(&row.id, &sealed)?;
             let signing = SigningKey::from_bytes(&secret);
-            self.keys.insert(Arc::new(CachedKey::new(
-                KeyIdentity {
+            self.keys.insert(
+                Arc::new(CachedKey::new(KeyIdentity {
                     key_id: row.id,
                     user_id: row.user_id,
                     account_id: row.account_id,
-                },
+                })),
                 signing,
-            )));
+            );
         }
         let n = fresh.len();
         self.keys.retain(|k| {
@@ -418,12 +408,10 @@ impl Core {
     // ---- ARMOR-PSK ----
 
     /// Steps 1–3 of a request: parse, check the clock, look the key up. No
-    /// I/O. The body is read only when this succeeds. An unknown key id
-    /// gets a dummy key, which [`Core::psk_finish`] verifies and refuses.
-    pub fn psk_begin<'h>(
-        &self,
-        header: &'h str,
-    ) -> Result<(Credentials<'h>, Arc<CachedKey>), Error> {
+    /// I/O. The body is read only when this succeeds. Returns a copy of the
+    /// key's HMAC state; an unknown key id gets a dummy's, which
+    /// [`Core::psk_finish`] verifies and refuses.
+    pub fn psk_begin<'h>(&self, header: &'h str) -> Result<(Credentials<'h>, SigningKey), Error> {
         let creds = Credentials::parse(header).map_err(|e| {
             let err = armor_psk::Error::from(e);
             self.metrics.refused(err.code());
@@ -433,12 +421,9 @@ impl Core {
             self.metrics.refused(err.code());
             return Err(err.into());
         }
-        // An unknown key id gets the dummy key, held and released like a
-        // real one: hit and miss cost the same (timing).
-        let key = self
-            .keys
-            .get(creds.key_id())
-            .unwrap_or_else(|| self.dummy_key.clone());
+        // An unknown key id gets a dummy's state, found and copied like a
+        // key's: hit and miss cost the same (timing).
+        let key = self.keys.lookup(creds.key_id());
         Ok((creds, key))
     }
 
@@ -447,7 +432,7 @@ impl Core {
     pub async fn psk_finish(
         &self,
         creds: &Credentials<'_>,
-        key: &CachedKey,
+        signing: &SigningKey,
         req: &Request<'_>,
     ) -> Result<KeyIdentity, Error> {
         let refuse = |err: armor_psk::Error| {
@@ -461,18 +446,14 @@ impl Core {
             Error::Psk { err, detail }
         };
         // An unknown key id takes the same path as a wrong signature, under
-        // a dummy key: the same HMAC work, the same refusal.
-        let known = !std::ptr::eq(key, &*self.dummy_key);
-        let verified = self.verifier.verify(&key.signing, creds, req);
-        // The dummy key never lets a request through, even if it verified.
-        let verified = verified.and_then(|v| {
-            if known {
-                Ok(v)
-            } else {
-                Err(armor_psk::Error::InvalidSignature)
-            }
-        });
-        verified.map_err(refuse)?;
+        // a dummy's state: the same HMAC work, the same refusal.
+        self.verifier.verify(signing, creds, req).map_err(refuse)?;
+        // Only a verified request reaches its key's identity. A dummy never
+        // lets one through, even if it verified: it has no key here (nor
+        // has a key deleted since `psk_begin`).
+        let Some(key) = self.keys.get(creds.key_id()) else {
+            return Err(refuse(armor_psk::Error::InvalidSignature));
+        };
         let fp = self.fingerprints.fingerprints(creds);
         let until = self.verifier.claim_until(creds);
         if let Some(cluster) = &self.cluster {
@@ -500,7 +481,7 @@ impl Core {
             }
         }
         self.metrics.psk_accepted.fetch_add(1, Ordering::Relaxed);
-        self.note_use(key, self.now());
+        self.note_use(&key, self.now());
         Ok(key.id.clone())
     }
 
@@ -869,14 +850,14 @@ impl Core {
         self.store
             .insert_key(&id, user_id, p.account_id, name, now, &sealed)
             .await?;
-        self.keys.insert(Arc::new(CachedKey::new(
-            KeyIdentity {
+        self.keys.insert(
+            Arc::new(CachedKey::new(KeyIdentity {
                 key_id: id.clone(),
                 user_id,
                 account_id: p.account_id,
-            },
+            })),
             SigningKey::from_bytes(secret.as_bytes()),
-        )));
+        );
         self.metrics.keys_created.fetch_add(1, Ordering::Relaxed);
         self.notify_user(user_id).await;
         self.audit(AuditEvent {

@@ -1,28 +1,290 @@
 //! The verifier's key cache: every active key with its keyed HMAC state,
-//! found by a keyed 128-bit hash of the key id.
+//! found by a keyed 128-bit hash of the key id, in a constant-time
+//! look-up.
 //!
-//! Looking a key up by its hash rather than by the id string makes a hit
-//! and a miss do the same work (hash the id, probe, compare one integer):
-//! a string comparison only on a hit would tell, by timing, whether a key
-//! id exists. Two ids share a slot with probability 2⁻¹²⁸ per pair, under a
-//! hash key drawn at random per process.
+//! A request's key id must not tell, by timing, whether it exists. So
+//! [`KeyCache::lookup`] does the same work for a hit and a miss: it hashes
+//! the id, reads the same eight slots of a cuckoo table (two buckets of
+//! four), keeps the matching place with a branch-free select, and copies
+//! out the keyed HMAC state found there. For an unknown id that is the
+//! state at a place the hash picks among all of the shard's places: a few
+//! dummies (random secrets) and the keys. Either way the state comes from
+//! the same array, so a miss reads memory laid out like a hit's, and it is
+//! verified like a key's (see `Core::psk_finish`, which never accepts a
+//! request whose key id is not cached, whatever state verified it). The
+//! look-up touches no per-key counter: a key's [`CachedKey`] (identity,
+//! last use) is fetched, by [`KeyCache::get`], only once a signature has
+//! verified.
+//!
+//! A slot keeps 96 bits of the hash (a hash key drawn at random per
+//! process): two ids are confused with probability 2⁻⁹⁶ per pair, and even
+//! then a request verifies only under the other key's secret.
+//!
+//! Layout: [`KeyCache`] (the public face) over [`SHARDS`] shards, each a
+//! `RwLock<Shard>` on cache lines of its own: a bucket array (four slots
+//! of tag and place per cache line), the HMAC states by place (the first
+//! [`DUMMIES`] places hold that shard's dummies) and the keys by place.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use dashmap::DashMap;
+use armor_psk::SigningKey;
 use siphasher::sip128::{Hasher128 as _, SipHasher13};
+use subtle::{ConditionallySelectable as _, ConstantTimeEq as _};
 
 use super::CachedKey;
 
+/// Shards, each behind its own lock (by the top four bits of the hash).
+const SHARDS: usize = 16;
+/// Dummy states per shard, so that a shard without keys still has states
+/// for unknown ids. Few: a dummy is reached only by unknown ids, so with
+/// many dummies an unknown id would more often meet a state colder than
+/// any key's.
+const DUMMIES: usize = 2;
+/// Slots per bucket.
+const WAYS: usize = 4;
+/// An empty slot's entry: the shard's first dummy, under tag 0. Should an
+/// id's tag ever be 0 (probability 2⁻⁹⁶), it finds that dummy. Places
+/// below [`DUMMIES`] hold dummies, so a slot is in use when its entry is
+/// [`DUMMIES`] or more.
+const EMPTY: u32 = 0;
+/// Evictions tried before an insert grows the table.
+const MAX_KICKS: usize = 256;
+
+/// Four slots in one cache line. A slot keeps 96 bits of its key's hash
+/// (`hi`: bits 64–127, `lo`: bits 0–31) and the key's place in the
+/// shard's arrays.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Bucket {
+    hi: [u64; WAYS],
+    lo: [u32; WAYS],
+    entries: [u32; WAYS],
+}
+
+const EMPTY_BUCKET: Bucket = Bucket {
+    hi: [0; WAYS],
+    lo: [0; WAYS],
+    entries: [EMPTY; WAYS],
+};
+
+/// The bits of a hash a slot keeps.
+fn tag(h: u128) -> (u64, u32) {
+    ((h >> 64) as u64, h as u32)
+}
+
+impl Bucket {
+    fn holds(&self, way: usize, h: u128) -> bool {
+        in_use(self.entries[way]) && (self.hi[way], self.lo[way]) == tag(h)
+    }
+
+    fn set(&mut self, way: usize, (h, entry): (u128, u32)) {
+        (self.hi[way], self.lo[way]) = tag(h);
+        self.entries[way] = entry;
+    }
+
+    /// The hash as far as the slot keeps it (bits 32–63 zero): enough to
+    /// find both of its buckets again.
+    fn hash(&self, way: usize) -> u128 {
+        u128::from(self.hi[way]) << 64 | u128::from(self.lo[way])
+    }
+}
+
+struct Shard {
+    /// A power of two in length; a hash may sit in two buckets.
+    buckets: Vec<Bucket>,
+    /// HMAC states by place: dummies first, then keys; a freed place holds
+    /// a dummy's state again.
+    states: Vec<SigningKey>,
+    /// The keys by place (`None` for dummies and freed places).
+    keys: Vec<Option<Arc<CachedKey>>>,
+    /// Freed places, reused first.
+    free: Vec<u32>,
+    /// Keys held.
+    len: usize,
+    /// Varies which slot an insert evicts.
+    kicks: u64,
+}
+
+fn in_use(entry: u32) -> bool {
+    entry >= DUMMIES as u32
+}
+
+/// The two buckets a hash may occupy: from bits 0–31 and 64–127, which a
+/// slot keeps (a shard never has 2³² buckets), so that a key can move.
+fn buckets_of(h: u128, mask: usize) -> [usize; 2] {
+    [(h as u32 as usize) & mask, ((h >> 64) as usize) & mask]
+}
+
+impl Shard {
+    fn new(dummies: Vec<SigningKey>) -> Self {
+        Shard {
+            buckets: vec![EMPTY_BUCKET; 2],
+            keys: vec![None; dummies.len()],
+            states: dummies,
+            free: Vec::new(),
+            len: 0,
+            kicks: 0,
+        }
+    }
+
+    fn mask(&self) -> usize {
+        self.buckets.len() - 1
+    }
+
+    /// The state of the key for `h` or of a dummy, reading the same slots
+    /// either way and choosing without a branch.
+    fn lookup(&self, h: u128) -> &SigningKey {
+        // Any place, dummy or key, by bits 32–63 of the hash (multiply and
+        // shift: no division).
+        let places = self.states.len() as u64;
+        let mut found = ((u64::from((h >> 32) as u32) * places) >> 32) as u32;
+        let (hi, lo) = tag(h);
+        for b in buckets_of(h, self.mask()) {
+            let bucket = &self.buckets[b];
+            for way in 0..WAYS {
+                let diff = (bucket.hi[way] ^ hi) | u64::from(bucket.lo[way] ^ lo);
+                found = u32::conditional_select(&found, &bucket.entries[way], diff.ct_eq(&0));
+            }
+        }
+        &self.states[found as usize]
+    }
+
+    /// Where `h` sits: bucket and way. Not constant-time (writers only).
+    fn position(&self, h: u128) -> Option<(usize, usize)> {
+        buckets_of(h, self.mask()).into_iter().find_map(|b| {
+            let bucket = &self.buckets[b];
+            (0..WAYS).find(|&w| bucket.holds(w, h)).map(|w| (b, w))
+        })
+    }
+
+    fn insert(&mut self, h: u128, key: Arc<CachedKey>, signing: SigningKey) {
+        if let Some((b, w)) = self.position(h) {
+            let e = self.buckets[b].entries[w] as usize;
+            self.states[e] = signing;
+            self.keys[e] = Some(key);
+            return;
+        }
+        let e = match self.free.pop() {
+            Some(e) => {
+                self.states[e as usize] = signing;
+                self.keys[e as usize] = Some(key);
+                e
+            }
+            None => {
+                self.states.push(signing);
+                self.keys.push(Some(key));
+                (self.states.len() - 1) as u32
+            }
+        };
+        self.len += 1;
+        // At most half full: cuckoo inserts with four-way buckets then
+        // almost never need more than a few evictions.
+        if self.len * 2 > self.buckets.len() * WAYS {
+            self.grow();
+        }
+        let mut item = (h, e);
+        loop {
+            match self.place(item) {
+                None => return,
+                Some(homeless) => {
+                    item = homeless;
+                    self.grow();
+                }
+            }
+        }
+    }
+
+    /// Puts `(tag, entry)` in one of its buckets, evicting as cuckoo
+    /// hashing does; returns the item left without a place, if any.
+    fn place(&mut self, mut item: (u128, u32)) -> Option<(u128, u32)> {
+        let mask = self.mask();
+        for _ in 0..MAX_KICKS {
+            let pair = buckets_of(item.0, mask);
+            for b in pair {
+                let bucket = &mut self.buckets[b];
+                if let Some(w) = bucket.entries.iter().position(|&e| !in_use(e)) {
+                    bucket.set(w, item);
+                    return None;
+                }
+            }
+            self.kicks = self.kicks.wrapping_add(1);
+            let b = pair[(self.kicks & 1) as usize];
+            let w = ((self.kicks >> 1) as usize) % WAYS;
+            let bucket = &mut self.buckets[b];
+            let evicted = (bucket.hash(w), bucket.entries[w]);
+            bucket.set(w, item);
+            item = evicted;
+        }
+        Some(item)
+    }
+
+    /// Doubles the buckets and places every held key again.
+    fn grow(&mut self) {
+        let held: Vec<(u128, u32)> = self
+            .buckets
+            .iter()
+            .flat_map(|b| (0..WAYS).map(move |w| (b.hash(w), b.entries[w])))
+            .filter(|&(_, e)| in_use(e))
+            .collect();
+        let mut size = self.buckets.len() * 2;
+        'again: loop {
+            self.buckets = vec![EMPTY_BUCKET; size];
+            for &item in &held {
+                if self.place(item).is_some() {
+                    size *= 2;
+                    continue 'again;
+                }
+            }
+            return;
+        }
+    }
+
+    fn remove_at(&mut self, b: usize, w: usize) {
+        let e = self.buckets[b].entries[w];
+        self.buckets[b].set(w, (0, EMPTY));
+        // The freed place holds a dummy's state, so that no stale key
+        // stays reachable through it.
+        let e = e as usize;
+        self.states[e] = self.states[e % DUMMIES].clone();
+        self.keys[e] = None;
+        self.free.push(e as u32);
+        self.len -= 1;
+    }
+
+    fn key_at(&self, b: usize, w: usize) -> Option<&Arc<CachedKey>> {
+        self.keys[self.buckets[b].entries[w] as usize].as_ref()
+    }
+
+    fn held(&self) -> impl Iterator<Item = (usize, usize, &Arc<CachedKey>)> {
+        self.buckets
+            .iter()
+            .enumerate()
+            .flat_map(move |(b, bucket)| {
+                (0..WAYS)
+                    .filter(move |&w| in_use(bucket.entries[w]))
+                    .filter_map(move |w| self.key_at(b, w).map(|k| (b, w, k)))
+            })
+    }
+}
+
+/// A shard on cache lines of its own: its lock and table headers are read
+/// on every look-up, and must neither straddle a line (a look-up in one
+/// shard would cost more than in another) nor share one with another shard
+/// (threads would contend on it).
+#[repr(align(128))]
+struct Padded(RwLock<Shard>);
+
 /// Active keys by a keyed hash of their id.
 pub struct KeyCache {
-    map: DashMap<u128, Arc<CachedKey>>,
+    shards: Box<[Padded]>,
     k0: u64,
     k1: u64,
 }
 
 impl KeyCache {
-    pub fn new(key: [u8; 16]) -> Self {
+    /// An empty cache under the hash key `key`; `dummy` makes the dummy
+    /// states (each keyed with its own random secret).
+    pub fn new(key: [u8; 16], mut dummy: impl FnMut() -> SigningKey) -> Self {
         let (a, b) = key.split_at(8);
         let word = |s: &[u8]| {
             let mut w = [0u8; 8];
@@ -30,46 +292,106 @@ impl KeyCache {
             u64::from_le_bytes(w)
         };
         KeyCache {
-            map: DashMap::new(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Padded(RwLock::new(Shard::new(
+                        (0..DUMMIES).map(|_| dummy()).collect(),
+                    )))
+                })
+                .collect(),
             k0: word(a),
             k1: word(b),
         }
     }
 
-    fn slot(&self, key_id: &str) -> u128 {
+    fn hash(&self, key_id: &str) -> u128 {
         let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
         std::hash::Hasher::write(&mut h, key_id.as_bytes());
         h.finish128().as_u128()
     }
 
-    pub fn get(&self, key_id: &str) -> Option<Arc<CachedKey>> {
-        self.map.get(&self.slot(key_id)).map(|k| k.clone())
+    fn read(&self, h: u128) -> RwLockReadGuard<'_, Shard> {
+        self.shards[(h >> 124) as usize % SHARDS]
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn insert(&self, key: Arc<CachedKey>) {
-        self.map.insert(self.slot(&key.id.key_id), key);
+    fn write(&self, h: u128) -> RwLockWriteGuard<'_, Shard> {
+        self.shards[(h >> 124) as usize % SHARDS]
+            .0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_all(&self) -> impl Iterator<Item = RwLockWriteGuard<'_, Shard>> {
+        self.shards
+            .iter()
+            .map(|s| s.0.write().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// A copy of the HMAC state of the key with this id or, if there is
+    /// none, of a dummy; in the same time either way. For the verifier.
+    pub fn lookup(&self, key_id: &str) -> SigningKey {
+        let h = self.hash(key_id);
+        self.read(h).lookup(h).clone()
+    }
+
+    /// The key with this id, if cached. Not constant-time.
+    pub fn get(&self, key_id: &str) -> Option<Arc<CachedKey>> {
+        let h = self.hash(key_id);
+        let shard = self.read(h);
+        shard
+            .position(h)
+            .and_then(|(b, w)| shard.key_at(b, w).cloned())
+    }
+
+    /// Adds a key with its HMAC state, or replaces the one with the same
+    /// id.
+    pub fn insert(&self, key: Arc<CachedKey>, signing: SigningKey) {
+        let h = self.hash(&key.id.key_id);
+        self.write(h).insert(h, key, signing);
     }
 
     pub fn remove(&self, key_id: &str) {
-        self.map.remove(&self.slot(key_id));
+        let h = self.hash(key_id);
+        let mut shard = self.write(h);
+        if let Some((b, w)) = shard.position(h) {
+            shard.remove_at(b, w);
+        }
     }
 
     /// Keeps the keys for which `keep` is true.
     pub fn retain(&self, mut keep: impl FnMut(&CachedKey) -> bool) {
-        self.map.retain(|_, k| keep(k));
+        for mut shard in self.write_all() {
+            let gone: Vec<(usize, usize)> = shard
+                .held()
+                .filter(|(_, _, k)| !keep(k))
+                .map(|(b, w, _)| (b, w))
+                .collect();
+            for (b, w) in gone {
+                shard.remove_at(b, w);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.shards
+            .iter()
+            .map(|s| s.0.read().unwrap_or_else(PoisonError::into_inner).len)
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 
     pub fn for_each(&self, mut f: impl FnMut(&CachedKey)) {
-        for k in self.map.iter() {
-            f(k.value());
+        for shard in self.shards.iter() {
+            let shard = shard.0.read().unwrap_or_else(PoisonError::into_inner);
+            for (_, _, k) in shard.held() {
+                f(k);
+            }
         }
     }
 }
@@ -78,33 +400,139 @@ impl KeyCache {
 mod tests {
     use super::*;
     use crate::core::KeyIdentity;
-    use armor_psk::SigningKey;
+    use armor_psk::{SignableRequest, Signature};
 
-    fn key(id: &str) -> Arc<CachedKey> {
-        Arc::new(CachedKey::new(
-            KeyIdentity {
+    /// Each key and dummy is keyed with its own secret; a state is known by
+    /// the signature it makes.
+    struct Fixture {
+        cache: KeyCache,
+    }
+
+    fn sig(signing: &SigningKey) -> Signature {
+        SignableRequest {
+            key_id: "k",
+            method: "GET",
+            request_path: "/",
+            nonce: "n",
+            timestamp: 1,
+            body: b"",
+        }
+        .sign(signing)
+    }
+
+    fn secret(id: &str) -> SigningKey {
+        SigningKey::from_bytes(format!("secret of {id}").as_bytes())
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let mut n = 0;
+            Fixture {
+                cache: KeyCache::new([9; 16], || {
+                    n += 1;
+                    SigningKey::from_bytes(format!("dummy {n}").as_bytes())
+                }),
+            }
+        }
+
+        fn insert(&self, id: &str) {
+            let key = Arc::new(CachedKey::new(KeyIdentity {
                 key_id: id.to_owned(),
                 user_id: 1,
                 account_id: 1,
-            },
-            SigningKey::from_bytes(b"s"),
-        ))
+            }));
+            self.cache.insert(key, secret(id));
+        }
+
+        /// Whether `lookup` gives the key's own state.
+        fn finds(&self, id: &str) -> bool {
+            sig(&self.cache.lookup(id)).ct_eq(&sig(&secret(id)))
+        }
     }
 
     #[test]
     fn finds_by_id_and_forgets() {
-        let c = KeyCache::new([9; 16]);
-        c.insert(key("a"));
-        c.insert(key("b"));
+        let f = Fixture::new();
+        let c = &f.cache;
+        f.insert("a");
+        f.insert("b");
         assert_eq!(
             c.get("a").map(|k| k.id.key_id.clone()).as_deref(),
             Some("a")
         );
+        assert!(f.finds("a"));
         assert!(c.get("A").is_none());
+        assert!(!f.finds("A"));
         assert!(c.get("").is_none());
         c.remove("a");
         assert!(c.get("a").is_none());
+        assert!(!f.finds("a"));
         c.retain(|k| k.id.key_id != "b");
         assert_eq!(c.len(), 0);
+        assert!(!f.finds("b"));
+    }
+
+    #[test]
+    fn unknown_ids_spread_over_the_states() {
+        let f = Fixture::new();
+        let first = sig(&f.cache.lookup("nope"));
+        assert!(first.ct_eq(&sig(&f.cache.lookup("nope"))));
+        let states = |f: &Fixture| -> std::collections::HashSet<[u8; 64]> {
+            (0..2000)
+                .map(|i| *sig(&f.cache.lookup(&format!("unknown-{i}"))).as_bytes())
+                .collect()
+        };
+        // No keys: every dummy of every shard.
+        assert_eq!(states(&f).len(), SHARDS * DUMMIES);
+        // With keys, unknown ids reach their places too.
+        for i in 0..100 {
+            f.insert(&format!("key-{i}"));
+        }
+        let reached = states(&f);
+        assert_eq!(reached.len(), SHARDS * DUMMIES + 100);
+        assert!(reached.contains(sig(&secret("key-1")).as_bytes()));
+    }
+
+    #[test]
+    fn many_keys_grow_the_table_and_stay_found() {
+        let f = Fixture::new();
+        let c = &f.cache;
+        let n = 20_000;
+        for i in 0..n {
+            f.insert(&format!("key-{i}"));
+        }
+        // Some inserts had to evict (the cuckoo path is exercised).
+        let kicks: u64 = c.shards.iter().map(|s| s.0.read().unwrap().kicks).sum();
+        assert!(kicks > 0);
+        // Replacing a key keeps one entry.
+        f.insert("key-7");
+        assert_eq!(c.len(), n);
+        for i in 0..n {
+            let id = format!("key-{i}");
+            assert!(f.finds(&id), "{id}");
+            assert_eq!(c.get(&id).map(|k| k.id.key_id.clone()), Some(id));
+        }
+        for i in (0..n).step_by(2) {
+            c.remove(&format!("key-{i}"));
+        }
+        assert_eq!(c.len(), n / 2);
+        for i in 0..n {
+            let id = format!("key-{i}");
+            assert_eq!(f.finds(&id), i % 2 == 1, "{id}");
+            assert_eq!(c.get(&id).is_some(), i % 2 == 1, "{id}");
+        }
+        // Freed places are reused, and a removed key is never returned.
+        for i in (0..n).step_by(2) {
+            f.insert(&format!("new-{i}"));
+        }
+        assert_eq!(c.len(), n);
+        for i in (0..n).step_by(2) {
+            assert!(!f.finds(&format!("key-{i}")));
+            assert!(c.get(&format!("key-{i}")).is_none());
+            assert!(f.finds(&format!("new-{i}")));
+        }
+        let mut seen = 0;
+        c.for_each(|_| seen += 1);
+        assert_eq!(seen, n);
     }
 }
