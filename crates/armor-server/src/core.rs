@@ -181,6 +181,11 @@ pub struct Core {
     /// Redis: the shared replay store and invalidation channel.
     cluster: Option<Arc<crate::cluster::Cluster>>,
     keys: keycache::KeyCache,
+    /// Counts removals from `keys` (a user's keys forgotten, a key
+    /// deleted), taken while removing and while a reload puts keys in: a
+    /// reload that read the store before a removal reads it again, so it
+    /// never puts back what was removed after its read.
+    removals: std::sync::Mutex<u64>,
     /// Active users' permissions per account (see `core/access.rs`).
     access: access::AccessCache,
     last_used: DashMap<String, u64>,
@@ -252,6 +257,7 @@ impl Core {
                 SigningKey::from_bytes(&crypto::random_16())
             }),
             access: access::AccessCache::default(),
+            removals: std::sync::Mutex::new(0),
             last_used: DashMap::new(),
             master: RwLock::new(Arc::new(master)),
             master_path: master_path.to_owned(),
@@ -315,7 +321,15 @@ impl Core {
             Some(uid) => self.access.invalidate_user(uid),
             None => self.access.clear(),
         }
-        let rows = self.store.active_sealed_keys(user_id).await?;
+        let (rows, _removals) = loop {
+            let before = self.removal_count();
+            let rows = self.store.active_sealed_keys(user_id).await?;
+            let guard = self.removals_lock();
+            if *guard == before {
+                break (rows, guard);
+            }
+            // Something was removed since the read: it may be in `rows`.
+        };
         let mut master = self.master();
         let mut fresh = std::collections::HashSet::with_capacity(rows.len());
         for row in rows {
@@ -351,16 +365,35 @@ impl Core {
         Ok(n)
     }
 
+    fn removals_lock(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.removals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn removal_count(&self) -> u64 {
+        *self.removals_lock()
+    }
+
+    /// Removes from the key cache, counted (see `removals`).
+    fn remove_keys(&self, remove: impl FnOnce(&keycache::KeyCache)) {
+        let mut removals = self.removals_lock();
+        *removals += 1;
+        remove(&self.keys);
+    }
+
     /// Drops a user's keys from the verifier cache (disable, delete), here
-    /// and on the other nodes.
+    /// and on the other nodes. Call it after the change is written.
     pub fn forget_user_keys(&self, user_id: i64) {
-        self.keys.retain(|k| {
-            let keep = k.id.user_id != user_id;
-            if !keep {
-                // Its last use is not lost with the cache entry.
-                self.queue_exact(k);
-            }
-            keep
+        self.remove_keys(|keys| {
+            keys.retain(|k| {
+                let keep = k.id.user_id != user_id;
+                if !keep {
+                    // Its last use is not lost with the cache entry.
+                    self.queue_exact(k);
+                }
+                keep
+            })
         });
         self.invalidate_user(user_id);
     }
@@ -409,9 +442,12 @@ impl Core {
 
     /// Steps 1–3 of a request: parse, check the clock, look the key up. No
     /// I/O. The body is read only when this succeeds. Returns a copy of the
-    /// key's HMAC state; an unknown key id gets a dummy's, which
+    /// key's HMAC state; an unknown key id gets a borrowed one, under which
     /// [`Core::psk_finish`] verifies and refuses.
-    pub fn psk_begin<'h>(&self, header: &'h str) -> Result<(Credentials<'h>, SigningKey), Error> {
+    pub fn psk_begin<'h>(
+        &self,
+        header: &'h str,
+    ) -> Result<(Credentials<'h>, keycache::Found), Error> {
         let creds = Credentials::parse(header).map_err(|e| {
             let err = armor_psk::Error::from(e);
             self.metrics.refused(err.code());
@@ -432,7 +468,7 @@ impl Core {
     pub async fn psk_finish(
         &self,
         creds: &Credentials<'_>,
-        signing: &SigningKey,
+        found: &keycache::Found,
         req: &Request<'_>,
     ) -> Result<KeyIdentity, Error> {
         let refuse = |err: armor_psk::Error| {
@@ -446,13 +482,18 @@ impl Core {
             Error::Psk { err, detail }
         };
         // An unknown key id takes the same path as a wrong signature, under
-        // a dummy's state: the same HMAC work, the same refusal.
-        self.verifier.verify(signing, creds, req).map_err(refuse)?;
-        // Only a verified request reaches its key's identity. A dummy never
-        // lets one through, even if it verified: it has no key here (nor
-        // has a key deleted since `psk_begin`).
-        let Some(key) = self.keys.get(creds.key_id()) else {
-            return Err(refuse(armor_psk::Error::InvalidSignature));
+        // a borrowed state: the same HMAC work, the same refusal.
+        self.verifier
+            .verify(found.signing(), creds, req)
+            .map_err(refuse)?;
+        // Only a request verified under its own key's state reaches that
+        // key. A borrowed state may be another key's: a request that
+        // verified under it was signed with that key's secret, for an id
+        // that was not cached at `psk_begin`, and is refused even if that
+        // id has been cached since. A key deleted since is refused too.
+        let key = match self.keys.get(creds.key_id()) {
+            Some(key) if found.is_own() => key,
+            _ => return Err(refuse(armor_psk::Error::InvalidSignature)),
         };
         let fp = self.fingerprints.fingerprints(creds);
         let until = self.verifier.claim_until(creds);
@@ -809,18 +850,19 @@ impl Core {
 
     /// Who may touch whose keys: self with Self Manage, others with the
     /// "All" permission named; another account's users are not found.
+    /// Returns the owner's row.
     async fn key_owner_check(
         &self,
         p: &Principal,
         user_id: i64,
         all: Option<&str>,
-    ) -> Result<(), Error> {
-        self.user_in_account(p, user_id).await?;
+    ) -> Result<UserRow, Error> {
+        let (owner, _) = self.user_in_account(p, user_id).await?;
         if user_id == p.user_id && p.has(perm::KEYS_SELF_MANAGE) {
-            return Ok(());
+            return Ok(owner);
         }
         match all {
-            Some(perm) if p.has(perm) => Ok(()),
+            Some(perm) if p.has(perm) => Ok(owner),
             Some(perm) if user_id != p.user_id => Err(Error::PermissionDenied(perm.to_owned())),
             _ => Err(Error::PermissionDenied(perm::KEYS_SELF_MANAGE.to_owned())),
         }
@@ -842,7 +884,10 @@ impl Core {
         address: Option<String>,
     ) -> Result<NewKey, Error> {
         let name = valid_key_name(name)?;
-        self.key_owner_check(p, user_id, None).await?;
+        // Counted before the owner's status is read: a disable written
+        // after that read removes keys after this count.
+        let removals = self.removal_count();
+        let owner = self.key_owner_check(p, user_id, None).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let secret = crypto::new_secret();
         let sealed = self.master().seal(&id, secret.as_bytes())?;
@@ -850,14 +895,27 @@ impl Core {
         self.store
             .insert_key(&id, user_id, p.account_id, name, now, &sealed)
             .await?;
-        self.keys.insert(
-            Arc::new(CachedKey::new(KeyIdentity {
-                key_id: id.clone(),
-                user_id,
-                account_id: p.account_id,
-            })),
-            SigningKey::from_bytes(secret.as_bytes()),
-        );
+        // Into the cache if the owner is active, unless keys were removed
+        // meanwhile (the owner disabled, say): then the store decides,
+        // through a reload.
+        let cached = {
+            let guard = self.removals_lock();
+            let unchanged = *guard == removals;
+            if unchanged && owner.status == "active" {
+                self.keys.insert(
+                    Arc::new(CachedKey::new(KeyIdentity {
+                        key_id: id.clone(),
+                        user_id,
+                        account_id: p.account_id,
+                    })),
+                    SigningKey::from_bytes(secret.as_bytes()),
+                );
+            }
+            unchanged
+        };
+        if !cached {
+            self.reload_keys_local(Some(user_id)).await?;
+        }
         self.metrics.keys_created.fetch_add(1, Ordering::Relaxed);
         self.notify_user(user_id).await;
         self.audit(AuditEvent {
@@ -903,9 +961,13 @@ impl Core {
         self.key_owner_check(p, user_id, Some(perm::KEYS_ALL_DELETE))
             .await?;
         let key = self.key_of(p, user_id, key_id).await?;
-        // Out of the cache first: from here on the key is refused.
-        self.keys.remove(&key.id);
-        if !self.store.delete_key(&key.id, self.now()).await? {
+        // Out of the cache first: from here on the key is refused. Then
+        // again once the store has it deleted, should a reload have read it
+        // in between.
+        self.remove_keys(|keys| keys.remove(&key.id));
+        let deleted = self.store.delete_key(&key.id, self.now()).await?;
+        self.remove_keys(|keys| keys.remove(&key.id));
+        if !deleted {
             return Err(Error::NotFound("key"));
         }
         self.metrics.keys_deleted.fetch_add(1, Ordering::Relaxed);

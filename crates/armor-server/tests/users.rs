@@ -581,6 +581,165 @@ async fn disabling_drops_keys_from_the_verifier_and_enabling_restores_them() {
     assert_eq!(e.events("key_deleted").await.len(), 1);
 }
 
+/// A key id that is not cached is verified under a borrowed state, which
+/// may be another key's. A request signed with that other key's secret
+/// then verifies, and must still be refused, also when the id is cached
+/// again between the look-up and the verdict (a user enabled meanwhile).
+#[tokio::test]
+async fn a_request_verified_under_a_borrowed_state_is_refused() {
+    use armor_psk::{SignableRequest, SigningKey};
+    let e = env().await;
+    let admin = e.principal(1).await;
+    // The admin's keys: states that ids not cached may borrow.
+    let mut secrets = Vec::new();
+    for i in 0..64 {
+        let k = e
+            .core
+            .create_key(&admin, 1, &format!("a{i}"), None)
+            .await
+            .unwrap();
+        secrets.push(SigningKey::from_bytes(k.secret.as_bytes()));
+    }
+    // A user with keys, disabled: its keys leave the cache.
+    let victim = e.user("victim@example.com", "User").await;
+    let vp = e.principal(victim).await;
+    let mut victims = Vec::new();
+    for i in 0..32 {
+        let k = e
+            .core
+            .create_key(&vp, victim, &format!("x{i}"), None)
+            .await
+            .unwrap();
+        victims.push((k.row.id, SigningKey::from_bytes(k.secret.as_bytes())));
+    }
+    e.core
+        .set_user_enabled(&admin, victim, false, None)
+        .await
+        .unwrap();
+    let now = e.clock.now_for_tests();
+    let request = |key_id: &str, nonce: &str, signing: &SigningKey| {
+        SignableRequest {
+            key_id,
+            method: "GET",
+            request_path: "/me",
+            nonce,
+            timestamp: now,
+            body: b"",
+        }
+        .authorization(signing)
+    };
+    let req = armor_psk::Request {
+        method: "GET",
+        path: "/me",
+        query: None,
+        body: b"",
+    };
+    // A victim key whose id now borrows an admin key's state (told apart
+    // by the signatures the states make; about half of them do).
+    let (x, x_signing, borrowed) = victims
+        .iter()
+        .find_map(|(x, own)| {
+            let (_, found) = e.core.psk_begin(&request(x, "probe", own)).unwrap();
+            assert!(!found.is_own());
+            let probe = SignableRequest {
+                key_id: x,
+                method: "GET",
+                request_path: "/me",
+                nonce: "probe",
+                timestamp: now,
+                body: b"",
+            };
+            let by_state = probe.sign(found.signing());
+            secrets
+                .iter()
+                .find(|s| probe.sign(s).ct_eq(&by_state))
+                .map(|s| (x.clone(), own.clone(), s.clone()))
+        })
+        .expect("some victim id borrows an admin key's state");
+    // Signed with that admin key's secret for the id `x`: it verifies
+    // under the borrowed state, and is refused.
+    let forged = request(&x, "n1", &borrowed);
+    let (creds, found) = e.core.psk_begin(&forged).unwrap();
+    assert!(e.core.psk_finish(&creds, &found, &req).await.is_err());
+    // The same, with `x` cached again before the verdict.
+    let forged = request(&x, "n2", &borrowed);
+    let (creds, found) = e.core.psk_begin(&forged).unwrap();
+    e.core
+        .set_user_enabled(&admin, victim, true, None)
+        .await
+        .unwrap();
+    let refused = e.core.psk_finish(&creds, &found, &req).await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Psk {
+                err: armor_psk::Error::InvalidSignature,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    // `x`'s own secret works again.
+    let own = request(&x, "n3", &x_signing);
+    let (creds, found) = e.core.psk_begin(&own).unwrap();
+    assert!(found.is_own());
+    let id = e.core.psk_finish(&creds, &found, &req).await.unwrap();
+    assert_eq!(id.key_id, x);
+}
+
+/// A reload of the key cache that read the store before a user was
+/// disabled must not put that user's keys back after they were dropped;
+/// nor may a key created while its owner is disabled stay cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reloads_and_creations_racing_a_disable_leave_no_key_cached() {
+    let e = env().await;
+    let admin = e.principal(1).await;
+    let uid = e.user("racer@example.com", "User").await;
+    let p = e.principal(uid).await;
+    for i in 0..40 {
+        e.core
+            .create_key(&p, uid, &format!("k{i}"), None)
+            .await
+            .unwrap();
+    }
+    for round in 0..60 {
+        e.core
+            .set_user_enabled(&admin, uid, true, None)
+            .await
+            .unwrap();
+        let active = e.core.store.active_sealed_keys(None).await.unwrap().len();
+        assert!(active >= 40);
+        assert_eq!(e.core.cached_keys(), active, "round {round}");
+        let (reload, disable, create) = tokio::join!(
+            {
+                let core = e.core.clone();
+                tokio::spawn(async move { core.reload_keys_local(None).await })
+            },
+            {
+                let core = e.core.clone();
+                let admin = admin.clone();
+                tokio::spawn(async move { core.set_user_enabled(&admin, uid, false, None).await })
+            },
+            {
+                let core = e.core.clone();
+                let p = p.clone();
+                tokio::spawn(
+                    async move { core.create_key(&p, uid, &format!("r{round}"), None).await },
+                )
+            },
+        );
+        reload.unwrap().unwrap();
+        disable.unwrap().unwrap();
+        // Created before or after the disable: either way not cached now.
+        let _ = create.unwrap();
+        assert_eq!(
+            e.core.store.active_sealed_keys(None).await.unwrap().len(),
+            0
+        );
+        assert_eq!(e.core.cached_keys(), 0, "round {round}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_failures_all_count_and_lock_once() {
     let e = env().await;

@@ -29,7 +29,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use armor_psk::SigningKey;
 use siphasher::sip128::{Hasher128 as _, SipHasher13};
-use subtle::{ConditionallySelectable as _, ConstantTimeEq as _};
+use subtle::{Choice, ConditionallySelectable as _, ConstantTimeEq as _, ConstantTimeGreater as _};
 
 use super::CachedKey;
 
@@ -131,22 +131,30 @@ impl Shard {
         self.buckets.len() - 1
     }
 
-    /// The state of the key for `h` or of a dummy, reading the same slots
-    /// either way and choosing without a branch.
-    fn lookup(&self, h: u128) -> &SigningKey {
+    /// The state of the key for `h`, or the state at a place `h` picks,
+    /// and whether it is the key's own; reading the same slots either way
+    /// and choosing without a branch.
+    fn lookup(&self, h: u128) -> Found {
         // Any place, dummy or key, by bits 32–63 of the hash (multiply and
         // shift: no division).
         let places = self.states.len() as u64;
         let mut found = ((u64::from((h >> 32) as u32) * places) >> 32) as u32;
+        let mut hit = Choice::from(0);
         let (hi, lo) = tag(h);
         for b in buckets_of(h, self.mask()) {
             let bucket = &self.buckets[b];
             for way in 0..WAYS {
+                let entry = bucket.entries[way];
                 let diff = (bucket.hi[way] ^ hi) | u64::from(bucket.lo[way] ^ lo);
-                found = u32::conditional_select(&found, &bucket.entries[way], diff.ct_eq(&0));
+                let same = diff.ct_eq(&0) & entry.ct_gt(&(DUMMIES as u32 - 1));
+                found = u32::conditional_select(&found, &entry, same);
+                hit |= same;
             }
         }
-        &self.states[found as usize]
+        Found {
+            signing: self.states[found as usize].clone(),
+            own: hit.into(),
+        }
     }
 
     /// Where `h` sits: bucket and way. Not constant-time (writers only).
@@ -171,6 +179,7 @@ impl Shard {
                 e
             }
             None => {
+                self.make_room();
                 self.states.push(signing);
                 self.keys.push(Some(key));
                 (self.states.len() - 1) as u32
@@ -192,6 +201,19 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Grows `states` by moving every state into a new array through
+    /// `Clone`, so that the old one is dropped state by state (zeroized):
+    /// `Vec`'s own growth would copy the bytes and free the old buffer with
+    /// the HMAC states still in it.
+    fn make_room(&mut self) {
+        if self.states.len() < self.states.capacity() {
+            return;
+        }
+        let mut bigger = Vec::with_capacity((self.states.capacity() * 2).max(8));
+        bigger.extend(self.states.iter().cloned());
+        self.states = bigger;
     }
 
     /// Puts `(tag, entry)` in one of its buckets, evicting as cuckoo
@@ -267,6 +289,28 @@ impl Shard {
     }
 }
 
+/// What [`KeyCache::lookup`] found: a copy of the HMAC state to verify
+/// under, and whether it is the id's own key's or borrowed (the id is not
+/// cached). A borrowed state may be another key's: a request that verifies
+/// under it was signed with that key's secret, and must be refused. So the
+/// flag is checked once a signature has verified, never before (the check
+/// would then take time for unknown ids only).
+pub struct Found {
+    signing: SigningKey,
+    own: bool,
+}
+
+impl Found {
+    pub fn signing(&self) -> &SigningKey {
+        &self.signing
+    }
+
+    /// Whether the state is the looked-up key's own.
+    pub fn is_own(&self) -> bool {
+        self.own
+    }
+}
+
 /// A shard on cache lines of its own: its lock and table headers are read
 /// on every look-up, and must neither straddle a line (a look-up in one
 /// shard would cost more than in another) nor share one with another shard
@@ -331,10 +375,11 @@ impl KeyCache {
     }
 
     /// A copy of the HMAC state of the key with this id or, if there is
-    /// none, of a dummy; in the same time either way. For the verifier.
-    pub fn lookup(&self, key_id: &str) -> SigningKey {
+    /// none, of the state at a place the id's hash picks; in the same time
+    /// either way. For the verifier.
+    pub fn lookup(&self, key_id: &str) -> Found {
         let h = self.hash(key_id);
-        self.read(h).lookup(h).clone()
+        self.read(h).lookup(h)
     }
 
     /// The key with this id, if cached. Not constant-time.
@@ -444,9 +489,12 @@ mod tests {
             self.cache.insert(key, secret(id));
         }
 
-        /// Whether `lookup` gives the key's own state.
+        /// Whether `lookup` gives the key's own state, and says so.
         fn finds(&self, id: &str) -> bool {
-            sig(&self.cache.lookup(id)).ct_eq(&sig(&secret(id)))
+            let found = self.cache.lookup(id);
+            let same = sig(found.signing()).ct_eq(&sig(&secret(id)));
+            assert_eq!(same, found.is_own(), "{id}");
+            same
         }
     }
 
@@ -475,11 +523,16 @@ mod tests {
     #[test]
     fn unknown_ids_spread_over_the_states() {
         let f = Fixture::new();
-        let first = sig(&f.cache.lookup("nope"));
-        assert!(first.ct_eq(&sig(&f.cache.lookup("nope"))));
+        let first = sig(f.cache.lookup("nope").signing());
+        assert!(first.ct_eq(&sig(f.cache.lookup("nope").signing())));
         let states = |f: &Fixture| -> std::collections::HashSet<[u8; 64]> {
             (0..2000)
-                .map(|i| *sig(&f.cache.lookup(&format!("unknown-{i}"))).as_bytes())
+                .map(|i| {
+                    let found = f.cache.lookup(&format!("unknown-{i}"));
+                    // A borrowed state, even a key's, is never the id's own.
+                    assert!(!found.is_own());
+                    *sig(found.signing()).as_bytes()
+                })
                 .collect()
         };
         // No keys: every dummy of every shard.
