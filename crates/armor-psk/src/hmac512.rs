@@ -44,7 +44,8 @@ pub(crate) struct Midstates {
 
 impl Midstates {
     pub(crate) fn new(secret: &[u8]) -> Self {
-        // A key longer than a block is replaced by its SHA-512.
+        // A key longer than a block is replaced by its SHA-512 (the hasher
+        // zeroizes itself on drop: `sha2`'s `zeroize` feature).
         let mut key = [0u8; BLOCK];
         if secret.len() > BLOCK {
             let mut digest = Sha512::digest(secret);
