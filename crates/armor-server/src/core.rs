@@ -181,11 +181,12 @@ pub struct Core {
     /// Redis: the shared replay store and invalidation channel.
     cluster: Option<Arc<crate::cluster::Cluster>>,
     keys: keycache::KeyCache,
-    /// Counts removals from `keys` (a user's keys forgotten, a key
-    /// deleted), taken while removing and while a reload puts keys in: a
-    /// reload that read the store before a removal reads it again, so it
-    /// never puts back what was removed after its read.
-    removals: std::sync::Mutex<u64>,
+    /// Serialises the writers of `keys` against the store, and counts
+    /// removals. A reload holds it from its read of the store to its last
+    /// change, a removal takes it to count itself: so a reload never puts
+    /// back a key removed after its read, and a key creation that sees the
+    /// count move lets the store decide.
+    key_writes: tokio::sync::Mutex<u64>,
     /// Active users' permissions per account (see `core/access.rs`).
     access: access::AccessCache,
     last_used: DashMap<String, u64>,
@@ -257,7 +258,7 @@ impl Core {
                 SigningKey::from_bytes(&crypto::random_16())
             }),
             access: access::AccessCache::default(),
-            removals: std::sync::Mutex::new(0),
+            key_writes: tokio::sync::Mutex::new(0),
             last_used: DashMap::new(),
             master: RwLock::new(Arc::new(master)),
             master_path: master_path.to_owned(),
@@ -321,15 +322,8 @@ impl Core {
             Some(uid) => self.access.invalidate_user(uid),
             None => self.access.clear(),
         }
-        let (rows, _removals) = loop {
-            let before = self.removal_count();
-            let rows = self.store.active_sealed_keys(user_id).await?;
-            let guard = self.removals_lock();
-            if *guard == before {
-                break (rows, guard);
-            }
-            // Something was removed since the read: it may be in `rows`.
-        };
+        let mut removals = self.key_writes.lock().await;
+        let rows = self.store.active_sealed_keys(user_id).await?;
         let mut master = self.master();
         let mut fresh = std::collections::HashSet::with_capacity(rows.len());
         for row in rows {
@@ -359,42 +353,48 @@ impl Core {
             );
         }
         let n = fresh.len();
+        let mut dropped = false;
         self.keys.retain(|k| {
-            user_id.is_some_and(|uid| k.id.user_id != uid) || fresh.contains(&k.id.key_id)
+            let keep =
+                user_id.is_some_and(|uid| k.id.user_id != uid) || fresh.contains(&k.id.key_id);
+            if !keep {
+                // Its last use is not lost with the cache entry.
+                self.queue_exact(k);
+                dropped = true;
+            }
+            keep
         });
+        if dropped {
+            *removals += 1;
+        }
         Ok(n)
     }
 
-    fn removals_lock(&self) -> std::sync::MutexGuard<'_, u64> {
-        self.removals
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn removal_count(&self) -> u64 {
-        *self.removals_lock()
-    }
-
-    /// Removes from the key cache, counted (see `removals`).
-    fn remove_keys(&self, remove: impl FnOnce(&keycache::KeyCache)) {
-        let mut removals = self.removals_lock();
+    /// Removes from the key cache, counted (see `key_writes`).
+    async fn remove_keys(&self, remove: impl FnOnce(&keycache::KeyCache)) {
+        let mut removals = self.key_writes.lock().await;
         *removals += 1;
         remove(&self.keys);
     }
 
     /// Drops a user's keys from the verifier cache (disable, delete), here
-    /// and on the other nodes. Call it after the change is written.
-    pub fn forget_user_keys(&self, user_id: i64) {
+    /// and on the other nodes. Call it after the change is written. They
+    /// are dropped at once, then read again from the store, which has the
+    /// last word should an enable have been written after this change.
+    pub async fn forget_user_keys(&self, user_id: i64) {
         self.remove_keys(|keys| {
             keys.retain(|k| {
                 let keep = k.id.user_id != user_id;
                 if !keep {
-                    // Its last use is not lost with the cache entry.
                     self.queue_exact(k);
                 }
                 keep
             })
-        });
+        })
+        .await;
+        if let Err(err) = self.reload_keys_local(Some(user_id)).await {
+            tracing::warn!(%err, user_id, "re-reading a user's keys after dropping them failed; they stay dropped");
+        }
         self.invalidate_user(user_id);
     }
 
@@ -886,7 +886,7 @@ impl Core {
         let name = valid_key_name(name)?;
         // Counted before the owner's status is read: a disable written
         // after that read removes keys after this count.
-        let removals = self.removal_count();
+        let removals = *self.key_writes.lock().await;
         let owner = self.key_owner_check(p, user_id, None).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let secret = crypto::new_secret();
@@ -895,13 +895,13 @@ impl Core {
         self.store
             .insert_key(&id, user_id, p.account_id, name, now, &sealed)
             .await?;
-        // Into the cache if the owner is active, unless keys were removed
-        // meanwhile (the owner disabled, say): then the store decides,
-        // through a reload.
+        // Into the cache if the owner is active and no key was removed
+        // meanwhile; otherwise (the owner disabled or enabled since, say)
+        // the store decides, through a reload.
         let cached = {
-            let guard = self.removals_lock();
-            let unchanged = *guard == removals;
-            if unchanged && owner.status == "active" {
+            let guard = self.key_writes.lock().await;
+            let unchanged = *guard == removals && owner.status == "active";
+            if unchanged {
                 self.keys.insert(
                     Arc::new(CachedKey::new(KeyIdentity {
                         key_id: id.clone(),
@@ -964,10 +964,10 @@ impl Core {
         // Out of the cache first: from here on the key is refused. Then
         // again once the store has it deleted, should a reload have read it
         // in between.
-        self.remove_keys(|keys| keys.remove(&key.id));
-        let deleted = self.store.delete_key(&key.id, self.now()).await?;
-        self.remove_keys(|keys| keys.remove(&key.id));
-        if !deleted {
+        self.remove_keys(|keys| keys.remove(&key.id)).await;
+        let deleted = self.store.delete_key(&key.id, self.now()).await;
+        self.remove_keys(|keys| keys.remove(&key.id)).await;
+        if !deleted? {
             return Err(Error::NotFound("key"));
         }
         self.metrics.keys_deleted.fetch_add(1, Ordering::Relaxed);

@@ -385,13 +385,16 @@ impl Store {
         Ok(id)
     }
 
-    pub async fn set_user_status(&self, user_id: i64, status: &str) -> Result<(), Error> {
-        sqlx::query("UPDATE users SET status = $1 WHERE id = $2")
-            .bind(status)
+    /// Moves a user from status `from` to `to`; false if the user's status
+    /// was no longer `from` (changed meanwhile), and nothing was written.
+    pub async fn set_user_status(&self, user_id: i64, from: &str, to: &str) -> Result<bool, Error> {
+        let done = sqlx::query("UPDATE users SET status = $1 WHERE id = $2 AND status = $3")
+            .bind(to)
             .bind(user_id)
+            .bind(from)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     // ---- password login ----

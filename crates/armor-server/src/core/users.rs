@@ -584,11 +584,21 @@ impl Core {
                 user.status
             )));
         }
-        self.store.set_user_status(user_id, target).await?;
+        // From the status read above only: a concurrent change (a delete,
+        // say) is not overwritten.
+        if !self
+            .store
+            .set_user_status(user_id, &user.status, target)
+            .await?
+        {
+            return Err(Error::Conflict(
+                "the user's status changed meanwhile; read it again".into(),
+            ));
+        }
         if enabled {
             self.load_keys(Some(user_id)).await?;
         } else {
-            self.forget_user_keys(user_id);
+            self.forget_user_keys(user_id).await;
         }
         self.audit_by(
             p,
@@ -617,7 +627,7 @@ impl Core {
         }
         // Refused from here on: status first, then the cache.
         self.store.soft_delete_user(user_id).await?;
-        self.forget_user_keys(user_id);
+        self.forget_user_keys(user_id).await;
         let now = self.now();
         let keys = self.store.delete_user_keys(user_id, now).await?;
         self.store.revoke_user_tokens(user_id).await?;
