@@ -424,7 +424,15 @@ impl Core {
             return Err(Error::InvalidCode);
         }
         let hash = crypto::hash_password(password)?;
-        self.store.set_password(user_id, &hash, "active").await?;
+        // Only from the status checked above: a user disabled or deleted
+        // meanwhile stays so.
+        if !self
+            .store
+            .set_password(user_id, &hash, expected, "active")
+            .await?
+        {
+            return Err(Error::InvalidCode);
+        }
         self.store.delete_user_codes(user_id, None).await?;
         self.store.revoke_user_tokens(user_id).await?;
         self.store.clear_lockout(user_id).await?;

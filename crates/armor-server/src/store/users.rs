@@ -339,19 +339,25 @@ impl Store {
 
     /// Sets the password hash and the status (an invited user becomes
     /// active on activation).
+    /// Sets the password of a user whose status is still `from`, and the
+    /// status `to`; false if the status had changed (nothing written).
     pub async fn set_password(
         &self,
         user_id: i64,
         password_hash: &str,
-        status: &str,
-    ) -> Result<(), Error> {
-        sqlx::query("UPDATE users SET password_hash = $1, status = $2 WHERE id = $3")
-            .bind(password_hash)
-            .bind(status)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        from: &str,
+        to: &str,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $1, status = $2 WHERE id = $3 AND status = $4",
+        )
+        .bind(password_hash)
+        .bind(to)
+        .bind(user_id)
+        .bind(from)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Soft delete: status `deleted`, no password; the row stays.
