@@ -29,7 +29,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use armor_psk::SigningKey;
 use siphasher::sip128::{Hasher128 as _, SipHasher13};
-use subtle::{Choice, ConditionallySelectable as _, ConstantTimeEq as _, ConstantTimeGreater as _};
+use subtle::{Choice, ConditionallySelectable as _, ConstantTimeEq as _};
 
 use super::CachedKey;
 
@@ -144,10 +144,12 @@ impl Shard {
         for b in buckets_of(h, self.mask()) {
             let bucket = &self.buckets[b];
             for way in 0..WAYS {
-                let entry = bucket.entries[way];
+                // An empty slot (tag 0, the first dummy) matches only an id
+                // whose tag is 0 (2⁻⁹⁶): it then gets a dummy's state,
+                // under which no signature can be made, and is not cached.
                 let diff = (bucket.hi[way] ^ hi) | u64::from(bucket.lo[way] ^ lo);
-                let same = diff.ct_eq(&0) & entry.ct_gt(&(DUMMIES as u32 - 1));
-                found = u32::conditional_select(&found, &entry, same);
+                let same = diff.ct_eq(&0);
+                found = u32::conditional_select(&found, &bucket.entries[way], same);
                 hit |= same;
             }
         }
