@@ -491,7 +491,7 @@ impl Core {
         // verified under it was signed with that key's secret, for an id
         // that was not cached at `psk_begin`, and is refused even if that
         // id has been cached since. A key deleted since is refused too.
-        let key = match self.keys.get(creds.key_id()) {
+        let key = match self.keys.key_of(found) {
             Some(key) if found.is_own() => key,
             _ => return Err(refuse(armor_psk::Error::InvalidSignature)),
         };

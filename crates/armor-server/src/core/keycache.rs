@@ -156,6 +156,7 @@ impl Shard {
         Found {
             signing: self.states[found as usize].clone(),
             own: hit.into(),
+            hash: h,
         }
     }
 
@@ -300,6 +301,8 @@ impl Shard {
 pub struct Found {
     signing: SigningKey,
     own: bool,
+    /// The id's hash, so that [`KeyCache::key_of`] need not hash it again.
+    hash: u128,
 }
 
 impl Found {
@@ -386,7 +389,16 @@ impl KeyCache {
 
     /// The key with this id, if cached. Not constant-time.
     pub fn get(&self, key_id: &str) -> Option<Arc<CachedKey>> {
-        let h = self.hash(key_id);
+        self.get_by_hash(self.hash(key_id))
+    }
+
+    /// The key `found` was looked up for, if it is cached now (the id is
+    /// not hashed again). Not constant-time: for verified requests.
+    pub fn key_of(&self, found: &Found) -> Option<Arc<CachedKey>> {
+        self.get_by_hash(found.hash)
+    }
+
+    fn get_by_hash(&self, h: u128) -> Option<Arc<CachedKey>> {
         let shard = self.read(h);
         shard
             .position(h)

@@ -337,10 +337,9 @@ impl Store {
         }
     }
 
-    /// Sets the password hash and the status (an invited user becomes
-    /// active on activation).
     /// Sets the password of a user whose status is still `from`, and the
-    /// status `to`; false if the status had changed (nothing written).
+    /// status `to` (an invited user becomes active on activation); false if
+    /// the status had changed (nothing written).
     pub async fn set_password(
         &self,
         user_id: i64,
