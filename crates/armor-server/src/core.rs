@@ -353,28 +353,35 @@ impl Core {
             );
         }
         let n = fresh.len();
-        let mut dropped = false;
-        self.keys.retain(|k| {
-            let keep =
-                user_id.is_some_and(|uid| k.id.user_id != uid) || fresh.contains(&k.id.key_id);
-            if !keep {
-                // Its last use is not lost with the cache entry.
-                self.queue_exact(k);
-                dropped = true;
-            }
-            keep
-        });
-        if dropped {
+        if self.drop_keys(|k| {
+            user_id.is_some_and(|uid| k.id.user_id != uid) || fresh.contains(&k.id.key_id)
+        }) {
             *removals += 1;
         }
         Ok(n)
     }
 
+    /// Keeps the cached keys for which `keep` is true; the last use of each
+    /// key dropped is queued for the store, not lost with the entry.
+    /// Whether any was dropped.
+    fn drop_keys(&self, keep: impl Fn(&CachedKey) -> bool) -> bool {
+        let mut dropped = false;
+        self.keys.retain(|k| {
+            let kept = keep(k);
+            if !kept {
+                self.queue_exact(k);
+                dropped = true;
+            }
+            kept
+        });
+        dropped
+    }
+
     /// Removes from the key cache, counted (see `key_writes`).
-    async fn remove_keys(&self, remove: impl FnOnce(&keycache::KeyCache)) {
+    async fn remove_keys(&self, remove: impl FnOnce()) {
         let mut removals = self.key_writes.lock().await;
         *removals += 1;
-        remove(&self.keys);
+        remove();
     }
 
     /// Drops a user's keys from the verifier cache (disable, delete), here
@@ -382,14 +389,8 @@ impl Core {
     /// are dropped at once, then read again from the store, which has the
     /// last word should an enable have been written after this change.
     pub async fn forget_user_keys(&self, user_id: i64) {
-        self.remove_keys(|keys| {
-            keys.retain(|k| {
-                let keep = k.id.user_id != user_id;
-                if !keep {
-                    self.queue_exact(k);
-                }
-                keep
-            })
+        self.remove_keys(|| {
+            self.drop_keys(|k| k.id.user_id != user_id);
         })
         .await;
         if let Err(err) = self.reload_keys_local(Some(user_id)).await {
@@ -457,8 +458,8 @@ impl Core {
             self.metrics.refused(err.code());
             return Err(err.into());
         }
-        // An unknown key id gets a dummy's state, found and copied like a
-        // key's: hit and miss cost the same (timing).
+        // An unknown key id gets a borrowed state, found and copied like a
+        // key's own: hit and miss cost the same (timing).
         let key = self.keys.lookup(creds.key_id());
         Ok((creds, key))
     }
@@ -964,9 +965,9 @@ impl Core {
         // Out of the cache first: from here on the key is refused. Then
         // again once the store has it deleted, should a reload have read it
         // in between.
-        self.remove_keys(|keys| keys.remove(&key.id)).await;
+        self.remove_keys(|| self.keys.remove(&key.id)).await;
         let deleted = self.store.delete_key(&key.id, self.now()).await;
-        self.remove_keys(|keys| keys.remove(&key.id)).await;
+        self.remove_keys(|| self.keys.remove(&key.id)).await;
         if !deleted? {
             return Err(Error::NotFound("key"));
         }
