@@ -45,6 +45,12 @@ pub enum Error {
     /// The request target is not in canonical form.
     #[error("the request path is not canonical: {0}")]
     MalformedTarget(&'static str),
+    /// The request body did not arrive within the body timeout.
+    #[error("the request body came too slowly: {0}")]
+    RequestTimeout(&'static str),
+    /// The method is not one the target accepts.
+    #[error("{0}")]
+    MethodNotAllowed(&'static str),
     /// The body is larger than the limit.
     #[error("the request body is larger than {0} bytes")]
     BodyTooLarge(usize),

@@ -60,9 +60,12 @@ pub struct Settings {
     pub redis_connections: usize,
     /// Forward requests that match no armor route to an upstream.
     pub gateway: Option<gateway::GatewayConfig>,
-    /// The longest a request head may take once it has started (slowloris):
-    /// 408 and the connection closed after it.
-    pub header_timeout: Duration,
+    /// Time limits of a request's head, its body and an idle connection,
+    /// and the connections allowed per client address (see [`conn`]).
+    pub connection_limits: conn::Limits,
+    /// Serve `/metrics` on this address instead of the main listener
+    /// (where it then answers 404).
+    pub metrics_listen: Option<String>,
     /// Refused ARMOR-PSK attempts allowed per (client address, key id)
     /// before 429 `rate_limited`; `None`: unlimited.
     pub auth_failure_limit: Option<gateway::Rate>,
@@ -88,7 +91,8 @@ impl Default for Settings {
             redis_url: None,
             redis_connections: 4,
             gateway: None,
-            header_timeout: Duration::from_secs(10),
+            connection_limits: conn::Limits::default(),
+            metrics_listen: None,
             auth_failure_limit: Some(gateway::Rate {
                 per_second: 1.0,
                 burst: 30,
@@ -112,7 +116,8 @@ pub struct Application {
     core: Arc<Core>,
     first_start: Option<FirstStart>,
     gateway: Option<Arc<gateway::Gateway>>,
-    header_timeout: Duration,
+    connection_limits: conn::Limits,
+    metrics_listener: Option<tokio::net::TcpListener>,
     auth_failure_limit: Option<gateway::Rate>,
     mailer: Option<mail::Mailer>,
 }
@@ -189,6 +194,13 @@ impl Application {
         let listener = tokio::net::TcpListener::bind(&settings.listen)
             .await
             .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", settings.listen)))?;
+        let metrics_listener =
+            match &settings.metrics_listen {
+                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                    Error::Config(format!("cannot listen for metrics on {addr}: {e}"))
+                })?),
+                None => None,
+            };
         let core = Arc::new(core);
         if let Some(c) = &cluster {
             c.spawn(Arc::downgrade(&core), core.clock.clone());
@@ -199,7 +211,8 @@ impl Application {
             core,
             first_start,
             gateway,
-            header_timeout: settings.header_timeout,
+            connection_limits: settings.connection_limits,
+            metrics_listener,
             auth_failure_limit: settings.auth_failure_limit,
             mailer,
         })
@@ -209,6 +222,13 @@ impl Application {
         self.listener
             .local_addr()
             .map_err(|e| Error::Internal(format!("no local address: {e}")))
+    }
+
+    /// The metrics listener's address, when `/metrics` has its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn core(&self) -> Arc<Core> {
@@ -240,7 +260,15 @@ impl Application {
             }
         });
         let mailer = self.mailer.map(|m| tokio::spawn(m.run(core.clone())));
-        let mut app = web::app(core.clone());
+        let metrics = self.metrics_listener.map(|l| {
+            let app = web::metrics_app(core.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).await {
+                    tracing::warn!(error = %e, "metrics listener stopped");
+                }
+            })
+        });
+        let mut app = web::app(core.clone(), metrics.is_none());
         if let Some(gw) = self.gateway {
             app = app.layer(axum::Extension(gw));
         }
@@ -250,12 +278,15 @@ impl Application {
             )));
         }
         let served = axum::serve(
-            conn::InspectingListener::new(self.listener, self.header_timeout),
+            conn::InspectingListener::new(self.listener, self.connection_limits),
             app.into_make_service_with_connect_info::<conn::PeerInfo>(),
         )
         .with_graceful_shutdown(shutdown)
         .await;
         flusher.abort();
+        if let Some(m) = metrics {
+            m.abort();
+        }
         if let Some(m) = mailer {
             m.abort();
         }

@@ -38,7 +38,7 @@ enum Command {
     /// Write a credentials profile (~/.config/armor/credentials).
     Configure(client::ConfigureArgs),
     /// Run the API server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Operator commands on a server's data directory.
     Admin(admin::AdminArgs),
     /// Load-test a route: requests/s and latency percentiles (ARMOR-PSK
@@ -52,7 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::Sign(a) => client::sign(a),
         Command::Call(a) => client::call(a),
         Command::Configure(a) => client::configure(a),
-        Command::Serve(a) => serve::run(a),
+        Command::Serve(a) => serve::run(*a),
         Command::Admin(a) => admin::run(a),
         Command::Bench(a) => bench::run(a),
     };

@@ -78,11 +78,36 @@ pub struct ServeArgs {
     #[arg(long = "key-rate-limit", env = "ARMOR_KEY_RATE_LIMITS", value_delimiter = ',',
         value_parser = armor_server::gateway::parse_named_rate, value_name = "KEY_ID=RPS:BURST")]
     key_rate_limits: Vec<(String, armor_server::gateway::Rate)>,
+    /// Gateway: a proxy in front of armor (address or CIDR) whose
+    /// `Forwarded`/`X-Forwarded-*` headers are kept and appended to;
+    /// repeatable. From other peers they are replaced.
+    #[arg(long = "trusted-proxy", env = "ARMOR_TRUSTED_PROXIES", value_delimiter = ',',
+        value_parser = armor_server::gateway::parse_net, value_name = "CIDR")]
+    trusted_proxies: Vec<armor_server::gateway::IpNet>,
     /// Seconds a request head may take once it has started; a slower one
     /// (slowloris) gets 408 and its connection closed.
     #[arg(long, env = "ARMOR_HEADER_TIMEOUT", default_value_t = 10,
         value_parser = clap::value_parser!(u64).range(1..), value_name = "SECS")]
     header_timeout: u64,
+    /// Seconds a request body may take, from the end of its head; a slower
+    /// one gets 408 `request_timeout` and its connection closed.
+    #[arg(long, env = "ARMOR_BODY_TIMEOUT", default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..), value_name = "SECS")]
+    body_timeout: u64,
+    /// Seconds a connection may stay open with no request in progress and
+    /// nothing being written; then it is closed.
+    #[arg(long, env = "ARMOR_IDLE_TIMEOUT", default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..), value_name = "SECS")]
+    idle_timeout: u64,
+    /// Open connections allowed per client address; one more gets 503
+    /// `too_many_connections` and is closed.
+    #[arg(long, env = "ARMOR_MAX_CONNECTIONS_PER_IP", default_value_t = 1024,
+        value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    max_connections_per_ip: u64,
+    /// Serve `/metrics` on this address only (the main listener then
+    /// answers 404 there), e.g. an internal interface.
+    #[arg(long, env = "ARMOR_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Refused ARMOR-PSK attempts (wrong signature, unknown key) allowed
     /// per client address and key id, per second and burst; past them,
     /// 429 `rate_limited`. `off` disables it.
@@ -131,15 +156,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             rate_limit: args.rate_limit,
             role_rate_limits: args.role_rate_limits.into_iter().collect(),
             key_rate_limits: args.key_rate_limits.into_iter().collect(),
+            trusted_proxies: args.trusted_proxies,
         }),
         None => {
             if !args.public_paths.is_empty()
                 || args.rate_limit.is_some()
                 || !args.role_rate_limits.is_empty()
                 || !args.key_rate_limits.is_empty()
+                || !args.trusted_proxies.is_empty()
             {
                 anyhow::bail!(
-                    "--public-path and the rate limits apply to the gateway: give --upstream too"
+                    "--public-path, --trusted-proxy and the rate limits apply to the gateway: give --upstream too"
                 );
             }
             None
@@ -167,7 +194,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         redis_url: args.redis_url,
         redis_connections: usize::from(args.redis_connections),
         gateway,
-        header_timeout: std::time::Duration::from_secs(args.header_timeout),
+        connection_limits: armor_server::conn::Limits {
+            header_timeout: std::time::Duration::from_secs(args.header_timeout),
+            body_timeout: std::time::Duration::from_secs(args.body_timeout),
+            idle_timeout: std::time::Duration::from_secs(args.idle_timeout),
+            max_per_ip: usize::try_from(args.max_connections_per_ip).unwrap_or(usize::MAX),
+        },
+        metrics_listen: args.metrics_listen,
         auth_failure_limit,
         smtp_url: args.smtp_url.map(SecretString::from),
         smtp_from: args.smtp_from,
@@ -187,6 +220,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         }
         println!("armor listening on http://{addr}");
+        if let Some(m) = app.metrics_addr() {
+            println!("armor metrics on http://{m}/metrics");
+        }
         std::io::stdout().flush()?;
         tracing::info!(%addr, keys = app.core().cached_keys(), "serving");
         app.run_until(shutdown_signal()).await?;

@@ -183,6 +183,9 @@ pub async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, Error> {
     match Limited::new(body, max).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::BodyTooLarge(max)),
+        Err(e) if crate::conn::is_body_timeout(&*e) => Err(Error::RequestTimeout(
+            "the whole body must arrive within the body timeout",
+        )),
         Err(e) => Err(Error::BadRequest(format!("could not read the body: {e}"))),
     }
 }

@@ -106,6 +106,16 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
             "conflict",
             "The request conflicts with the current state.",
         ),
+        Error::RequestTimeout(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "The request did not arrive in time.",
+        ),
+        Error::MethodNotAllowed(_) => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "The requested resource does not support this method.",
+        ),
         Error::NotImplemented => (
             StatusCode::NOT_IMPLEMENTED,
             "not_implemented",
@@ -253,6 +263,8 @@ mod tests {
             (Error::BodyTooLarge(1), 413, "body_too_large"),
             (Error::Conflict("x".into()), 409, "conflict"),
             (Error::NotImplemented, 501, "not_implemented"),
+            (Error::RequestTimeout("x"), 408, "request_timeout"),
+            (Error::MethodNotAllowed("x"), 405, "method_not_allowed"),
             (Error::StoreUnavailable, 503, "store_unavailable"),
             (Error::Internal("x".into()), 500, "internal_error"),
             (Error::RateLimited { retry_after: 2 }, 429, "rate_limited"),

@@ -279,12 +279,19 @@ pub const ROUTES: &[RouteDoc] = &[
 ];
 
 /// The router, with the front layer; testable with `oneshot`.
-pub fn app(core: AppState) -> Router {
+/// `with_metrics`: serve `/metrics` here (else it answers 404, being
+/// served by [`metrics_app`] on a listener of its own).
+pub fn app(core: AppState, with_metrics: bool) -> Router {
     use handlers as h;
+    let metrics = if with_metrics {
+        get(h::metrics)
+    } else {
+        get(h::not_found)
+    };
     let routes = Router::new()
         .route("/health", get(h::health))
         .route("/ping", get(h::ping))
-        .route("/metrics", get(h::metrics))
+        .route("/metrics", metrics)
         .route("/openapi.json", get(openapi::json))
         .route("/docs", get(openapi::docs))
         .route("/auth/authorize", post(h::authorize))
@@ -349,13 +356,23 @@ pub fn app(core: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(core, front))
 }
 
+/// `/metrics` alone, for a listener of its own (`--metrics-listen`).
+pub fn metrics_app(core: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(handlers::metrics))
+        .fallback(handlers::not_found)
+        .with_state(core)
+}
+
 /// In front of routing: refuse a non-canonical target (400) or an
 /// oversized declared body (413) before anything else, authenticate, then
 /// route on the case-folded path.
 async fn front(State(core): State<AppState>, mut req: Request, next: Next) -> Response {
-    if let Some(resp) = crate::conn::screen(&mut req) {
-        return resp;
-    }
+    // Held until the answer is ready: the connection is busy, not idle.
+    let _in_flight = match crate::conn::screen(&mut req) {
+        Ok(guard) => guard,
+        Err(resp) => return *resp,
+    };
     if let Err(e) = path::check(req.uri().path()) {
         return ApiError(e).into_response();
     }

@@ -4,7 +4,8 @@
 //! - `api`: the server, black-box, through `api::spawn_app()`.
 //! - `cluster`: two nodes sharing a database and Redis.
 //! - `differential`: the client signer against the server's verifier.
-//! - `gateway`: `armor serve --upstream` in front of an echo service.
+//! - `gateway`: `armor serve --upstream` in front of an echo service
+//!   (`gateway::scrub`: what it removes and replaces in headers).
 //! - `portal`: the management portal in headless Chromium.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

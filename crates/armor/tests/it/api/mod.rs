@@ -3,6 +3,7 @@
 
 mod auth;
 mod battery;
+mod connections;
 mod durability;
 mod keys;
 pub mod pg;

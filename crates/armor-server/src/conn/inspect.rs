@@ -1,204 +1,40 @@
-//! Connections: a listener whose streams watch the HTTP/1 request heads
-//! go by, so that a request with both `Content-Length` and
-//! `Transfer-Encoding`, or with more than one `Content-Length`, is refused
-//! (400, connection closed) instead of being quietly reframed.
-//!
-//! hyper already refuses differing lengths and non-chunked transfer codings,
-//! but it resolves `Content-Length` + `Transfer-Encoding: chunked` in favour
-//! of chunked and merges equal duplicate lengths, dropping the evidence
-//! before a handler sees the request. Such a request is how a desync with
-//! some other hop is attempted, so the gateway refuses it outright. The
-//! inspection follows the framing of each request (length, chunked) to find
-//! the next head; it copies nothing and stops looking once a connection is
-//! flagged or upgraded.
-//!
-//! Two more refusals live here, where the bytes are seen:
-//! - a request head with a bare LF line ending (hyper reads it, but other
-//!   hops may not, and the inspection would not see where it ends): flagged
-//!   like a conflicting framing, 400 and closed;
-//! - a request head that has started but is not complete within the header
-//!   timeout (slowloris): `408 Request Timeout` is written and the
-//!   connection closed. A connection that has sent nothing of a new head is
-//!   left alone (a response may still be in progress on it).
+//! Follows the request framing on one connection (length, chunked) to
+//! find each request head, and flags the connection when a head is
+//! ambiguous or cannot be followed. Inspection never just stops: once a
+//! connection is flagged, every later request on it is refused and the
+//! connection closed (see [`super::screen`]).
 
-use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
-
-use axum::extract::connect_info::Connected;
-use axum::extract::{ConnectInfo, Request};
-use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
-use axum::serve::IncomingStream;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-
-use crate::error::Error;
-use crate::web::error::ApiError;
 
 /// Longest request head (or chunk-size line, or trailer block) inspected;
-/// past it the inspection stops and hyper's own limits apply.
-const MAX_HEAD: usize = 64 * 1024;
+/// a longer one flags the connection.
+pub(super) const MAX_HEAD: usize = 64 * 1024;
 /// Header lines parsed per head.
 const MAX_HEADERS: usize = 256;
 
-/// What a slow head gets, before the connection is closed.
-const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: 82\r\nconnection: close\r\n\r\n{\"error\":\"request_timeout\",\"error_description\":\"the request head came too slowly\"}";
-
-/// A [`TcpListener`] whose connections are inspected.
-pub struct InspectingListener {
-    listener: TcpListener,
-    header_timeout: Duration,
+/// Why a connection is refused from now on (stored as a `u8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Refusal {
+    /// Both `Content-Length` and `Transfer-Encoding`, several lengths, or a
+    /// bare LF line ending.
+    AmbiguousFraming = 1,
+    /// A head, chunk-size line or trailer block too long or unreadable to
+    /// follow: what comes after it cannot be told apart from a new head.
+    Uninspectable = 2,
+    /// `CONNECT`: what follows would be a tunnel, not requests.
+    Tunnel = 3,
 }
 
-impl InspectingListener {
-    /// `header_timeout`: the longest a request head may take once its
-    /// first byte has arrived.
-    pub fn new(listener: TcpListener, header_timeout: Duration) -> Self {
-        InspectingListener {
-            listener,
-            header_timeout,
+impl Refusal {
+    pub(super) fn from_u8(v: u8) -> Option<Refusal> {
+        match v {
+            1 => Some(Refusal::AmbiguousFraming),
+            2 => Some(Refusal::Uninspectable),
+            3 => Some(Refusal::Tunnel),
+            _ => None,
         }
-    }
-}
-
-/// The peer of one connection, and whether an ambiguous framing was seen.
-#[derive(Debug, Clone)]
-pub struct PeerInfo {
-    pub addr: SocketAddr,
-    pub ambiguous_framing: Arc<AtomicBool>,
-}
-
-impl axum::serve::Listener for InspectingListener {
-    type Io = Inspected<TcpStream>;
-    type Addr = PeerInfo;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = axum::serve::Listener::accept(&mut self.listener).await;
-        let flag = Arc::new(AtomicBool::new(false));
-        let io = Inspected {
-            io,
-            inspector: Inspector::new(flag.clone()),
-            header_timeout: self.header_timeout,
-            deadline: None,
-            timed_out: false,
-        };
-        (
-            io,
-            PeerInfo {
-                addr,
-                ambiguous_framing: flag,
-            },
-        )
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(PeerInfo {
-            addr: self.listener.local_addr()?,
-            ambiguous_framing: Arc::new(AtomicBool::new(false)),
-        })
-    }
-}
-
-impl Connected<IncomingStream<'_, InspectingListener>> for PeerInfo {
-    fn connect_info(stream: IncomingStream<'_, InspectingListener>) -> Self {
-        stream.remote_addr().clone()
-    }
-}
-
-/// In front of everything: exposes the peer as `ConnectInfo<SocketAddr>`
-/// and refuses any request on a connection that sent an ambiguous framing,
-/// closing it.
-pub fn screen(req: &mut Request) -> Option<Response> {
-    let ConnectInfo(peer) = req.extensions().get::<ConnectInfo<PeerInfo>>().cloned()?;
-    req.extensions_mut().insert(ConnectInfo(peer.addr));
-    if peer.ambiguous_framing.load(Ordering::Acquire) {
-        let mut resp = ApiError(Error::BadRequest(
-            "ambiguous framing: a request may not carry both Content-Length and Transfer-Encoding, nor more than one Content-Length, nor end a header line with a bare LF".into(),
-        ))
-        .into_response();
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return Some(resp);
-    }
-    None
-}
-
-/// A stream whose incoming bytes go through an [`Inspector`].
-pub struct Inspected<T> {
-    io: T,
-    inspector: Inspector,
-    header_timeout: Duration,
-    /// Running while a head is incomplete.
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// The 408 is written: reads end.
-    timed_out: bool,
-}
-
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Inspected<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        use std::future::Future as _;
-        let this = self.get_mut();
-        if this.timed_out {
-            return Poll::Ready(Ok(()));
-        }
-        if this.inspector.head_in_progress() {
-            let timeout = this.header_timeout;
-            let deadline = this
-                .deadline
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-            if deadline.as_mut().poll(cx).is_ready() {
-                // Best effort, into an idle socket's send buffer; then end
-                // of input, so hyper drops the half head and closes.
-                this.timed_out = true;
-                let _ = Pin::new(&mut this.io).poll_write(cx, REQUEST_TIMEOUT);
-                let _ = Pin::new(&mut this.io).poll_flush(cx);
-                tracing::debug!("request head not complete in time: 408");
-                return Poll::Ready(Ok(()));
-            }
-        } else {
-            this.deadline = None;
-        }
-        let before = buf.filled().len();
-        let res = Pin::new(&mut this.io).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = res {
-            this.inspector.feed(&buf.filled()[before..]);
-        }
-        res
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Inspected<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
     }
 }
 
@@ -214,32 +50,35 @@ enum State {
     ChunkData(u64),
     /// Reading the trailer section after the last chunk.
     Trailers,
-    /// Not looking any more (flagged, upgraded, or beyond the limits).
+    /// Flagged: every later request on the connection is refused.
     Off,
 }
 
 /// Follows the request framing on one connection. Work is linear in the
 /// bytes read: each byte is searched once, and the buffer holds at most one
 /// unfinished head plus one read.
-struct Inspector {
+pub(super) struct Inspector {
     state: State,
     buf: Vec<u8>,
     /// Bytes of `buf` already searched for the current element's end.
     scanned: usize,
-    flag: Arc<AtomicBool>,
+    flag: Arc<AtomicU8>,
+    /// Request heads completed so far.
+    heads: u64,
 }
 
 impl Inspector {
-    fn new(flag: Arc<AtomicBool>) -> Self {
+    pub(super) fn new(flag: Arc<AtomicU8>) -> Self {
         Inspector {
             state: State::Head,
             buf: Vec::new(),
             scanned: 0,
             flag,
+            heads: 0,
         }
     }
 
-    fn feed(&mut self, data: &[u8]) {
+    pub(super) fn feed(&mut self, data: &[u8]) {
         if self.state == State::Off {
             return;
         }
@@ -286,7 +125,7 @@ impl Inspector {
                                 return;
                             }
                             if self.buf.len() - cur >= MAX_HEAD {
-                                return self.off();
+                                return self.refuse(Refusal::Uninspectable);
                             }
                             self.scanned = self.buf.len() - cur;
                             break;
@@ -298,12 +137,32 @@ impl Inspector {
         self.buf.drain(..cur);
     }
 
+    /// Request heads completed so far on this connection.
+    pub(super) fn heads(&self) -> u64 {
+        self.heads
+    }
+
     /// Whether part of a request head has arrived, and not its end.
-    fn head_in_progress(&self) -> bool {
+    pub(super) fn head_in_progress(&self) -> bool {
         self.state == State::Head && !self.buf.is_empty()
     }
 
-    fn off(&mut self) {
+    /// Whether a request's body (or its chunks and trailers) is still to
+    /// come.
+    pub(super) fn body_in_progress(&self) -> bool {
+        matches!(
+            self.state,
+            State::Body(_) | State::ChunkSize | State::ChunkData(_) | State::Trailers
+        )
+    }
+
+    /// Flags the connection and stops following it: nothing after this
+    /// point is served.
+    fn refuse(&mut self, why: Refusal) {
+        // The first reason stands.
+        let _ = self
+            .flag
+            .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire);
         self.state = State::Off;
         self.buf = Vec::new();
     }
@@ -322,8 +181,7 @@ impl Inspector {
                 let limit = end.unwrap_or(self.buf.len());
                 let fresh = (cur + self.scanned).max(cur + 1);
                 if (fresh..limit).any(|i| self.buf[i] == b'\n' && self.buf[i - 1] != b'\r') {
-                    self.flag.store(true, Ordering::Release);
-                    self.off();
+                    self.refuse(Refusal::AmbiguousFraming);
                     return None;
                 }
                 let end = end?;
@@ -345,7 +203,7 @@ impl Inspector {
                 match size {
                     Some(0) => self.state = State::Trailers,
                     Some(n) => self.state = State::ChunkData(n),
-                    None => self.off(),
+                    None => self.refuse(Refusal::Uninspectable),
                 }
                 Some(eol + 2)
             }
@@ -364,17 +222,20 @@ impl Inspector {
 
     /// Looks at one complete request head and sets the next state.
     fn head(&mut self, bytes: &[u8]) {
+        self.heads += 1;
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(bytes) {
             Ok(httparse::Status::Complete(_)) => {}
             // hyper refuses it, or it is beyond what is inspected.
-            _ => return self.off(),
+            _ => return self.refuse(Refusal::Uninspectable),
+        }
+        if req.method == Some("CONNECT") {
+            return self.refuse(Refusal::Tunnel);
         }
         let mut lengths = 0usize;
         let mut length = None;
         let mut te = None;
-        let mut upgrade = req.method == Some("CONNECT");
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
                 // `Content-Length: 5, 5` is two lengths too.
@@ -384,32 +245,29 @@ impl Inspector {
                     .and_then(|v| v.trim().parse::<u64>().ok());
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 te = Some(h.value.to_vec());
-            } else if h.name.eq_ignore_ascii_case("upgrade") {
-                upgrade = true;
             }
         }
         if (te.is_some() && lengths > 0) || lengths > 1 {
-            self.flag.store(true, Ordering::Release);
-            return self.off();
+            return self.refuse(Refusal::AmbiguousFraming);
         }
-        if upgrade {
-            return self.off();
-        }
+        // An `Upgrade` header changes nothing: armor never switches
+        // protocols (the gateway does not forward `Upgrade`), so the next
+        // bytes are another request and are followed like any other.
         self.state = match (te, length) {
             (Some(te), _) => {
                 let last = te.split(|b| *b == b',').next_back();
                 if last.is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked")) {
                     State::ChunkSize
                 } else {
-                    // hyper refuses it.
-                    State::Off
+                    // hyper refuses it too.
+                    return self.refuse(Refusal::Uninspectable);
                 }
             }
             (None, _) if lengths == 0 => State::Head,
             (None, Some(0)) => State::Head,
             (None, Some(n)) => State::Body(n),
-            // An unreadable length: hyper refuses it.
-            (None, None) => State::Off,
+            // An unreadable length: hyper refuses it too.
+            (None, None) => return self.refuse(Refusal::Uninspectable),
         };
     }
 }
@@ -426,12 +284,17 @@ mod tests {
     use super::*;
 
     fn run(chunks: &[&[u8]]) -> (bool, State) {
-        let flag = Arc::new(AtomicBool::new(false));
+        let (why, state) = run_why(chunks);
+        (why == Some(Refusal::AmbiguousFraming), state)
+    }
+
+    fn run_why(chunks: &[&[u8]]) -> (Option<Refusal>, State) {
+        let flag = Arc::new(AtomicU8::new(0));
         let mut i = Inspector::new(flag.clone());
         for c in chunks {
             i.feed(c);
         }
-        (flag.load(Ordering::Acquire), i.state)
+        (Refusal::from_u8(flag.load(Ordering::Acquire)), i.state)
     }
 
     #[test]
@@ -505,5 +368,65 @@ mod tests {
         // Chunk data that looks like a conflicting head is data.
         let c: &[u8] = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1a\r\nGET / HTTP/1.1\r\nContent-Le\r\n0\r\n\r\n";
         assert_eq!(run(&[c]), (false, State::Head));
+    }
+
+    const SMUGGLE: &[u8] =
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+    #[test]
+    fn an_upgrade_header_does_not_stop_the_inspection() {
+        let first: &[u8] =
+            b"GET /health HTTP/1.1\r\nHost: a\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n";
+        assert_eq!(run_why(&[first]), (None, State::Head));
+        assert_eq!(
+            run_why(&[first, SMUGGLE]),
+            (Some(Refusal::AmbiguousFraming), State::Off)
+        );
+    }
+
+    #[test]
+    fn a_head_past_the_limit_flags_the_connection() {
+        let mut big = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ".to_vec();
+        big.resize(MAX_HEAD + 10, b'a');
+        assert_eq!(run_why(&[&big]), (Some(Refusal::Uninspectable), State::Off));
+        // Nothing after it is followed, so nothing after it is served.
+        assert_eq!(
+            run_why(&[&big, b"\r\n\r\n", SMUGGLE]).0,
+            Some(Refusal::Uninspectable)
+        );
+    }
+
+    #[test]
+    fn unreadable_framing_and_connect_flag_the_connection() {
+        let cases: [(&[u8], Refusal); 5] = [
+            (
+                b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+                Refusal::Uninspectable,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+                Refusal::Uninspectable,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+                Refusal::Uninspectable,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                Refusal::Uninspectable,
+            ),
+            (
+                b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+                Refusal::Tunnel,
+            ),
+        ];
+        for (c, why) in cases {
+            assert_eq!(
+                run_why(&[c]),
+                (Some(why), State::Off),
+                "{}",
+                String::from_utf8_lossy(c)
+            );
+        }
     }
 }

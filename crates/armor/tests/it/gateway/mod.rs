@@ -10,6 +10,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::api::{fresh_nonce, now, sign, spawn_app_with, Key, TestApp};
 
+mod scrub;
+
 /// One request as the upstream saw it.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -47,7 +49,7 @@ impl Upstream {
 }
 
 /// Records every request; `/slow` answers after 3 s; `/download?n=N`
-/// answers N bytes.
+/// answers N bytes; `…/set-cookie` tries to set armor's session cookie.
 async fn spawn_upstream() -> Upstream {
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let rec = seen.clone();
@@ -71,6 +73,14 @@ async fn spawn_upstream() -> Upstream {
             rec.lock().unwrap().push(s.clone());
             if parts.uri.path() == "/slow" {
                 tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            if parts.uri.path().ends_with("/set-cookie") {
+                return axum::response::Response::builder()
+                    .header("set-cookie", "armor_session=planted; Path=/")
+                    .header("set-cookie", "app=1; Path=/")
+                    .header("set-cookie", "armor_account=2; Path=/")
+                    .body(axum::body::Body::from("set"))
+                    .unwrap();
             }
             if parts.uri.path() == "/download" {
                 let n: usize = parts.uri.query().unwrap()[2..].parse().unwrap();

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use axum::body::{Body, HttpBody as _};
 use axum::extract::{ConnectInfo, Request};
-use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::header::{self, HeaderValue};
 use axum::http::{uri, Method, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
@@ -32,6 +32,11 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Instant;
 use tower::Service as _;
+
+mod headers;
+
+pub use headers::strip_hop_by_hop;
+pub use ipnet::IpNet;
 
 use crate::core::{Core, Principal, Via};
 use crate::error::Error;
@@ -89,6 +94,14 @@ pub fn parse_named_rate(s: &str) -> Result<(String, Rate), String> {
     Ok((name.to_owned(), rate.parse()?))
 }
 
+/// An address (`192.0.2.7`, a host) or a network (`10.0.0.0/8`).
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?}: expected an IP address or CIDR, e.g. 10.0.0.0/8"))
+}
+
 /// What `armor serve --upstream ...` configures.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -104,6 +117,9 @@ pub struct GatewayConfig {
     pub role_rate_limits: HashMap<String, Rate>,
     /// Per key id; wins over the role's and the default.
     pub key_rate_limits: HashMap<String, Rate>,
+    /// Peers whose `Forwarded` and `X-Forwarded-*` headers are kept (and
+    /// appended to); from any other peer they are replaced.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl GatewayConfig {
@@ -115,6 +131,7 @@ impl GatewayConfig {
             rate_limit: None,
             role_rate_limits: HashMap::new(),
             key_rate_limits: HashMap::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -195,6 +212,16 @@ impl Gateway {
 
     pub fn config(&self) -> &GatewayConfig {
         &self.config
+    }
+
+    /// Whether `ip` is a trusted proxy (an IPv4-mapped IPv6 address counts
+    /// as its IPv4 address).
+    fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.config.trusted_proxies.iter().any(|n| n.contains(&ip))
     }
 
     /// Whether `path` (as received) is under a public prefix and not one of
@@ -305,20 +332,17 @@ impl Gateway {
         ] {
             headers.remove(name);
         }
-        remove_armor_headers(&mut headers);
+        headers::remove_spoofable(&mut headers);
+        headers::remove_armor_cookies(&mut headers);
         headers.insert(header::HOST, self.host.clone());
-        if let Some(h) = original_host {
-            headers.insert(X_FORWARDED_HOST, h);
-        }
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-        if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>()
-        {
-            if let Some(v) = forwarded_for(headers.get(X_FORWARDED_FOR), addr.ip()) {
-                headers.insert(X_FORWARDED_FOR, v);
-            }
-        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let trusted = peer.is_some_and(|ip| self.trusts(ip));
+        headers::set_forwarding(&mut headers, peer, trusted, original_host);
         if let Some(p) = principal {
-            identity_headers(&mut headers, p);
+            headers::identity_headers(&mut headers, p);
         }
 
         // A body of known length within the limit (a verified body, a
@@ -345,6 +369,11 @@ impl Gateway {
                 if source_is::<http_body_util::LengthLimitError>(&e) {
                     return Err(Error::BodyTooLarge(max_body));
                 }
+                if crate::conn::is_body_timeout(&e) {
+                    return Err(Error::RequestTimeout(
+                        "the whole body must arrive within the body timeout",
+                    ));
+                }
                 // The client's own body broke off or was malformed (a bad
                 // chunk): its fault, not the upstream's.
                 if source_is::<axum::Error>(&e) {
@@ -361,20 +390,10 @@ impl Gateway {
         };
         let (mut rparts, rbody) = resp.into_parts();
         strip_hop_by_hop(&mut rparts.headers);
+        headers::remove_armor_set_cookies(&mut rparts.headers);
         Ok(Response::from_parts(rparts, Body::new(rbody)))
     }
 }
-
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const USER_ID_HEADER: HeaderName = HeaderName::from_static(USER_ID);
-const ACCOUNT_ID_HEADER: HeaderName = HeaderName::from_static(ACCOUNT_ID);
-const KEY_ID_HEADER: HeaderName = HeaderName::from_static(KEY_ID);
-const PERMISSIONS_HEADER: HeaderName = HeaderName::from_static(PERMISSIONS);
-const AUTH_METHOD_HEADER: HeaderName = HeaderName::from_static(AUTH_METHOD);
 
 /// Keep-alive HTTP/1.1 connections to the upstream, most recently used
 /// last (taken first). What hyper-util's pooled client did for one
@@ -536,109 +555,6 @@ impl Pool {
     }
 }
 
-/// Removes every `X-Armor-*` header the caller sent.
-fn remove_armor_headers(headers: &mut HeaderMap) {
-    let spoofed = |k: &HeaderName| k.as_str().starts_with("x-armor-");
-    if !headers.keys().any(spoofed) {
-        return;
-    }
-    let spoofed: Vec<HeaderName> = headers.keys().filter(|k| spoofed(k)).cloned().collect();
-    for k in spoofed {
-        headers.remove(k);
-    }
-}
-
-/// `X-Forwarded-For`: the prior value (if text), then the peer's address.
-fn forwarded_for(prior: Option<&HeaderValue>, ip: std::net::IpAddr) -> Option<HeaderValue> {
-    use std::io::Write;
-    let mut buf = [0u8; 64];
-    let mut w = &mut buf[..];
-    write!(w, "{ip}").ok()?;
-    let left = w.len();
-    let ip = &buf[..buf.len() - left];
-    match prior.and_then(|v| v.to_str().ok()) {
-        Some(prior) => {
-            let mut v = Vec::with_capacity(prior.len() + 2 + ip.len());
-            v.extend_from_slice(prior.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(ip);
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
-        }
-        None => HeaderValue::from_bytes(ip).ok(),
-    }
-}
-
-/// A decimal header value, in one allocation of the exact size.
-fn number(n: i64) -> HeaderValue {
-    use std::io::Write;
-    let mut buf = [0u8; 20];
-    let mut w = &mut buf[..];
-    if write!(w, "{n}").is_ok() {
-        let left = w.len();
-        if let Ok(v) = HeaderValue::from_bytes(&buf[..buf.len() - left]) {
-            return v;
-        }
-    }
-    HeaderValue::from(n)
-}
-
-/// `X-Armor-*` headers naming the verified caller.
-fn identity_headers(headers: &mut HeaderMap, p: &Principal) {
-    headers.insert(USER_ID_HEADER, number(p.user_id));
-    headers.insert(ACCOUNT_ID_HEADER, number(p.account_id));
-    match &p.via {
-        Via::ApiKey { key_id } => {
-            if let Ok(v) = HeaderValue::from_str(key_id) {
-                headers.insert(KEY_ID_HEADER, v);
-            }
-            headers.insert(AUTH_METHOD_HEADER, HeaderValue::from_static("ARMOR-PSK"));
-        }
-        Via::Password { .. } => {
-            headers.insert(AUTH_METHOD_HEADER, HeaderValue::from_static("FH-AUTH"));
-        }
-    }
-    // Comma-separated, built in one buffer of the exact size.
-    let len = p.permissions.iter().map(|s| s.len() + 1).sum::<usize>();
-    let mut v = Vec::with_capacity(len.saturating_sub(1));
-    for (i, s) in p.permissions.iter().enumerate() {
-        if i > 0 {
-            v.push(b',');
-        }
-        v.extend_from_slice(s.as_bytes());
-    }
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(v)) {
-        headers.insert(PERMISSIONS_HEADER, v);
-    }
-}
-
-/// Removes the hop-by-hop headers (RFC 9110 §7.6.1) and those the
-/// `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // The names `Connection` lists go by name as text (no copies); the
-    // values are cheap handles on the received bytes.
-    let mut values = headers.get_all(header::CONNECTION).iter();
-    let first = values.next().cloned();
-    let more: Vec<HeaderValue> = values.cloned().collect();
-    for v in first.iter().chain(&more) {
-        let Ok(v) = v.to_str() else { continue };
-        for n in v.split(',') {
-            headers.remove(n.trim());
-        }
-    }
-    for n in [
-        header::CONNECTION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        header::PROXY_AUTHENTICATE,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(n);
-    }
-}
-
 /// `path` is `prefix` or below it (segment-wise; a prefix ending in `/`
 /// matches anything under it).
 fn under(path: &str, prefix: &str) -> bool {
@@ -772,73 +688,6 @@ mod tests {
         assert!(is_armor_route("/users/12/ActivationCode"));
         assert!(!is_armor_route("/users/12/orders"));
         assert!(!is_armor_route("/api/me"));
-    }
-
-    #[test]
-    fn hop_by_hop_and_connection_named_headers_go() {
-        let cases: [&[(&'static str, &'static str)]; 2] = [
-            &[
-                ("connection", "keep-alive, x-secret"),
-                ("x-secret", "1"),
-                ("keep-alive", "timeout=5"),
-                ("upgrade", "websocket"),
-                ("x-kept", "1"),
-            ],
-            // Names in any case, any number of `Connection` values.
-            &[
-                ("connection", "X-One , close"),
-                ("connection", "x-TWO,,"),
-                ("x-one", "1"),
-                ("x-two", "2"),
-                ("te", "trailers"),
-                ("proxy-connection", "keep-alive"),
-                ("x-kept", "1"),
-            ],
-        ];
-        for pairs in cases {
-            let mut h = HeaderMap::new();
-            for &(name, value) in pairs {
-                h.append(name, HeaderValue::from_static(value));
-            }
-            strip_hop_by_hop(&mut h);
-            assert_eq!(h.len(), 1, "{h:?}");
-            assert!(h.contains_key("x-kept"));
-        }
-    }
-
-    #[test]
-    fn identity_header_values() {
-        let mut h = HeaderMap::new();
-        let p = Principal {
-            user_id: -12,
-            account_id: i64::MAX,
-            via: Via::ApiKey {
-                key_id: "k1".into(),
-            },
-            permissions: ["A", "B c"].iter().map(|s| s.to_string()).collect(),
-        };
-        identity_headers(&mut h, &p);
-        assert_eq!(h[USER_ID], "-12");
-        assert_eq!(h[ACCOUNT_ID], "9223372036854775807");
-        assert_eq!(h[KEY_ID], "k1");
-        assert_eq!(h[AUTH_METHOD], "ARMOR-PSK");
-        assert_eq!(h[PERMISSIONS], "A,B c");
-        let p = Principal {
-            via: Via::Password {
-                token_hash: Vec::new(),
-            },
-            permissions: std::iter::empty().collect(),
-            ..p
-        };
-        let mut h = HeaderMap::new();
-        identity_headers(&mut h, &p);
-        assert!(!h.contains_key(KEY_ID));
-        assert_eq!(h[AUTH_METHOD], "FH-AUTH");
-        assert_eq!(h[PERMISSIONS], "");
-        let v = forwarded_for(Some(&HeaderValue::from_static("1.2.3.4")), [1u16; 8].into());
-        assert_eq!(v.unwrap(), "1.2.3.4, 1:1:1:1:1:1:1:1");
-        let v = forwarded_for(None, std::net::Ipv4Addr::LOCALHOST.into());
-        assert_eq!(v.unwrap(), "127.0.0.1");
     }
 
     /// A raw upstream answering `ok` to each request head; with `close`,

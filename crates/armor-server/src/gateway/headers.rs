@@ -1,0 +1,453 @@
+//! What the gateway changes in the headers it forwards, both ways.
+//!
+//! Toward the upstream, the request's own header map is scrubbed in place:
+//! - hop-by-hop headers and those `Connection` names go;
+//! - every header whose name holds an `_` goes (as nginx drops them by
+//!   default): a CGI/WSGI upstream reads `X_Armor_User_Id` and
+//!   `X-Armor-User-Id` alike as `HTTP_X_ARMOR_USER_ID`, so an underscore
+//!   spelling could pass for one of the headers below;
+//! - every `X-Armor-*` header the caller sent goes, then the verified
+//!   caller's are added;
+//! - armor's own cookies (`armor_*`) are taken out of `Cookie`;
+//! - `Forwarded`, `X-Forwarded-*` and `X-Real-IP` are replaced by what the
+//!   gateway saw, unless the peer is a trusted proxy, whose values are kept
+//!   and appended to.
+//!
+//! Toward the client, an upstream's `Set-Cookie` for one of armor's cookies
+//! is dropped, so an upstream cannot plant a portal session.
+
+use std::net::IpAddr;
+
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::{ACCOUNT_ID, AUTH_METHOD, KEY_ID, PERMISSIONS, USER_ID};
+use crate::core::{Principal, Via};
+
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const USER_ID_HEADER: HeaderName = HeaderName::from_static(USER_ID);
+const ACCOUNT_ID_HEADER: HeaderName = HeaderName::from_static(ACCOUNT_ID);
+const KEY_ID_HEADER: HeaderName = HeaderName::from_static(KEY_ID);
+const PERMISSIONS_HEADER: HeaderName = HeaderName::from_static(PERMISSIONS);
+const AUTH_METHOD_HEADER: HeaderName = HeaderName::from_static(AUTH_METHOD);
+
+/// Whether a caller may not send this header on: an `X-Armor-*` name, or
+/// any name with an underscore. Names are lowercase in a [`HeaderMap`].
+fn spoofable(name: &HeaderName) -> bool {
+    let n = name.as_str().as_bytes();
+    n.contains(&b'_') || n.starts_with(b"x-armor-")
+}
+
+/// Removes the headers a caller may not send on (see [`spoofable`]).
+pub(super) fn remove_spoofable(headers: &mut HeaderMap) {
+    if !headers.keys().any(spoofable) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|k| spoofable(k)).cloned().collect();
+    for k in names {
+        headers.remove(k);
+    }
+}
+
+/// Whether a cookie name is one of armor's (`armor_*`, with or without a
+/// `__Host-`/`__Secure-` prefix, in any case).
+fn armor_cookie(name: &str) -> bool {
+    let name = name.trim();
+    let name = ["__Host-", "__Secure-"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .unwrap_or(name);
+    name.get(..6)
+        .is_some_and(|p| p.eq_ignore_ascii_case("armor_"))
+}
+
+/// Takes armor's cookies out of the `Cookie` header(s) sent upstream.
+pub(super) fn remove_armor_cookies(headers: &mut HeaderMap) {
+    let has = |v: &HeaderValue| {
+        v.to_str().map_or(true, |v| {
+            v.split(';')
+                .any(|c| armor_cookie(c.split('=').next().unwrap_or("")))
+        })
+    };
+    if !headers.get_all(header::COOKIE).iter().any(has) {
+        return;
+    }
+    let mut kept = String::new();
+    for v in headers.get_all(header::COOKIE) {
+        // A value that is not text is dropped whole: it cannot be split.
+        let Ok(v) = v.to_str() else { continue };
+        for c in v.split(';') {
+            if c.trim().is_empty() || armor_cookie(c.split('=').next().unwrap_or("")) {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.push_str("; ");
+            }
+            kept.push_str(c.trim());
+        }
+    }
+    headers.remove(header::COOKIE);
+    if let Ok(v) = HeaderValue::from_str(&kept) {
+        if !kept.is_empty() {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
+
+/// Drops an upstream's `Set-Cookie` for any of armor's cookies.
+pub(super) fn remove_armor_set_cookies(headers: &mut HeaderMap) {
+    let sets = |v: &HeaderValue| {
+        v.to_str()
+            .map_or(true, |v| armor_cookie(v.split('=').next().unwrap_or("")))
+    };
+    if !headers.get_all(header::SET_COOKIE).iter().any(sets) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !sets(v))
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for v in kept {
+        headers.append(header::SET_COOKIE, v);
+    }
+}
+
+/// Sets `Forwarded`, `X-Forwarded-For`, `-Host` and `-Proto` for the
+/// upstream. From an untrusted peer, whatever the client sent of them (and
+/// `X-Real-IP`) goes first; from a trusted proxy, its values are kept and
+/// the peer is appended.
+pub(super) fn set_forwarding(
+    headers: &mut HeaderMap,
+    peer: Option<IpAddr>,
+    trusted: bool,
+    host: Option<HeaderValue>,
+) {
+    if !trusted {
+        for n in [
+            FORWARDED,
+            X_FORWARDED_FOR,
+            X_FORWARDED_HOST,
+            X_FORWARDED_PROTO,
+            X_REAL_IP,
+        ] {
+            headers.remove(n);
+        }
+    }
+    if let Some(ip) = peer {
+        if let Some(v) = forwarded_for(headers.get(X_FORWARDED_FOR), ip) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+    }
+    if let Some(v) = forwarded(headers.get(FORWARDED), peer, host.as_ref()) {
+        headers.insert(FORWARDED, v);
+    }
+    if let Some(h) = host {
+        if !headers.contains_key(X_FORWARDED_HOST) {
+            headers.insert(X_FORWARDED_HOST, h);
+        }
+    }
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+}
+
+/// An address as text, without allocating.
+fn ip_text(ip: IpAddr, buf: &mut [u8; 64]) -> Option<&[u8]> {
+    use std::io::Write;
+    let mut w = &mut buf[..];
+    write!(w, "{ip}").ok()?;
+    let left = w.len();
+    Some(&buf[..buf.len() - left])
+}
+
+/// `X-Forwarded-For`: the prior value (if text), then the peer's address.
+fn forwarded_for(prior: Option<&HeaderValue>, ip: IpAddr) -> Option<HeaderValue> {
+    let mut buf = [0u8; 64];
+    let ip = ip_text(ip, &mut buf)?;
+    match prior.and_then(|v| v.to_str().ok()) {
+        Some(prior) => {
+            let mut v = Vec::with_capacity(prior.len() + 2 + ip.len());
+            v.extend_from_slice(prior.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip);
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
+        }
+        None => HeaderValue::from_bytes(ip).ok(),
+    }
+}
+
+/// `Forwarded` (RFC 7239): the prior value (if text), then
+/// `for=…;host="…";proto=http` for this hop.
+fn forwarded(
+    prior: Option<&HeaderValue>,
+    peer: Option<IpAddr>,
+    host: Option<&HeaderValue>,
+) -> Option<HeaderValue> {
+    let mut v = Vec::with_capacity(96);
+    if let Some(prior) = prior.and_then(|v| v.to_str().ok()) {
+        v.extend_from_slice(prior.as_bytes());
+        v.extend_from_slice(b", ");
+    }
+    let mut buf = [0u8; 64];
+    match peer.and_then(|ip| ip_text(ip, &mut buf).map(|t| (ip, t))) {
+        Some((IpAddr::V6(_), t)) => {
+            v.extend_from_slice(b"for=\"[");
+            v.extend_from_slice(t);
+            v.extend_from_slice(b"]\";");
+        }
+        Some((IpAddr::V4(_), t)) => {
+            v.extend_from_slice(b"for=");
+            v.extend_from_slice(t);
+            v.push(b';');
+        }
+        None => v.extend_from_slice(b"for=unknown;"),
+    }
+    // A host that would need escaping is left out rather than escaped.
+    if let Some(h) = host.filter(|h| !h.as_bytes().iter().any(|b| matches!(b, b'"' | b'\\'))) {
+        v.extend_from_slice(b"host=\"");
+        v.extend_from_slice(h.as_bytes());
+        v.extend_from_slice(b"\";");
+    }
+    v.extend_from_slice(b"proto=http");
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
+}
+
+/// A decimal header value, in one allocation of the exact size.
+fn number(n: i64) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 20];
+    let mut w = &mut buf[..];
+    if write!(w, "{n}").is_ok() {
+        let left = w.len();
+        if let Ok(v) = HeaderValue::from_bytes(&buf[..buf.len() - left]) {
+            return v;
+        }
+    }
+    HeaderValue::from(n)
+}
+
+/// `X-Armor-*` headers naming the verified caller.
+pub(super) fn identity_headers(headers: &mut HeaderMap, p: &Principal) {
+    headers.insert(USER_ID_HEADER, number(p.user_id));
+    headers.insert(ACCOUNT_ID_HEADER, number(p.account_id));
+    match &p.via {
+        Via::ApiKey { key_id } => {
+            if let Ok(v) = HeaderValue::from_str(key_id) {
+                headers.insert(KEY_ID_HEADER, v);
+            }
+            headers.insert(AUTH_METHOD_HEADER, HeaderValue::from_static("ARMOR-PSK"));
+        }
+        Via::Password { .. } => {
+            headers.insert(AUTH_METHOD_HEADER, HeaderValue::from_static("FH-AUTH"));
+        }
+    }
+    // Comma-separated, built in one buffer of the exact size.
+    let len = p.permissions.iter().map(|s| s.len() + 1).sum::<usize>();
+    let mut v = Vec::with_capacity(len.saturating_sub(1));
+    for (i, s) in p.permissions.iter().enumerate() {
+        if i > 0 {
+            v.push(b',');
+        }
+        v.extend_from_slice(s.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(v)) {
+        headers.insert(PERMISSIONS_HEADER, v);
+    }
+}
+
+/// Removes the hop-by-hop headers (RFC 9110 §7.6.1) and those the
+/// `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // The names `Connection` lists go by name as text (no copies); the
+    // values are cheap handles on the received bytes.
+    let mut values = headers.get_all(header::CONNECTION).iter();
+    let first = values.next().cloned();
+    let more: Vec<HeaderValue> = values.cloned().collect();
+    for v in first.iter().chain(&more) {
+        let Ok(v) = v.to_str() else { continue };
+        for n in v.split(',') {
+            headers.remove(n.trim());
+        }
+    }
+    for n in [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for &(name, value) in pairs {
+            h.append(name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    #[test]
+    fn underscore_and_armor_spellings_go() {
+        let mut h = map(&[
+            ("x_armor_user_id", "1"),
+            ("x-armor_permissions", "Users Manage"),
+            ("x-armor-key-id", "k"),
+            ("x_forwarded_for", "10.0.0.1"),
+            ("my_header", "1"),
+            ("x-armorless", "kept"),
+            ("x-kept", "1"),
+        ]);
+        remove_spoofable(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-armorless", "x-kept"]);
+    }
+
+    #[test]
+    fn armor_cookies_go_both_ways() {
+        let mut h = map(&[
+            ("cookie", "a=1; armor_session=tok; b=2"),
+            ("cookie", "ARMOR_ACCOUNT=3; __Host-armor_x=y"),
+            ("cookie", "c=3"),
+        ]);
+        remove_armor_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "a=1; b=2; c=3");
+        let mut h = map(&[("cookie", "armor_session=tok")]);
+        remove_armor_cookies(&mut h);
+        assert!(!h.contains_key(header::COOKIE));
+        let mut h = map(&[("cookie", "a=1")]);
+        remove_armor_cookies(&mut h);
+        assert_eq!(h[header::COOKIE], "a=1");
+
+        let mut h = map(&[
+            ("set-cookie", "armor_session=evil; Path=/"),
+            ("set-cookie", "app=1; Path=/"),
+            ("set-cookie", " Armor_Login_Csrf=x"),
+        ]);
+        remove_armor_set_cookies(&mut h);
+        let left: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(left, ["app=1; Path=/"]);
+    }
+
+    #[test]
+    fn forwarding_headers_are_the_gateways_unless_the_peer_is_trusted() {
+        let sent = [
+            ("forwarded", "for=6.6.6.6;proto=https"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-real-ip", "6.6.6.6"),
+        ];
+        let peer: IpAddr = [192, 0, 2, 1].into();
+        let host = Some(HeaderValue::from_static("api.example:8080"));
+        let mut h = map(&sent);
+        set_forwarding(&mut h, Some(peer), false, host.clone());
+        assert_eq!(
+            h["forwarded"],
+            "for=192.0.2.1;host=\"api.example:8080\";proto=http"
+        );
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example:8080");
+        assert!(!h.contains_key("x-real-ip"));
+
+        let mut h = map(&sent);
+        set_forwarding(&mut h, Some(peer), true, host);
+        assert_eq!(
+            h["forwarded"],
+            "for=6.6.6.6;proto=https, for=192.0.2.1;host=\"api.example:8080\";proto=http"
+        );
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 192.0.2.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "evil.example");
+
+        let mut h = HeaderMap::new();
+        set_forwarding(&mut h, Some([1u16; 8].into()), false, None);
+        assert_eq!(h["forwarded"], "for=\"[1:1:1:1:1:1:1:1]\";proto=http");
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let cases: [&[(&'static str, &'static str)]; 2] = [
+            &[
+                ("connection", "keep-alive, x-secret"),
+                ("x-secret", "1"),
+                ("keep-alive", "timeout=5"),
+                ("upgrade", "websocket"),
+                ("x-kept", "1"),
+            ],
+            // Names in any case, any number of `Connection` values.
+            &[
+                ("connection", "X-One , close"),
+                ("connection", "x-TWO,,"),
+                ("x-one", "1"),
+                ("x-two", "2"),
+                ("te", "trailers"),
+                ("proxy-connection", "keep-alive"),
+                ("x-kept", "1"),
+            ],
+        ];
+        for pairs in cases {
+            let mut h = HeaderMap::new();
+            for &(name, value) in pairs {
+                h.append(name, HeaderValue::from_static(value));
+            }
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{h:?}");
+            assert!(h.contains_key("x-kept"));
+        }
+    }
+
+    #[test]
+    fn identity_header_values() {
+        let mut h = HeaderMap::new();
+        let p = Principal {
+            user_id: -12,
+            account_id: i64::MAX,
+            via: Via::ApiKey {
+                key_id: "k1".into(),
+            },
+            permissions: ["A", "B c"].iter().map(|s| s.to_string()).collect(),
+        };
+        identity_headers(&mut h, &p);
+        assert_eq!(h[USER_ID], "-12");
+        assert_eq!(h[ACCOUNT_ID], "9223372036854775807");
+        assert_eq!(h[KEY_ID], "k1");
+        assert_eq!(h[AUTH_METHOD], "ARMOR-PSK");
+        assert_eq!(h[PERMISSIONS], "A,B c");
+        let p = Principal {
+            via: Via::Password {
+                token_hash: Vec::new(),
+            },
+            permissions: std::iter::empty().collect(),
+            ..p
+        };
+        let mut h = HeaderMap::new();
+        identity_headers(&mut h, &p);
+        assert!(!h.contains_key(KEY_ID));
+        assert_eq!(h[AUTH_METHOD], "FH-AUTH");
+        assert_eq!(h[PERMISSIONS], "");
+        let v = forwarded_for(Some(&HeaderValue::from_static("1.2.3.4")), [1u16; 8].into());
+        assert_eq!(v.unwrap(), "1.2.3.4, 1:1:1:1:1:1:1:1");
+        let v = forwarded_for(None, std::net::Ipv4Addr::LOCALHOST.into());
+        assert_eq!(v.unwrap(), "127.0.0.1");
+    }
+}
