@@ -16,6 +16,7 @@ use crate::store::{AuditEvent, KeyRow, Store, UserRow};
 
 mod access;
 pub mod keycache;
+mod sessions;
 pub use access::Profile;
 pub mod totp;
 mod users;
@@ -761,31 +762,8 @@ impl Core {
         address: Option<String>,
     ) -> Result<Zeroizing<String>, Error> {
         let now = self.now();
-        let user_id = self
-            .store
-            .take_code(&crypto::token_hash(code), now)
-            .await?
-            .ok_or(Error::InvalidCode)?;
-        let user = self
-            .store
-            .user_by_id(user_id)
-            .await?
-            .ok_or(Error::InvalidCode)?;
-        if user.status != "active" {
-            return Err(Error::InvalidCode);
-        }
-        let token = self.issue_token(user_id, now).await?;
-        self.metrics.logins_ok.fetch_add(1, Ordering::Relaxed);
-        self.audit(AuditEvent {
-            account_id: Some(user.account_id),
-            actor_id: Some(user.id),
-            credential: "password".into(),
-            event: "login",
-            address,
-            ..Default::default()
-        })
-        .await;
-        Ok(token)
+        let user_id = self.redeem_code(code, address, now).await?;
+        self.issue_token(user_id, now).await
     }
 
     async fn issue_token(&self, user_id: i64, now: u64) -> Result<Zeroizing<String>, Error> {

@@ -17,7 +17,9 @@ use sqlx::{AnyPool, ConnectOptions as _, Executor as _, FromRow};
 use crate::crypto::Sealed;
 use crate::error::Error;
 
+mod sessions;
 mod users;
+pub use sessions::SessionRow;
 pub use users::{
     AuditFilter, LockoutRow, OutboxRow, SecurityInfoRow, SecurityRow, CODE_MAX_ATTEMPTS,
 };
@@ -474,12 +476,14 @@ impl Store {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Revokes every FH-AUTH token of a user and ends their portal
+    /// sessions.
     pub async fn revoke_user_tokens(&self, user_id: i64) -> Result<(), Error> {
         sqlx::query("UPDATE tokens SET revoked = 1 WHERE user_id = $1")
             .bind(user_id)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        self.end_user_sessions(user_id).await
     }
 
     // ---- API keys ----

@@ -570,7 +570,8 @@ impl Core {
     }
 
     /// `POST /users/status`: enables or disables a user. A disabled user's
-    /// tokens and keys are refused at once, and work again on enabling.
+    /// tokens and keys are refused at once, and work again on enabling;
+    /// their portal sessions end.
     pub async fn set_user_enabled(
         &self,
         p: &Principal,
@@ -607,6 +608,8 @@ impl Core {
             self.load_keys(Some(user_id)).await?;
         } else {
             self.forget_user_keys(user_id).await;
+            // Tokens are refused while disabled; portal sessions end.
+            self.store.end_user_sessions(user_id).await?;
         }
         self.audit_by(
             p,

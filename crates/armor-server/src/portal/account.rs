@@ -7,7 +7,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::layout::{self, Nav};
-use super::session::{is_tls, set_cookie, CsrfForm, Session, ACCOUNT_COOKIE};
+use super::session::{is_tls, set_cookie, CsrfForm, Session, ACCOUNT_COOKIE, PORTAL_PATH};
 use crate::core::perm;
 
 /// What each permission lets its holder do.
@@ -125,7 +125,7 @@ pub async fn switch(
         set_cookie(
             ACCOUNT_COOKIE,
             &form.account.to_string(),
-            "/",
+            PORTAL_PATH,
             is_tls(&headers),
         ),
     );

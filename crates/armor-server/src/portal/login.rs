@@ -1,7 +1,8 @@
-//! Sign-in and sign-out. Signing in is the API's two steps
-//! (`Core::authorize`, then `Core::exchange_code`) with the token kept in
-//! the session cookie; a wrong password and a locked login get the API's
-//! one answer, and a user with a second factor is asked for its code.
+//! Sign-in and sign-out. Signing in is the API's first step
+//! (`Core::authorize`), then `Core::open_session` exchanges the code for a
+//! portal session (not an FH-AUTH token) kept in the session cookie; a
+//! wrong password and a locked login get the API's one answer, and a user
+//! with a second factor is asked for its code.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -12,7 +13,7 @@ use serde::Deserialize;
 use super::layout;
 use super::session::{
     clear_cookie, cookie, csrf_refused, is_tls, same, set_cookie, CsrfForm, Session,
-    ACCOUNT_COOKIE, CSRF_FIELD, LOGIN_CSRF_COOKIE, SESSION_COOKIE,
+    ACCOUNT_COOKIE, CSRF_FIELD, LOGIN_CSRF_COOKIE, PORTAL_PATH, SESSION_COOKIE,
 };
 use crate::error::Error;
 use crate::web::auth::ClientAddr;
@@ -138,7 +139,7 @@ pub async fn submit(
         .authorize(&f.email, &f.password, code, addr.clone())
         .await
     {
-        Ok(code) => core.exchange_code(&code, addr).await,
+        Ok(code) => core.open_session(&code, addr).await,
         Err(e) => Err(e),
     };
     let token = match result {
@@ -169,32 +170,41 @@ pub async fn submit(
     let h = resp.headers_mut();
     h.append(
         header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, &token, "/", tls),
+        set_cookie(SESSION_COOKIE, &token, PORTAL_PATH, tls),
     );
     h.append(
         header::SET_COOKIE,
         clear_cookie(LOGIN_CSRF_COOKIE, LOGIN_PATH, tls),
     );
-    h.append(header::SET_COOKIE, clear_cookie(ACCOUNT_COOKIE, "/", tls));
+    h.append(
+        header::SET_COOKIE,
+        clear_cookie(ACCOUNT_COOKIE, PORTAL_PATH, tls),
+    );
     resp
 }
 
 #[derive(Deserialize)]
 pub struct Empty {}
 
-/// `POST /portal/logout`: revokes the token and drops the cookies.
+/// `POST /portal/logout`: ends the session and drops the cookies.
 pub async fn logout(
     State(core): State<AppState>,
     headers: HeaderMap,
     CsrfForm { session, .. }: CsrfForm<Empty>,
 ) -> Response {
-    if let Err(e) = core.logout(&session.p).await {
+    if let Err(e) = core.close_session(&session.p, &session.session_hash).await {
         return super::error_page(&e);
     }
     let tls = is_tls(&headers);
     let mut resp = Redirect::to(LOGIN_PATH).into_response();
     let h = resp.headers_mut();
-    h.append(header::SET_COOKIE, clear_cookie(SESSION_COOKIE, "/", tls));
-    h.append(header::SET_COOKIE, clear_cookie(ACCOUNT_COOKIE, "/", tls));
+    h.append(
+        header::SET_COOKIE,
+        clear_cookie(SESSION_COOKIE, PORTAL_PATH, tls),
+    );
+    h.append(
+        header::SET_COOKIE,
+        clear_cookie(ACCOUNT_COOKIE, PORTAL_PATH, tls),
+    );
     resp
 }

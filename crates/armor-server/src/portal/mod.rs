@@ -5,9 +5,11 @@
 //! embedded in the binary, no inline script or style, and a strict
 //! Content-Security-Policy on every answer.
 //!
-//! - Sessions reuse FH-AUTH tokens: signing in runs [`Core::authorize`] and
-//!   [`Core::exchange_code`] and keeps the token in the `armor_session`
-//!   cookie (HttpOnly, SameSite=Strict, Secure behind TLS).
+//! - Sessions are their own credential, not FH-AUTH tokens: signing in
+//!   runs [`Core::authorize`] and [`Core::open_session`] and keeps the
+//!   session in the `armor_session` cookie (HttpOnly, SameSite=Strict,
+//!   `Path=/portal`, Secure behind TLS). The API refuses it in
+//!   `Authorization`, and the portal refuses an FH-AUTH token as a cookie.
 //! - Every form post carries a CSRF token derived from the session token
 //!   ([`session::CsrfForm`]); the sign-in form uses a double-submit cookie.
 //! - The API's authentication in front of the router skips these paths
@@ -15,7 +17,7 @@
 //!   ignores an `Authorization` header.
 //!
 //! [`Core::authorize`]: crate::core::Core::authorize
-//! [`Core::exchange_code`]: crate::core::Core::exchange_code
+//! [`Core::open_session`]: crate::core::Core::open_session
 
 mod account;
 mod audit;

@@ -1,5 +1,6 @@
-//! Portal sessions (an FH-AUTH token in a cookie), the CSRF token of each
-//! session, and the extractor every form post goes through.
+//! Portal sessions (a credential of their own, in a cookie scoped to the
+//! portal's path), the CSRF token of each session, and the extractor every
+//! form post goes through.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -13,12 +14,17 @@ use crate::error::Error;
 use crate::store::{AccountRow, UserRow};
 use crate::web::AppState;
 
-/// The session cookie: the FH-AUTH token itself.
+/// The session cookie: a portal session (see `core::sessions`), which is
+/// not an FH-AUTH token and is refused in `Authorization`.
 pub const SESSION_COOKIE: &str = "armor_session";
 /// The account the portal acts in, for users of several accounts.
 pub const ACCOUNT_COOKIE: &str = "armor_account";
 /// The sign-in form's double-submit CSRF cookie.
 pub const LOGIN_CSRF_COOKIE: &str = "armor_login_csrf";
+/// The path of the session and account cookies: every portal page is
+/// under it, with or without an upstream, so the browser sends them to
+/// nothing else on the origin.
+pub const PORTAL_PATH: &str = "/portal";
 /// The hidden field every form carries.
 pub const CSRF_FIELD: &str = "_csrf";
 
@@ -31,6 +37,8 @@ pub struct Session {
     pub accounts: Vec<AccountRow>,
     /// This session's CSRF token, for the forms of the page.
     pub csrf: String,
+    /// The SHA-256 of the session, which sign-out ends.
+    pub session_hash: Vec<u8>,
 }
 
 /// The value of cookie `name`, if sent.
@@ -95,27 +103,31 @@ fn to_login(parts: &Parts) -> Response {
     if cookie(&parts.headers, SESSION_COOKIE).is_some() {
         resp.headers_mut().append(
             header::SET_COOKIE,
-            clear_cookie(SESSION_COOKIE, "/", is_tls(&parts.headers)),
+            clear_cookie(SESSION_COOKIE, PORTAL_PATH, is_tls(&parts.headers)),
         );
     }
     resp
 }
 
 impl Session {
-    /// Resolves the session token: the token must be valid, the user
-    /// active, and the account one they belong to.
+    /// Resolves the session cookie's value: it must be a live portal
+    /// session (an FH-AUTH token is not one), the user active, and the
+    /// account one they belong to.
     pub async fn resolve(
         core: &AppState,
         token: &str,
         account: Option<&str>,
     ) -> Result<Session, Error> {
-        let (user_id, token_hash) = core.authenticate_token(token).await?;
+        let (user_id, session_hash) = core.authenticate_session(token).await?;
         let user = core
             .store
             .user_by_id(user_id)
             .await?
             .ok_or(Error::InvalidToken)?;
-        let via = Via::Password { token_hash };
+        // Password-level access, as the sign-in proved the password.
+        let via = Via::Password {
+            token_hash: session_hash.clone(),
+        };
         let p = match core
             .principal(user_id, user.account_id, account, via.clone())
             .await
@@ -146,6 +158,7 @@ impl Session {
             account,
             accounts,
             csrf: csrf_for(token),
+            session_hash,
         })
     }
 

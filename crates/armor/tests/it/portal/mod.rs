@@ -2,6 +2,7 @@
 //! Chromium (screenshots in `target/portal-artifacts/`), the key read off
 //! the page used for real, the permission explanation, and CSRF refusals.
 
+mod session;
 mod webdriver;
 
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
@@ -46,6 +47,7 @@ async fn seed_001_steps_in_a_real_browser() {
     assert_eq!(session["httpOnly"], true, "{session}");
     assert_eq!(session["sameSite"], "Strict", "{session}");
     assert_eq!(session["secure"], false, "plain HTTP: {session}");
+    assert_eq!(session["path"], "/portal", "{session}");
 
     // 1. In the left-side navigation, click Account.
     b.click("#nav-account").await;
