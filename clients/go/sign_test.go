@@ -218,3 +218,13 @@ func TestMalformedCredentialsNameTheLineNotItsContent(t *testing.T) {
 		}
 	}
 }
+
+func TestVersionIsTheWorkspaces(t *testing.T) {
+	cargo, err := os.ReadFile(filepath.Join("..", "..", "Cargo.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(cargo), "\nversion = \""+Version+"\"\n") {
+		t.Fatalf("Cargo.toml's version is not %s", Version)
+	}
+}

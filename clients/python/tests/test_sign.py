@@ -74,3 +74,13 @@ def test_str_body_is_signed_as_utf8() -> None:
     a = armor_psk.sign(KEY, SECRET, "POST", "/t", body, nonce="n", timestamp=1)
     b = armor_psk.sign(KEY, SECRET, "POST", "/t", body.encode("utf-8"), nonce="n", timestamp=1)
     assert a == b
+
+
+def test_version_is_the_workspaces() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    cargo = (root / "Cargo.toml").read_text(encoding="utf-8")
+    pyproject = (root / "clients" / "python" / "pyproject.toml").read_text(encoding="utf-8")
+    assert f'\nversion = "{armor_psk.__version__}"\n' in cargo
+    assert f'\nversion = "{armor_psk.__version__}"\n' in pyproject
