@@ -47,7 +47,7 @@ python_suite() {
 
 typescript_suite() {
     cd "$HERE/typescript"
-    node --test test/
+    node --test test/*.test.mjs
 }
 
 go_suite() {
