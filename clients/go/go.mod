@@ -1,0 +1,3 @@
+module armorpsk
+
+go 1.19
