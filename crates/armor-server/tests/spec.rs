@@ -95,6 +95,7 @@ fn server_refusals() -> Vec<Error> {
         Error::BadRequest("x".into()),
         Error::MalformedTarget("x"),
         Error::BodyTooLarge(1),
+        Error::RequestTimeout("x"),
         Error::InvalidAccountContext,
         Error::RateLimited { retry_after: 1 },
         Error::StoreUnavailable,
