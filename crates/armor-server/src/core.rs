@@ -17,6 +17,9 @@ use crate::store::{AuditEvent, KeyRow, Store, UserRow};
 mod access;
 pub mod keycache;
 pub use access::Profile;
+pub mod outbox;
+mod throttle;
+pub use throttle::Limit;
 pub mod totp;
 mod users;
 pub use users::{
@@ -155,6 +158,8 @@ impl Metrics {
 pub struct Resealed {
     pub keys: usize,
     pub totp: usize,
+    /// Pending outbox messages.
+    pub outbox: usize,
 }
 
 /// Settings the logic needs.
@@ -265,6 +270,12 @@ impl Core {
             dummy_hash,
         };
         core.load_keys(None).await?;
+        // Outbox bodies written in clear before they were sealed.
+        let sealed = core.reseal_outbox(&core.master(), false).await?;
+        if sealed > 0 {
+            core.store.checkpoint().await?;
+            tracing::info!(messages = sealed, "outbox: pending messages sealed");
+        }
         Ok(core)
     }
 
@@ -1009,8 +1020,9 @@ impl Core {
         Ok(key)
     }
 
-    /// Re-seals every key and every TOTP secret with the newest master-key
-    /// version, in batches; returns how many rows changed. Each row is
+    /// Re-seals every key, every TOTP secret and every pending outbox
+    /// message with the newest master-key version, in batches; returns how
+    /// many rows changed. Each row is
     /// replaced only if it still holds what was read, so an interrupted run
     /// leaves every row readable and a second run finishes.
     pub async fn reseal_all(&self) -> Result<Resealed, Error> {
@@ -1034,6 +1046,7 @@ impl Core {
                 }
             }
         }
+        done.outbox = self.reseal_outbox(&master, true).await?;
         loop {
             let rows = self.store.keys_not_sealed_with(current, 256).await?;
             if rows.is_empty() {

@@ -3,12 +3,14 @@
 
 mod auth;
 mod battery;
+mod codes;
 mod durability;
 mod keys;
 pub mod pg;
 mod psk;
 mod routes;
 mod smtp;
+mod throttle;
 mod users;
 
 use std::io::{BufRead as _, BufReader};
