@@ -233,3 +233,43 @@ async fn pending_messages_still_open_after_a_master_key_rotation() {
     .await;
     assert_eq!(s, 200, "{b}");
 }
+
+/// Runs one SQL statement on the app's database with its command-line
+/// client (the server stopped).
+fn sql(app: &TestApp, statement: &str) {
+    let out = match app.database_url() {
+        Some(url) => Command::new("psql")
+            .arg(url)
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", statement])
+            .output(),
+        None => Command::new("sqlite3")
+            .arg(app.data_dir().join("armor.db"))
+            .arg(statement)
+            .output(),
+    }
+    .expect("the database's command-line client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_message_written_in_clear_before_sealing_is_sealed_at_start_up() {
+    let mut app = spawn_app().await;
+    app.crash();
+    // A pending row as the server wrote them before bodies were sealed.
+    let code = format!("OLD{}", fresh_nonce()).to_ascii_uppercase();
+    sql(
+        &app,
+        &format!(
+            "INSERT INTO outbox (created_at, channel, recipient, subject, body)
+             VALUES (1, 'email', '{ADMIN_EMAIL}', 'Your armor password reset',
+                     'Your reset code is {code}; it works once.')"
+        ),
+    );
+    app.start_again();
+    assert_nowhere_in_the_database(&app, std::slice::from_ref(&code), "after start-up");
+    assert_eq!(code_sent_to(&app, ADMIN_EMAIL), code);
+}
