@@ -29,7 +29,7 @@ pub const RESET_PER_ADDRESS: Limit = Limit {
 };
 /// Reset requests from one client address (any email, known or not).
 pub const RESET_PER_CLIENT: Limit = Limit {
-    max: 10,
+    max: 20,
     window: 3_600,
 };
 /// Phone codes to one number (whoever asks).

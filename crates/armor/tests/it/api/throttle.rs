@@ -9,7 +9,7 @@ use super::*;
 
 /// The limits, as documented in docs/users.md.
 const RESET_PER_ADDRESS: usize = 3;
-const RESET_PER_CLIENT: usize = 10;
+const RESET_PER_CLIENT: usize = 20;
 const PHONE_PER_NUMBER: usize = 3;
 const PHONE_PER_USER: usize = 5;
 
