@@ -1022,9 +1022,9 @@ impl Core {
 
     /// Re-seals every key, every TOTP secret and every pending outbox
     /// message with the newest master-key version, in batches; returns how
-    /// many rows changed. Each row is
-    /// replaced only if it still holds what was read, so an interrupted run
-    /// leaves every row readable and a second run finishes.
+    /// many rows changed. Each row is replaced only if it still holds what
+    /// was read, so an interrupted run leaves every row readable and a
+    /// second run finishes.
     pub async fn reseal_all(&self) -> Result<Resealed, Error> {
         let master = self.reload_master()?;
         let current = master.current_version();

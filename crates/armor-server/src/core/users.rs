@@ -1005,8 +1005,8 @@ impl Core {
     /// `POST /usersecurity/validatemfaphone` without a code: sends one to
     /// the number through the outbox. At most
     /// [`super::throttle::PHONE_PER_NUMBER`] codes to a number and
-    /// [`super::throttle::PHONE_PER_USER`] for a user per window; past them, 429
-    /// `rate_limited` (the caller is signed in: nothing to hide).
+    /// [`super::throttle::PHONE_PER_USER`] for a user per window; past
+    /// them, 429 `rate_limited` (the caller is signed in: nothing to hide).
     pub async fn phone_start(&self, p: &Principal, phone: &str) -> Result<u64, Error> {
         let phone = valid_phone(phone)?;
         self.phone_code_allowed(p.user_id, &phone).await?;
