@@ -117,3 +117,48 @@ impl Core {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, recipient: &str, master: &MasterKeys, body: &str) -> OutboxRow {
+        let sealed = master
+            .seal(&associated(id, "email", recipient), body.as_bytes())
+            .unwrap();
+        OutboxRow {
+            id,
+            created_at: 0,
+            channel: "email".into(),
+            recipient: recipient.into(),
+            subject: String::new(),
+            body: String::new(),
+            sent_at: None,
+            attempts: 0,
+            next_attempt_at: 0,
+            last_error: None,
+            mk_version: Some(i64::from(sealed.version)),
+            nonce: Some(sealed.nonce),
+            ciphertext: Some(sealed.ciphertext),
+        }
+    }
+
+    #[test]
+    fn a_body_opens_only_in_its_own_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKeys::load_or_create(&dir.path().join("master.key")).unwrap();
+        let r = row(7, "ann@example.com", &master, "Your reset code is X");
+        assert_eq!(
+            open_body(&master, &r).unwrap().as_str(),
+            "Your reset code is X"
+        );
+        let mut moved = r.clone();
+        moved.id = 8;
+        assert!(open_body(&master, &moved).is_err());
+        let mut redirected = r.clone();
+        redirected.recipient = "eve@example.com".into();
+        let err = open_body(&master, &redirected).unwrap_err().to_string();
+        assert!(!err.contains("example.com"), "{err}");
+        assert!(!format!("{r:?}").contains("code"));
+    }
+}
