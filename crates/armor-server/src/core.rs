@@ -18,6 +18,9 @@ mod access;
 pub mod keycache;
 mod sessions;
 pub use access::Profile;
+pub mod outbox;
+mod throttle;
+pub use throttle::Limit;
 pub mod totp;
 mod users;
 pub use users::{
@@ -156,6 +159,8 @@ impl Metrics {
 pub struct Resealed {
     pub keys: usize,
     pub totp: usize,
+    /// Pending outbox messages.
+    pub outbox: usize,
 }
 
 /// Settings the logic needs.
@@ -266,6 +271,12 @@ impl Core {
             dummy_hash,
         };
         core.load_keys(None).await?;
+        // Outbox bodies written in clear before they were sealed.
+        let sealed = core.reseal_outbox(&core.master(), false).await?;
+        if sealed > 0 {
+            core.store.checkpoint().await?;
+            tracing::info!(messages = sealed, "outbox: pending messages sealed");
+        }
         Ok(core)
     }
 
@@ -987,10 +998,11 @@ impl Core {
         Ok(key)
     }
 
-    /// Re-seals every key and every TOTP secret with the newest master-key
-    /// version, in batches; returns how many rows changed. Each row is
-    /// replaced only if it still holds what was read, so an interrupted run
-    /// leaves every row readable and a second run finishes.
+    /// Re-seals every key, every TOTP secret and every pending outbox
+    /// message with the newest master-key version, in batches; returns how
+    /// many rows changed. Each row is replaced only if it still holds what
+    /// was read, so an interrupted run leaves every row readable and a
+    /// second run finishes.
     pub async fn reseal_all(&self) -> Result<Resealed, Error> {
         let master = self.reload_master()?;
         let current = master.current_version();
@@ -1012,6 +1024,7 @@ impl Core {
                 }
             }
         }
+        done.outbox = self.reseal_outbox(&master, true).await?;
         loop {
             let rows = self.store.keys_not_sealed_with(current, 256).await?;
             if rows.is_empty() {

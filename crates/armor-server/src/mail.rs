@@ -9,9 +9,10 @@
 //! pending for `armor admin outbox`. SMS has no transport: `sms` messages
 //! stay pending for an operator.
 //!
-//! Bodies hold codes: nothing here logs a body, a subject or a full
-//! address; only the message id, the recipient's domain and the kind of
-//! error.
+//! Bodies hold codes: they are sealed at rest (see `core/outbox.rs`),
+//! opened only to be sent, and wiped once sent. Nothing here logs a body,
+//! a subject or a full address; only the message id, the recipient's
+//! domain and the kind of error.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,14 +100,14 @@ impl Mailer {
         Ok(Mailer { transport, from })
     }
 
-    async fn send(&self, row: &OutboxRow) -> Result<(), String> {
+    async fn send(&self, row: &OutboxRow, body: &str) -> Result<(), String> {
         let to: Mailbox = row.recipient.parse().map_err(|_| "address".to_owned())?;
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(row.subject.as_str())
             .header(ContentType::TEXT_PLAIN)
-            .body(row.body.clone())
+            .body(body.to_owned())
             .map_err(|_| "message".to_owned())?;
         self.transport
             .send(message)
@@ -147,14 +148,21 @@ impl Mailer {
             return Ok(false);
         }
         let domain = domain(&row.recipient);
-        match self.send(row).await {
+        // Opened (sealed at rest) only to be sent; a body that does not
+        // open is left for the operator.
+        let sent = match core.outbox_body(row) {
+            Ok(body) => self.send(row, &body).await,
+            Err(_) => Err("sealed".to_owned()),
+        };
+        match sent {
             Ok(()) => {
                 core.store.mark_sent(row.id, core.now()).await?;
                 tracing::info!(outbox_id = row.id, domain, "outbox: message sent");
                 Ok(true)
             }
             Err(kind) => {
-                let permanent = kind.starts_with("permanent") || kind == "address";
+                let permanent =
+                    kind.starts_with("permanent") || kind == "address" || kind == "sealed";
                 let attempts = if permanent {
                     MAX_ATTEMPTS.max(row.attempts + 1)
                 } else {

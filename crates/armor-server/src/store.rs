@@ -17,12 +17,12 @@ use sqlx::{AnyPool, ConnectOptions as _, Executor as _, FromRow};
 use crate::crypto::Sealed;
 use crate::error::Error;
 
+mod outbox;
 mod sessions;
 mod users;
+pub use outbox::OutboxRow;
 pub use sessions::SessionRow;
-pub use users::{
-    AuditFilter, LockoutRow, OutboxRow, SecurityInfoRow, SecurityRow, CODE_MAX_ATTEMPTS,
-};
+pub use users::{AuditFilter, LockoutRow, SecurityInfoRow, SecurityRow, CODE_MAX_ATTEMPTS};
 
 /// The database.
 #[derive(Clone, Debug)]
@@ -183,6 +183,9 @@ impl Store {
                     // Foreign keys and a 5 s busy timeout are sqlx's defaults.
                     conn.execute("PRAGMA journal_mode = WAL").await?;
                     conn.execute("PRAGMA synchronous = FULL").await?;
+                    // Deleted and overwritten rows (a clear outbox body
+                    // sealed, a used code's hash) are zeroed in their page.
+                    conn.execute("PRAGMA secure_delete = FAST").await?;
                     Ok(())
                 })
             })
@@ -197,6 +200,18 @@ impl Store {
             pool,
             backend: Backend::Sqlite,
         })
+    }
+
+    /// On SQLite, copies the WAL into the database and empties it (so
+    /// overwritten pages no longer linger in the WAL file); nothing on
+    /// PostgreSQL.
+    pub async fn checkpoint(&self) -> Result<(), Error> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     pub fn backend(&self) -> Backend {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use armor_server::clock::{Clock as _, SystemClock};
-use armor_server::core::{Core, CoreConfig};
+use armor_server::core::{outbox, Core, CoreConfig};
 use armor_server::crypto;
 use armor_server::crypto::MasterKeys;
 use armor_server::store::{AuditFilter, NewUser, Store};
@@ -153,10 +153,11 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 .await?;
                 let n = core.reseal_all().await?;
                 println!(
-                    "master key version {} added; {} API-key secrets re-sealed, {} TOTP secrets re-sealed",
+                    "master key version {} added; {} API-key secrets re-sealed, {} TOTP secrets re-sealed, {} outbox messages re-sealed",
                     keys.current_version(),
                     n.keys,
-                    n.totp
+                    n.totp,
+                    n.outbox
                 );
             }
             AdminCommand::AddAccount { name, parent } => {
@@ -248,8 +249,18 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             AdminCommand::Outbox { limit, mark_sent } => {
+                // Bodies are sealed: opened with the master key to be shown.
+                let keys = MasterKeys::load(&master)?;
                 for row in store.pending_outbox(limit).await? {
-                    println!("{}", serde_json::to_string(&row)?);
+                    let mut shown = serde_json::to_value(&row)?;
+                    shown["body"] = match outbox::open_body(&keys, &row) {
+                        Ok(body) => serde_json::Value::String(body.to_string()),
+                        Err(e) => {
+                            eprintln!("{e}");
+                            serde_json::Value::Null
+                        }
+                    };
+                    println!("{shown}");
                     if mark_sent {
                         store.mark_sent(row.id, SystemClock.now()).await?;
                     }

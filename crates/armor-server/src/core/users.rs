@@ -271,24 +271,6 @@ impl Core {
         .await;
     }
 
-    /// Queues a message for a user. Its text (which may hold a code) is not
-    /// logged.
-    pub async fn send_message(
-        &self,
-        channel: &str,
-        recipient: &str,
-        subject: &str,
-        body: &str,
-    ) -> Result<(), Error> {
-        let id = self
-            .store
-            .enqueue(self.now(), channel, recipient, subject, body)
-            .await?;
-        tracing::info!(outbox_id = id, channel, "message queued");
-        self.outbox_wake.notify_one();
-        Ok(())
-    }
-
     async fn issue_activation(&self, user: &UserRow) -> Result<IssuedCode, Error> {
         let code = human_code();
         let expires_at = self.now() + ACTIVATION_TTL;
@@ -450,8 +432,15 @@ impl Core {
     }
 
     /// `POST /users/resetpassword`: sends a reset code to an active user's
-    /// address. The caller learns nothing either way.
+    /// address. The caller learns nothing either way, also past the limits
+    /// on requests per client address and mails per address (then nothing
+    /// is sent).
     pub async fn reset_password(&self, email: &str, address: Option<String>) -> Result<(), Error> {
+        // Counted before the look-up, for any address: the same work
+        // whether a user has it or not.
+        if !self.reset_allowed(email, address.as_deref()).await? {
+            return Ok(());
+        }
         let Some(user) = self
             .store
             .user_by_email(email.trim())
@@ -1017,9 +1006,13 @@ impl Core {
     }
 
     /// `POST /usersecurity/validatemfaphone` without a code: sends one to
-    /// the number through the outbox.
+    /// the number through the outbox. At most
+    /// [`super::throttle::PHONE_PER_NUMBER`] codes to a number and
+    /// [`super::throttle::PHONE_PER_USER`] for a user per window; past
+    /// them, 429 `rate_limited` (the caller is signed in: nothing to hide).
     pub async fn phone_start(&self, p: &Principal, phone: &str) -> Result<u64, Error> {
         let phone = valid_phone(phone)?;
+        self.phone_code_allowed(p.user_id, &phone).await?;
         let code = digit_code();
         let expires_at = self.now() + PHONE_CODE_TTL;
         self.store

@@ -66,10 +66,17 @@ pub async fn page(
         Ok(u) => u,
         Err(e) => return super::error_page(&e),
     };
+    // Members whose home is another account are listed too (as `GET
+    // /users` lists them), with their lock (which is the user's, in every
+    // account); they are administered in their home account, so they get
+    // no actions here.
+    let now = i64::try_from(core.now()).unwrap_or(i64::MAX);
     let mut rows = Vec::new();
     for (u, role) in users.into_iter().filter(|(u, _)| u.status != "deleted") {
-        let locked = match core.lock_state(&s.p, s.p.account_id, &u.email).await {
-            Ok(l) => l.locked_until,
+        let locked = match core.store.lockout(u.id).await {
+            Ok(l) => l
+                .filter(|l| l.locked_until > now)
+                .map(|l| u64::try_from(l.locked_until).unwrap_or(0)),
             Err(e) => return super::error_page(&e),
         };
         rows.push((u, role, locked));
@@ -112,7 +119,9 @@ pub async fn page(
                                         None => { span.muted { "Not locked" } }
                                     }
                                 }
-                                @if manage {
+                                @if manage && u.account_id != s.p.account_id {
+                                    td.actions { span.muted.small { "Administered in their home account" } }
+                                } @else if manage {
                                     td.actions {
                                         div.action-row {
                                             @if locked.is_some() {

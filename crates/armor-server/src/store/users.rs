@@ -1,6 +1,5 @@
 //! SQL of user administration and account security: lockouts, single-use
-//! codes, second factors, security information, the outbox and audit
-//! queries.
+//! codes, second factors, security information and audit queries.
 
 use sqlx::FromRow;
 use subtle::ConstantTimeEq as _;
@@ -57,24 +56,6 @@ pub struct SecurityInfoRow {
     pub reference_key: String,
     pub value: String,
     pub updated_at: i64,
-}
-
-#[derive(Debug, Clone, FromRow, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OutboxRow {
-    pub id: i64,
-    pub created_at: i64,
-    pub channel: String,
-    pub recipient: String,
-    pub subject: String,
-    pub body: String,
-    pub sent_at: Option<i64>,
-    /// Failed SMTP tries.
-    pub attempts: i64,
-    /// No try before this (a retry's backoff, or a node's claim).
-    pub next_attempt_at: i64,
-    /// The last failure: a kind and the SMTP code, never the message.
-    pub last_error: Option<String>,
 }
 
 /// What `GET /auditlog` and `armor admin audit` may filter on.
@@ -587,108 +568,6 @@ impl Store {
             .await?
         };
         Ok(r.rows_affected() > 0)
-    }
-
-    // ---- outbox ----
-
-    pub async fn enqueue(
-        &self,
-        now: u64,
-        channel: &str,
-        recipient: &str,
-        subject: &str,
-        body: &str,
-    ) -> Result<i64, Error> {
-        let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO outbox (created_at, channel, recipient, subject, body)
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        )
-        .bind(secs(now))
-        .bind(channel)
-        .bind(recipient)
-        .bind(subject)
-        .bind(body)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(id)
-    }
-
-    /// Messages not sent yet, oldest first.
-    pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, Error> {
-        Ok(
-            sqlx::query_as("SELECT * FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1")
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?,
-        )
-    }
-
-    /// Up to `limit` unsent messages of `channel` due at `now` and tried
-    /// fewer than `max_attempts` times, oldest first.
-    pub async fn due_outbox(
-        &self,
-        channel: &str,
-        now: u64,
-        max_attempts: i64,
-        limit: i64,
-    ) -> Result<Vec<OutboxRow>, Error> {
-        Ok(sqlx::query_as(
-            "SELECT * FROM outbox WHERE sent_at IS NULL AND channel = $1
-               AND next_attempt_at <= $2 AND attempts < $3
-             ORDER BY id LIMIT $4",
-        )
-        .bind(channel)
-        .bind(secs(now))
-        .bind(max_attempts)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    /// Claims a due message until `until`: of several nodes, one gets it;
-    /// if the sender dies, the message is due again after `until`.
-    pub async fn claim_outbox(&self, id: i64, now: u64, until: u64) -> Result<bool, Error> {
-        let r = sqlx::query(
-            "UPDATE outbox SET next_attempt_at = $1
-             WHERE id = $2 AND sent_at IS NULL AND next_attempt_at <= $3",
-        )
-        .bind(secs(until))
-        .bind(id)
-        .bind(secs(now))
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    /// Records a failed try: the try count, the error (kind and SMTP code)
-    /// and when to try again.
-    pub async fn outbox_failed(
-        &self,
-        id: i64,
-        attempts: i64,
-        error: &str,
-        next_attempt_at: u64,
-    ) -> Result<(), Error> {
-        sqlx::query(
-            "UPDATE outbox SET attempts = $1, last_error = $2, next_attempt_at = $3
-             WHERE id = $4 AND sent_at IS NULL",
-        )
-        .bind(attempts)
-        .bind(error)
-        .bind(secs(next_attempt_at))
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn mark_sent(&self, id: i64, now: u64) -> Result<(), Error> {
-        sqlx::query("UPDATE outbox SET sent_at = $1 WHERE id = $2 AND sent_at IS NULL")
-            .bind(secs(now))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 
     // ---- audit queries ----

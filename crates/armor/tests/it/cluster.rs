@@ -482,3 +482,21 @@ async fn a_user_disabled_through_one_node_is_refused_by_the_other_at_once() {
     // Node B re-reads the user's keys when told.
     until_status(&c.b, &key, 200, NEW_KEY_SEEN).await;
 }
+
+#[tokio::test]
+async fn reset_mails_asked_through_both_nodes_count_towards_one_limit() {
+    use crate::api::ADMIN_EMAIL;
+    use serde_json::json;
+    let c = cluster().await;
+    // Eight at once, half through each node: the limit (3 an hour per
+    // address) holds, counted once in the shared database.
+    let asks = (0..8).map(|i| {
+        let node = if i % 2 == 0 { &c.a } else { &c.b };
+        node.post_json("/users/resetpassword", json!({"email": ADMIN_EMAIL}), None)
+    });
+    for (s, _) in futures_util::future::join_all(asks).await {
+        assert_eq!(s, 200);
+    }
+    let pending = c.admin(&["outbox"], &[]);
+    assert_eq!(pending.lines().count(), 3, "{pending}");
+}

@@ -536,6 +536,20 @@ async fn kill_9_at_a_random_moment_during_rotate_master_key() {
     let mut app = spawn_app().await;
     let out_dir = tempfile::tempdir().unwrap();
     let seeded = out_dir.path().join("keys.txt");
+    // Pending messages, whose sealed bodies the rotations re-seal too.
+    for _ in 0..3 {
+        app.post_json("/users/resetpassword", json!({"email": ADMIN_EMAIL}), None)
+            .await;
+    }
+    fn bodies(app: &TestApp) -> Vec<Value> {
+        app.admin(&["outbox"], &[])
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["body"].clone())
+            .collect()
+    }
+    let sent = bodies(&app);
+    assert_eq!(sent.len(), 3);
+    assert!(sent.iter().all(Value::is_string), "{sent:?}");
     app.crash();
     app.admin(
         &[
@@ -619,6 +633,11 @@ async fn kill_9_at_a_random_moment_during_rotate_master_key() {
     let statuses = check_all(&app).await;
     let bad = statuses.iter().filter(|s| **s != 200).count();
     assert_eq!(bad, 0, "{bad} keys unreadable after interrupted rotations");
+    assert_eq!(
+        bodies(&app),
+        sent,
+        "messages unreadable after interrupted rotations"
+    );
     app.crash();
     let out = app.admin(&["rotate-master-key"], &[]);
     assert!(out.contains("re-sealed"), "{out}");

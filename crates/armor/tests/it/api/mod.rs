@@ -3,6 +3,7 @@
 
 mod auth;
 mod battery;
+mod codes;
 mod connections;
 mod durability;
 mod keys;
@@ -10,6 +11,7 @@ pub mod pg;
 mod psk;
 mod routes;
 mod smtp;
+mod throttle;
 mod users;
 
 use std::io::{BufRead as _, BufReader};

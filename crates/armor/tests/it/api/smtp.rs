@@ -166,8 +166,10 @@ async fn invitations_go_out_by_smtp_and_the_code_works() {
     let code = mail.data[at..].split(';').next().unwrap().to_owned();
     assert_eq!(code.len(), 24, "{code}");
 
-    // The row is marked sent: no longer pending.
+    // The row is marked sent: no longer pending, and the code is nowhere
+    // in the database (sealed while pending, wiped once sent).
     wait_outbox(&app, |rows| rows.is_empty()).await;
+    super::codes::assert_nowhere_in_the_database(&app, std::slice::from_ref(&code), "sent by SMTP");
 
     let (s, b) = app
         .post_json(

@@ -588,3 +588,51 @@ async fn sign_in_asks_for_the_second_factor_when_enrolled() {
     let (s, _, _) = p.get("/portal/keys").await;
     assert_eq!(s, 200);
 }
+
+#[tokio::test]
+async fn the_users_page_lists_members_whose_home_is_another_account() {
+    let app = spawn_app().await;
+    let other: i64 = app
+        .admin(&["add-account", "--name", "Other"], &[])
+        .parse()
+        .unwrap();
+    // A user of account 1, given a role in the other account too.
+    let guest = app.add_user("guest@example.com", "User", 1);
+    app.add_user("owner2@example.com", "Account Owner", other);
+    app.admin(
+        &[
+            "set-role",
+            "--user",
+            &guest.to_string(),
+            "--account",
+            &other.to_string(),
+            "--role",
+            "Read Only",
+        ],
+        &[],
+    );
+    // The API lists the guest among the other account's users.
+    let token = app.login_as("owner2@example.com", ADMIN_PASSWORD).await;
+    let r = app
+        .http
+        .get(format!("{}/users", app.url))
+        .header("Authorization", format!("FH-AUTH {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let listed = r.text().await.unwrap();
+    assert!(listed.contains("guest@example.com"), "{listed}");
+
+    // So does the portal: both rows, the guest with the role held here,
+    // and no actions on a user administered in their home account.
+    let mut p = Portal::new(&app);
+    p.login("owner2@example.com", ADMIN_PASSWORD).await;
+    let (s, _, page) = p.get("/portal/users").await;
+    assert_eq!(s, 200, "{page}");
+    let row = user_row(&page, "guest@example.com");
+    assert!(row.contains(">Read Only<"), "{row}");
+    assert!(row.contains("Not locked"), "{row}");
+    assert!(!row.contains("data-action"), "{row}");
+    assert!(user_row(&page, "owner2@example.com").contains(">Account Owner<"));
+}
