@@ -17,7 +17,9 @@ use sqlx::{AnyPool, ConnectOptions as _, Executor as _, FromRow};
 use crate::crypto::Sealed;
 use crate::error::Error;
 
+mod attempts;
 mod users;
+pub use attempts::CountedAttempt;
 pub use users::{
     AuditFilter, LockoutRow, OutboxRow, SecurityInfoRow, SecurityRow, CODE_MAX_ATTEMPTS,
 };

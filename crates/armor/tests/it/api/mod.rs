@@ -5,6 +5,7 @@ mod auth;
 mod battery;
 mod durability;
 mod keys;
+mod login_limits;
 pub mod pg;
 mod psk;
 mod routes;
