@@ -53,8 +53,6 @@ impl Core {
         mfa_code: Option<&str>,
         address: Option<String>,
     ) -> Result<Zeroizing<String>, Error> {
-        // A busy server refuses before anything is counted.
-        let permit = self.hasher.permit().await?;
         let throttle = self
             .login_limit
             .as_ref()
@@ -63,6 +61,16 @@ impl Core {
         if let Some((l, ip, key)) = &throttle {
             l.take(*ip, key)?;
         }
+        // A busy server refuses before the attempt is counted anywhere.
+        let permit = match self.hasher.permit().await {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some((l, ip, key)) = &throttle {
+                    l.refund(*ip, key);
+                }
+                return Err(e);
+            }
+        };
         let user = self.store.user_by_email(username.trim()).await?;
         let usable = user.as_ref().filter(|u| u.status == "active");
         let now = self.now();
