@@ -15,7 +15,9 @@ use crate::error::Error;
 use crate::store::{AuditEvent, KeyRow, Store, UserRow};
 
 mod access;
+pub mod hashing;
 pub mod keycache;
+mod login;
 mod sessions;
 pub use access::Profile;
 pub mod outbox;
@@ -198,7 +200,11 @@ pub struct Core {
     last_used: DashMap<String, u64>,
     master: RwLock<Arc<MasterKeys>>,
     master_path: std::path::PathBuf,
-    dummy_hash: String,
+    dummy_hash: Arc<str>,
+    /// Password hashes run here, off the async workers.
+    pub hasher: hashing::Hasher,
+    /// Failed logins per (client address, user name); `None`: unlimited.
+    login_limit: Option<crate::web::limit::AuthFailureLimiter>,
 }
 
 impl Core {
@@ -248,7 +254,7 @@ impl Core {
         config: CoreConfig,
     ) -> Result<Self, Error> {
         let master = MasterKeys::load_or_create(master_path)?;
-        let dummy_hash = crypto::hash_password(&crypto::new_password())?;
+        let dummy_hash = crypto::hash_password(&crypto::new_password())?.into();
         let core = Core {
             store,
             clock,
@@ -269,6 +275,8 @@ impl Core {
             master: RwLock::new(Arc::new(master)),
             master_path: master_path.to_owned(),
             dummy_hash,
+            hasher: hashing::Hasher::default(),
+            login_limit: None,
         };
         core.load_keys(None).await?;
         // Outbox bodies written in clear before they were sealed.
@@ -308,6 +316,13 @@ impl Core {
         self.fingerprints =
             FingerprintKey::new(self.master().derive_16("replay fingerprint key v1"));
         self.cluster = Some(cluster);
+        self
+    }
+
+    /// Limits failed logins per (client address, user name): past the
+    /// burst, 429 `rate_limited` without checking the password.
+    pub fn with_login_limit(mut self, rate: crate::gateway::Rate) -> Self {
+        self.login_limit = Some(crate::web::limit::AuthFailureLimiter::new(rate));
         self
     }
 
@@ -704,68 +719,6 @@ impl Core {
         Ok(profile)
     }
 
-    /// `POST /auth/authorize`: a single-use code for a right password (and
-    /// second-factor code, for a user who has one). A locked login gets the
-    /// answer of a wrong password; failures count towards a lock.
-    pub async fn authorize(
-        &self,
-        username: &str,
-        password: &str,
-        mfa_code: Option<&str>,
-        address: Option<String>,
-    ) -> Result<Zeroizing<String>, Error> {
-        let user = self.store.user_by_email(username.trim()).await?;
-        let usable = user.as_ref().filter(|u| u.status == "active");
-        let locked = match usable {
-            Some(u) => self.locked_until(u.id).await?.is_some(),
-            None => false,
-        };
-        // A locked login is checked against the dummy hash: same work, same
-        // answer as a wrong password.
-        let stored = usable
-            .filter(|_| !locked)
-            .and_then(|u| u.password_hash.as_deref());
-        let ok = crypto::verify_password(password, stored, &self.dummy_hash);
-        let now = self.now();
-        let (Some(user), true) = (usable, ok) else {
-            self.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
-            let reason = match (usable, locked) {
-                (Some(u), false) => {
-                    self.record_failure(u, address.clone()).await?;
-                    "password"
-                }
-                (Some(_), true) => "locked",
-                (None, _) => "unknown_or_inactive",
-            };
-            self.audit(AuditEvent {
-                account_id: user.as_ref().map(|u| u.account_id),
-                actor_id: user.as_ref().map(|u| u.id),
-                credential: "password".into(),
-                event: "login_failed",
-                target: None,
-                address,
-                detail: Some(format!("reason={reason}")),
-            })
-            .await;
-            return Err(Error::InvalidCredentials);
-        };
-        if let Err(e) = self
-            .login_second_factor(user, mfa_code, address.clone())
-            .await
-        {
-            if matches!(e, Error::InvalidMfaCode) {
-                self.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
-            }
-            return Err(e);
-        }
-        self.store.clear_lockout(user.id).await?;
-        let code = crypto::new_token();
-        self.store
-            .insert_code(&crypto::token_hash(&code), user.id, now + CODE_TTL)
-            .await?;
-        Ok(code)
-    }
-
     /// `POST /auth/token`: exchanges a code for an FH-AUTH token.
     pub async fn exchange_code(
         &self,
@@ -788,15 +741,6 @@ impl Core {
             )
             .await?;
         Ok(token)
-    }
-
-    /// `POST /auth/token/reissue`: a fresh token for a valid one, which is
-    /// revoked.
-    pub async fn reissue(&self, token: &str) -> Result<Zeroizing<String>, Error> {
-        let (user_id, hash) = self.authenticate_token(token).await?;
-        let fresh = self.issue_token(user_id, self.now()).await?;
-        self.store.revoke_token(&hash).await?;
-        Ok(fresh)
     }
 
     pub async fn logout(&self, p: &Principal) -> Result<(), Error> {

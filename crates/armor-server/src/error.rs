@@ -66,6 +66,10 @@ pub enum Error {
     /// Too many requests for this key: try again in `retry_after` seconds.
     #[error("too many requests for this key; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },
+    /// The server is short of capacity for this work (password hashing):
+    /// try again in `retry_after` seconds.
+    #[error("the server is busy; retry in {retry_after} s")]
+    Busy { retry_after: u64 },
     /// The gateway's upstream cannot be reached (or broke the connection).
     #[error("{0}")]
     UpstreamUnavailable(String),

@@ -69,6 +69,10 @@ pub struct Settings {
     /// Refused ARMOR-PSK attempts allowed per (client address, key id)
     /// before 429 `rate_limited`; `None`: unlimited.
     pub auth_failure_limit: Option<gateway::Rate>,
+    /// Failed password logins allowed per (client address, user name)
+    /// before 429 `rate_limited`, counted before the password is checked;
+    /// `None`: unlimited.
+    pub login_failure_limit: Option<gateway::Rate>,
     /// SMTP server for the outbox (`smtp://`, `smtps://`; see [`mail`]);
     /// without it, messages wait for `armor admin outbox`.
     pub smtp_url: Option<SecretString>,
@@ -96,6 +100,10 @@ impl Default for Settings {
             auth_failure_limit: Some(gateway::Rate {
                 per_second: 1.0,
                 burst: 30,
+            }),
+            login_failure_limit: Some(gateway::Rate {
+                per_second: 0.1,
+                burst: 10,
             }),
             smtp_url: None,
             smtp_from: "armor@localhost".into(),
@@ -181,6 +189,10 @@ impl Application {
         };
         let core = match &cluster {
             Some(c) => core.with_cluster(c.clone()),
+            None => core,
+        };
+        let core = match settings.login_failure_limit {
+            Some(rate) => core.with_login_limit(rate),
             None => core,
         };
         let gateway = match settings.gateway.clone() {

@@ -17,9 +17,11 @@ use sqlx::{AnyPool, ConnectOptions as _, Executor as _, FromRow};
 use crate::crypto::Sealed;
 use crate::error::Error;
 
+mod attempts;
 mod outbox;
 mod sessions;
 mod users;
+pub use attempts::CountedAttempt;
 pub use outbox::OutboxRow;
 pub use sessions::SessionRow;
 pub use users::{AuditFilter, LockoutRow, SecurityInfoRow, SecurityRow, CODE_MAX_ATTEMPTS};

@@ -118,6 +118,16 @@ pub struct ServeArgs {
         value_name = "RPS:BURST|off"
     )]
     auth_failure_limit: String,
+    /// Failed password logins allowed per client address and user name,
+    /// per second and burst; past them, 429 `rate_limited` without checking
+    /// the password. `off` disables it.
+    #[arg(
+        long,
+        env = "ARMOR_LOGIN_FAILURE_LIMIT",
+        default_value = "0.1:10",
+        value_name = "RPS:BURST|off"
+    )]
+    login_failure_limit: String,
     /// SMTP server for invitations and reset codes: `smtp://host:port`
     /// (plain), `smtp://user:pass@host?tls=required` (STARTTLS, port 587 by
     /// default), `smtps://user:pass@host` (TLS, port 465). Without it,
@@ -181,6 +191,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("--auth-failure-limit: {e}"))?,
         )
     };
+    let login_failure_limit = if args.login_failure_limit.eq_ignore_ascii_case("off") {
+        None
+    } else {
+        Some(
+            args.login_failure_limit
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--login-failure-limit: {e}"))?,
+        )
+    };
     let settings = Settings {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -202,6 +221,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         metrics_listen: args.metrics_listen,
         auth_failure_limit,
+        login_failure_limit,
         smtp_url: args.smtp_url.map(SecretString::from),
         smtp_from: args.smtp_from,
     };

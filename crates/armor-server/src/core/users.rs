@@ -405,7 +405,7 @@ impl Core {
         if user.status != expected {
             return Err(Error::InvalidCode);
         }
-        let hash = crypto::hash_password(password)?;
+        let hash = self.hasher.hash(password).await?;
         // Only from the status checked above: a user disabled or deleted
         // meanwhile stays so.
         if !self
@@ -670,30 +670,14 @@ impl Core {
             .map(|l| l.locked_until.max(0) as u64))
     }
 
-    /// Counts a failed login (or second-factor code); locks when the
-    /// threshold is reached within the window. The count is one atomic
-    /// upsert, so concurrent failures all count and exactly one of them
-    /// sets the lock; failures while locked add nothing.
-    pub(super) async fn record_failure(
+    /// The audit row of a lock just set.
+    pub(super) async fn audit_lockout(
         &self,
         user: &UserRow,
+        row: &crate::store::LockoutRow,
+        now: i64,
         address: Option<String>,
-    ) -> Result<(), Error> {
-        let now = sec(self.now());
-        let policy = self.lockout;
-        let Some(row) = self
-            .store
-            .count_login_failure(
-                user.id,
-                now,
-                now.saturating_sub(sec(policy.window)),
-                policy.threshold,
-                |n| sec(policy.lock_for(n)),
-            )
-            .await?
-        else {
-            return Ok(());
-        };
+    ) {
         self.audit(AuditEvent {
             account_id: Some(user.account_id),
             actor_id: Some(user.id),
@@ -709,7 +693,6 @@ impl Core {
             )),
         })
         .await;
-        Ok(())
     }
 
     /// `GET /users/LockedOut/{accountId}/{email}` (Users Read there).
@@ -948,21 +931,6 @@ impl Core {
         }
     }
 
-    /// Refuses second-factor checks while the login is locked; counts
-    /// a wrong code as a failed login.
-    async fn second_factor_result(
-        &self,
-        user: &UserRow,
-        ok: bool,
-        address: Option<String>,
-    ) -> Result<(), Error> {
-        if ok {
-            return Ok(());
-        }
-        self.record_failure(user, address).await?;
-        Err(Error::InvalidMfaCode)
-    }
-
     async fn caller_user(&self, p: &Principal) -> Result<UserRow, Error> {
         self.store
             .user_by_id(p.user_id)
@@ -979,17 +947,15 @@ impl Core {
         address: Option<String>,
     ) -> Result<bool, Error> {
         let user = self.caller_user(p).await?;
-        if self.locked_until(user.id).await?.is_some() {
-            return Err(Error::InvalidMfaCode);
-        }
         let s = self.store.security(p.user_id).await?.unwrap_or_default();
         if s.totp_sealed().is_none() {
             return Err(Error::Conflict(
                 "no authenticator app is enrolled: POST without a pin to enrol".into(),
             ));
         }
+        let seen = self.admit_code_check(&user).await?;
         let ok = self.totp_accepts(&s, pin).await?;
-        self.second_factor_result(&user, ok, address.clone())
+        self.settle_code_check(&user, seen, ok, address.clone())
             .await?;
         let newly = s.totp_enabled == 0;
         if newly {
@@ -1045,15 +1011,13 @@ impl Core {
     ) -> Result<(), Error> {
         let phone = valid_phone(phone)?;
         let user = self.caller_user(p).await?;
-        if self.locked_until(user.id).await?.is_some() {
-            return Err(Error::InvalidMfaCode);
-        }
+        let seen = self.admit_code_check(&user).await?;
         let detail = self
             .store
             .check_short_code(p.user_id, "phone", &code_hash(code), self.now())
             .await?;
         let ok = detail.as_deref() == Some(phone.as_str());
-        self.second_factor_result(&user, ok, address.clone())
+        self.settle_code_check(&user, seen, ok, address.clone())
             .await?;
         self.store.set_phone_verified(p.user_id, &phone).await?;
         self.audit_by(
@@ -1115,7 +1079,8 @@ impl Core {
                 .is_some();
         }
         if !ok {
-            self.record_failure(user, address.clone()).await?;
+            // Not counted here: the login counted this attempt before its
+            // password was checked (`login.rs`).
             self.audit(AuditEvent {
                 account_id: Some(user.account_id),
                 actor_id: Some(user.id),

@@ -102,65 +102,6 @@ impl Store {
         Ok(())
     }
 
-    /// Counts a failed login in one transaction, so concurrent failures
-    /// all count: the increment is a single upsert (a new window when the
-    /// last began before `window_start_min`; nothing while a lock holds),
-    /// and the failure that reaches `threshold` sets the lock
-    /// (`lock_for(n)`: seconds of the `n`th lock) before the row is
-    /// released. Returns the row when this failure locked.
-    pub async fn count_login_failure(
-        &self,
-        user_id: i64,
-        now: i64,
-        window_start_min: i64,
-        threshold: i64,
-        lock_for: impl Fn(i64) -> i64,
-    ) -> Result<Option<LockoutRow>, Error> {
-        let mut tx = self.pool.begin().await?;
-        let (failures, locked_until, lock_count): (i64, i64, i64) = sqlx::query_as(
-            "INSERT INTO login_lockouts (user_id, failures, window_start, locked_until, lock_count)
-             VALUES ($1, 1, $2, 0, 0)
-             ON CONFLICT (user_id) DO UPDATE SET
-               failures = CASE
-                 WHEN login_lockouts.locked_until > $2 THEN login_lockouts.failures
-                 WHEN login_lockouts.window_start < $3 THEN 1
-                 ELSE login_lockouts.failures + 1 END,
-               window_start = CASE
-                 WHEN login_lockouts.locked_until > $2 THEN login_lockouts.window_start
-                 WHEN login_lockouts.window_start < $3 THEN $2
-                 ELSE login_lockouts.window_start END
-             RETURNING failures, locked_until, lock_count",
-        )
-        .bind(user_id)
-        .bind(now)
-        .bind(window_start_min)
-        .fetch_one(&mut *tx)
-        .await?;
-        if locked_until > now || failures < threshold {
-            tx.commit().await?;
-            return Ok(None);
-        }
-        let row = LockoutRow {
-            user_id,
-            failures: 0,
-            window_start: now,
-            locked_until: now.saturating_add(lock_for(lock_count + 1)),
-            lock_count: lock_count + 1,
-        };
-        sqlx::query(
-            "UPDATE login_lockouts SET failures = 0, window_start = $1, locked_until = $2,
-             lock_count = $3 WHERE user_id = $4",
-        )
-        .bind(row.window_start)
-        .bind(row.locked_until)
-        .bind(row.lock_count)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Some(row))
-    }
-
     /// Forgets failures and locks; returns whether there was a row.
     pub async fn clear_lockout(&self, user_id: i64) -> Result<bool, Error> {
         let r = sqlx::query("DELETE FROM login_lockouts WHERE user_id = $1")
@@ -226,8 +167,10 @@ impl Store {
 
     /// Checks a short code against the user's pending code of `purpose`:
     /// a match consumes it (returns its detail, `Some("")` when none); a
-    /// miss counts an attempt, and the code is void after
-    /// [`CODE_MAX_ATTEMPTS`].
+    /// miss voids it after [`CODE_MAX_ATTEMPTS`]. Each try is counted
+    /// before the comparison, by one conditional UPDATE that stops at the
+    /// limit: however many tries arrive at once, at most
+    /// [`CODE_MAX_ATTEMPTS`] of them are compared.
     pub async fn check_short_code(
         &self,
         user_id: i64,
@@ -236,35 +179,33 @@ impl Store {
         now: u64,
     ) -> Result<Option<String>, Error> {
         let row: Option<PendingCode> = sqlx::query_as(
-            "SELECT id, code_hash, expires_at, attempts, detail FROM user_codes
-             WHERE user_id = $1 AND purpose = $2 ORDER BY id DESC LIMIT 1",
+            "UPDATE user_codes SET attempts = attempts + 1
+             WHERE id = (SELECT id FROM user_codes WHERE user_id = $1 AND purpose = $2
+                         ORDER BY id DESC LIMIT 1)
+               AND attempts < $3
+             RETURNING id, code_hash, expires_at, attempts, detail",
         )
         .bind(user_id)
         .bind(purpose)
+        .bind(CODE_MAX_ATTEMPTS)
         .fetch_optional(&self.pool)
         .await?;
         let Some((id, stored, exp, attempts, detail)) = row else {
             return Ok(None);
         };
-        let matches = bool::from(stored.ct_eq(hash));
-        if exp < secs(now) || (matches && attempts >= CODE_MAX_ATTEMPTS) {
+        if exp < secs(now) {
             self.delete_code(id).await?;
             return Ok(None);
         }
-        if matches {
+        if bool::from(stored.ct_eq(hash)) {
             // Whoever deletes the row has used the code.
             if self.delete_code(id).await? {
                 return Ok(Some(detail.unwrap_or_default()));
             }
             return Ok(None);
         }
-        if attempts + 1 >= CODE_MAX_ATTEMPTS {
+        if attempts >= CODE_MAX_ATTEMPTS {
             self.delete_code(id).await?;
-        } else {
-            sqlx::query("UPDATE user_codes SET attempts = attempts + 1 WHERE id = $1")
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
         }
         Ok(None)
     }

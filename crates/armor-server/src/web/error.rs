@@ -131,6 +131,11 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
             "rate_limited",
             "Too many requests; slow down.",
         ),
+        Error::Busy { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_busy",
+            "The server is busy; try again shortly.",
+        ),
         Error::UpstreamUnavailable(_) => (
             StatusCode::BAD_GATEWAY,
             "upstream_unavailable",
@@ -196,7 +201,7 @@ impl IntoResponse for ApiError {
             server_time,
         };
         let mut resp = (status, axum::Json(body)).into_response();
-        if let Error::RateLimited { retry_after } = self.0 {
+        if let Error::RateLimited { retry_after } | Error::Busy { retry_after } = self.0 {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }

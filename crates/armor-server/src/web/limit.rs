@@ -9,6 +9,11 @@
 //! NAT, or the tests on loopback) keep working with their own keys while
 //! another key is being guessed at. Guessing an HMAC-SHA512 secret is hopeless
 //! anyway; this bounds the work and the log volume such a flood costs.
+//!
+//! Failed password logins use a second limiter of the same kind, keyed by
+//! (address, user name): [`AuthFailureLimiter::take`] counts the attempt
+//! before the password is checked and [`AuthFailureLimiter::refund`] gives
+//! it back when the password was right.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -83,6 +88,34 @@ impl AuthFailureLimiter {
 
     /// Counts one refused attempt.
     pub fn failed(&self, addr: IpAddr, key_id: &str) {
+        let _ = self.count(addr, key_id, false);
+    }
+
+    /// Takes one failure ahead of the work it may cost, under the same
+    /// lock as the test: refuses with 429 when none is left, so however
+    /// many attempts arrive at once, at most the burst of them go ahead.
+    /// Give it back with [`AuthFailureLimiter::refund`] when the attempt
+    /// succeeds.
+    pub fn take(&self, addr: IpAddr, key: &str) -> Result<(), Error> {
+        self.count(addr, key, true)
+    }
+
+    /// Returns a failure taken by [`AuthFailureLimiter::take`] for an
+    /// attempt that succeeded.
+    pub fn refund(&self, addr: IpAddr, key: &str) {
+        let now = Instant::now();
+        let mut map = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(b) = map.get_mut(&(addr, key.to_owned())) {
+            self.refill(b, now);
+            b.tokens = (b.tokens + 1.0).min(f64::from(self.rate.burst));
+        }
+    }
+
+    /// Takes a token; with `refuse`, not past an empty bucket.
+    fn count(&self, addr: IpAddr, key_id: &str, refuse: bool) -> Result<(), Error> {
         let now = Instant::now();
         let mut map = self
             .buckets
@@ -105,7 +138,13 @@ impl AuthFailureLimiter {
             last: now,
         });
         self.refill(b, now);
+        if refuse && b.tokens < 1.0 {
+            return Err(Error::RateLimited {
+                retry_after: self.wait(b.tokens),
+            });
+        }
         b.tokens = (b.tokens - 1.0).max(0.0);
+        Ok(())
     }
 
     /// Pairs tracked.
@@ -145,6 +184,21 @@ mod tests {
         assert!(l.check(a, "k2").is_ok());
         assert!(l.check(b, "k1").is_ok());
         assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn take_refuses_past_the_burst_and_refund_gives_back() {
+        let l = AuthFailureLimiter::new(Rate {
+            per_second: 0.001,
+            burst: 2,
+        });
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(l.take(a, "u").is_ok());
+        assert!(l.take(a, "u").is_ok());
+        assert!(matches!(l.take(a, "u"), Err(Error::RateLimited { .. })));
+        l.refund(a, "u");
+        assert!(l.take(a, "u").is_ok());
+        assert!(l.take(a, "v").is_ok());
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "POST",
         "/auth/token/reissue",
         O,
-        "A fresh token for a valid one",
+        "A fresh token for a valid one, which is revoked; same absolute expiry",
     ),
     r("POST", "/auth/logout", P, "Revoke the caller's token"),
     r(

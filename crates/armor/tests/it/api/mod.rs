@@ -7,6 +7,7 @@ mod codes;
 mod connections;
 mod durability;
 mod keys;
+mod login_limits;
 pub mod pg;
 mod psk;
 mod routes;

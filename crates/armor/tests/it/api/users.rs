@@ -774,7 +774,7 @@ async fn edits_change_names_email_and_role_with_audit() {
     assert_eq!(rows[0]["detail"], "changed=email,firstName");
 }
 
-fn base32_decode(s: &str) -> Vec<u8> {
+pub(super) fn base32_decode(s: &str) -> Vec<u8> {
     let (mut bits, mut n, mut out) = (0u64, 0, Vec::new());
     for c in s.bytes() {
         let v = match c {

@@ -1,0 +1,236 @@
+//! Password login and token reissue, with every limit counted before the
+//! work it guards:
+//!
+//! - failed logins per (client address, user name) take a token from the
+//!   login limiter before the password is checked (429 `rate_limited` past
+//!   the burst, without hashing); a right password gives it back;
+//! - each attempt on an active user is counted in the lockout row before
+//!   the password is checked, and only attempts counted within the
+//!   threshold check the real hash, so however many arrive at once, at
+//!   most `threshold` of them check it before the lock is set;
+//! - the hash itself runs on the bounded blocking pool (`hashing.rs`), the
+//!   dummy hash of unknown, inactive and locked users too, so all cost
+//!   the same.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+
+use zeroize::Zeroizing;
+
+use super::{Core, CODE_TTL, TOKEN_IDLE_TTL};
+use crate::crypto;
+use crate::error::Error;
+use crate::store::{AuditEvent, CountedAttempt, UserRow};
+
+/// Longest user name kept as a limiter key.
+const MAX_KEY: usize = 256;
+
+/// The login limiter's key for a user name, as the store compares them.
+fn limiter_key(username: &str) -> String {
+    let mut k = username.trim().to_lowercase();
+    if k.len() > MAX_KEY {
+        let mut cut = MAX_KEY;
+        while !k.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        k.truncate(cut);
+    }
+    k
+}
+
+fn sec(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
+
+impl Core {
+    /// `POST /auth/authorize`: a single-use code for a right password (and
+    /// second-factor code, for a user who has one). A locked login gets the
+    /// answer of a wrong password; failures count towards a lock.
+    pub async fn authorize(
+        &self,
+        username: &str,
+        password: &str,
+        mfa_code: Option<&str>,
+        address: Option<String>,
+    ) -> Result<Zeroizing<String>, Error> {
+        let throttle = self
+            .login_limit
+            .as_ref()
+            .zip(address.as_deref().and_then(|a| a.parse::<IpAddr>().ok()))
+            .map(|(l, ip)| (l, ip, limiter_key(username)));
+        if let Some((l, ip, key)) = &throttle {
+            l.take(*ip, key)?;
+        }
+        // A busy server refuses before the attempt is counted anywhere.
+        let permit = match self.hasher.permit().await {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some((l, ip, key)) = &throttle {
+                    l.refund(*ip, key);
+                }
+                return Err(e);
+            }
+        };
+        let user = self.store.user_by_email(username.trim()).await?;
+        let usable = user.as_ref().filter(|u| u.status == "active");
+        let now = self.now();
+        let policy = self.lockout;
+        let counted = match usable {
+            Some(u) => Some(
+                self.store
+                    .count_login_attempt(
+                        u.id,
+                        sec(now),
+                        sec(now).saturating_sub(sec(policy.window)),
+                    )
+                    .await?,
+            ),
+            None => None,
+        };
+        // Only an attempt counted within the threshold, with no lock
+        // holding, checks the real hash; the others check the dummy hash:
+        // same work, same answer as a wrong password.
+        let admitted =
+            counted.is_some_and(|c| c.locked_until <= sec(now) && c.failures <= policy.threshold);
+        let stored = usable
+            .filter(|_| admitted)
+            .and_then(|u| u.password_hash.clone());
+        let ok = permit
+            .verify(password, stored, self.dummy_hash.clone())
+            .await?;
+        let (Some(user), Some(seen), true) = (usable, counted, ok) else {
+            self.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
+            let reason = match (usable, counted) {
+                (Some(u), Some(seen)) if admitted => {
+                    self.failed_attempt(u, seen, address.clone()).await?;
+                    "password"
+                }
+                (Some(_), _) => "locked",
+                (None, _) => "unknown_or_inactive",
+            };
+            self.audit(AuditEvent {
+                account_id: user.as_ref().map(|u| u.account_id),
+                actor_id: user.as_ref().map(|u| u.id),
+                credential: "password".into(),
+                event: "login_failed",
+                target: None,
+                address,
+                detail: Some(format!("reason={reason}")),
+            })
+            .await;
+            return Err(Error::InvalidCredentials);
+        };
+        if let Some((l, ip, key)) = &throttle {
+            l.refund(*ip, key);
+        }
+        match self
+            .login_second_factor(user, mfa_code, address.clone())
+            .await
+        {
+            Ok(()) => {}
+            Err(Error::InvalidMfaCode) => {
+                // The attempt was counted before the password was checked;
+                // a wrong code leaves it counted.
+                self.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
+                self.failed_attempt(user, seen, address).await?;
+                return Err(Error::InvalidMfaCode);
+            }
+            Err(e) => {
+                self.store.uncount_login_attempt(user.id, sec(now)).await?;
+                return Err(e);
+            }
+        }
+        self.store.clear_lockout(user.id).await?;
+        let code = crypto::new_token();
+        self.store
+            .insert_code(&crypto::token_hash(&code), user.id, now + CODE_TTL)
+            .await?;
+        Ok(code)
+    }
+
+    /// A counted attempt failed: the one that reached the threshold sets
+    /// the lock (one of any concurrent ones).
+    async fn failed_attempt(
+        &self,
+        user: &UserRow,
+        seen: CountedAttempt,
+        address: Option<String>,
+    ) -> Result<(), Error> {
+        if seen.failures < self.lockout.threshold {
+            return Ok(());
+        }
+        let now = sec(self.now());
+        let until = now.saturating_add(sec(self.lockout.lock_for(seen.lock_count + 1)));
+        if let Some(row) = self.store.lock_login(user.id, now, seen, until).await? {
+            self.audit_lockout(user, &row, now, address).await;
+        }
+        Ok(())
+    }
+
+    /// Counts a second-factor check by a signed-in user (enrolling an
+    /// authenticator app or a phone) before it runs, like a login attempt;
+    /// refuses with `invalid_mfa_code`, unchecked, while a lock holds or
+    /// once the threshold is reached.
+    pub(super) async fn admit_code_check(&self, user: &UserRow) -> Result<CountedAttempt, Error> {
+        let now = sec(self.now());
+        let seen = self
+            .store
+            .count_login_attempt(user.id, now, now.saturating_sub(sec(self.lockout.window)))
+            .await?;
+        if seen.locked_until > now || seen.failures > self.lockout.threshold {
+            return Err(Error::InvalidMfaCode);
+        }
+        Ok(seen)
+    }
+
+    /// Ends a check admitted by [`Core::admit_code_check`]: a right code
+    /// takes the attempt back; a wrong one leaves it counted (and may lock)
+    /// and refuses with `invalid_mfa_code`.
+    pub(super) async fn settle_code_check(
+        &self,
+        user: &UserRow,
+        seen: CountedAttempt,
+        ok: bool,
+        address: Option<String>,
+    ) -> Result<(), Error> {
+        if ok {
+            self.store
+                .uncount_login_attempt(user.id, sec(self.now()))
+                .await?;
+            return Ok(());
+        }
+        self.failed_attempt(user, seen, address).await?;
+        Err(Error::InvalidMfaCode)
+    }
+
+    /// `POST /auth/token/reissue`: a fresh token for a valid one, which is
+    /// revoked. The fresh token keeps the old one's absolute expiry (a
+    /// chain of reissues ends when the first token would have); a user
+    /// who is no longer active, or is locked out, gets `invalid_token`;
+    /// of concurrent reissues of one token, one wins and the others get
+    /// `invalid_token`.
+    pub async fn reissue(&self, token: &str) -> Result<Zeroizing<String>, Error> {
+        let fresh = crypto::new_token();
+        self.store
+            .reissue_token(
+                &crypto::token_hash(token),
+                &crypto::token_hash(&fresh),
+                self.now(),
+                TOKEN_IDLE_TTL,
+            )
+            .await?
+            .ok_or(Error::InvalidToken)?;
+        Ok(fresh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_keys_fold_case_and_stay_short() {
+        assert_eq!(limiter_key("  Ann@Example.COM "), "ann@example.com");
+        assert_eq!(limiter_key(&"é".repeat(300)).len(), MAX_KEY);
+    }
+}
