@@ -114,12 +114,13 @@ impl Env {
             .rev()
             .find(|r| r.recipient == recipient)
             .expect("a message");
-        let marker = row
-            .body
+        // Bodies are sealed at rest: opened with the master key.
+        let body = self.core.outbox_body(row).unwrap();
+        let marker = body
             .find(" is ")
             .map(|i| i + 4)
             .expect("a code in the message");
-        row.body[marker..]
+        body[marker..]
             .split(|c: char| c == ';' || c.is_whitespace())
             .next()
             .unwrap()
