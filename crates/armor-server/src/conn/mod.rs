@@ -183,6 +183,7 @@ impl axum::serve::Listener for InspectingListener {
                 limits: self.limits,
                 conn: conn.clone(),
                 timer: Box::pin(tokio::time::sleep(self.limits.idle_timeout)),
+                deadline: Instant::now() + self.limits.idle_timeout,
                 phase: Phase::Idle,
                 heads: 0,
                 ended: false,
@@ -278,8 +279,12 @@ pub struct Inspected<T> {
     inspector: Inspector,
     limits: Limits,
     conn: Arc<ConnState>,
-    /// One per connection, reset at each change of phase.
+    /// One per connection. It may run later than `deadline` only while
+    /// `deadline` is not due: when it fires early it is set again (so a
+    /// later deadline, the common case, costs no timer update).
     timer: Pin<Box<Sleep>>,
+    /// When the current phase's limit is reached.
+    deadline: Instant,
     phase: Phase,
     /// [`Inspector::heads`] when the timer was last set.
     heads: u64,
@@ -308,7 +313,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Inspected<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        use std::future::Future as _;
         let this = self.get_mut();
         if this.ended {
             return Poll::Ready(Ok(()));
@@ -327,10 +331,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Inspected<T> {
                 Phase::Busy => None,
             };
             if let Some(limit) = limit {
-                this.timer.as_mut().reset(Instant::now() + limit);
+                this.set_deadline(Instant::now() + limit);
             }
         }
-        if phase != Phase::Busy && this.timer.as_mut().poll(cx).is_ready() {
+        if phase != Phase::Busy && this.due(cx) {
             this.ended = true;
             match phase {
                 Phase::Head => {
@@ -372,13 +376,36 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Inspected<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> Inspected<T> {
+impl<T> Inspected<T> {
+    /// Moves the deadline; the timer only when it would fire too late.
+    fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+        if self.timer.deadline() > deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+    }
+
+    /// Whether the deadline has passed; otherwise the timer is armed to
+    /// wake this task at or before it.
+    fn due(&mut self, cx: &mut Context<'_>) -> bool {
+        use std::future::Future as _;
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if Instant::now() >= self.deadline {
+                return true;
+            }
+            // Fired early (the deadline moved later): wait for the rest.
+            let deadline = self.deadline;
+            self.timer.as_mut().reset(deadline);
+        }
+    }
+
     /// An answer being written keeps the connection from being idle.
     fn wrote(&mut self) {
         if self.phase == Phase::Idle {
-            self.timer
-                .as_mut()
-                .reset(Instant::now() + self.limits.idle_timeout);
+            self.deadline = Instant::now() + self.limits.idle_timeout;
         }
     }
 }

@@ -64,14 +64,14 @@ async fn read_answer(s: &mut TcpStream) -> String {
 
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_idle_timeout() {
-    let app = spawn_app_with(&["--idle-timeout", "1"]).await;
+    let app = spawn_app_with(&["--idle-timeout", "2"]).await;
     // After a kept-alive answer.
     let mut s = connect(&app).await;
     s.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
     assert!(read_answer(&mut s).await.starts_with("HTTP/1.1 200"));
-    let rest = read_until_closed(&mut s, Duration::from_secs(8)).await;
+    let rest = read_until_closed(&mut s, Duration::from_secs(10)).await;
     assert_eq!(
         rest.as_deref(),
         Some(""),
