@@ -272,9 +272,13 @@ impl Application {
             }
         });
         let mailer = self.mailer.map(|m| tokio::spawn(m.run(core.clone())));
+        let limits = self.connection_limits;
         let metrics = self.metrics_listener.map(|l| {
-            let app = web::metrics_app(core.clone());
+            let app = web::metrics_app(core.clone())
+                .into_make_service_with_connect_info::<conn::PeerInfo>();
             tokio::spawn(async move {
+                // The same time and connection limits as the main listener.
+                let l = conn::InspectingListener::new(l, limits);
                 if let Err(e) = axum::serve(l, app).await {
                     tracing::warn!(error = %e, "metrics listener stopped");
                 }

@@ -147,6 +147,11 @@ impl Inspector {
         self.state == State::Head && !self.buf.is_empty()
     }
 
+    /// Whether the connection is flagged.
+    pub(super) fn flagged(&self) -> bool {
+        self.state == State::Off
+    }
+
     /// Whether a request's body (or its chunks and trailers) is still to
     /// come.
     pub(super) fn body_in_progress(&self) -> bool {

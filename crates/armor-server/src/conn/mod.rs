@@ -24,9 +24,16 @@
 //!   then reading fails, the request is answered 408 `request_timeout`
 //!   where a handler is reading it, and the connection is closed;
 //! - no request is in progress and nothing is being written:
-//!   `--idle-timeout`, then the connection is closed quietly;
-//! - a request is being handled: no limit here (the gateway has its
-//!   upstream timeout).
+//!   `--idle-timeout`, then the connection is closed quietly (bytes that
+//!   start no request, such as empty lines, do not restart it);
+//! - a request is being handled, or the gateway is streaming its answer:
+//!   no limit here (the gateway has its upstream timeout for the answer's
+//!   head).
+//!
+//! Apart from the phases, a write that cannot go on for `--idle-timeout`
+//! (a client that stops reading its answers, however many requests it
+//! queued) fails, and the connection is closed. A flagged connection gets
+//! the head's limit for whatever it still sends.
 //!
 //! **Addresses.** At most `--max-connections-per-ip` open connections per
 //! client address; one more is answered `503 too_many_connections` and
@@ -60,7 +67,7 @@ use inspect::{Inspector, Refusal};
 const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: 82\r\nconnection: close\r\n\r\n{\"error\":\"request_timeout\",\"error_description\":\"the request head came too slowly\"}";
 
 /// What a connection over the per-address cap gets, before it is closed.
-const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 104\r\nretry-after: 1\r\nconnection: close\r\n\r\n{\"error\":\"too_many_connections\",\"error_description\":\"this address has too many connections open\"}";
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 97\r\nretry-after: 1\r\nconnection: close\r\n\r\n{\"error\":\"too_many_connections\",\"error_description\":\"this address has too many connections open\"}";
 
 /// The time and connection limits of a listener.
 #[derive(Debug, Clone, Copy)]
@@ -184,6 +191,7 @@ impl axum::serve::Listener for InspectingListener {
                 conn: conn.clone(),
                 timer: Box::pin(tokio::time::sleep(self.limits.idle_timeout)),
                 deadline: Instant::now() + self.limits.idle_timeout,
+                write_stall: None,
                 phase: Phase::Idle,
                 heads: 0,
                 ended: false,
@@ -217,6 +225,15 @@ impl Drop for InFlight {
     }
 }
 
+/// Marks a request in flight for as long as the guard lives, from the
+/// request's extensions (the gateway holds one until a streamed answer
+/// ends, so a pause in it is not idleness).
+pub fn busy(extensions: &axum::http::Extensions) -> Option<InFlight> {
+    let ConnectInfo(peer) = extensions.get::<ConnectInfo<PeerInfo>>()?;
+    peer.conn.in_flight.fetch_add(1, Ordering::AcqRel);
+    Some(InFlight(peer.conn.clone()))
+}
+
 /// In front of everything: exposes the peer as `ConnectInfo<SocketAddr>`,
 /// marks the request in flight, and refuses any request on a connection
 /// that was flagged, closing it.
@@ -244,13 +261,28 @@ pub fn screen(req: &mut Request) -> Result<Option<InFlight>, Box<Response>> {
     Err(Box::new(resp))
 }
 
-/// Whether an error (from reading a body) is the body deadline's.
+/// The error a read gets once the body deadline has passed.
+#[derive(Debug)]
+struct BodyTimeout;
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body came too slowly")
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
+
+/// Whether an error (from reading a body) is the body deadline's, and not
+/// some other time-out (an upstream's connect, say).
 pub fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if err
-            .downcast_ref::<io::Error>()
-            .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
+        if err.is::<BodyTimeout>()
+            || err
+                .downcast_ref::<io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<BodyTimeout>())
         {
             return true;
         }
@@ -285,6 +317,9 @@ pub struct Inspected<T> {
     timer: Pin<Box<Sleep>>,
     /// When the current phase's limit is reached.
     deadline: Instant,
+    /// While a write cannot go on (the client reads nothing): the timer at
+    /// whose end the connection is given up.
+    write_stall: Option<Pin<Box<Sleep>>>,
     phase: Phase,
     /// [`Inspector::heads`] when the timer was last set.
     heads: u64,
@@ -295,7 +330,9 @@ pub struct Inspected<T> {
 
 impl<T> Inspected<T> {
     fn phase_now(&self) -> Phase {
-        if self.inspector.head_in_progress() {
+        // A flagged connection serves nothing more: it gets the head's limit
+        // whatever it still sends.
+        if self.inspector.head_in_progress() || self.inspector.flagged() {
             Phase::Head
         } else if self.inspector.body_in_progress() {
             Phase::Body
@@ -352,10 +389,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Inspected<T> {
                         error = "request_timeout",
                         "request body not complete in time"
                     );
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the request body came too slowly",
-                    )));
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, BodyTimeout)));
                 }
                 _ => tracing::debug!("idle connection closed"),
             }
@@ -364,13 +398,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Inspected<T> {
         let before = buf.filled().len();
         let res = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = res {
-            let read = &buf.filled()[before..];
-            this.inspector.feed(read);
-            if !read.is_empty() && this.phase == Phase::Idle {
-                // Bytes arrived: not idle; the timer restarts for whatever
-                // phase they begin.
-                this.phase = Phase::Busy;
-            }
+            // Bytes alone restart no limit (empty lines dripped between
+            // requests do not keep a connection open): a head that starts
+            // is timed as a head, a completed one starts a new request.
+            this.inspector.feed(&buf.filled()[before..]);
         }
         res
     }
@@ -402,11 +433,41 @@ impl<T> Inspected<T> {
         }
     }
 
-    /// An answer being written keeps the connection from being idle.
-    fn wrote(&mut self) {
-        if self.phase == Phase::Idle {
-            self.deadline = Instant::now() + self.limits.idle_timeout;
+    /// After a write or flush: progress keeps the connection from being
+    /// idle; a write that cannot go on for the idle limit (a client that
+    /// stopped reading, however many requests it queued) fails, and hyper
+    /// closes the connection.
+    fn after_write<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        res: Poll<io::Result<R>>,
+        wrote: bool,
+    ) -> Poll<io::Result<R>> {
+        use std::future::Future as _;
+        if res.is_ready() {
+            self.write_stall = None;
+            // Bytes written (not a flush of nothing) are activity.
+            if wrote && self.phase == Phase::Idle {
+                self.deadline = Instant::now() + self.limits.idle_timeout;
+            }
+            return res;
         }
+        let limit = self.limits.idle_timeout;
+        let timer = self
+            .write_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if timer.as_mut().poll(cx).is_ready() {
+            self.ended = true;
+            tracing::info!(
+                error = "request_timeout",
+                "the client read nothing for the idle limit: closed"
+            );
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            )));
+        }
+        Poll::Pending
     }
 }
 
@@ -417,11 +478,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Inspected<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.wrote();
-        Pin::new(&mut this.io).poll_write(cx, buf)
+        let res = Pin::new(&mut this.io).poll_write(cx, buf);
+        let wrote = matches!(res, Poll::Ready(Ok(n)) if n > 0);
+        this.after_write(cx, res, wrote)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.io).poll_flush(cx);
+        this.after_write(cx, res, false)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
@@ -432,10 +496,32 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Inspected<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.wrote();
-        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+        let res = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        let wrote = matches!(res, Poll::Ready(Ok(n)) if n > 0);
+        this.after_write(cx, res, wrote)
     }
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canned_answers_declare_their_length() {
+        for raw in [REQUEST_TIMEOUT, TOO_MANY_CONNECTIONS] {
+            let text = std::str::from_utf8(raw).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            let declared: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(declared, body.len(), "{head}");
+            assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
+        }
     }
 }

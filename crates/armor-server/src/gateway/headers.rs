@@ -27,7 +27,6 @@ const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const USER_ID_HEADER: HeaderName = HeaderName::from_static(USER_ID);
@@ -55,45 +54,50 @@ pub(super) fn remove_spoofable(headers: &mut HeaderMap) {
 }
 
 /// Whether a cookie name is one of armor's (`armor_*`, with or without a
-/// `__Host-`/`__Secure-` prefix, in any case).
-fn armor_cookie(name: &str) -> bool {
-    let name = name.trim();
-    let name = ["__Host-", "__Secure-"]
+/// `__Host-`/`__Secure-` prefix, in any case). Bytes, not text: a cookie
+/// value need not be ASCII.
+fn armor_cookie(name: &[u8]) -> bool {
+    let name = name.trim_ascii();
+    let name = [&b"__Host-"[..], b"__Secure-"]
         .iter()
-        .find_map(|p| name.strip_prefix(p))
+        .find_map(|p| name.strip_prefix(*p))
         .unwrap_or(name);
     name.get(..6)
-        .is_some_and(|p| p.eq_ignore_ascii_case("armor_"))
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"armor_"))
 }
 
-/// Takes armor's cookies out of the `Cookie` header(s) sent upstream.
+/// The name of a `name=value` pair.
+fn cookie_name(pair: &[u8]) -> &[u8] {
+    pair.split(|b| *b == b'=').next().unwrap_or(pair)
+}
+
+/// Takes armor's cookies out of the `Cookie` header(s) sent upstream;
+/// other cookies pass byte for byte.
 pub(super) fn remove_armor_cookies(headers: &mut HeaderMap) {
     let has = |v: &HeaderValue| {
-        v.to_str().map_or(true, |v| {
-            v.split(';')
-                .any(|c| armor_cookie(c.split('=').next().unwrap_or("")))
-        })
+        v.as_bytes()
+            .split(|b| *b == b';')
+            .any(|c| armor_cookie(cookie_name(c)))
     };
     if !headers.get_all(header::COOKIE).iter().any(has) {
         return;
     }
-    let mut kept = String::new();
+    let mut kept: Vec<u8> = Vec::new();
     for v in headers.get_all(header::COOKIE) {
-        // A value that is not text is dropped whole: it cannot be split.
-        let Ok(v) = v.to_str() else { continue };
-        for c in v.split(';') {
-            if c.trim().is_empty() || armor_cookie(c.split('=').next().unwrap_or("")) {
+        for c in v.as_bytes().split(|b| *b == b';') {
+            let c = c.trim_ascii();
+            if c.is_empty() || armor_cookie(cookie_name(c)) {
                 continue;
             }
             if !kept.is_empty() {
-                kept.push_str("; ");
+                kept.extend_from_slice(b"; ");
             }
-            kept.push_str(c.trim());
+            kept.extend_from_slice(c);
         }
     }
     headers.remove(header::COOKIE);
-    if let Ok(v) = HeaderValue::from_str(&kept) {
-        if !kept.is_empty() {
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)) {
             headers.insert(header::COOKIE, v);
         }
     }
@@ -101,10 +105,7 @@ pub(super) fn remove_armor_cookies(headers: &mut HeaderMap) {
 
 /// Drops an upstream's `Set-Cookie` for any of armor's cookies.
 pub(super) fn remove_armor_set_cookies(headers: &mut HeaderMap) {
-    let sets = |v: &HeaderValue| {
-        v.to_str()
-            .map_or(true, |v| armor_cookie(v.split('=').next().unwrap_or("")))
-    };
+    let sets = |v: &HeaderValue| armor_cookie(cookie_name(v.as_bytes()));
     if !headers.get_all(header::SET_COOKIE).iter().any(sets) {
         return;
     }
@@ -120,24 +121,41 @@ pub(super) fn remove_armor_set_cookies(headers: &mut HeaderMap) {
     }
 }
 
+/// Headers by which a proxy tells the next hop about the client: only a
+/// trusted proxy may send them.
+fn claims_forwarding(name: &HeaderName) -> bool {
+    const ALIASES: [&str; 8] = [
+        "forwarded",
+        "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-cluster-client-ip",
+        "front-end-https",
+    ];
+    let n = name.as_str();
+    n.starts_with("x-forwarded-") || n.starts_with("x-original-") || ALIASES.contains(&n)
+}
+
 /// Sets `Forwarded`, `X-Forwarded-For`, `-Host` and `-Proto` for the
-/// upstream. From an untrusted peer, whatever the client sent of them (and
-/// `X-Real-IP`) goes first; from a trusted proxy, its values are kept and
-/// the peer is appended.
+/// upstream. From an untrusted peer, whatever the client sent of these and
+/// of every other header claiming to describe the client (see
+/// [`claims_forwarding`]) goes first; from a trusted proxy, its values are
+/// kept and the peer is appended.
 pub(super) fn set_forwarding(
     headers: &mut HeaderMap,
     peer: Option<IpAddr>,
     trusted: bool,
     host: Option<HeaderValue>,
 ) {
-    if !trusted {
-        for n in [
-            FORWARDED,
-            X_FORWARDED_FOR,
-            X_FORWARDED_HOST,
-            X_FORWARDED_PROTO,
-            X_REAL_IP,
-        ] {
+    if !trusted && headers.keys().any(claims_forwarding) {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| claims_forwarding(k))
+            .cloned()
+            .collect();
+        for n in names {
             headers.remove(n);
         }
     }
@@ -336,6 +354,21 @@ mod tests {
         let mut h = map(&[("cookie", "a=1")]);
         remove_armor_cookies(&mut h);
         assert_eq!(h[header::COOKIE], "a=1");
+        // Values that are not ASCII pass byte for byte.
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"name=caf\xc3\xa9; armor_session=t").unwrap(),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"other=\xc3\xa9t\xc3\xa9").unwrap(),
+        );
+        remove_armor_cookies(&mut h);
+        assert_eq!(
+            h[header::COOKIE].as_bytes(),
+            b"name=caf\xc3\xa9; other=\xc3\xa9t\xc3\xa9"
+        );
 
         let mut h = map(&[
             ("set-cookie", "armor_session=evil; Path=/"),
@@ -355,6 +388,10 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "evil.example"),
             ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/admin"),
+            ("true-client-ip", "6.6.6.6"),
+            ("front-end-https", "on"),
         ];
         let peer: IpAddr = [192, 0, 2, 1].into();
         let host = Some(HeaderValue::from_static("api.example:8080"));
@@ -367,7 +404,15 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "192.0.2.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example:8080");
-        assert!(!h.contains_key("x-real-ip"));
+        for gone in [
+            "x-real-ip",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "true-client-ip",
+            "front-end-https",
+        ] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
 
         let mut h = map(&sent);
         set_forwarding(&mut h, Some(peer), true, host);

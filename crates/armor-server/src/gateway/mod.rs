@@ -341,6 +341,8 @@ impl Gateway {
             .map(|ConnectInfo(addr)| addr.ip());
         let trusted = peer.is_some_and(|ip| self.trusts(ip));
         headers::set_forwarding(&mut headers, peer, trusted, original_host);
+        // The connection stays busy until the answer has streamed out.
+        let busy = crate::conn::busy(&parts.extensions);
         if let Some(p) = principal {
             headers::identity_headers(&mut headers, p);
         }
@@ -391,7 +393,38 @@ impl Gateway {
         let (mut rparts, rbody) = resp.into_parts();
         strip_hop_by_hop(&mut rparts.headers);
         headers::remove_armor_set_cookies(&mut rparts.headers);
-        Ok(Response::from_parts(rparts, Body::new(rbody)))
+        let body = Streamed {
+            body: rbody,
+            _busy: busy,
+        };
+        Ok(Response::from_parts(rparts, Body::new(body)))
+    }
+}
+
+/// An upstream's answer body, holding its connection's in-flight mark
+/// until it ends or is dropped (boxed once, as the bare body was).
+struct Streamed {
+    body: Incoming,
+    _busy: Option<crate::conn::InFlight>,
+}
+
+impl axum::body::HttpBody for Streamed {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

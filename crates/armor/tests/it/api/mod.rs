@@ -4,7 +4,7 @@
 mod auth;
 mod battery;
 mod codes;
-mod connections;
+pub(crate) mod connections;
 mod durability;
 mod keys;
 mod login_limits;

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::api::{fresh_nonce, now, sign, spawn_app_with, Key, TestApp};
 
 mod scrub;
+mod slow;
 
 /// One request as the upstream saw it.
 #[derive(Debug, Clone)]
@@ -49,7 +50,8 @@ impl Upstream {
 }
 
 /// Records every request; `/slow` answers after 3 s; `/download?n=N`
-/// answers N bytes; `…/set-cookie` tries to set armor's session cookie.
+/// answers N bytes; `…/set-cookie` tries to set armor's session cookie;
+/// `…/pause` streams `first`, pauses 3 s, then streams `second`.
 async fn spawn_upstream() -> Upstream {
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let rec = seen.clone();
@@ -73,6 +75,21 @@ async fn spawn_upstream() -> Upstream {
             rec.lock().unwrap().push(s.clone());
             if parts.uri.path() == "/slow" {
                 tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            if parts.uri.path().ends_with("/pause") {
+                let parts = futures_util::stream::unfold(0u8, |n| async move {
+                    match n {
+                        0 => Some((Ok::<_, std::io::Error>("first ".to_owned()), 1)),
+                        1 => {
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                            Some((Ok("second".to_owned()), 2))
+                        }
+                        _ => None,
+                    }
+                });
+                return axum::response::Response::builder()
+                    .body(axum::body::Body::from_stream(parts))
+                    .unwrap();
             }
             if parts.uri.path().ends_with("/set-cookie") {
                 return axum::response::Response::builder()
