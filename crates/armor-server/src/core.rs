@@ -281,8 +281,8 @@ impl Core {
         core.load_keys(None).await?;
         // Outbox bodies written in clear before they were sealed.
         let sealed = core.reseal_outbox(&core.master(), false).await?;
+        core.store.scrub_at_start().await?;
         if sealed > 0 {
-            core.store.checkpoint().await?;
             tracing::info!(messages = sealed, "outbox: pending messages sealed");
         }
         Ok(core)

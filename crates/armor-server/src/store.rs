@@ -31,6 +31,9 @@ pub use users::{AuditFilter, LockoutRow, SecurityInfoRow, SecurityRow, CODE_MAX_
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite upgraded past migration 0005 by this open: pages freed by it
+    /// may still hold text it wiped, until a VACUUM.
+    vacuum_due: bool,
 }
 
 /// Which database a [`Store`] runs on.
@@ -166,6 +169,7 @@ impl Store {
             return Ok(Store {
                 pool,
                 backend: Backend::Postgres,
+                vacuum_due: false,
             });
         }
         let sqlite = if url.starts_with("sqlite:") {
@@ -194,6 +198,13 @@ impl Store {
             .connect_with(opts)
             .await
             .map_err(cannot)?;
+        // An existing database without 0005 is being upgraded (a new one
+        // has no migrations table yet).
+        let vacuum_due =
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations WHERE version = 5")
+                .fetch_one(&pool)
+                .await
+                .is_ok_and(|n| n == 0);
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
@@ -201,6 +212,7 @@ impl Store {
         Ok(Store {
             pool,
             backend: Backend::Sqlite,
+            vacuum_due,
         })
     }
 
@@ -214,6 +226,16 @@ impl Store {
                 .await?;
         }
         Ok(())
+    }
+
+    /// At start-up on SQLite: once after the upgrade to migration 0005, a
+    /// VACUUM (freed pages may keep text the migration wiped); every time,
+    /// a checkpoint that empties the WAL (old frames may keep it too).
+    pub async fn scrub_at_start(&self) -> Result<(), Error> {
+        if self.backend == Backend::Sqlite && self.vacuum_due {
+            sqlx::query("VACUUM").execute(&self.pool).await?;
+        }
+        self.checkpoint().await
     }
 
     pub fn backend(&self) -> Backend {

@@ -1006,3 +1006,160 @@ async fn last_used_is_exact_in_memory_and_coarse_in_the_store() {
         Some(T0 as i64 + 999)
     );
 }
+
+#[tokio::test]
+async fn a_cancelled_attempt_at_the_threshold_still_locks() {
+    let e = env().await;
+    e.user("cut@example.com", "User").await;
+    let admin = e.principal(1).await;
+    for _ in 0..4 {
+        assert!(is_invalid_credentials(
+            e.login("cut@example.com", "wrong", None).await
+        ));
+    }
+    // The fifth attempt is dropped (its client went away) once it has
+    // been counted, while its hash runs: it never gets to set the lock.
+    let fifth = e.login("cut@example.com", "wrong", None);
+    let counted = async {
+        loop {
+            let s = e.core.lock_state(&admin, 1, "cut@example.com").await;
+            if s.unwrap().failures >= 5 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        () = counted => {}
+        _ = fifth => {}
+    }
+    // The next attempt, with the right password, sets the missed lock.
+    assert!(is_invalid_credentials(
+        e.login("cut@example.com", PASSWORD, None).await
+    ));
+    let s = e
+        .core
+        .lock_state(&admin, 1, "cut@example.com")
+        .await
+        .unwrap();
+    assert_eq!(s.locked_until, Some(T0 + 60));
+    assert_eq!(e.events("lockout").await.len(), 1);
+    // Once that lock is over, the right password works.
+    e.clock.advance(60);
+    e.login("cut@example.com", PASSWORD, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reset_code_survives_a_hash_that_never_ran() {
+    let e = env().await;
+    e.user("busy@example.com", "User").await;
+    e.core
+        .reset_password("busy@example.com", None)
+        .await
+        .unwrap();
+    let code = e.code_sent_to("busy@example.com").await;
+    // Every hashing permit held: the request waits for one, and is dropped
+    // (its client gave up) before it gets it.
+    let hasher = e.core.hasher.clone();
+    let mut held = Vec::new();
+    while let Ok(p) =
+        tokio::time::timeout(std::time::Duration::from_millis(200), hasher.permit()).await
+    {
+        held.push(p.unwrap());
+    }
+    let waited = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        e.core
+            .set_password_with_code(&code, "a passphrase never set", None),
+    )
+    .await;
+    assert!(waited.is_err(), "no permit was free");
+    drop(held);
+    // The code still works.
+    e.core
+        .set_password_with_code(&code, "the passphrase set at last", None)
+        .await
+        .unwrap();
+    e.login("busy@example.com", "the passphrase set at last", None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn codes_are_stored_under_a_keyed_hash() {
+    let e = env().await;
+    let uid = e.user("keyed@example.com", "User").await;
+    e.core
+        .reset_password("keyed@example.com", None)
+        .await
+        .unwrap();
+    let code = e.code_sent_to("keyed@example.com").await;
+    let typed: String = code.chars().filter(|c| *c != '-').collect();
+    let now = e.clock.now_for_tests();
+    // Not under SHA-256 of the code: a copy of the database cannot test
+    // codes against it.
+    assert_eq!(
+        e.core
+            .store
+            .find_password_code(&crypto::token_hash(&typed), now)
+            .await
+            .unwrap(),
+        None
+    );
+    // A code stored under the old unkeyed hash (pending at an upgrade)
+    // still works.
+    let old = "ABCD-EFGH-JKLM-NPQR-STUV";
+    e.core
+        .store
+        .put_user_code(
+            uid,
+            "reset",
+            &crypto::token_hash("ABCDEFGHJKLMNPQRSTUV"),
+            now + 60,
+            None,
+        )
+        .await
+        .unwrap();
+    e.core
+        .set_password_with_code(old, "an upgraded passphrase", None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sms_sign_in_codes_stop_at_the_number_limit() {
+    let e = env().await;
+    let uid = e.user("sms@example.com", "User").await;
+    let p = e.principal(uid).await;
+    e.core.phone_start(&p, "+15557654321").await.unwrap();
+    let code = e.code_sent_to("+15557654321").await;
+    e.core
+        .phone_verify(&p, "+15557654321", &code, None)
+        .await
+        .unwrap();
+    // A new window: three sign-in codes go out, the fourth is refused.
+    e.clock.advance(3_601);
+    for _ in 0..3 {
+        assert!(matches!(
+            e.login("sms@example.com", PASSWORD, None).await,
+            Err(Error::MfaRequired)
+        ));
+    }
+    assert!(matches!(
+        e.login("sms@example.com", PASSWORD, None).await,
+        Err(Error::RateLimited { retry_after }) if retry_after > 0 && retry_after <= 3_600
+    ));
+    let sent = e.core.store.pending_outbox(1000).await.unwrap();
+    assert_eq!(
+        sent.iter()
+            .filter(|r| r.recipient == "+15557654321")
+            .count(),
+        4
+    );
+    // The last code sent still signs in.
+    let last = e.code_sent_to("+15557654321").await;
+    e.login("sms@example.com", PASSWORD, Some(&last))
+        .await
+        .unwrap();
+}

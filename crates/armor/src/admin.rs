@@ -104,7 +104,8 @@ enum AdminCommand {
     Outbox {
         #[arg(long, default_value_t = 100)]
         limit: i64,
-        /// Mark the printed messages as delivered.
+        /// Mark the printed messages as delivered (not those whose body
+        /// could not be opened: they stay pending).
         #[arg(long)]
         mark_sent: bool,
     },
@@ -253,15 +254,18 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 let keys = MasterKeys::load(&master)?;
                 for row in store.pending_outbox(limit).await? {
                     let mut shown = serde_json::to_value(&row)?;
-                    shown["body"] = match outbox::open_body(&keys, &row) {
+                    let opened = outbox::open_body(&keys, &row);
+                    shown["body"] = match &opened {
                         Ok(body) => serde_json::Value::String(body.to_string()),
                         Err(e) => {
-                            eprintln!("{e}");
+                            eprintln!("message {} left pending: {e}", row.id);
                             serde_json::Value::Null
                         }
                     };
                     println!("{shown}");
-                    if mark_sent {
+                    // A body that did not open stays pending (and sealed):
+                    // marking it sent would wipe it unread.
+                    if mark_sent && opened.is_ok() {
                         store.mark_sent(row.id, SystemClock.now()).await?;
                     }
                 }

@@ -1,9 +1,11 @@
 //! Password login and token reissue, with every limit counted before the
 //! work it guards:
 //!
-//! - failed logins per (client address, user name) take a token from the
-//!   login limiter before the password is checked (429 `rate_limited` past
-//!   the burst, without hashing); a right password gives it back;
+//! - failed logins per (client address, user) take a token from the
+//!   login limiter before the password is checked (429 `rate_limited`
+//!   past the burst, without hashing); a right password gives it back.
+//!   The user is the one the store finds, or the name as given when none
+//!   is; IPv6 clients count by their /64;
 //! - each attempt on an active user is counted in the lockout row before
 //!   the password is checked, and only attempts counted within the
 //!   threshold check the real hash, so however many arrive at once, at
@@ -53,11 +55,18 @@ impl Core {
         mfa_code: Option<&str>,
         address: Option<String>,
     ) -> Result<Zeroizing<String>, Error> {
+        let user = self.store.user_by_email(username.trim()).await?;
+        // Keyed by the user found, so that spellings the store takes for
+        // one address share a bucket; an unknown name by itself.
+        let key = match &user {
+            Some(u) => format!("\0user {}", u.id),
+            None => limiter_key(username),
+        };
         let throttle = self
             .login_limit
             .as_ref()
             .zip(address.as_deref().and_then(|a| a.parse::<IpAddr>().ok()))
-            .map(|(l, ip)| (l, ip, limiter_key(username)));
+            .map(|(l, ip)| (l, ip, key));
         if let Some((l, ip, key)) = &throttle {
             l.take(*ip, key)?;
         }
@@ -71,7 +80,6 @@ impl Core {
                 return Err(e);
             }
         };
-        let user = self.store.user_by_email(username.trim()).await?;
         let usable = user.as_ref().filter(|u| u.status == "active");
         let now = self.now();
         let policy = self.lockout;
@@ -105,7 +113,13 @@ impl Core {
                     self.failed_attempt(u, seen, address.clone()).await?;
                     "password"
                 }
-                (Some(_), _) => "locked",
+                (Some(u), Some(seen)) => {
+                    // Past the threshold with no lock (the attempt that
+                    // reached it was cancelled): lock now.
+                    self.lock_if_over(u, seen, address.clone()).await?;
+                    "locked"
+                }
+                (Some(_), None) => "locked",
                 (None, _) => "unknown_or_inactive",
             };
             self.audit(AuditEvent {
@@ -167,6 +181,21 @@ impl Core {
         Ok(())
     }
 
+    /// Sets the lock missed by a counted attempt that was cancelled (its
+    /// future dropped) after it reached the threshold: failures past the
+    /// threshold with no lock holding. Idempotent through `lock_count`.
+    async fn lock_if_over(
+        &self,
+        user: &UserRow,
+        seen: CountedAttempt,
+        address: Option<String>,
+    ) -> Result<(), Error> {
+        if seen.locked_until <= sec(self.now()) && seen.failures > self.lockout.threshold {
+            self.failed_attempt(user, seen, address).await?;
+        }
+        Ok(())
+    }
+
     /// Counts a second-factor check by a signed-in user (enrolling an
     /// authenticator app or a phone) before it runs, like a login attempt;
     /// refuses with `invalid_mfa_code`, unchecked, while a lock holds or
@@ -178,6 +207,7 @@ impl Core {
             .count_login_attempt(user.id, now, now.saturating_sub(sec(self.lockout.window)))
             .await?;
         if seen.locked_until > now || seen.failures > self.lockout.threshold {
+            self.lock_if_over(user, seen, None).await?;
             return Err(Error::InvalidMfaCode);
         }
         Ok(seen)

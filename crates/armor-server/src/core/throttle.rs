@@ -72,14 +72,22 @@ impl Core {
     /// Counts a password-reset request against its client address and the
     /// address asked for; `false` when past a limit (nothing is sent, and
     /// the caller is answered as always).
+    /// `user_id` is the user the address names (as the store compares
+    /// addresses), `None` for an unknown one: that is counted under the
+    /// address as given, trimmed and lower-cased.
     pub(super) async fn reset_allowed(
         &self,
         email: &str,
+        user_id: Option<i64>,
         client: Option<&str>,
     ) -> Result<bool, Error> {
         if let Some(client) = client {
+            let client = match client.parse() {
+                Ok(ip) => crate::web::limit::client_key(ip).to_string(),
+                Err(_) => client.to_owned(),
+            };
             if self
-                .count_send("reset-client", client, RESET_PER_CLIENT)
+                .count_send("reset-client", &client, RESET_PER_CLIENT)
                 .await?
                 .is_err()
             {
@@ -87,9 +95,12 @@ impl Core {
                 return Ok(false);
             }
         }
-        let email = email.trim().to_lowercase();
+        let (scope, target) = match user_id {
+            Some(id) => ("reset-user", id.to_string()),
+            None => ("reset-address", email.trim().to_lowercase()),
+        };
         if self
-            .count_send("reset-address", &email, RESET_PER_ADDRESS)
+            .count_send(scope, &target, RESET_PER_ADDRESS)
             .await?
             .is_err()
         {

@@ -119,14 +119,37 @@ fn digit_code() -> Zeroizing<String> {
     ))
 }
 
-/// The stored hash of a code as typed: case, spaces and dashes ignored.
-fn code_hash(code: &str) -> Vec<u8> {
-    let norm: String = code
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '-')
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
-    crypto::token_hash(&norm)
+/// A code as typed, normalised: case, spaces and dashes ignored.
+fn code_norm(code: &str) -> Zeroizing<String> {
+    Zeroizing::new(
+        code.chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .map(|c| c.to_ascii_uppercase())
+            .collect(),
+    )
+}
+
+/// The stored hash of a code: HMAC-SHA256 under `key` (derived from the
+/// master key), so a copy of the database cannot try the 10^6 six-digit
+/// codes against it.
+fn code_hash(key: &[u8], code: &str) -> Vec<u8> {
+    use hmac::{Hmac, KeyInit, Mac as _};
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(code_norm(code).as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// The unkeyed hash long codes were stored under before: a pending
+/// activation or reset code issued before the upgrade still works.
+fn legacy_code_hash(code: &str) -> Vec<u8> {
+    crypto::token_hash(&code_norm(code))
+}
+
+impl Core {
+    fn code_hash(&self, code: &str) -> Vec<u8> {
+        code_hash(&self.master().derive_16("user code key v1"), code)
+    }
 }
 
 fn valid_email(email: &str) -> Result<String, Error> {
@@ -275,7 +298,13 @@ impl Core {
         let code = human_code();
         let expires_at = self.now() + ACTIVATION_TTL;
         self.store
-            .put_user_code(user.id, "activation", &code_hash(&code), expires_at, None)
+            .put_user_code(
+                user.id,
+                "activation",
+                &self.code_hash(&code),
+                expires_at,
+                None,
+            )
             .await?;
         Ok(IssuedCode { code, expires_at })
     }
@@ -387,11 +416,16 @@ impl Core {
     ) -> Result<(), Error> {
         valid_password(password)?;
         let now = self.now();
-        let (user_id, purpose) = self
-            .store
-            .take_password_code(&code_hash(code), now)
-            .await?
-            .ok_or(Error::InvalidCode)?;
+        // Looked up, not consumed, until the new password is hashed: a
+        // busy or cancelled hash leaves the code usable.
+        let mut found = None;
+        for hashed_code in [self.code_hash(code), legacy_code_hash(code)] {
+            if let Some(f) = self.store.find_password_code(&hashed_code, now).await? {
+                found = Some((hashed_code, f));
+                break;
+            }
+        }
+        let (hashed_code, (user_id, purpose)) = found.ok_or(Error::InvalidCode)?;
         let user = self
             .store
             .user_by_id(user_id)
@@ -406,6 +440,11 @@ impl Core {
             return Err(Error::InvalidCode);
         }
         let hash = self.hasher.hash(password).await?;
+        if self.store.take_password_code(&hashed_code, now).await?
+            != Some((user_id, purpose.clone()))
+        {
+            return Err(Error::InvalidCode);
+        }
         // Only from the status checked above: a user disabled or deleted
         // meanwhile stays so.
         if !self
@@ -436,23 +475,23 @@ impl Core {
     /// on requests per client address and mails per address (then nothing
     /// is sent).
     pub async fn reset_password(&self, email: &str, address: Option<String>) -> Result<(), Error> {
-        // Counted before the look-up, for any address: the same work
-        // whether a user has it or not.
-        if !self.reset_allowed(email, address.as_deref()).await? {
+        // Counted for any address, the same work whether a user has it
+        // or not; under the user found, so that spellings the store takes
+        // for one address share its limit.
+        let user = self.store.user_by_email(email.trim()).await?;
+        if !self
+            .reset_allowed(email, user.as_ref().map(|u| u.id), address.as_deref())
+            .await?
+        {
             return Ok(());
         }
-        let Some(user) = self
-            .store
-            .user_by_email(email.trim())
-            .await?
-            .filter(|u| u.status == "active")
-        else {
+        let Some(user) = user.filter(|u| u.status == "active") else {
             return Ok(());
         };
         let code = human_code();
         let expires_at = self.now() + RESET_TTL;
         self.store
-            .put_user_code(user.id, "reset", &code_hash(&code), expires_at, None)
+            .put_user_code(user.id, "reset", &self.code_hash(&code), expires_at, None)
             .await?;
         let body = format!(
             "A password reset was asked for {}.\n\nYour reset code is {}; it works once and expires at {}.\nIf you did not ask for it, ignore this message.\n",
@@ -985,7 +1024,7 @@ impl Core {
             .put_user_code(
                 p.user_id,
                 "phone",
-                &code_hash(&code),
+                &self.code_hash(&code),
                 expires_at,
                 Some(&phone),
             )
@@ -1014,7 +1053,7 @@ impl Core {
         let seen = self.admit_code_check(&user).await?;
         let detail = self
             .store
-            .check_short_code(p.user_id, "phone", &code_hash(code), self.now())
+            .check_short_code(p.user_id, "phone", &self.code_hash(code), self.now())
             .await?;
         let ok = detail.as_deref() == Some(phone.as_str());
         self.settle_code_check(&user, seen, ok, address.clone())
@@ -1049,12 +1088,17 @@ impl Core {
         let Some(code) = code.filter(|c| !c.trim().is_empty()) else {
             if s.totp_enabled == 0 {
                 if let Some(phone) = &s.phone {
+                    // Sign-in codes count against the number's limit too.
+                    let limit = super::throttle::PHONE_PER_NUMBER;
+                    if let Err(retry_after) = self.count_send("phone-number", phone, limit).await? {
+                        return Err(Error::RateLimited { retry_after });
+                    }
                     let code = digit_code();
                     self.store
                         .put_user_code(
                             user.id,
                             "login",
-                            &code_hash(&code),
+                            &self.code_hash(&code),
                             self.now() + LOGIN_CODE_TTL,
                             None,
                         )
@@ -1074,7 +1118,7 @@ impl Core {
         if !ok && s.phone_verified != 0 {
             ok = self
                 .store
-                .check_short_code(user.id, "login", &code_hash(code), self.now())
+                .check_short_code(user.id, "login", &self.code_hash(code), self.now())
                 .await?
                 .is_some();
         }
@@ -1115,8 +1159,11 @@ mod tests {
         assert_eq!(c.len(), 24);
         assert_eq!(c.matches('-').count(), 4);
         let typed = c.to_ascii_lowercase().replace('-', " ");
-        assert_eq!(code_hash(&c), code_hash(&typed));
-        assert_ne!(code_hash(&c), code_hash(&human_code()));
+        let k = [7u8; 16];
+        assert_eq!(code_hash(&k, &c), code_hash(&k, &typed));
+        assert_ne!(code_hash(&k, &c), code_hash(&k, &human_code()));
+        assert_ne!(code_hash(&k, &c), code_hash(&[8u8; 16], &c));
+        assert_ne!(code_hash(&k, &c), legacy_code_hash(&c));
     }
 
     #[test]

@@ -144,6 +144,23 @@ impl Store {
         Ok(())
     }
 
+    /// Finds, without consuming, an unexpired activation or reset code by
+    /// its hash. Returns (user, purpose).
+    pub async fn find_password_code(
+        &self,
+        hash: &[u8],
+        now: u64,
+    ) -> Result<Option<(i64, String)>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT user_id, purpose FROM user_codes
+             WHERE code_hash = $1 AND purpose IN ('activation', 'reset') AND expires_at >= $2",
+        )
+        .bind(hash)
+        .bind(secs(now))
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Consumes a long (unguessable) activation or reset code found by its
     /// hash: once, and only before it expires. Returns (user, purpose).
     pub async fn take_password_code(

@@ -10,8 +10,10 @@
 //! another key is being guessed at. Guessing an HMAC-SHA512 secret is hopeless
 //! anyway; this bounds the work and the log volume such a flood costs.
 //!
+//! Clients are told apart by [`client_key`]: IPv6 ones by their /64.
+//!
 //! Failed password logins use a second limiter of the same kind, keyed by
-//! (address, user name): [`AuthFailureLimiter::take`] counts the attempt
+//! (address, user): [`AuthFailureLimiter::take`] counts the attempt
 //! before the password is checked and [`AuthFailureLimiter::refund`] gives
 //! it back when the password was right.
 
@@ -32,6 +34,20 @@ const MAX_TRACKED: usize = 100_000;
 struct Bucket {
     tokens: f64,
     last: Instant,
+}
+
+/// The address a client is limited under: an IPv4 address as it is (also
+/// when IPv4-mapped), an IPv6 address folded to its /64, the block one
+/// subscriber usually holds whole (so a client cannot get a fresh bucket
+/// per address in it).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
 }
 
 /// The failure limiter of one server.
@@ -73,7 +89,7 @@ impl AuthFailureLimiter {
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(b) = map.get_mut(&(addr, key_id.to_owned())) else {
+        let Some(b) = map.get_mut(&(client_key(addr), key_id.to_owned())) else {
             return Ok(());
         };
         self.refill(b, now);
@@ -108,7 +124,7 @@ impl AuthFailureLimiter {
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(b) = map.get_mut(&(addr, key.to_owned())) {
+        if let Some(b) = map.get_mut(&(client_key(addr), key.to_owned())) {
             self.refill(b, now);
             b.tokens = (b.tokens + 1.0).min(f64::from(self.rate.burst));
         }
@@ -133,10 +149,12 @@ impl AuthFailureLimiter {
                 map.clear();
             }
         }
-        let b = map.entry((addr, key_id.to_owned())).or_insert(Bucket {
-            tokens: f64::from(self.rate.burst),
-            last: now,
-        });
+        let b = map
+            .entry((client_key(addr), key_id.to_owned()))
+            .or_insert(Bucket {
+                tokens: f64::from(self.rate.burst),
+                last: now,
+            });
         self.refill(b, now);
         if refuse && b.tokens < 1.0 {
             return Err(Error::RateLimited {
@@ -199,6 +217,35 @@ mod tests {
         l.refund(a, "u");
         assert!(l.take(a, "u").is_ok());
         assert!(l.take(a, "v").is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_ne!(
+            client_key(ip("2001:db8:1:2::1")),
+            client_key(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(client_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        // The limiter folds them: another address in the /64 shares the bucket.
+        let l = AuthFailureLimiter::new(Rate {
+            per_second: 0.001,
+            burst: 2,
+        });
+        assert!(l.take(ip("2001:db8::1"), "u").is_ok());
+        assert!(l.take(ip("2001:db8::2"), "u").is_ok());
+        assert!(matches!(
+            l.take(ip("2001:db8::ffff:3"), "u"),
+            Err(Error::RateLimited { .. })
+        ));
+        l.refund(ip("2001:db8::4"), "u");
+        assert!(l.check(ip("2001:db8::5"), "u").is_ok());
+        assert!(l.take(ip("2001:db8:0:1::1"), "u").is_ok());
     }
 
     #[test]

@@ -273,3 +273,28 @@ async fn a_message_written_in_clear_before_sealing_is_sealed_at_start_up() {
     assert_nowhere_in_the_database(&app, std::slice::from_ref(&code), "after start-up");
     assert_eq!(code_sent_to(&app, ADMIN_EMAIL), code);
 }
+
+#[tokio::test]
+async fn mark_sent_leaves_a_message_whose_body_does_not_open_pending() {
+    let app = spawn_app().await;
+    let (s, _) = j(
+        &app,
+        "POST",
+        "/users/resetpassword",
+        json!({"email": ADMIN_EMAIL}),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let sql = |q: &str| super::login_limits::sql(&app, q);
+    let version = sql("SELECT mk_version FROM outbox");
+    // Sealed under a master-key version the server does not have.
+    sql("UPDATE outbox SET mk_version = 999");
+    let shown = app.admin(&["outbox", "--mark-sent"], &[]);
+    assert!(shown.contains("\"body\":null"), "{shown}");
+    // Still pending, body and all: once it opens again, it reads whole.
+    sql(&format!("UPDATE outbox SET mk_version = {version}"));
+    let msgs = outbox(&app);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(msgs[0]["body"].as_str().unwrap().contains("reset code is"));
+}

@@ -10,7 +10,7 @@ use super::*;
 
 /// Runs one SQL statement on the app's database (Python's sqlite3, or
 /// psql); returns the rows, one a line, columns joined by `|`.
-fn sql(app: &TestApp, statement: &str) -> String {
+pub(super) fn sql(app: &TestApp, statement: &str) -> String {
     let out = match app.database_url() {
         None => {
             let script = "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
@@ -314,4 +314,31 @@ async fn failed_logins_past_the_limit_get_429_unchecked_and_other_users_still_si
     for _ in 0..5 {
         app.login_as("fine@example.com", ADMIN_PASSWORD).await;
     }
+}
+
+#[tokio::test]
+async fn failed_logins_share_one_limit_whatever_spelling_the_store_matches() {
+    let app = spawn_app_with(&["--login-failure-limit", "0.001:3"]).await;
+    app.add_user("spell@example.com", "User", 1);
+    // Spellings PostgreSQL's case-insensitive collation takes for the
+    // name (an ignorable soft hyphen); on SQLite they name nobody, and
+    // each is limited by itself.
+    let spellings = [
+        "spell@example.com",
+        "s\u{ad}pell@example.com",
+        "sp\u{ad}ell@example.com",
+        "spe\u{ad}ll@example.com",
+    ];
+    let mut statuses = Vec::new();
+    for name in spellings {
+        let body = json!({"username": name, "password": "wrong password"});
+        statuses.push(authorize(&app, body).await.0);
+    }
+    let by_user = app.database_url().is_some();
+    let expected = if by_user {
+        [401, 401, 401, 429]
+    } else {
+        [401, 401, 401, 401]
+    };
+    assert_eq!(statuses, expected);
 }
