@@ -36,8 +36,8 @@
 //! the head's limit for whatever it still sends.
 //!
 //! **Addresses.** At most `--max-connections-per-ip` open connections per
-//! client address; one more is answered `503 too_many_connections` and
-//! closed at once.
+//! client address (an IPv6 /64 counts as one); one more is answered
+//! `503 too_many_connections` and closed at once.
 
 mod inspect;
 
@@ -177,7 +177,8 @@ impl axum::serve::Listener for InspectingListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             let (io, addr) = axum::serve::Listener::accept(&mut self.listener).await;
-            let Some(slot) = self.open.enter(addr.ip()) else {
+            // IPv6 clients count per /64, as in the limiters.
+            let Some(slot) = self.open.enter(crate::web::limit::client_key(addr.ip())) else {
                 // Best effort into a fresh socket's send buffer, then closed.
                 let _ = io.try_write(TOO_MANY_CONNECTIONS);
                 tracing::info!(peer = %addr.ip(), error = "too_many_connections", "connection refused");
