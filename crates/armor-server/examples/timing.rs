@@ -98,8 +98,8 @@ impl Rng {
 
 /// One refused request through the server's path; true if refused.
 async fn check(core: &Core, header: &str) -> bool {
-    match core.psk_begin(header) {
-        Ok((creds, key)) => core.psk_finish(&creds, &key, &REQ).await.is_err(),
+    match core.verifier.psk_begin(header) {
+        Ok((creds, key)) => core.verifier.psk_finish(&creds, &key, &REQ).await.is_err(),
         Err(_) => true,
     }
 }
@@ -156,6 +156,7 @@ async fn main() {
     let mut unknown = Vec::new();
     for i in 0..keys {
         let key = core
+            .keys
             .create_key(&owner, 1, &format!("timing-{i}"), None)
             .await
             .unwrap();

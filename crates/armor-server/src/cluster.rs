@@ -438,7 +438,7 @@ impl Cluster {
             let Some(core) = core.upgrade() else {
                 return Ok(());
             };
-            let n = core.reload_keys_local(None).await?;
+            let n = core.verifier.reload_keys_local(None).await?;
             tracing::info!(keys = n, "invalidation channel up; key cache re-read");
         }
         self.in_sync.store(true, Ordering::Release);
@@ -469,7 +469,7 @@ impl Cluster {
                         return Ok(());
                     };
                     for text in &batch {
-                        if let Err(e) = core.apply_invalidation(text).await {
+                        if let Err(e) = core.verifier.apply_invalidation(text).await {
                             // Could not re-read: accept nothing until a full
                             // re-read succeeds.
                             tracing::error!(error = %e, message = %text, "invalidation failed");

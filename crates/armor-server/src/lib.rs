@@ -179,7 +179,6 @@ impl Application {
             CoreConfig {
                 max_body: settings.max_body,
                 require_signed_query: settings.require_signed_query,
-                replay_max_entries: settings.replay_max_entries,
             },
         )
         .await?;
@@ -265,13 +264,15 @@ impl Application {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
                 loop {
                     tick.tick().await;
-                    if let Err(e) = core.flush_last_used().await {
+                    if let Err(e) = core.verifier.flush_last_used().await {
                         tracing::warn!(error = %e, "could not write last-used times");
                     }
                 }
             }
         });
-        let mailer = self.mailer.map(|m| tokio::spawn(m.run(core.clone())));
+        let mailer = self
+            .mailer
+            .map(|m| tokio::spawn(m.run(core.outbox.clone())));
         let limits = self.connection_limits;
         let metrics = self.metrics_listener.map(|l| {
             let app = web::metrics_app(core.clone())
@@ -306,9 +307,9 @@ impl Application {
         if let Some(m) = mailer {
             m.abort();
         }
-        core.queue_exact_last_used();
-        core.flush_last_used().await?;
-        core.store.close().await;
+        core.verifier.queue_exact_last_used();
+        core.verifier.flush_last_used().await?;
+        core.access.close().await;
         served.map_err(|e| Error::Internal(format!("server: {e}")))
     }
 }

@@ -147,11 +147,10 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                     CoreConfig {
                         max_body: 0,
                         require_signed_query: false,
-                        replay_max_entries: 2,
                     },
                 )
                 .await?;
-                let n = core.reseal_all().await?;
+                let n = core.rotation.reseal_all().await?;
                 println!(
                     "master key version {} added; {} API-key secrets re-sealed, {} TOTP secrets re-sealed, {} outbox messages re-sealed",
                     keys.current_version(),
@@ -187,7 +186,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                     first: &first_name,
                     last: &last_name,
                     password_hash: Some(&hash),
-                    status: "active",
+                    status: armor_server::store::UserStatus::Active,
                     role: &role,
                 };
                 let id = store.create_user(&user, SystemClock.now()).await?;

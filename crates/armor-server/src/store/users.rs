@@ -4,7 +4,7 @@
 use sqlx::FromRow;
 use subtle::ConstantTimeEq as _;
 
-use super::{secs, AuditRow, Store};
+use super::{secs, AuditRow, Store, UserStatus};
 use crate::crypto::Sealed;
 use crate::error::Error;
 
@@ -266,16 +266,16 @@ impl Store {
         &self,
         user_id: i64,
         password_hash: &str,
-        from: &str,
-        to: &str,
+        from: UserStatus,
+        to: UserStatus,
     ) -> Result<bool, Error> {
         let done = sqlx::query(
             "UPDATE users SET password_hash = $1, status = $2 WHERE id = $3 AND status = $4",
         )
         .bind(password_hash)
-        .bind(to)
+        .bind(to.as_str())
         .bind(user_id)
-        .bind(from)
+        .bind(from.as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -395,17 +395,20 @@ impl Store {
     }
 
     /// Up to `limit` TOTP secrets sealed with another master-key version
-    /// than `version`.
+    /// than `version`, of users after `after`, in user order.
     pub async fn totp_not_sealed_with(
         &self,
         version: u32,
+        after: i64,
         limit: i64,
     ) -> Result<Vec<SecurityRow>, Error> {
         Ok(sqlx::query_as(
             "SELECT * FROM user_security
-             WHERE totp_mk_version IS NOT NULL AND totp_mk_version <> $1 LIMIT $2",
+             WHERE totp_mk_version IS NOT NULL AND totp_mk_version <> $1 AND user_id > $2
+             ORDER BY user_id LIMIT $3",
         )
         .bind(i64::from(version))
+        .bind(after)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
