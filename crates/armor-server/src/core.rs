@@ -317,14 +317,4 @@ impl Core {
         self.sessions.login_limit = Some(crate::web::limit::AuthFailureLimiter::new(rate));
         self
     }
-
-    /// Changes the failed-login lockout (before the core is shared).
-    pub fn with_lockout(mut self, policy: LockoutPolicy) -> Self {
-        let lockout = self.sessions.lockout.with_policy(policy);
-        self.sessions.lockout = lockout.clone();
-        self.sessions.factors.set_lockout(lockout.clone());
-        self.factors.set_lockout(lockout.clone());
-        self.users.lockout = lockout;
-        self
-    }
 }

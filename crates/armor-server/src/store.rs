@@ -561,18 +561,6 @@ impl Store {
         .await?;
         Ok(())
     }
-
-    /// Audit rows of an account, newest first.
-    pub async fn audit_rows(&self, account_id: i64, limit: i64) -> Result<Vec<AuditRow>, Error> {
-        Ok(sqlx::query_as(
-            "SELECT id, at, account_id, actor_id, credential, event, target, address, detail
-             FROM audit_log WHERE account_id = $1 ORDER BY id DESC LIMIT $2",
-        )
-        .bind(account_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
-    }
 }
 
 #[derive(Debug, Clone, FromRow, serde::Serialize)]

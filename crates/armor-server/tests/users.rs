@@ -1094,3 +1094,45 @@ async fn last_used_is_exact_in_memory_and_coarse_in_the_store() {
         Some(T0 as i64 + 999)
     );
 }
+
+/// A TOTP row whose sealed value is incomplete (a version without its
+/// nonce) cannot be re-sealed: rotation passes over it and finishes,
+/// re-sealing the others.
+#[tokio::test]
+async fn rotation_passes_over_a_totp_row_without_its_sealed_value() {
+    use sqlx::Connection as _;
+
+    let e = env().await;
+    let mut ids = Vec::new();
+    for email in ["broken@example.com", "intact@example.com"] {
+        let uid = e.user(email, "User").await;
+        let p = e.principal(uid).await;
+        e.core.factors.totp_enrol(&p, email).await.unwrap();
+        ids.push(uid);
+    }
+    let mut db = sqlx::sqlite::SqliteConnection::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new().filename(e._dir.path().join("armor.db")),
+    )
+    .await
+    .unwrap();
+    sqlx::query("UPDATE user_security SET totp_nonce = NULL WHERE user_id = $1")
+        .bind(ids[0])
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+
+    crypto::MasterKeys::add_version(&e._dir.path().join("master.key")).unwrap();
+    let n = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        e.core.rotation.reseal_all(),
+    )
+    .await
+    .expect("the rotation finishes")
+    .unwrap();
+    assert_eq!(n.totp, 1);
+    let broken = e.store.security(ids[0]).await.unwrap().unwrap();
+    assert_eq!(broken.totp_mk_version, Some(1));
+    let intact = e.store.security(ids[1]).await.unwrap().unwrap();
+    assert_eq!(intact.totp_mk_version, Some(2));
+}

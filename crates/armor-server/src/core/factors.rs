@@ -60,10 +60,6 @@ impl Factors {
         }
     }
 
-    pub(super) fn set_lockout(&mut self, lockout: Lockout) {
-        self.lockout = lockout;
-    }
-
     fn totp_secret(&self, s: &SecurityRow) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
         let Some(sealed) = s.totp_sealed() else {
             return Ok(None);

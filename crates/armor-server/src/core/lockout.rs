@@ -69,14 +69,6 @@ impl Lockout {
         }
     }
 
-    /// The same lockout under another policy.
-    pub(super) fn with_policy(&self, policy: LockoutPolicy) -> Self {
-        Lockout {
-            policy,
-            ..self.clone()
-        }
-    }
-
     pub fn policy(&self) -> LockoutPolicy {
         self.policy
     }

@@ -84,24 +84,6 @@ impl Store {
         )
     }
 
-    pub async fn save_lockout(&self, r: &LockoutRow) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO login_lockouts (user_id, failures, window_start, locked_until, lock_count)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (user_id) DO UPDATE SET failures = excluded.failures,
-               window_start = excluded.window_start, locked_until = excluded.locked_until,
-               lock_count = excluded.lock_count",
-        )
-        .bind(r.user_id)
-        .bind(r.failures)
-        .bind(r.window_start)
-        .bind(r.locked_until)
-        .bind(r.lock_count)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// Forgets failures and locks; returns whether there was a row.
     pub async fn clear_lockout(&self, user_id: i64) -> Result<bool, Error> {
         let r = sqlx::query("DELETE FROM login_lockouts WHERE user_id = $1")
@@ -318,21 +300,6 @@ impl Store {
             return Ok(None);
         }
         Ok(Some(rows.into_iter().filter_map(|r| r.0).collect()))
-    }
-
-    /// Active members of an account whose role grants `permission`.
-    pub async fn count_active_with(&self, account_id: i64, permission: &str) -> Result<i64, Error> {
-        let (n,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM memberships m
-             JOIN users u ON u.id = m.user_id
-             JOIN role_permissions rp ON rp.role_id = m.role_id
-             WHERE m.account_id = $1 AND u.status = 'active' AND rp.permission = $2",
-        )
-        .bind(account_id)
-        .bind(permission)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n)
     }
 
     // ---- second factors and challenge phrase ----
