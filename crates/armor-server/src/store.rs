@@ -24,7 +24,7 @@ mod sessions;
 mod status;
 mod users;
 pub use attempts::CountedAttempt;
-pub use outbox::OutboxRow;
+pub use outbox::{OutboxRow, SealColumns};
 pub use sessions::SessionRow;
 pub use status::{KeyStatus, UnknownStatus, UserStatus};
 pub use users::{AuditFilter, LockoutRow, SecurityInfoRow, SecurityRow, CODE_MAX_ATTEMPTS};

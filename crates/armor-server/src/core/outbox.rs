@@ -126,6 +126,7 @@ impl Outbox {
     pub fn body(&self, row: &OutboxRow) -> Result<Zeroizing<String>, Error> {
         let mut master = self.master.current();
         if row
+            .seal
             .mk_version
             .is_some_and(|v| !u32::try_from(v).is_ok_and(|v| master.has_version(v)))
         {
@@ -192,9 +193,11 @@ mod tests {
             attempts: 0,
             next_attempt_at: 0,
             last_error: None,
-            mk_version: Some(i64::from(sealed.version)),
-            nonce: Some(sealed.nonce),
-            ciphertext: Some(sealed.ciphertext),
+            seal: crate::store::SealColumns {
+                mk_version: Some(i64::from(sealed.version)),
+                nonce: Some(sealed.nonce),
+                ciphertext: Some(sealed.ciphertext),
+            },
         }
     }
 
