@@ -26,7 +26,7 @@ mod users;
 pub use attempts::CountedAttempt;
 pub use outbox::{OutboxRow, SealColumns};
 pub use sessions::SessionRow;
-pub use status::{KeyStatus, UnknownStatus, UserStatus};
+pub use status::{KeyStatus, Role, UnknownStatus, UserStatus};
 pub use users::{AuditFilter, LockoutRow, SecurityInfoRow, SecurityRow, CODE_MAX_ATTEMPTS};
 
 /// The database.
@@ -114,7 +114,7 @@ pub struct NewUser<'a> {
     pub password_hash: Option<&'a str>,
     /// Active or invited.
     pub status: UserStatus,
-    pub role: &'a str,
+    pub role: &'a Role,
 }
 
 /// One row for the audit log.
@@ -284,7 +284,7 @@ impl Store {
     }
 
     /// Users who are members of `account_id`, with their role name there.
-    pub async fn users_in_account(&self, account_id: i64) -> Result<Vec<(UserRow, String)>, Error> {
+    pub async fn users_in_account(&self, account_id: i64) -> Result<Vec<(UserRow, Role)>, Error> {
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT m.user_id, r.name FROM memberships m JOIN roles r ON r.id = m.role_id
              WHERE m.account_id = $1 ORDER BY m.user_id",
@@ -295,14 +295,14 @@ impl Store {
         let mut out = Vec::with_capacity(rows.len());
         for (uid, role) in rows {
             if let Some(u) = self.user_by_id(uid).await? {
-                out.push((u, role));
+                out.push((u, Role::from(role)));
             }
         }
         Ok(out)
     }
 
     /// The role name of `user_id` in `account_id`, if a member.
-    pub async fn role_in(&self, user_id: i64, account_id: i64) -> Result<Option<String>, Error> {
+    pub async fn role_in(&self, user_id: i64, account_id: i64) -> Result<Option<Role>, Error> {
         let row: Option<(String,)> = sqlx::query_as(
             "SELECT r.name FROM memberships m JOIN roles r ON r.id = m.role_id
              WHERE m.user_id = $1 AND m.account_id = $2",
@@ -311,7 +311,7 @@ impl Store {
         .bind(account_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| r.0))
+        Ok(row.map(|r| Role::from(r.0)))
     }
 
     /// The permissions of `user_id` in `account_id`; `None` if not a member.
@@ -346,7 +346,12 @@ impl Store {
         .await?)
     }
 
-    pub async fn set_role(&self, user_id: i64, account_id: i64, role: &str) -> Result<bool, Error> {
+    pub async fn set_role(
+        &self,
+        user_id: i64,
+        account_id: i64,
+        role: &Role,
+    ) -> Result<bool, Error> {
         let r = sqlx::query(
             "INSERT INTO memberships (user_id, account_id, role_id)
              SELECT $1, $2, id FROM roles WHERE name = $3
@@ -354,7 +359,7 @@ impl Store {
         )
         .bind(user_id)
         .bind(account_id)
-        .bind(role)
+        .bind(role.as_str())
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() > 0)
@@ -399,7 +404,7 @@ impl Store {
         )
         .bind(id)
         .bind(account_id)
-        .bind(role)
+        .bind(role.as_str())
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use armor_server::clock::ManualClock;
 use armor_server::core::{totp, Core, CoreConfig, Principal, UserEdit, Via, RESET_TTL};
 use armor_server::crypto;
-use armor_server::store::{AuditFilter, NewUser, Store, UserStatus};
+use armor_server::store::{AuditFilter, NewUser, Role, Store, UserStatus};
 use armor_server::Error;
 
 const T0: u64 = 1_700_000_000;
@@ -80,7 +80,7 @@ impl Env {
                     last: "",
                     password_hash: Some(&hash),
                     status: UserStatus::Active,
-                    role,
+                    role: &Role::from(role),
                 },
                 self.clock.now_for_tests(),
             )

@@ -9,7 +9,7 @@ use armor_server::clock::{Clock as _, SystemClock};
 use armor_server::core::{outbox, Core, CoreConfig};
 use armor_server::crypto;
 use armor_server::crypto::MasterKeys;
-use armor_server::store::{AuditFilter, NewUser, Store};
+use armor_server::store::{AuditFilter, NewUser, Role, Store};
 
 #[derive(clap::Args, Debug)]
 pub struct AdminArgs {
@@ -187,7 +187,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                     last: &last_name,
                     password_hash: Some(&hash),
                     status: armor_server::store::UserStatus::Active,
-                    role: &role,
+                    role: &Role::from(role.as_str()),
                 };
                 let id = store.create_user(&user, SystemClock.now()).await?;
                 match given {
@@ -200,7 +200,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 account,
                 role,
             } => {
-                if !store.set_role(user, account, &role).await? {
+                if !store.set_role(user, account, &Role::from(role.as_str())).await? {
                     anyhow::bail!("unknown role {role}");
                 }
                 println!("ok");

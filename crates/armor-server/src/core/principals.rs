@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::access::{AccessCache, Profile};
 use super::{perm, Principal, Via};
 use crate::error::Error;
-use crate::store::{AccountRow, Store, UserRow, UserStatus};
+use crate::store::{AccountRow, Role, Store, UserRow, UserStatus};
 
 /// The account context as sent: up to 18 digits, or refused.
 pub fn parse_account_context(text: &str) -> Option<i64> {
@@ -21,7 +21,8 @@ pub fn parse_account_context(text: &str) -> Option<i64> {
 pub struct SessionView {
     pub p: Principal,
     pub user: UserRow,
-    pub role: String,
+    /// `None`: no role in the account (a member of a parent account).
+    pub role: Option<Role>,
     pub account: AccountRow,
     pub accounts: Vec<AccountRow>,
 }
@@ -150,11 +151,7 @@ impl Access {
                 .await?
                 .ok_or(Error::InvalidAccountContext)?,
         };
-        let role = self
-            .store
-            .role_in(user_id, p.account_id)
-            .await?
-            .unwrap_or_default();
+        let role = self.store.role_in(user_id, p.account_id).await?;
         Ok(SessionView {
             p,
             user,
@@ -208,7 +205,7 @@ impl Access {
     }
 
     /// The caller's role in the account they act in (empty: none).
-    pub async fn role(&self, p: &Principal) -> Result<Option<String>, Error> {
+    pub async fn role(&self, p: &Principal) -> Result<Option<Role>, Error> {
         self.store.role_in(p.user_id, p.account_id).await
     }
 
@@ -218,7 +215,7 @@ impl Access {
         &self,
         p: &Principal,
         user_id: i64,
-    ) -> Result<(UserRow, String), Error> {
+    ) -> Result<(UserRow, Role), Error> {
         let role = self
             .store
             .role_in(user_id, p.account_id)
@@ -235,13 +232,13 @@ impl Access {
 
     /// The members of the caller's account (deleted users left out), with
     /// their roles; needs Users Read.
-    pub async fn users(&self, p: &Principal) -> Result<Vec<(UserRow, String)>, Error> {
+    pub async fn users(&self, p: &Principal) -> Result<Vec<(UserRow, Role)>, Error> {
         p.require(perm::USERS_READ)?;
         self.members(p).await
     }
 
     /// The members of the caller's account (deleted users left out).
-    pub(super) async fn members(&self, p: &Principal) -> Result<Vec<(UserRow, String)>, Error> {
+    pub(super) async fn members(&self, p: &Principal) -> Result<Vec<(UserRow, Role)>, Error> {
         let mut users = self.store.users_in_account(p.account_id).await?;
         users.retain(|(u, _)| u.status != UserStatus::Deleted);
         Ok(users)

@@ -18,7 +18,7 @@ use super::verifier::KeyVerifier;
 use super::{perm, Principal};
 use crate::clock::{rfc3339, Clock};
 use crate::error::Error;
-use crate::store::{AuditEvent, NewUser, Store, UserRow, UserStatus};
+use crate::store::{AuditEvent, NewUser, Role, Store, UserRow, UserStatus};
 
 /// Fields of `POST /users/` and `PUT /users/{id}`; `None` keeps the value.
 #[derive(Debug, Clone, Default)]
@@ -90,17 +90,17 @@ impl UserAdmin {
     }
 
     /// A role the caller may hand out: it grants nothing the caller lacks.
-    async fn grantable_role(&self, p: &Principal, role: &str) -> Result<String, Error> {
-        let role = role.trim();
+    async fn grantable_role(&self, p: &Principal, role: &str) -> Result<Role, Error> {
+        let role = Role::from(role.trim());
         let perms = self
             .store
-            .role_permissions(role)
+            .role_permissions(&role)
             .await?
             .ok_or_else(|| Error::BadRequest(format!("unknown role {role}")))?;
         if let Some(missing) = perms.iter().find(|x| !p.has(x)) {
             return Err(Error::PermissionDenied(missing.clone()));
         }
-        Ok(role.to_owned())
+        Ok(role)
     }
 
     async fn issue_activation(&self, user: &UserRow) -> Result<IssuedCode, Error> {
@@ -134,13 +134,13 @@ impl UserAdmin {
         p: &Principal,
         edit: &UserEdit,
         address: Option<String>,
-    ) -> Result<(UserRow, String), Error> {
+    ) -> Result<(UserRow, Role), Error> {
         p.require(perm::USERS_MANAGE)?;
         let email = valid_email(edit.email.as_deref().unwrap_or(""))?;
         let first = valid_text("firstName", edit.first_name.as_deref().unwrap_or(""), 100)?;
         let last = valid_text("lastName", edit.last_name.as_deref().unwrap_or(""), 100)?;
         let role = self
-            .grantable_role(p, edit.role.as_deref().unwrap_or("User"))
+            .grantable_role(p, edit.role.as_deref().unwrap_or(Role::User.as_str()))
             .await?;
         let id = self
             .store
@@ -339,7 +339,7 @@ impl UserAdmin {
         user_id: i64,
         edit: &UserEdit,
         address: Option<String>,
-    ) -> Result<(UserRow, String), Error> {
+    ) -> Result<(UserRow, Role), Error> {
         let (user, old_role) = self.access.user_in_account(p, user_id).await?;
         let names_only = edit.email.is_none() && edit.role.is_none();
         if !(names_only && user_id == p.user_id) {
@@ -358,7 +358,7 @@ impl UserAdmin {
             None => user.last_name.clone(),
         };
         let new_role = match &edit.role {
-            Some(r) if r.trim() != old_role => {
+            Some(r) if old_role != r.trim() => {
                 if user_id == p.user_id {
                     return Err(Error::Conflict("you cannot change your own role".into()));
                 }

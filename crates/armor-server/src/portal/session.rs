@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq as _;
 use crate::core::principals::SessionView;
 use crate::core::Principal;
 use crate::error::Error;
-use crate::store::{AccountRow, UserRow};
+use crate::store::{AccountRow, Role, UserRow};
 use crate::web::AppState;
 
 /// The session cookie: a portal session (see `core::sessions`), which is
@@ -33,7 +33,8 @@ pub const CSRF_FIELD: &str = "_csrf";
 pub struct Session {
     pub p: Principal,
     pub user: UserRow,
-    pub role: String,
+    /// `None`: no role in this account.
+    pub role: Option<Role>,
     pub account: AccountRow,
     pub accounts: Vec<AccountRow>,
     /// This session's CSRF token, for the forms of the page.

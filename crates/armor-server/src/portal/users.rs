@@ -11,12 +11,12 @@ use super::layout::{self, Nav};
 use super::session::{CsrfForm, Session};
 use crate::core::{perm, UserEdit};
 use crate::error::Error;
-use crate::store::UserStatus;
+use crate::store::{Role, UserStatus};
 use crate::web::auth::ClientAddr;
 use crate::web::AppState;
 
 /// Roles an administrator may give an invited user.
-const ROLES: [&str; 3] = ["User", "Read Only", "Account Owner"];
+const ROLES: [Role; 3] = [Role::User, Role::ReadOnly, Role::AccountOwner];
 
 #[derive(Deserialize)]
 pub struct UsersQuery {
@@ -158,7 +158,7 @@ pub async fn page(
                         input type="text" name="last_name" required maxlength="100"; }
                     label.field { span.field-label { "Role" }
                         select name="role" {
-                            @for r in ROLES { option value=(r) selected[r == "User"] { (r) } }
+                            @for r in &ROLES { option value=(r) selected[*r == Role::User] { (r) } }
                         }
                     }
                     div.form-actions { button.btn.btn-primary #invite-submit type="submit" { "Invite" } }

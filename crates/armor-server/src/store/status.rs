@@ -43,6 +43,66 @@ impl KeyStatus {
     }
 }
 
+/// A role in an account (`roles.name`): one of the built-in roles, or
+/// another named in the `roles` table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Role {
+    AccountOwner,
+    User,
+    ReadOnly,
+    Other(String),
+}
+
+impl Role {
+    /// The stored (and shown) name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Role::AccountOwner => "Account Owner",
+            Role::User => "User",
+            Role::ReadOnly => "Read Only",
+            Role::Other(name) => name,
+        }
+    }
+}
+
+impl From<&str> for Role {
+    fn from(name: &str) -> Self {
+        match name {
+            "Account Owner" => Role::AccountOwner,
+            "User" => Role::User,
+            "Read Only" => Role::ReadOnly,
+            other => Role::Other(other.to_owned()),
+        }
+    }
+}
+
+impl From<String> for Role {
+    fn from(name: String) -> Self {
+        match Role::from(name.as_str()) {
+            Role::Other(_) => Role::Other(name),
+            builtin => builtin,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Role {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl serde::Serialize for Role {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// A stored status text that names no known status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownStatus(pub String);
@@ -119,5 +179,9 @@ mod tests {
             Ok(KeyStatus::Deleted)
         );
         assert!(UserStatus::try_from("Active".to_owned()).is_err());
+        for name in ["Account Owner", "User", "Read Only", "Auditor"] {
+            assert_eq!(Role::from(name).as_str(), name);
+        }
+        assert_eq!(Role::from("Read Only".to_owned()), Role::ReadOnly);
     }
 }

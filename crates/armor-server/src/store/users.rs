@@ -4,7 +4,7 @@
 use sqlx::FromRow;
 use subtle::ConstantTimeEq as _;
 
-use super::{secs, AuditRow, Store, UserStatus};
+use super::{secs, AuditRow, Role, Store, UserStatus};
 use crate::crypto::Sealed;
 use crate::error::Error;
 
@@ -288,12 +288,12 @@ impl Store {
     }
 
     /// The permissions a role grants; `None` for an unknown role.
-    pub async fn role_permissions(&self, role: &str) -> Result<Option<Vec<String>>, Error> {
+    pub async fn role_permissions(&self, role: &Role) -> Result<Option<Vec<String>>, Error> {
         let rows: Vec<(Option<String>,)> = sqlx::query_as(
             "SELECT rp.permission FROM roles r LEFT JOIN role_permissions rp ON rp.role_id = r.id
              WHERE r.name = $1",
         )
-        .bind(role)
+        .bind(role.as_str())
         .fetch_all(&self.pool)
         .await?;
         if rows.is_empty() {

@@ -17,7 +17,7 @@ use super::{ApiJson, AppState};
 use crate::clock::rfc3339;
 use crate::core::{perm, CODE_TTL, TOKEN_IDLE_TTL};
 use crate::error::Error;
-use crate::store::{AccountRow, AuditFilter, KeyRow, UserRow};
+use crate::store::{AccountRow, AuditFilter, KeyRow, Role, UserRow};
 
 mod users;
 pub use users::*;
@@ -210,7 +210,7 @@ pub async fn logout(
 
 // ---- identity ----
 
-fn user_json(u: &UserRow, role: &str) -> Value {
+fn user_json(u: &UserRow, role: &Role) -> Value {
     json!({
         "id": u.id,
         "email": u.email,
