@@ -230,6 +230,16 @@ impl Access {
         Ok((user, role))
     }
 
+    /// `GET /users/{id}`: a user of the caller's account; another than
+    /// oneself needs Users Read.
+    pub async fn user(&self, p: &Principal, user_id: i64) -> Result<(UserRow, Role), Error> {
+        let found = self.user_in_account(p, user_id).await?;
+        if user_id != p.user_id {
+            p.require(perm::USERS_READ)?;
+        }
+        Ok(found)
+    }
+
     /// The members of the caller's account (deleted users left out), with
     /// their roles; needs Users Read.
     pub async fn users(&self, p: &Principal) -> Result<Vec<(UserRow, Role)>, Error> {

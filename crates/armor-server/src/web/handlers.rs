@@ -408,10 +408,7 @@ pub async fn user(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = int_id(&id)?;
-    let (u, role) = core.access.user_in_account(&p, id).await?;
-    if id != p.user_id {
-        p.require(perm::USERS_READ)?;
-    }
+    let (u, role) = core.access.user(&p, id).await?;
     Ok(Json(user_json(&u, &role)))
 }
 
