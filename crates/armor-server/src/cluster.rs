@@ -31,7 +31,7 @@
 //! (key created or deleted, user disabled, enabled or deleted) is published
 //! on `armor:invalidate` as `user:<id>`; every node, the sender included,
 //! re-reads that user's active keys from the shared database and drops the
-//! user's cached status, permissions and profile (`Core::invalidate_user`
+//! user's cached status, permissions and profile (`KeyVerifier::invalidate_user`
 //! sends the same message for role and name changes; cached answers
 //! expire after a second in any case). While the subscription is down (and until the cache has
 //! been re-read after it comes back) claims are refused, so a node that may

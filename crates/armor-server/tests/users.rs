@@ -1,4 +1,4 @@
-//! User administration and account security through `Core`, with a
+//! User administration and account security through the services of `Core`, with a
 //! `ManualClock`: the lockout clock, TOTP at chosen times, code lifetimes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

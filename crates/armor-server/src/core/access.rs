@@ -1,4 +1,4 @@
-//! A cache of what [`Access::principal`](super::Access::principal) reads per
+//! A cache of what [`Access::principal`](super::principals::Access::principal) reads per
 //! request: that the user is active, and their permissions in the account;
 //! and of what `GET /me` shows ([`Profile`]).
 //!

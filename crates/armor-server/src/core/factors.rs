@@ -151,8 +151,8 @@ impl Factors {
 
     /// `POST /usersecurity/validatemfaphone` without a code: sends one to
     /// the number through the outbox. At most
-    /// [`super::throttle::PHONE_PER_NUMBER`] codes to a number and
-    /// [`super::throttle::PHONE_PER_USER`] for a user per window; past
+    /// `throttle::PHONE_PER_NUMBER` codes to a number and
+    /// `throttle::PHONE_PER_USER` for a user per window; past
     /// them, 429 `rate_limited` (the caller is signed in: nothing to hide).
     pub async fn phone_start(&self, p: &Principal, phone: &str) -> Result<u64, Error> {
         let phone = valid_phone(phone)?;

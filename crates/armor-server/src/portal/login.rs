@@ -1,5 +1,5 @@
 //! Sign-in and sign-out. Signing in is the API's first step
-//! (`Core::authorize`), then `Core::open_session` exchanges the code for a
+//! (`Sessions::authorize`), then `Sessions::open_session` exchanges the code for a
 //! portal session (not an FH-AUTH token) kept in the session cookie; a
 //! wrong password and a locked login get the API's one answer, and a user
 //! with a second factor is asked for its code.

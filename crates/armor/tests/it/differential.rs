@@ -1,6 +1,6 @@
 //! Differential test: the client signer (`armor_psk::client`, signing a real
 //! `reqwest::Request` as `armor call` does) against the server's verifier
-//! (`Core::psk_begin` / `psk_finish`, with a key created in a real store),
+//! (`KeyVerifier::psk_begin` / `psk_finish`, with a key created in a real store),
 //! over 10 000 random requests. Each must verify as sent; then single-field
 //! and single-byte changes of the same request, tried first, must all be
 //! refused (and must not burn the nonce: the original is accepted after).
