@@ -1,5 +1,5 @@
 //! Costs that depend on how much the server holds: the key look-up of
-//! `Core::psk_begin` with 1, 10 k and 1 M keys in the cache, and a replay
+//! `KeyVerifier::psk_begin` with 1, 10 k and 1 M keys in the cache, and a replay
 //! claim with 0, 1 M and 10 M live fingerprints (plus the guard's bytes per
 //! request held). The per-request pipeline (parse, sign, verify, bare HMAC)
 //! is in crates/armor-psk/benches/psk.rs.

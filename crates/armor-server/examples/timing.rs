@@ -1,6 +1,6 @@
 //! Timing side channels of ARMOR-PSK verification, as a Welch t-test
-//! (dudect style), through the server's own path: `Core::psk_begin` (parse,
-//! clock, constant-time key look-up) then `Core::psk_finish` (verify under
+//! (dudect style), through the server's own path: `KeyVerifier::psk_begin` (parse,
+//! clock, constant-time key look-up) then `KeyVerifier::psk_finish` (verify under
 //! the key's state, or under the state an unknown key id was given), on a
 //! real `Core` over a SQLite store with 2048 keys (by default).
 //!
@@ -98,8 +98,8 @@ impl Rng {
 
 /// One refused request through the server's path; true if refused.
 async fn check(core: &Core, header: &str) -> bool {
-    match core.psk_begin(header) {
-        Ok((creds, key)) => core.psk_finish(&creds, &key, &REQ).await.is_err(),
+    match core.verifier.psk_begin(header) {
+        Ok((creds, key)) => core.verifier.psk_finish(&creds, &key, &REQ).await.is_err(),
         Err(_) => true,
     }
 }
@@ -156,6 +156,7 @@ async fn main() {
     let mut unknown = Vec::new();
     for i in 0..keys {
         let key = core
+            .keys
             .create_key(&owner, 1, &format!("timing-{i}"), None)
             .await
             .unwrap();
@@ -210,7 +211,7 @@ async fn main() {
     let (half, other_half) = first.split_at(class / 2);
     let (t3, a3, b3) = run(&core, &mut rng, n, half, other_half).await;
     let verdict = |t: f64| if t.abs() < 4.5 { "PASS" } else { "FAIL" };
-    println!("samples per class: {n} (slowest 5 % of each cropped), through Core::psk_begin + psk_finish; {keys} keys, {class} probed; seed {seed:#x}");
+    println!("samples per class: {n} (slowest 5 % of each cropped), through KeyVerifier::psk_begin + psk_finish; {keys} keys, {class} probed; seed {seed:#x}");
     println!("control, the same request in both classes:      t = {t0:+.2} (cropped means differ by {:+.2} ns of {b0:.0})", a0 - b0);
     println!("control, two halves of the known keys:          t = {t3:+.2} (cropped means differ by {:+.2} ns of {b3:.0})", a3 - b3);
     println!(

@@ -31,7 +31,7 @@
 //! (key created or deleted, user disabled, enabled or deleted) is published
 //! on `armor:invalidate` as `user:<id>`; every node, the sender included,
 //! re-reads that user's active keys from the shared database and drops the
-//! user's cached status, permissions and profile (`Core::invalidate_user`
+//! user's cached status, permissions and profile (`KeyVerifier::invalidate_user`
 //! sends the same message for role and name changes; cached answers
 //! expire after a second in any case). While the subscription is down (and until the cache has
 //! been re-read after it comes back) claims are refused, so a node that may
@@ -438,7 +438,7 @@ impl Cluster {
             let Some(core) = core.upgrade() else {
                 return Ok(());
             };
-            let n = core.reload_keys_local(None).await?;
+            let n = core.verifier.reload_keys_local(None).await?;
             tracing::info!(keys = n, "invalidation channel up; key cache re-read");
         }
         self.in_sync.store(true, Ordering::Release);
@@ -469,7 +469,7 @@ impl Cluster {
                         return Ok(());
                     };
                     for text in &batch {
-                        if let Err(e) = core.apply_invalidation(text).await {
+                        if let Err(e) = core.verifier.apply_invalidation(text).await {
                             // Could not re-read: accept nothing until a full
                             // re-read succeeds.
                             tracing::error!(error = %e, message = %text, "invalidation failed");

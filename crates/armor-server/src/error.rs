@@ -57,9 +57,6 @@ pub enum Error {
     /// A conflict with existing state.
     #[error("{0}")]
     Conflict(String),
-    /// The route exists but its behaviour is not available yet.
-    #[error("this route is not available yet")]
-    NotImplemented,
     /// The database cannot be reached.
     #[error("the store is unavailable")]
     StoreUnavailable,

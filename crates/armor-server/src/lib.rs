@@ -1,13 +1,24 @@
 //! The armor API server: accounts, users, roles and permissions, API keys,
-//! password login (FH-AUTH) and ARMOR-PSK verification.
+//! password login (FH-AUTH), ARMOR-PSK verification, the portal and the
+//! gateway.
 //!
 //! # Layout
-//! - [`core`]: the logic, free of HTTP (authentication, account context,
-//!   permissions, keys, login). Time comes from a [`clock::Clock`].
-//! - [`store`]: every SQL statement (SQLite, WAL, full sync).
+//! - [`core`]: the logic, free of HTTP, as one service per capability (key
+//!   verifier, key administration, sessions, user administration, second
+//!   factors, access, outbox, audit, master-key rotation) composed into
+//!   [`core::Core`]. Time comes from a [`clock::Clock`].
+//! - [`store`]: every SQL statement, on SQLite (WAL, full sync) or
+//!   PostgreSQL through one set of queries; only [`core`] calls it.
 //! - [`crypto`]: master key file, AES-256-GCM sealing, Argon2id, tokens.
+//! - [`cluster`]: Redis, for several nodes: the shared replay store and the
+//!   invalidation channel.
 //! - [`web`]: axum router, the front layer and handlers; [`web::error`]
 //!   maps each domain error to a status and code in one place.
+//! - [`portal`]: the server-rendered portal.
+//! - [`gateway`]: ARMOR-PSK in front of an HTTP upstream.
+//! - [`conn`]: connection limits (head, body and idle time; per-address
+//!   caps).
+//! - [`mail`]: the SMTP sender of the outbox.
 //! - [`Application`]: binds, wires and runs; port 0 gives a free port.
 #![cfg_attr(
     not(test),
@@ -179,7 +190,6 @@ impl Application {
             CoreConfig {
                 max_body: settings.max_body,
                 require_signed_query: settings.require_signed_query,
-                replay_max_entries: settings.replay_max_entries,
             },
         )
         .await?;
@@ -265,13 +275,15 @@ impl Application {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
                 loop {
                     tick.tick().await;
-                    if let Err(e) = core.flush_last_used().await {
+                    if let Err(e) = core.verifier.flush_last_used().await {
                         tracing::warn!(error = %e, "could not write last-used times");
                     }
                 }
             }
         });
-        let mailer = self.mailer.map(|m| tokio::spawn(m.run(core.clone())));
+        let mailer = self
+            .mailer
+            .map(|m| tokio::spawn(m.run(core.outbox.clone())));
         let limits = self.connection_limits;
         let metrics = self.metrics_listener.map(|l| {
             let app = web::metrics_app(core.clone())
@@ -306,9 +318,9 @@ impl Application {
         if let Some(m) = mailer {
             m.abort();
         }
-        core.queue_exact_last_used();
-        core.flush_last_used().await?;
-        core.store.close().await;
+        core.verifier.queue_exact_last_used();
+        core.verifier.flush_last_used().await?;
+        core.access.close().await;
         served.map_err(|e| Error::Internal(format!("server: {e}")))
     }
 }

@@ -1,7 +1,7 @@
 //! Delivery of the outbox by SMTP (`--smtp-url`).
 //!
 //! Messages are written to the `outbox` table first (see
-//! [`Core::send_message`]); this task sends the `email` ones: every
+//! [`Outbox::send_message`]); this task sends the `email` ones: every
 //! [`POLL`], and at once when a message is queued. Each message is claimed
 //! before it is sent (a lease in `next_attempt_at`), so several nodes on one
 //! database send it once; a failure is retried with a doubling backoff,
@@ -21,7 +21,7 @@ use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 
-use crate::core::Core;
+use crate::core::outbox::Outbox;
 use crate::error::Error;
 use crate::store::OutboxRow;
 
@@ -117,17 +117,14 @@ impl Mailer {
     }
 
     /// Sends the due email messages; returns how many were sent.
-    pub async fn deliver_due(&self, core: &Core) -> Result<usize, Error> {
+    pub async fn deliver_due(&self, outbox: &Outbox) -> Result<usize, Error> {
         let mut sent = 0;
         loop {
-            let now = core.now();
-            let rows = core
-                .store
-                .due_outbox("email", now, MAX_ATTEMPTS, BATCH)
-                .await?;
+            let now = outbox.now();
+            let rows = outbox.due("email", now, MAX_ATTEMPTS, BATCH).await?;
             let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= BATCH;
             for row in rows {
-                if self.deliver(core, &row).await? {
+                if self.deliver(outbox, &row).await? {
                     sent += 1;
                 }
             }
@@ -138,25 +135,21 @@ impl Mailer {
     }
 
     /// Claims, sends and records one message; `true` when it was sent.
-    async fn deliver(&self, core: &Core, row: &OutboxRow) -> Result<bool, Error> {
-        let now = core.now();
-        if !core
-            .store
-            .claim_outbox(row.id, now, now.saturating_add(LEASE))
-            .await?
-        {
+    async fn deliver(&self, outbox: &Outbox, row: &OutboxRow) -> Result<bool, Error> {
+        let now = outbox.now();
+        if !outbox.claim(row.id, now, now.saturating_add(LEASE)).await? {
             return Ok(false);
         }
         let domain = domain(&row.recipient);
         // Opened (sealed at rest) only to be sent; a body that does not
         // open is left for the operator.
-        let sent = match core.outbox_body(row) {
+        let sent = match outbox.body(row) {
             Ok(body) => self.send(row, &body).await,
             Err(_) => Err("sealed".to_owned()),
         };
         match sent {
             Ok(()) => {
-                core.store.mark_sent(row.id, core.now()).await?;
+                outbox.mark_sent(row.id).await?;
                 tracing::info!(outbox_id = row.id, domain, "outbox: message sent");
                 Ok(true)
             }
@@ -168,10 +161,8 @@ impl Mailer {
                 } else {
                     row.attempts + 1
                 };
-                let next = core.now().saturating_add(backoff(attempts));
-                core.store
-                    .outbox_failed(row.id, attempts, &kind, next)
-                    .await?;
+                let next = outbox.now().saturating_add(backoff(attempts));
+                outbox.failed(row.id, attempts, &kind, next).await?;
                 if attempts >= MAX_ATTEMPTS {
                     tracing::warn!(
                         outbox_id = row.id,
@@ -196,14 +187,14 @@ impl Mailer {
     }
 
     /// Sends due messages until aborted: every [`POLL`], and at once when
-    /// [`Core::send_message`] queues one.
-    pub async fn run(self, core: Arc<Core>) {
+    /// [`Outbox::send_message`] queues one.
+    pub async fn run(self, outbox: Arc<Outbox>) {
         loop {
-            if let Err(e) = self.deliver_due(&core).await {
+            if let Err(e) = self.deliver_due(&outbox).await {
                 tracing::warn!(error = %e, "outbox: could not read or update the outbox");
             }
             tokio::select! {
-                () = core.outbox_wake.notified() => {}
+                () = outbox.queued() => {}
                 () = tokio::time::sleep(POLL) => {}
             }
         }

@@ -18,12 +18,15 @@ use crate::crypto::Sealed;
 use crate::error::Error;
 
 mod attempts;
+mod keys;
 mod outbox;
 mod sessions;
+mod status;
 mod users;
 pub use attempts::CountedAttempt;
-pub use outbox::OutboxRow;
+pub use outbox::{OutboxRow, SealColumns};
 pub use sessions::SessionRow;
+pub use status::{KeyStatus, Role, UnknownStatus, UserStatus};
 pub use users::{AuditFilter, LockoutRow, SecurityInfoRow, SecurityRow, CODE_MAX_ATTEMPTS};
 
 /// The database.
@@ -51,7 +54,8 @@ pub struct UserRow {
     pub first_name: String,
     pub last_name: String,
     pub password_hash: Option<String>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: UserStatus,
     pub created_at: i64,
 }
 
@@ -71,7 +75,8 @@ pub struct KeyRow {
     pub name: String,
     pub created_at: i64,
     pub last_used: Option<i64>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: KeyStatus,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -110,9 +115,9 @@ pub struct NewUser<'a> {
     pub first: &'a str,
     pub last: &'a str,
     pub password_hash: Option<&'a str>,
-    /// `active` or `invited`.
-    pub status: &'a str,
-    pub role: &'a str,
+    /// Active or invited.
+    pub status: UserStatus,
+    pub role: &'a Role,
 }
 
 /// One row for the audit log.
@@ -301,7 +306,7 @@ impl Store {
     }
 
     /// Users who are members of `account_id`, with their role name there.
-    pub async fn users_in_account(&self, account_id: i64) -> Result<Vec<(UserRow, String)>, Error> {
+    pub async fn users_in_account(&self, account_id: i64) -> Result<Vec<(UserRow, Role)>, Error> {
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT m.user_id, r.name FROM memberships m JOIN roles r ON r.id = m.role_id
              WHERE m.account_id = $1 ORDER BY m.user_id",
@@ -312,14 +317,14 @@ impl Store {
         let mut out = Vec::with_capacity(rows.len());
         for (uid, role) in rows {
             if let Some(u) = self.user_by_id(uid).await? {
-                out.push((u, role));
+                out.push((u, Role::from(role)));
             }
         }
         Ok(out)
     }
 
     /// The role name of `user_id` in `account_id`, if a member.
-    pub async fn role_in(&self, user_id: i64, account_id: i64) -> Result<Option<String>, Error> {
+    pub async fn role_in(&self, user_id: i64, account_id: i64) -> Result<Option<Role>, Error> {
         let row: Option<(String,)> = sqlx::query_as(
             "SELECT r.name FROM memberships m JOIN roles r ON r.id = m.role_id
              WHERE m.user_id = $1 AND m.account_id = $2",
@@ -328,7 +333,7 @@ impl Store {
         .bind(account_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| r.0))
+        Ok(row.map(|r| Role::from(r.0)))
     }
 
     /// The permissions of `user_id` in `account_id`; `None` if not a member.
@@ -363,7 +368,12 @@ impl Store {
         .await?)
     }
 
-    pub async fn set_role(&self, user_id: i64, account_id: i64, role: &str) -> Result<bool, Error> {
+    pub async fn set_role(
+        &self,
+        user_id: i64,
+        account_id: i64,
+        role: &Role,
+    ) -> Result<bool, Error> {
         let r = sqlx::query(
             "INSERT INTO memberships (user_id, account_id, role_id)
              SELECT $1, $2, id FROM roles WHERE name = $3
@@ -371,7 +381,7 @@ impl Store {
         )
         .bind(user_id)
         .bind(account_id)
-        .bind(role)
+        .bind(role.as_str())
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() > 0)
@@ -398,7 +408,7 @@ impl Store {
         .bind(first)
         .bind(last)
         .bind(password_hash)
-        .bind(status)
+        .bind(status.as_str())
         .bind(secs(now))
         .fetch_one(&mut *tx)
         .await;
@@ -416,7 +426,7 @@ impl Store {
         )
         .bind(id)
         .bind(account_id)
-        .bind(role)
+        .bind(role.as_str())
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
@@ -428,11 +438,16 @@ impl Store {
 
     /// Moves a user from status `from` to `to`; false if the user's status
     /// was no longer `from` (changed meanwhile), and nothing was written.
-    pub async fn set_user_status(&self, user_id: i64, from: &str, to: &str) -> Result<bool, Error> {
+    pub async fn set_user_status(
+        &self,
+        user_id: i64,
+        from: UserStatus,
+        to: UserStatus,
+    ) -> Result<bool, Error> {
         let done = sqlx::query("UPDATE users SET status = $1 WHERE id = $2 AND status = $3")
-            .bind(to)
+            .bind(to.as_str())
             .bind(user_id)
-            .bind(from)
+            .bind(from.as_str())
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
@@ -525,162 +540,6 @@ impl Store {
         self.end_user_sessions(user_id).await
     }
 
-    // ---- API keys ----
-
-    pub async fn insert_key(
-        &self,
-        id: &str,
-        user_id: i64,
-        account_id: i64,
-        name: &str,
-        now: u64,
-        sealed: &Sealed,
-    ) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, user_id, account_id, name, created_at, status, mk_version, nonce, ciphertext)
-             VALUES ($1, $2, $3, $4, $5, 'Active', $6, $7, $8)",
-        )
-        .bind(id)
-        .bind(user_id)
-        .bind(account_id)
-        .bind(name)
-        .bind(secs(now))
-        .bind(i64::from(sealed.version))
-        .bind(&sealed.nonce)
-        .bind(&sealed.ciphertext)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn keys_of_user(&self, user_id: i64, account_id: i64) -> Result<Vec<KeyRow>, Error> {
-        Ok(sqlx::query_as(
-            "SELECT id, user_id, account_id, name, created_at, last_used, status FROM api_keys
-             WHERE user_id = $1 AND account_id = $2 AND status = 'Active' ORDER BY created_at, id",
-        )
-        .bind(user_id)
-        .bind(account_id)
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    pub async fn key(&self, id: &str) -> Result<Option<KeyRow>, Error> {
-        Ok(sqlx::query_as(
-            "SELECT id, user_id, account_id, name, created_at, last_used, status FROM api_keys
-             WHERE id = $1 AND status = 'Active'",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
-    }
-
-    /// Marks the key deleted and wipes its sealed secret.
-    pub async fn delete_key(&self, id: &str, now: u64) -> Result<bool, Error> {
-        let r = sqlx::query(
-            "UPDATE api_keys SET status = 'Deleted', deleted_at = $1, nonce = $3, ciphertext = $3
-             WHERE id = $2 AND status = 'Active'",
-        )
-        .bind(secs(now))
-        .bind(id)
-        .bind(Vec::<u8>::new())
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    pub async fn rename_key(&self, id: &str, name: &str) -> Result<bool, Error> {
-        let r = sqlx::query("UPDATE api_keys SET name = $1 WHERE id = $2 AND status = 'Active'")
-            .bind(name)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    /// Sealed secrets of the active keys of active users (optionally one
-    /// user's), for the verifier's cache.
-    pub async fn active_sealed_keys(
-        &self,
-        user_id: Option<i64>,
-    ) -> Result<Vec<SealedKeyRow>, Error> {
-        Ok(sqlx::query_as(
-            "SELECT k.id, k.user_id, k.account_id, k.mk_version, k.nonce, k.ciphertext
-             FROM api_keys k JOIN users u ON u.id = k.user_id
-             WHERE k.status = 'Active' AND u.status = 'active' AND ($1 IS NULL OR k.user_id = $1)",
-        )
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    /// Up to `limit` active keys sealed with another version than `version`.
-    pub async fn keys_not_sealed_with(
-        &self,
-        version: u32,
-        limit: i64,
-    ) -> Result<Vec<SealedKeyRow>, Error> {
-        Ok(sqlx::query_as(
-            "SELECT id, user_id, account_id, mk_version, nonce, ciphertext FROM api_keys
-             WHERE status = 'Active' AND mk_version <> $1 LIMIT $2",
-        )
-        .bind(i64::from(version))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    /// Replaces a row's sealed secret, only if it still holds `old_version`.
-    pub async fn reseal_key(
-        &self,
-        id: &str,
-        old_version: i64,
-        sealed: &Sealed,
-    ) -> Result<bool, Error> {
-        let r = sqlx::query(
-            "UPDATE api_keys SET mk_version = $1, nonce = $2, ciphertext = $3
-             WHERE id = $4 AND mk_version = $5 AND status = 'Active'",
-        )
-        .bind(i64::from(sealed.version))
-        .bind(&sealed.nonce)
-        .bind(&sealed.ciphertext)
-        .bind(id)
-        .bind(old_version)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    /// Writes a batch of last-used times: one statement per
-    /// [`LAST_USED_CHUNK`] keys, in one transaction. A time never moves a
-    /// stored one backwards (another node may have written a later one).
-    pub async fn record_last_used(&self, batch: &[(String, u64)]) -> Result<(), Error> {
-        // In key order: the index is walked forwards, page after page
-        // (2-3x fewer page visits than a random order on SQLite).
-        let mut sorted: Vec<&(String, u64)> = batch.iter().collect();
-        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut tx = self.pool.begin().await?;
-        for chunk in sorted.chunks(LAST_USED_CHUNK) {
-            let mut sql = String::from("WITH v(id, t) AS (VALUES ");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
-            }
-            sql.push_str(
-                ") UPDATE api_keys SET last_used = v.t FROM v
-                 WHERE api_keys.id = v.id AND (api_keys.last_used IS NULL OR api_keys.last_used < v.t)",
-            );
-            let mut q = sqlx::query(&sql);
-            for (id, at) in chunk.iter().copied() {
-                q = q.bind(id.as_str()).bind(secs(*at));
-            }
-            q.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     // ---- accounts ----
 
     pub async fn create_account(
@@ -728,18 +587,6 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    /// Audit rows of an account, newest first.
-    pub async fn audit_rows(&self, account_id: i64, limit: i64) -> Result<Vec<AuditRow>, Error> {
-        Ok(sqlx::query_as(
-            "SELECT id, at, account_id, actor_id, credential, event, target, address, detail
-             FROM audit_log WHERE account_id = $1 ORDER BY id DESC LIMIT $2",
-        )
-        .bind(account_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
     }
 }
 

@@ -1,4 +1,4 @@
-//! User administration and account security through `Core`, with a
+//! User administration and account security through the services of `Core`, with a
 //! `ManualClock`: the lockout clock, TOTP at chosen times, code lifetimes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use armor_server::clock::ManualClock;
 use armor_server::core::{totp, Core, CoreConfig, Principal, UserEdit, Via, RESET_TTL};
 use armor_server::crypto;
-use armor_server::store::{AuditFilter, NewUser, Store};
+use armor_server::store::{AuditFilter, NewUser, Role, Store, UserStatus};
 use armor_server::Error;
 
 const T0: u64 = 1_700_000_000;
@@ -18,6 +18,8 @@ struct Env {
     _dir: tempfile::TempDir,
     clock: Arc<ManualClock>,
     core: Arc<Core>,
+    /// The store under the core, to look at what it wrote.
+    store: Store,
 }
 
 async fn env() -> Env {
@@ -31,14 +33,13 @@ async fn env() -> Env {
         .await
         .unwrap();
     let core = Core::new(
-        store,
+        store.clone(),
         &dir.path().join("master.key"),
         clock.clone(),
         Arc::new(armor_psk::MemoryReplayGuard::new(1024)),
         CoreConfig {
             max_body: 1 << 20,
             require_signed_query: false,
-            replay_max_entries: 1024,
         },
     )
     .await
@@ -47,12 +48,14 @@ async fn env() -> Env {
         _dir: dir,
         clock,
         core: Arc::new(core),
+        store,
     }
 }
 
 impl Env {
     async fn principal(&self, user_id: i64) -> Principal {
         self.core
+            .access
             .principal(
                 user_id,
                 1,
@@ -68,8 +71,7 @@ impl Env {
     /// An active user with the test password.
     async fn user(&self, email: &str, role: &str) -> i64 {
         let hash = crypto::hash_password(PASSWORD).unwrap();
-        self.core
-            .store
+        self.store
             .create_user(
                 &NewUser {
                     account_id: 1,
@@ -77,8 +79,8 @@ impl Env {
                     first: "",
                     last: "",
                     password_hash: Some(&hash),
-                    status: "active",
-                    role,
+                    status: UserStatus::Active,
+                    role: &Role::from(role),
                 },
                 self.clock.now_for_tests(),
             )
@@ -88,14 +90,14 @@ impl Env {
 
     async fn login(&self, email: &str, password: &str, mfa: Option<&str>) -> Result<(), Error> {
         self.core
+            .sessions
             .authorize(email, password, mfa, Some("192.0.2.1".into()))
             .await
             .map(|_| ())
     }
 
     async fn events(&self, event: &str) -> Vec<armor_server::store::AuditRow> {
-        self.core
-            .store
+        self.store
             .audit_query(&AuditFilter {
                 account_id: 1,
                 event: Some(event.into()),
@@ -108,14 +110,14 @@ impl Env {
 
     /// The newest pending outbox message to `recipient`, and the code in it.
     async fn code_sent_to(&self, recipient: &str) -> String {
-        let rows = self.core.store.pending_outbox(1000).await.unwrap();
+        let rows = self.store.pending_outbox(1000).await.unwrap();
         let row = rows
             .iter()
             .rev()
             .find(|r| r.recipient == recipient)
             .expect("a message");
         // Bodies are sealed at rest: opened with the master key.
-        let body = self.core.outbox_body(row).unwrap();
+        let body = self.core.outbox.body(row).unwrap();
         let marker = body
             .find(" is ")
             .map(|i| i + 4)
@@ -154,6 +156,7 @@ async fn five_failures_lock_for_a_minute_then_longer_each_time() {
     }
     let s = e
         .core
+        .users
         .lock_state(&admin, 1, "jane@example.com")
         .await
         .unwrap();
@@ -169,6 +172,7 @@ async fn five_failures_lock_for_a_minute_then_longer_each_time() {
     let locked_at = T0 + 50;
     let s = e
         .core
+        .users
         .lock_state(&admin, 1, "JANE@example.com")
         .await
         .unwrap();
@@ -191,6 +195,7 @@ async fn five_failures_lock_for_a_minute_then_longer_each_time() {
     let now = T0 + 50 + 60;
     let s = e
         .core
+        .users
         .lock_state(&admin, 1, "jane@example.com")
         .await
         .unwrap();
@@ -201,6 +206,7 @@ async fn five_failures_lock_for_a_minute_then_longer_each_time() {
     }
     let s = e
         .core
+        .users
         .lock_state(&admin, 1, "jane@example.com")
         .await
         .unwrap();
@@ -208,6 +214,7 @@ async fn five_failures_lock_for_a_minute_then_longer_each_time() {
     // Unlock: the right password works at once.
     assert!(e
         .core
+        .users
         .unlock(&admin, 1, "jane@example.com", None)
         .await
         .unwrap());
@@ -241,6 +248,7 @@ async fn failures_outside_the_window_do_not_add_up() {
     }
     let s = e
         .core
+        .users
         .lock_state(&admin, 1, "win@example.com")
         .await
         .unwrap();
@@ -254,16 +262,16 @@ async fn lock_state_needs_users_read_in_that_account() {
     let uid = e.user("plain@example.com", "User").await;
     let plain = e.principal(uid).await;
     assert!(matches!(
-        e.core.lock_state(&plain, 1, ADMIN).await,
+        e.core.users.lock_state(&plain, 1, ADMIN).await,
         Err(Error::PermissionDenied(_))
     ));
     let admin = e.principal(1).await;
     assert!(matches!(
-        e.core.lock_state(&admin, 99, ADMIN).await,
+        e.core.users.lock_state(&admin, 99, ADMIN).await,
         Err(Error::NotFound(_))
     ));
     assert!(matches!(
-        e.core.unlock(&plain, 1, ADMIN, None).await,
+        e.core.users.unlock(&plain, 1, ADMIN, None).await,
         Err(Error::PermissionDenied(_))
     ));
 }
@@ -293,7 +301,12 @@ async fn totp_enrolment_login_and_replay() {
     let e = env().await;
     let uid = e.user("totp@example.com", "User").await;
     let p = e.principal(uid).await;
-    let enrol = e.core.totp_enrol(&p, "totp@example.com").await.unwrap();
+    let enrol = e
+        .core
+        .factors
+        .totp_enrol(&p, "totp@example.com")
+        .await
+        .unwrap();
     assert!(enrol
         .otpauth_uri
         .starts_with("otpauth://totp/armor:totp%40example.com?secret="));
@@ -308,14 +321,19 @@ async fn totp_enrolment_login_and_replay() {
         (totp::code_at(&secret, T0, 6).parse::<u32>().unwrap() + 1) % 1_000_000
     );
     assert!(matches!(
-        e.core.totp_validate(&p, &wrong, None).await,
+        e.core.factors.totp_validate(&p, &wrong, None).await,
         Err(Error::InvalidMfaCode)
     ));
     let now_code = totp::code_at(&secret, T0, 6);
-    assert!(e.core.totp_validate(&p, &now_code, None).await.unwrap());
+    assert!(e
+        .core
+        .factors
+        .totp_validate(&p, &now_code, None)
+        .await
+        .unwrap());
     // The same code does not work twice.
     assert!(matches!(
-        e.core.totp_validate(&p, &now_code, None).await,
+        e.core.factors.totp_validate(&p, &now_code, None).await,
         Err(Error::InvalidMfaCode)
     ));
     // Enrolled: the password alone gets mfa_required; a wrong password
@@ -355,12 +373,13 @@ async fn totp_enrolment_login_and_replay() {
     ));
     // Re-enrolling over an enabled app is refused; an administrator resets it.
     assert!(matches!(
-        e.core.totp_enrol(&p, "x").await,
+        e.core.factors.totp_enrol(&p, "x").await,
         Err(Error::Conflict(_))
     ));
     let admin = e.principal(1).await;
     let s = e
         .core
+        .users
         .user_security(&admin, 1, uid, true, None)
         .await
         .unwrap();
@@ -375,9 +394,14 @@ async fn the_totp_secret_is_sealed_at_rest() {
     let e = env().await;
     let uid = e.user("sealed@example.com", "User").await;
     let p = e.principal(uid).await;
-    let enrol = e.core.totp_enrol(&p, "sealed@example.com").await.unwrap();
+    let enrol = e
+        .core
+        .factors
+        .totp_enrol(&p, "sealed@example.com")
+        .await
+        .unwrap();
     let secret = base32_decode(&enrol.secret_base32);
-    let row = e.core.store.security(uid).await.unwrap().unwrap();
+    let row = e.store.security(uid).await.unwrap().unwrap();
     let ct = row.totp_ciphertext.unwrap();
     assert!(!ct.windows(secret.len()).any(|w| w == secret.as_slice()));
 }
@@ -387,9 +411,10 @@ async fn wrong_second_factor_codes_count_towards_the_lock() {
     let e = env().await;
     let uid = e.user("mfa-lock@example.com", "User").await;
     let p = e.principal(uid).await;
-    let enrol = e.core.totp_enrol(&p, "x").await.unwrap();
+    let enrol = e.core.factors.totp_enrol(&p, "x").await.unwrap();
     let secret = base32_decode(&enrol.secret_base32);
     e.core
+        .factors
         .totp_validate(&p, &totp::code_at(&secret, T0, 6), None)
         .await
         .unwrap();
@@ -414,27 +439,34 @@ async fn reset_codes_work_once_and_expire() {
     e.user("reset@example.com", "User").await;
     // Unknown addresses get the same Ok and no message.
     e.core
+        .users
         .reset_password("nobody@example.com", None)
         .await
         .unwrap();
-    assert!(e.core.store.pending_outbox(10).await.unwrap().is_empty());
+    assert!(e.store.pending_outbox(10).await.unwrap().is_empty());
     e.core
+        .users
         .reset_password("reset@example.com", None)
         .await
         .unwrap();
     let code = e.code_sent_to("reset@example.com").await;
     // Too short a password leaves the code usable.
     assert!(matches!(
-        e.core.set_password_with_code(&code, "short", None).await,
+        e.core
+            .users
+            .set_password_with_code(&code, "short", None)
+            .await,
         Err(Error::BadRequest(_))
     ));
     let new_password = "a brand new passphrase";
     e.core
+        .users
         .set_password_with_code(&code.to_ascii_lowercase(), new_password, None)
         .await
         .unwrap();
     assert!(matches!(
         e.core
+            .users
             .set_password_with_code(&code, "another new passphrase", None)
             .await,
         Err(Error::InvalidCode)
@@ -447,6 +479,7 @@ async fn reset_codes_work_once_and_expire() {
     ));
     // Expiry: one second past the lifetime the code is refused.
     e.core
+        .users
         .reset_password("reset@example.com", None)
         .await
         .unwrap();
@@ -454,17 +487,20 @@ async fn reset_codes_work_once_and_expire() {
     e.clock.advance(RESET_TTL + 1);
     assert!(matches!(
         e.core
+            .users
             .set_password_with_code(&code, "too late passphrase", None)
             .await,
         Err(Error::InvalidCode)
     ));
     // A newer code voids the older one.
     e.core
+        .users
         .reset_password("reset@example.com", None)
         .await
         .unwrap();
     let first = e.code_sent_to("reset@example.com").await;
     e.core
+        .users
         .reset_password("reset@example.com", None)
         .await
         .unwrap();
@@ -472,11 +508,13 @@ async fn reset_codes_work_once_and_expire() {
     assert_ne!(first, second);
     assert!(matches!(
         e.core
+            .users
             .set_password_with_code(&first, "first code passphrase", None)
             .await,
         Err(Error::InvalidCode)
     ));
     e.core
+        .users
         .set_password_with_code(&second, "second code passphrase", None)
         .await
         .unwrap();
@@ -491,6 +529,7 @@ async fn invitation_activation_and_phone_second_factor() {
     let admin = e.principal(1).await;
     let (user, role) = e
         .core
+        .users
         .create_user(
             &admin,
             &UserEdit {
@@ -510,6 +549,7 @@ async fn invitation_activation_and_phone_second_factor() {
     ));
     let code = e.code_sent_to("new@example.com").await;
     e.core
+        .users
         .set_password_with_code(&code, "my first passphrase", None)
         .await
         .unwrap();
@@ -518,15 +558,27 @@ async fn invitation_activation_and_phone_second_factor() {
         .unwrap();
     // Phone: a code through the outbox, verified, then needed to sign in.
     let p = e.principal(user.id).await;
-    e.core.phone_start(&p, "+1 555 123 4567").await.unwrap();
+    e.core
+        .factors
+        .phone_start(&p, "+1 555 123 4567")
+        .await
+        .unwrap();
     let code = e.code_sent_to("+15551234567").await;
     assert!(matches!(
-        e.core.phone_verify(&p, "+15550000000", &code, None).await,
+        e.core
+            .factors
+            .phone_verify(&p, "+15550000000", &code, None)
+            .await,
         Err(Error::InvalidMfaCode)
     ));
-    e.core.phone_start(&p, "+15551234567").await.unwrap();
+    e.core
+        .factors
+        .phone_start(&p, "+15551234567")
+        .await
+        .unwrap();
     let code = e.code_sent_to("+15551234567").await;
     e.core
+        .factors
         .phone_verify(&p, "+15551234567", &code, None)
         .await
         .unwrap();
@@ -552,28 +604,30 @@ async fn disabling_drops_keys_from_the_verifier_and_enabling_restores_them() {
     let e = env().await;
     let uid = e.user("keys@example.com", "User").await;
     let p = e.principal(uid).await;
-    e.core.create_key(&p, uid, "k", None).await.unwrap();
-    assert_eq!(e.core.cached_keys(), 1);
+    e.core.keys.create_key(&p, uid, "k", None).await.unwrap();
+    assert_eq!(e.core.verifier.cached_keys(), 1);
     let admin = e.principal(1).await;
     e.core
+        .users
         .set_user_enabled(&admin, uid, false, None)
         .await
         .unwrap();
-    assert_eq!(e.core.cached_keys(), 0);
+    assert_eq!(e.core.verifier.cached_keys(), 0);
     e.core
+        .users
         .set_user_enabled(&admin, uid, true, None)
         .await
         .unwrap();
-    assert_eq!(e.core.cached_keys(), 1);
+    assert_eq!(e.core.verifier.cached_keys(), 1);
     // Oneself: refused.
     assert!(matches!(
-        e.core.set_user_enabled(&admin, 1, false, None).await,
+        e.core.users.set_user_enabled(&admin, 1, false, None).await,
         Err(Error::Conflict(_))
     ));
-    e.core.soft_delete(&admin, uid, None).await.unwrap();
-    assert_eq!(e.core.cached_keys(), 0);
+    e.core.users.soft_delete(&admin, uid, None).await.unwrap();
+    assert_eq!(e.core.verifier.cached_keys(), 0);
     assert_eq!(
-        e.core.store.user_by_id(uid).await.unwrap().unwrap().status,
+        e.store.user_by_id(uid).await.unwrap().unwrap().status,
         "deleted"
     );
     let changes = e.events("status_changed").await;
@@ -596,6 +650,7 @@ async fn a_request_verified_under_a_borrowed_state_is_refused() {
     for i in 0..64 {
         let k = e
             .core
+            .keys
             .create_key(&admin, 1, &format!("a{i}"), None)
             .await
             .unwrap();
@@ -608,12 +663,14 @@ async fn a_request_verified_under_a_borrowed_state_is_refused() {
     for i in 0..32 {
         let k = e
             .core
+            .keys
             .create_key(&vp, victim, &format!("x{i}"), None)
             .await
             .unwrap();
         victims.push((k.row.id, SigningKey::from_bytes(k.secret.as_bytes())));
     }
     e.core
+        .users
         .set_user_enabled(&admin, victim, false, None)
         .await
         .unwrap();
@@ -640,7 +697,11 @@ async fn a_request_verified_under_a_borrowed_state_is_refused() {
     let (x, x_signing, borrowed) = victims
         .iter()
         .find_map(|(x, own)| {
-            let (_, found) = e.core.psk_begin(&request(x, "probe", own)).unwrap();
+            let (_, found) = e
+                .core
+                .verifier
+                .psk_begin(&request(x, "probe", own))
+                .unwrap();
             assert!(!found.is_own());
             let probe = SignableRequest {
                 key_id: x,
@@ -660,16 +721,22 @@ async fn a_request_verified_under_a_borrowed_state_is_refused() {
     // Signed with that admin key's secret for the id `x`: it verifies
     // under the borrowed state, and is refused.
     let forged = request(&x, "n1", &borrowed);
-    let (creds, found) = e.core.psk_begin(&forged).unwrap();
-    assert!(e.core.psk_finish(&creds, &found, &req).await.is_err());
+    let (creds, found) = e.core.verifier.psk_begin(&forged).unwrap();
+    assert!(e
+        .core
+        .verifier
+        .psk_finish(&creds, &found, &req)
+        .await
+        .is_err());
     // The same, with `x` cached again before the verdict.
     let forged = request(&x, "n2", &borrowed);
-    let (creds, found) = e.core.psk_begin(&forged).unwrap();
+    let (creds, found) = e.core.verifier.psk_begin(&forged).unwrap();
     e.core
+        .users
         .set_user_enabled(&admin, victim, true, None)
         .await
         .unwrap();
-    let refused = e.core.psk_finish(&creds, &found, &req).await;
+    let refused = e.core.verifier.psk_finish(&creds, &found, &req).await;
     assert!(
         matches!(
             refused,
@@ -682,9 +749,14 @@ async fn a_request_verified_under_a_borrowed_state_is_refused() {
     );
     // `x`'s own secret works again.
     let own = request(&x, "n3", &x_signing);
-    let (creds, found) = e.core.psk_begin(&own).unwrap();
+    let (creds, found) = e.core.verifier.psk_begin(&own).unwrap();
     assert!(found.is_own());
-    let id = e.core.psk_finish(&creds, &found, &req).await.unwrap();
+    let id = e
+        .core
+        .verifier
+        .psk_finish(&creds, &found, &req)
+        .await
+        .unwrap();
     assert_eq!(id.key_id, x);
 }
 
@@ -702,23 +774,24 @@ async fn the_key_cache_follows_the_store_under_racing_writers() {
     let p = e.principal(uid).await;
     for i in 0..40 {
         e.core
+            .keys
             .create_key(&p, uid, &format!("k{i}"), None)
             .await
             .unwrap();
     }
-    let active =
-        |core: Arc<Core>| async move { core.store.active_sealed_keys(None).await.unwrap().len() };
+    let active = |store: Store| async move { store.active_sealed_keys(None).await.unwrap().len() };
     let mut disabled_at_end = 0;
     for round in 0..60 {
         let core = &e.core;
-        if e.core.store.user_by_id(uid).await.unwrap().unwrap().status != "active" {
-            core.set_user_enabled(&admin, uid, true, None)
+        if e.store.user_by_id(uid).await.unwrap().unwrap().status != "active" {
+            core.users
+                .set_user_enabled(&admin, uid, true, None)
                 .await
                 .unwrap();
         }
         assert_eq!(
-            core.cached_keys(),
-            active(core.clone()).await,
+            core.verifier.cached_keys(),
+            active(e.store.clone()).await,
             "round {round}"
         );
         let spawn =
@@ -727,26 +800,27 @@ async fn the_key_cache_follows_the_store_under_racing_writers() {
             spawn(Box::pin({
                 let core = core.clone();
                 async move {
-                    core.reload_keys_local(None).await.unwrap();
+                    core.verifier.reload_keys_local(None).await.unwrap();
                 }
             })),
             spawn(Box::pin({
                 let (core, admin) = (core.clone(), admin.clone());
                 async move {
                     // A conflict (the status moved meanwhile) is an answer.
-                    let _ = core.set_user_enabled(&admin, uid, false, None).await;
+                    let _ = core.users.set_user_enabled(&admin, uid, false, None).await;
                 }
             })),
             spawn(Box::pin({
                 let (core, admin) = (core.clone(), admin.clone());
                 async move {
-                    let _ = core.set_user_enabled(&admin, uid, true, None).await;
+                    let _ = core.users.set_user_enabled(&admin, uid, true, None).await;
                 }
             })),
             spawn(Box::pin({
                 let (core, p) = (core.clone(), p.clone());
                 async move {
-                    core.create_key(&p, uid, &format!("r{round}"), None)
+                    core.keys
+                        .create_key(&p, uid, &format!("r{round}"), None)
                         .await
                         .unwrap();
                 }
@@ -755,11 +829,11 @@ async fn the_key_cache_follows_the_store_under_racing_writers() {
         for t in tasks {
             t.await.unwrap();
         }
-        let status = core.store.user_by_id(uid).await.unwrap().unwrap().status;
+        let status = e.store.user_by_id(uid).await.unwrap().unwrap().status;
         disabled_at_end += usize::from(status == "disabled");
         assert_eq!(
-            core.cached_keys(),
-            active(core.clone()).await,
+            core.verifier.cached_keys(),
+            active(e.store.clone()).await,
             "round {round}, the user {status}"
         );
     }
@@ -777,29 +851,33 @@ async fn an_enable_racing_a_delete_does_not_revive_the_user() {
         let p = e.principal(uid).await;
         for i in 0..5 {
             e.core
+                .keys
                 .create_key(&p, uid, &format!("k{i}"), None)
                 .await
                 .unwrap();
         }
         e.core
+            .users
             .set_user_enabled(&admin, uid, false, None)
             .await
             .unwrap();
         let (delete, enable) = tokio::join!(
             {
                 let (core, admin) = (e.core.clone(), admin.clone());
-                tokio::spawn(async move { core.soft_delete(&admin, uid, None).await })
+                tokio::spawn(async move { core.users.soft_delete(&admin, uid, None).await })
             },
             {
                 let (core, admin) = (e.core.clone(), admin.clone());
-                tokio::spawn(async move { core.set_user_enabled(&admin, uid, true, None).await })
+                tokio::spawn(
+                    async move { core.users.set_user_enabled(&admin, uid, true, None).await },
+                )
             },
         );
         delete.unwrap().unwrap();
         let _ = enable.unwrap();
-        let user = e.core.store.user_by_id(uid).await.unwrap().unwrap();
+        let user = e.store.user_by_id(uid).await.unwrap().unwrap();
         assert_eq!(user.status, "deleted", "round {round}");
-        assert_eq!(e.core.cached_keys(), 0, "round {round}");
+        assert_eq!(e.core.verifier.cached_keys(), 0, "round {round}");
     }
 }
 
@@ -815,7 +893,8 @@ async fn concurrent_failures_all_count_and_lock_once() {
                 .map(|_| {
                     let core = core.clone();
                     tokio::spawn(async move {
-                        core.authorize("race@example.com", "wrong", None, None)
+                        core.sessions
+                            .authorize("race@example.com", "wrong", None, None)
                             .await
                             .map(|_| ())
                     })
@@ -830,6 +909,7 @@ async fn concurrent_failures_all_count_and_lock_once() {
     burst(4).await;
     let s = e
         .core
+        .users
         .lock_state(&admin, 1, "race@example.com")
         .await
         .unwrap();
@@ -839,6 +919,7 @@ async fn concurrent_failures_all_count_and_lock_once() {
     burst(20).await;
     let s = e
         .core
+        .users
         .lock_state(&admin, 1, "race@example.com")
         .await
         .unwrap();
@@ -856,30 +937,36 @@ async fn rotating_the_master_key_reseals_totp_secrets() {
     let e = env().await;
     let uid = e.user("rot@example.com", "User").await;
     let p = e.principal(uid).await;
-    let enrol = e.core.totp_enrol(&p, "rot@example.com").await.unwrap();
+    let enrol = e
+        .core
+        .factors
+        .totp_enrol(&p, "rot@example.com")
+        .await
+        .unwrap();
     let secret = base32_decode(&enrol.secret_base32);
     assert!(e
         .core
+        .factors
         .totp_validate(&p, &totp::code_at(&secret, T0, 6), None)
         .await
         .unwrap());
-    let before = e.core.store.security(uid).await.unwrap().unwrap();
+    let before = e.store.security(uid).await.unwrap().unwrap();
     assert_eq!(before.totp_mk_version, Some(1));
 
     crypto::MasterKeys::add_version(&e._dir.path().join("master.key")).unwrap();
-    let n = e.core.reseal_all().await.unwrap();
+    let n = e.core.rotation.reseal_all().await.unwrap();
     assert_eq!((n.keys, n.totp), (0, 1));
-    let after = e.core.store.security(uid).await.unwrap().unwrap();
+    let after = e.store.security(uid).await.unwrap().unwrap();
     assert_eq!(after.totp_mk_version, Some(2));
     assert_ne!(after.totp_nonce, before.totp_nonce);
     assert_ne!(after.totp_ciphertext, before.totp_ciphertext);
     assert_eq!(after.totp_last_step, before.totp_last_step);
     // Nothing left to do on a second run.
-    assert_eq!(e.core.reseal_all().await.unwrap().totp, 0);
+    assert_eq!(e.core.rotation.reseal_all().await.unwrap().totp, 0);
     // A row that changed since it was read is left alone (crash safety:
     // only a row still holding the old seal is replaced).
     let stale = before.totp_sealed().unwrap();
-    assert!(!e.core.store.reseal_totp(uid, &stale, &stale).await.unwrap());
+    assert!(!e.store.reseal_totp(uid, &stale, &stale).await.unwrap());
 
     // The user still signs in with a valid code, on this core and on a
     // fresh one reading the rotated key file.
@@ -892,20 +979,20 @@ async fn rotating_the_master_key_reseals_totp_secrets() {
     .await
     .unwrap();
     let fresh = Core::new(
-        e.core.store.clone(),
+        e.store.clone(),
         &e._dir.path().join("master.key"),
         e.clock.clone(),
         Arc::new(armor_psk::MemoryReplayGuard::new(1024)),
         CoreConfig {
             max_body: 1 << 20,
             require_signed_query: false,
-            replay_max_entries: 1024,
         },
     )
     .await
     .unwrap();
     e.clock.advance(30);
     fresh
+        .sessions
         .authorize(
             "rot@example.com",
             PASSWORD,
@@ -924,7 +1011,7 @@ async fn last_used_is_exact_in_memory_and_coarse_in_the_store() {
     use armor_server::core::LAST_USED_GRAIN;
     let e = env().await;
     let p = e.principal(1).await;
-    let key = e.core.create_key(&p, 1, "k", None).await.unwrap();
+    let key = e.core.keys.create_key(&p, 1, "k", None).await.unwrap();
     let id = key.row.id.clone();
     let signing = armor_psk::SigningKey::from_bytes(key.secret.as_bytes());
     let mut n = 0;
@@ -942,44 +1029,46 @@ async fn last_used_is_exact_in_memory_and_coarse_in_the_store() {
         .authorization(&signing);
         let core = e.core.clone();
         async move {
-            let (creds, k) = core.psk_begin(&header).unwrap();
+            let (creds, k) = core.verifier.psk_begin(&header).unwrap();
             let req = armor_psk::Request {
                 method: "GET",
                 path: "/me",
                 query: None,
                 body: b"",
             };
-            core.psk_finish(&creds, &k, &req).await.unwrap();
+            core.verifier.psk_finish(&creds, &k, &req).await.unwrap();
         }
     };
-    let stored = |core: Arc<Core>, id: String| async move {
-        core.store.key(&id).await.unwrap().unwrap().last_used
-    };
+    let stored =
+        |store: Store, id: String| async move { store.key(&id).await.unwrap().unwrap().last_used };
     call().await;
-    assert_eq!(e.core.pending_last_used(&id), Some(T0));
-    e.core.flush_last_used().await.unwrap();
-    assert_eq!(stored(e.core.clone(), id.clone()).await, Some(T0 as i64));
+    assert_eq!(e.core.verifier.pending_last_used(&id), Some(T0));
+    e.core.verifier.flush_last_used().await.unwrap();
+    assert_eq!(stored(e.store.clone(), id.clone()).await, Some(T0 as i64));
     // Within the grain: exact in memory, not written.
     e.clock.advance(LAST_USED_GRAIN - 1);
     call().await;
     assert_eq!(
-        e.core.pending_last_used(&id),
+        e.core.verifier.pending_last_used(&id),
         Some(T0 + LAST_USED_GRAIN - 1)
     );
-    e.core.flush_last_used().await.unwrap();
-    assert_eq!(stored(e.core.clone(), id.clone()).await, Some(T0 as i64));
+    e.core.verifier.flush_last_used().await.unwrap();
+    assert_eq!(stored(e.store.clone(), id.clone()).await, Some(T0 as i64));
     // Past it: written.
     e.clock.advance(2);
     call().await;
-    e.core.flush_last_used().await.unwrap();
+    e.core.verifier.flush_last_used().await.unwrap();
     let t = T0 + LAST_USED_GRAIN + 1;
-    assert_eq!(stored(e.core.clone(), id.clone()).await, Some(t as i64));
+    assert_eq!(stored(e.store.clone(), id.clone()).await, Some(t as i64));
     // Shutdown writes the exact time.
     e.clock.advance(5);
     call().await;
-    e.core.queue_exact_last_used();
-    e.core.flush_last_used().await.unwrap();
-    assert_eq!(stored(e.core.clone(), id.clone()).await, Some(t as i64 + 5));
+    e.core.verifier.queue_exact_last_used();
+    e.core.verifier.flush_last_used().await.unwrap();
+    assert_eq!(
+        stored(e.store.clone(), id.clone()).await,
+        Some(t as i64 + 5)
+    );
     // A batch over several statements, the key in its second one, with an
     // older time: never backwards; with a later one: written.
     let batch = |at: u64| {
@@ -994,15 +1083,14 @@ async fn last_used_is_exact_in_memory_and_coarse_in_the_store() {
             })
             .collect::<Vec<_>>()
     };
-    e.core.store.record_last_used(&batch(T0)).await.unwrap();
-    assert_eq!(stored(e.core.clone(), id.clone()).await, Some(t as i64 + 5));
-    e.core
-        .store
-        .record_last_used(&batch(T0 + 999))
-        .await
-        .unwrap();
+    e.store.record_last_used(&batch(T0)).await.unwrap();
     assert_eq!(
-        stored(e.core.clone(), id.clone()).await,
+        stored(e.store.clone(), id.clone()).await,
+        Some(t as i64 + 5)
+    );
+    e.store.record_last_used(&batch(T0 + 999)).await.unwrap();
+    assert_eq!(
+        stored(e.store.clone(), id.clone()).await,
         Some(T0 as i64 + 999)
     );
 }
@@ -1022,7 +1110,7 @@ async fn a_cancelled_attempt_at_the_threshold_still_locks() {
     let fifth = e.login("cut@example.com", "wrong", None);
     let counted = async {
         loop {
-            let s = e.core.lock_state(&admin, 1, "cut@example.com").await;
+            let s = e.core.users.lock_state(&admin, 1, "cut@example.com").await;
             if s.unwrap().failures >= 5 {
                 break;
             }
@@ -1040,6 +1128,7 @@ async fn a_cancelled_attempt_at_the_threshold_still_locks() {
     ));
     let s = e
         .core
+        .users
         .lock_state(&admin, 1, "cut@example.com")
         .await
         .unwrap();
@@ -1055,13 +1144,14 @@ async fn a_reset_code_survives_a_hash_that_never_ran() {
     let e = env().await;
     e.user("busy@example.com", "User").await;
     e.core
+        .users
         .reset_password("busy@example.com", None)
         .await
         .unwrap();
     let code = e.code_sent_to("busy@example.com").await;
     // Every hashing permit held: the request waits for one, and is dropped
     // (its client gave up) before it gets it.
-    let hasher = e.core.hasher.clone();
+    let hasher = e.core.hasher().clone();
     let mut held = Vec::new();
     while let Ok(p) =
         tokio::time::timeout(std::time::Duration::from_millis(200), hasher.permit()).await
@@ -1071,6 +1161,7 @@ async fn a_reset_code_survives_a_hash_that_never_ran() {
     let waited = tokio::time::timeout(
         std::time::Duration::from_secs(2),
         e.core
+            .users
             .set_password_with_code(&code, "a passphrase never set", None),
     )
     .await;
@@ -1078,6 +1169,7 @@ async fn a_reset_code_survives_a_hash_that_never_ran() {
     drop(held);
     // The code still works.
     e.core
+        .users
         .set_password_with_code(&code, "the passphrase set at last", None)
         .await
         .unwrap();
@@ -1091,6 +1183,7 @@ async fn codes_are_stored_under_a_keyed_hash() {
     let e = env().await;
     let uid = e.user("keyed@example.com", "User").await;
     e.core
+        .users
         .reset_password("keyed@example.com", None)
         .await
         .unwrap();
@@ -1100,8 +1193,7 @@ async fn codes_are_stored_under_a_keyed_hash() {
     // Not under SHA-256 of the code: a copy of the database cannot test
     // codes against it.
     assert_eq!(
-        e.core
-            .store
+        e.store
             .find_password_code(&crypto::token_hash(&typed), now)
             .await
             .unwrap(),
@@ -1110,8 +1202,7 @@ async fn codes_are_stored_under_a_keyed_hash() {
     // A code stored under the old unkeyed hash (pending at an upgrade)
     // still works.
     let old = "ABCD-EFGH-JKLM-NPQR-STUV";
-    e.core
-        .store
+    e.store
         .put_user_code(
             uid,
             "reset",
@@ -1122,6 +1213,7 @@ async fn codes_are_stored_under_a_keyed_hash() {
         .await
         .unwrap();
     e.core
+        .users
         .set_password_with_code(old, "an upgraded passphrase", None)
         .await
         .unwrap();
@@ -1132,9 +1224,14 @@ async fn sms_sign_in_codes_stop_at_the_number_limit() {
     let e = env().await;
     let uid = e.user("sms@example.com", "User").await;
     let p = e.principal(uid).await;
-    e.core.phone_start(&p, "+15557654321").await.unwrap();
+    e.core
+        .factors
+        .phone_start(&p, "+15557654321")
+        .await
+        .unwrap();
     let code = e.code_sent_to("+15557654321").await;
     e.core
+        .factors
         .phone_verify(&p, "+15557654321", &code, None)
         .await
         .unwrap();
@@ -1150,7 +1247,7 @@ async fn sms_sign_in_codes_stop_at_the_number_limit() {
         e.login("sms@example.com", PASSWORD, None).await,
         Err(Error::RateLimited { retry_after }) if retry_after > 0 && retry_after <= 3_600
     ));
-    let sent = e.core.store.pending_outbox(1000).await.unwrap();
+    let sent = e.store.pending_outbox(1000).await.unwrap();
     assert_eq!(
         sent.iter()
             .filter(|r| r.recipient == "+15557654321")
@@ -1162,4 +1259,46 @@ async fn sms_sign_in_codes_stop_at_the_number_limit() {
     e.login("sms@example.com", PASSWORD, Some(&last))
         .await
         .unwrap();
+}
+
+/// A TOTP row whose sealed value is incomplete (a version without its
+/// nonce) cannot be re-sealed: rotation passes over it and finishes,
+/// re-sealing the others.
+#[tokio::test]
+async fn rotation_passes_over_a_totp_row_without_its_sealed_value() {
+    use sqlx::Connection as _;
+
+    let e = env().await;
+    let mut ids = Vec::new();
+    for email in ["broken@example.com", "intact@example.com"] {
+        let uid = e.user(email, "User").await;
+        let p = e.principal(uid).await;
+        e.core.factors.totp_enrol(&p, email).await.unwrap();
+        ids.push(uid);
+    }
+    let mut db = sqlx::sqlite::SqliteConnection::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new().filename(e._dir.path().join("armor.db")),
+    )
+    .await
+    .unwrap();
+    sqlx::query("UPDATE user_security SET totp_nonce = NULL WHERE user_id = $1")
+        .bind(ids[0])
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+
+    crypto::MasterKeys::add_version(&e._dir.path().join("master.key")).unwrap();
+    let n = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        e.core.rotation.reseal_all(),
+    )
+    .await
+    .expect("the rotation finishes")
+    .unwrap();
+    assert_eq!(n.totp, 1);
+    let broken = e.store.security(ids[0]).await.unwrap().unwrap();
+    assert_eq!(broken.totp_mk_version, Some(1));
+    let intact = e.store.security(ids[1]).await.unwrap().unwrap();
+    assert_eq!(intact.totp_mk_version, Some(2));
 }

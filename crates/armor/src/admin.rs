@@ -9,7 +9,7 @@ use armor_server::clock::{Clock as _, SystemClock};
 use armor_server::core::{outbox, Core, CoreConfig};
 use armor_server::crypto;
 use armor_server::crypto::MasterKeys;
-use armor_server::store::{AuditFilter, NewUser, Store};
+use armor_server::store::{AuditFilter, NewUser, Role, Store};
 
 #[derive(clap::Args, Debug)]
 pub struct AdminArgs {
@@ -148,11 +148,10 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                     CoreConfig {
                         max_body: 0,
                         require_signed_query: false,
-                        replay_max_entries: 2,
                     },
                 )
                 .await?;
-                let n = core.reseal_all().await?;
+                let n = core.rotation.reseal_all().await?;
                 println!(
                     "master key version {} added; {} API-key secrets re-sealed, {} TOTP secrets re-sealed, {} outbox messages re-sealed",
                     keys.current_version(),
@@ -188,8 +187,8 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                     first: &first_name,
                     last: &last_name,
                     password_hash: Some(&hash),
-                    status: "active",
-                    role: &role,
+                    status: armor_server::store::UserStatus::Active,
+                    role: &Role::from(role.as_str()),
                 };
                 let id = store.create_user(&user, SystemClock.now()).await?;
                 match given {
@@ -202,7 +201,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 account,
                 role,
             } => {
-                if !store.set_role(user, account, &role).await? {
+                if !store.set_role(user, account, &Role::from(role.as_str())).await? {
                     anyhow::bail!("unknown role {role}");
                 }
                 println!("ok");

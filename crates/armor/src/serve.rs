@@ -244,7 +244,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             println!("armor metrics on http://{m}/metrics");
         }
         std::io::stdout().flush()?;
-        tracing::info!(%addr, keys = app.core().cached_keys(), "serving");
+        tracing::info!(%addr, keys = app.core().verifier.cached_keys(), "serving");
         app.run_until(shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)

@@ -1,4 +1,4 @@
-//! A cache of what [`Core::principal`](super::Core::principal) reads per
+//! A cache of what [`Access::principal`](super::principals::Access::principal) reads per
 //! request: that the user is active, and their permissions in the account;
 //! and of what `GET /me` shows ([`Profile`]).
 //!
@@ -12,7 +12,7 @@
 //! - [`AccessCache::invalidate_user`] drops a user's entries and bumps a
 //!   generation; an entry loaded before a bump is never served after it,
 //!   even if its load finishes later (a load racing with a change).
-//!   `Core` calls it wherever this process changes a user's status, role
+//!   The key verifier calls it wherever this process changes a user's status, role
 //!   or keys, and when another node says so (`user:<id>` messages).
 //! - Changes this process cannot see (`armor admin set-role` on a live
 //!   data directory, another node without Redis) take effect within

@@ -10,7 +10,7 @@
 //! state at a place the hash picks among all of the shard's places: a few
 //! dummies (random secrets) and the keys. Either way the state comes from
 //! the same array, so a miss reads memory laid out like a hit's, and it is
-//! verified like a key's (see `Core::psk_finish`, which never accepts a
+//! verified like a key's (see `KeyVerifier::psk_finish`, which never accepts a
 //! request whose key id is not cached, whatever state verified it). The
 //! look-up touches no per-key counter: a key's [`CachedKey`] (identity,
 //! last use) is fetched, by [`KeyCache::get`], only once a signature has

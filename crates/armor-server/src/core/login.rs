@@ -19,10 +19,12 @@ use std::sync::atomic::Ordering;
 
 use zeroize::Zeroizing;
 
-use super::{Core, CODE_TTL, TOKEN_IDLE_TTL};
+use super::codes::sec;
+use super::sessions::Sessions;
+use super::{CODE_TTL, TOKEN_IDLE_TTL};
 use crate::crypto;
 use crate::error::Error;
-use crate::store::{AuditEvent, CountedAttempt, UserRow};
+use crate::store::{AuditEvent, UserStatus};
 
 /// Longest user name kept as a limiter key.
 const MAX_KEY: usize = 256;
@@ -40,11 +42,7 @@ fn limiter_key(username: &str) -> String {
     k
 }
 
-fn sec(t: u64) -> i64 {
-    i64::try_from(t).unwrap_or(i64::MAX)
-}
-
-impl Core {
+impl Sessions {
     /// `POST /auth/authorize`: a single-use code for a right password (and
     /// second-factor code, for a user who has one). A locked login gets the
     /// answer of a wrong password; failures count towards a lock.
@@ -80,19 +78,11 @@ impl Core {
                 return Err(e);
             }
         };
-        let usable = user.as_ref().filter(|u| u.status == "active");
-        let now = self.now();
-        let policy = self.lockout;
+        let usable = user.as_ref().filter(|u| u.status == UserStatus::Active);
+        let now = self.clock.now();
+        let policy = self.lockout.policy();
         let counted = match usable {
-            Some(u) => Some(
-                self.store
-                    .count_login_attempt(
-                        u.id,
-                        sec(now),
-                        sec(now).saturating_sub(sec(policy.window)),
-                    )
-                    .await?,
-            ),
+            Some(u) => Some(self.lockout.count(u.id, now).await?),
             None => None,
         };
         // Only an attempt counted within the threshold, with no lock
@@ -110,34 +100,38 @@ impl Core {
             self.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
             let reason = match (usable, counted) {
                 (Some(u), Some(seen)) if admitted => {
-                    self.failed_attempt(u, seen, address.clone()).await?;
+                    self.lockout
+                        .failed_attempt(u, seen, address.clone())
+                        .await?;
                     "password"
                 }
                 (Some(u), Some(seen)) => {
                     // Past the threshold with no lock (the attempt that
                     // reached it was cancelled): lock now.
-                    self.lock_if_over(u, seen, address.clone()).await?;
+                    self.lockout.lock_if_over(u, seen, address.clone()).await?;
                     "locked"
                 }
                 (Some(_), None) => "locked",
                 (None, _) => "unknown_or_inactive",
             };
-            self.audit(AuditEvent {
-                account_id: user.as_ref().map(|u| u.account_id),
-                actor_id: user.as_ref().map(|u| u.id),
-                credential: "password".into(),
-                event: "login_failed",
-                target: None,
-                address,
-                detail: Some(format!("reason={reason}")),
-            })
-            .await;
+            self.audit
+                .record(AuditEvent {
+                    account_id: user.as_ref().map(|u| u.account_id),
+                    actor_id: user.as_ref().map(|u| u.id),
+                    credential: "password".into(),
+                    event: "login_failed",
+                    target: None,
+                    address,
+                    detail: Some(format!("reason={reason}")),
+                })
+                .await;
             return Err(Error::InvalidCredentials);
         };
         if let Some((l, ip, key)) = &throttle {
             l.refund(*ip, key);
         }
         match self
+            .factors
             .login_second_factor(user, mfa_code, address.clone())
             .await
         {
@@ -146,91 +140,20 @@ impl Core {
                 // The attempt was counted before the password was checked;
                 // a wrong code leaves it counted.
                 self.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
-                self.failed_attempt(user, seen, address).await?;
+                self.lockout.failed_attempt(user, seen, address).await?;
                 return Err(Error::InvalidMfaCode);
             }
             Err(e) => {
-                self.store.uncount_login_attempt(user.id, sec(now)).await?;
+                self.lockout.uncount(user.id, now).await?;
                 return Err(e);
             }
         }
-        self.store.clear_lockout(user.id).await?;
+        self.lockout.clear(user.id).await?;
         let code = crypto::new_token();
         self.store
             .insert_code(&crypto::token_hash(&code), user.id, now + CODE_TTL)
             .await?;
         Ok(code)
-    }
-
-    /// A counted attempt failed: the one that reached the threshold sets
-    /// the lock (one of any concurrent ones).
-    async fn failed_attempt(
-        &self,
-        user: &UserRow,
-        seen: CountedAttempt,
-        address: Option<String>,
-    ) -> Result<(), Error> {
-        if seen.failures < self.lockout.threshold {
-            return Ok(());
-        }
-        let now = sec(self.now());
-        let until = now.saturating_add(sec(self.lockout.lock_for(seen.lock_count + 1)));
-        if let Some(row) = self.store.lock_login(user.id, now, seen, until).await? {
-            self.audit_lockout(user, &row, now, address).await;
-        }
-        Ok(())
-    }
-
-    /// Sets the lock missed by a counted attempt that was cancelled (its
-    /// future dropped) after it reached the threshold: failures past the
-    /// threshold with no lock holding. Idempotent through `lock_count`.
-    async fn lock_if_over(
-        &self,
-        user: &UserRow,
-        seen: CountedAttempt,
-        address: Option<String>,
-    ) -> Result<(), Error> {
-        if seen.locked_until <= sec(self.now()) && seen.failures > self.lockout.threshold {
-            self.failed_attempt(user, seen, address).await?;
-        }
-        Ok(())
-    }
-
-    /// Counts a second-factor check by a signed-in user (enrolling an
-    /// authenticator app or a phone) before it runs, like a login attempt;
-    /// refuses with `invalid_mfa_code`, unchecked, while a lock holds or
-    /// once the threshold is reached.
-    pub(super) async fn admit_code_check(&self, user: &UserRow) -> Result<CountedAttempt, Error> {
-        let now = sec(self.now());
-        let seen = self
-            .store
-            .count_login_attempt(user.id, now, now.saturating_sub(sec(self.lockout.window)))
-            .await?;
-        if seen.locked_until > now || seen.failures > self.lockout.threshold {
-            self.lock_if_over(user, seen, None).await?;
-            return Err(Error::InvalidMfaCode);
-        }
-        Ok(seen)
-    }
-
-    /// Ends a check admitted by [`Core::admit_code_check`]: a right code
-    /// takes the attempt back; a wrong one leaves it counted (and may lock)
-    /// and refuses with `invalid_mfa_code`.
-    pub(super) async fn settle_code_check(
-        &self,
-        user: &UserRow,
-        seen: CountedAttempt,
-        ok: bool,
-        address: Option<String>,
-    ) -> Result<(), Error> {
-        if ok {
-            self.store
-                .uncount_login_attempt(user.id, sec(self.now()))
-                .await?;
-            return Ok(());
-        }
-        self.failed_attempt(user, seen, address).await?;
-        Err(Error::InvalidMfaCode)
     }
 
     /// `POST /auth/token/reissue`: a fresh token for a valid one, which is
@@ -245,7 +168,7 @@ impl Core {
             .reissue_token(
                 &crypto::token_hash(token),
                 &crypto::token_hash(&fresh),
-                self.now(),
+                self.clock.now(),
                 TOKEN_IDLE_TTL,
             )
             .await?

@@ -10,12 +10,15 @@
 //! outbox --mark-sent`). A rotation re-seals pending bodies like key
 //! secrets, one row at a time, each only if it still holds what was read.
 
+use std::sync::Arc;
+
 use zeroize::Zeroizing;
 
-use super::Core;
+use super::master::Master;
+use crate::clock::Clock;
 use crate::crypto::MasterKeys;
 use crate::error::Error;
-use crate::store::OutboxRow;
+use crate::store::{OutboxRow, Store};
 
 /// Rows read at a time when re-sealing.
 const RESEAL_BATCH: i64 = 256;
@@ -41,7 +44,63 @@ pub fn open_body(master: &MasterKeys, row: &OutboxRow) -> Result<Zeroizing<Strin
         .map_err(|_| Error::Internal(format!("outbox message {} is not text", row.id)))
 }
 
-impl Core {
+/// Queues messages, sealed, and hands them to the sender.
+pub struct Outbox {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    master: Arc<Master>,
+    /// Woken when a message is queued: the SMTP sender (`mail`) runs at once.
+    wake: tokio::sync::Notify,
+}
+
+impl Outbox {
+    pub(super) fn new(store: Store, clock: Arc<dyn Clock>, master: Arc<Master>) -> Self {
+        Outbox {
+            store,
+            clock,
+            master,
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Resolves when a message was queued since the last call.
+    pub async fn queued(&self) {
+        self.wake.notified().await;
+    }
+
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// Pending messages on `channel` due at `now`, for the sender.
+    pub async fn due(
+        &self,
+        channel: &str,
+        now: u64,
+        max_attempts: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, Error> {
+        self.store
+            .due_outbox(channel, now, max_attempts, limit)
+            .await
+    }
+
+    /// Leases a message to this sender until `until`; false if another
+    /// holds it or it was sent.
+    pub async fn claim(&self, id: i64, now: u64, until: u64) -> Result<bool, Error> {
+        self.store.claim_outbox(id, now, until).await
+    }
+
+    /// Records a message as sent (its body is wiped).
+    pub async fn mark_sent(&self, id: i64) -> Result<(), Error> {
+        self.store.mark_sent(id, self.clock.now()).await
+    }
+
+    /// Records a failed attempt and when to try again.
+    pub async fn failed(&self, id: i64, attempts: i64, kind: &str, next: u64) -> Result<(), Error> {
+        self.store.outbox_failed(id, attempts, kind, next).await
+    }
+
     /// Queues a message for a user, its body sealed. Its text (which may
     /// hold a code) is not logged.
     pub async fn send_message(
@@ -51,27 +110,28 @@ impl Core {
         subject: &str,
         body: &str,
     ) -> Result<(), Error> {
-        let master = self.master();
+        let master = self.master.current();
         let id = self
             .store
-            .enqueue(self.now(), channel, recipient, subject, |id| {
+            .enqueue(self.clock.now(), channel, recipient, subject, |id| {
                 master.seal(&associated(id, channel, recipient), body.as_bytes())
             })
             .await?;
         tracing::info!(outbox_id = id, channel, "message queued");
-        self.outbox_wake.notify_one();
+        self.wake.notify_one();
         Ok(())
     }
 
     /// The body of a pending message, for the sender.
-    pub fn outbox_body(&self, row: &OutboxRow) -> Result<Zeroizing<String>, Error> {
-        let mut master = self.master();
+    pub fn body(&self, row: &OutboxRow) -> Result<Zeroizing<String>, Error> {
+        let mut master = self.master.current();
         if row
+            .seal
             .mk_version
             .is_some_and(|v| !u32::try_from(v).is_ok_and(|v| master.has_version(v)))
         {
             // Sealed after a rotation by another process.
-            master = self.reload_master()?;
+            master = self.master.reload()?;
         }
         open_body(&master, row)
     }
@@ -79,11 +139,7 @@ impl Core {
     /// Seals the pending bodies written in clear before bodies were sealed
     /// (at start-up) and, with `rotation`, the ones sealed with an older
     /// master-key version. Returns how many rows changed.
-    pub(super) async fn reseal_outbox(
-        &self,
-        master: &MasterKeys,
-        rotation: bool,
-    ) -> Result<usize, Error> {
+    pub(super) async fn reseal(&self, master: &MasterKeys, rotation: bool) -> Result<usize, Error> {
         let current = rotation.then(|| master.current_version());
         let mut done = 0;
         // Rows that cannot be re-sealed (their version is missing from the
@@ -137,9 +193,11 @@ mod tests {
             attempts: 0,
             next_attempt_at: 0,
             last_error: None,
-            mk_version: Some(i64::from(sealed.version)),
-            nonce: Some(sealed.nonce),
-            ciphertext: Some(sealed.ciphertext),
+            seal: crate::store::SealColumns {
+                mk_version: Some(i64::from(sealed.version)),
+                nonce: Some(sealed.nonce),
+                ciphertext: Some(sealed.ciphertext),
+            },
         }
     }
 

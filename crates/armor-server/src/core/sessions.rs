@@ -1,4 +1,5 @@
-//! Redeeming a sign-in code, and portal sessions.
+//! Sessions: FH-AUTH tokens (checked, issued, revoked), password login
+//! (`login.rs`), redeeming a sign-in code, and portal sessions.
 //!
 //! The portal's sign-in ends in a session, not an FH-AUTH token: a
 //! credential of its own kind, in its own table, which the API's
@@ -8,15 +9,36 @@
 //! sign-out, when the user is disabled or deleted, and on a new password.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{Core, Principal, TOKEN_IDLE_TTL, TOKEN_MAX_TTL};
+use super::audit::Audit;
+use super::factors::Factors;
+use super::hashing::Hasher;
+use super::lockout::Lockout;
+use super::{Metrics, Principal, Via, TOKEN_IDLE_TTL, TOKEN_MAX_TTL};
+use crate::clock::Clock;
 use crate::crypto;
 use crate::error::Error;
-use crate::store::AuditEvent;
+use crate::store::{AuditEvent, Store, UserStatus};
 
-impl Core {
+/// Password login, tokens and portal sessions.
+pub struct Sessions {
+    pub(super) store: Store,
+    pub(super) clock: Arc<dyn Clock>,
+    /// Password hashes run here, off the async workers.
+    pub(super) hasher: Hasher,
+    pub(super) dummy_hash: Arc<str>,
+    pub(super) lockout: Lockout,
+    /// Failed logins per (client address, user name); `None`: unlimited.
+    pub(super) login_limit: Option<crate::web::limit::AuthFailureLimiter>,
+    pub(super) factors: Factors,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) audit: Audit,
+}
+
+impl Sessions {
     /// Takes a single-use sign-in code (refused for a user no longer
     /// active) and records the login; the caller issues the credential.
     pub(super) async fn redeem_code(
@@ -35,30 +57,31 @@ impl Core {
             .user_by_id(user_id)
             .await?
             .ok_or(Error::InvalidCode)?;
-        if user.status != "active" {
+        if user.status != UserStatus::Active {
             return Err(Error::InvalidCode);
         }
         self.metrics.logins_ok.fetch_add(1, Ordering::Relaxed);
-        self.audit(AuditEvent {
-            account_id: Some(user.account_id),
-            actor_id: Some(user.id),
-            credential: "password".into(),
-            event: "login",
-            address,
-            ..Default::default()
-        })
-        .await;
+        self.audit
+            .record(AuditEvent {
+                account_id: Some(user.account_id),
+                actor_id: Some(user.id),
+                credential: "password".into(),
+                event: "login",
+                address,
+                ..Default::default()
+            })
+            .await;
         Ok(user_id)
     }
 
-    /// The portal's sign-in: exchanges a code (from [`Core::authorize`]) for
+    /// The portal's sign-in: exchanges a code (from [`Sessions::authorize`]) for
     /// a new portal session.
     pub async fn open_session(
         &self,
         code: &str,
         address: Option<String>,
     ) -> Result<Zeroizing<String>, Error> {
-        let now = self.now();
+        let now = self.clock.now();
         let user_id = self.redeem_code(code, address, now).await?;
         let session = crypto::new_token();
         self.store
@@ -77,7 +100,7 @@ impl Core {
     /// `InvalidToken`.
     pub async fn authenticate_session(&self, session: &str) -> Result<(i64, Vec<u8>), Error> {
         let hash = crypto::token_hash(session);
-        let now = self.now();
+        let now = self.clock.now();
         let row = self
             .store
             .session(&hash)
@@ -96,14 +119,73 @@ impl Core {
     /// Portal sign-out: ends the session.
     pub async fn close_session(&self, p: &Principal, hash: &[u8]) -> Result<(), Error> {
         if self.store.end_session(hash).await? {
-            self.audit(AuditEvent {
-                account_id: Some(p.account_id),
-                actor_id: Some(p.user_id),
-                credential: p.credential(),
-                event: "logout",
-                ..Default::default()
-            })
-            .await;
+            self.audit
+                .record(AuditEvent {
+                    account_id: Some(p.account_id),
+                    actor_id: Some(p.user_id),
+                    credential: p.credential(),
+                    event: "logout",
+                    ..Default::default()
+                })
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Checks an FH-AUTH / Bearer token; slides its idle expiry.
+    pub async fn authenticate_token(&self, token: &str) -> Result<(i64, Vec<u8>), Error> {
+        let hash = crypto::token_hash(token);
+        let now = self.clock.now();
+        let row = self.store.token(&hash).await?.ok_or(Error::InvalidToken)?;
+        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
+        if row.revoked != 0
+            || now_i > row.expires_at
+            || now_i > row.last_seen.saturating_add(TOKEN_IDLE_TTL as i64)
+        {
+            return Err(Error::InvalidToken);
+        }
+        if now_i - row.last_seen >= 30 {
+            self.store.touch_token(&hash, now).await?;
+        }
+        Ok((row.user_id, hash))
+    }
+
+    /// `POST /auth/token`: exchanges a code for an FH-AUTH token.
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        address: Option<String>,
+    ) -> Result<Zeroizing<String>, Error> {
+        let now = self.clock.now();
+        let user_id = self.redeem_code(code, address, now).await?;
+        self.issue_token(user_id, now).await
+    }
+
+    async fn issue_token(&self, user_id: i64, now: u64) -> Result<Zeroizing<String>, Error> {
+        let token = crypto::new_token();
+        self.store
+            .insert_token(
+                &crypto::token_hash(&token),
+                user_id,
+                now,
+                now + TOKEN_MAX_TTL,
+            )
+            .await?;
+        Ok(token)
+    }
+
+    pub async fn logout(&self, p: &Principal) -> Result<(), Error> {
+        if let Via::Password { token_hash } = &p.via {
+            self.store.revoke_token(token_hash).await?;
+            self.audit
+                .record(AuditEvent {
+                    account_id: Some(p.account_id),
+                    actor_id: Some(p.user_id),
+                    credential: p.credential(),
+                    event: "logout",
+                    ..Default::default()
+                })
+                .await;
         }
         Ok(())
     }

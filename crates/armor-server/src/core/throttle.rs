@@ -10,10 +10,14 @@
 //! [`Limit::window`] seconds; at most [`Limit::max`] messages go out in
 //! it (so at most twice that in any span of one window).
 
+use std::sync::Arc;
+
 use sha2::{Digest as _, Sha256};
 
-use super::Core;
+use super::master::Master;
+use crate::clock::Clock;
 use crate::error::Error;
+use crate::store::Store;
 
 /// At most `max` messages to one target per `window` seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +47,23 @@ pub const PHONE_PER_USER: Limit = Limit {
     window: 3_600,
 };
 
-impl Core {
+/// Counts the messages sent per target, in the store.
+#[derive(Clone)]
+pub struct SendLimits {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    master: Arc<Master>,
+}
+
+impl SendLimits {
+    pub(super) fn new(store: Store, clock: Arc<dyn Clock>, master: Arc<Master>) -> Self {
+        SendLimits {
+            store,
+            clock,
+            master,
+        }
+    }
+
     /// Counts one message to `target` under `scope`; past `limit`, the
     /// seconds until the window ends (at least 1).
     pub(super) async fn count_send(
@@ -52,9 +72,9 @@ impl Core {
         target: &str,
         limit: Limit,
     ) -> Result<Result<(), u64>, Error> {
-        let now = self.now();
+        let now = self.clock.now();
         let mut h = Sha256::new();
-        h.update(self.master().derive_16("send limit key v1"));
+        h.update(self.master.current().derive_16("send limit key v1"));
         h.update(scope.as_bytes());
         h.update([0]);
         h.update(target.as_bytes());
@@ -66,9 +86,7 @@ impl Core {
         let left = u64::try_from(window_end).unwrap_or(0).saturating_sub(now);
         Ok(Err(left.max(1)))
     }
-}
 
-impl Core {
     /// Counts a password-reset request against its client address and the
     /// address asked for; `false` when past a limit (nothing is sent, and
     /// the caller is answered as always).

@@ -254,8 +254,8 @@ impl Gateway {
         };
         let mut rate = self.config.key_rate_limits.get(key_id).copied();
         if rate.is_none() && !self.config.role_rate_limits.is_empty() {
-            if let Some(role) = core.store.role_in(p.user_id, p.account_id).await? {
-                rate = self.config.role_rate_limits.get(&role).copied();
+            if let Some(role) = core.access.role(p).await? {
+                rate = self.config.role_rate_limits.get(role.as_str()).copied();
             }
         }
         let Some(rate) = rate.or(self.config.rate_limit) else {

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::layout::{self, Nav};
 use super::session::{is_tls, set_cookie, CsrfForm, Session, ACCOUNT_COOKIE, PORTAL_PATH};
 use crate::core::perm;
+use crate::store::Role;
 
 /// What each permission lets its holder do.
 const PERMISSIONS: [(&str, &str); 6] = [
@@ -46,7 +47,7 @@ pub async fn page(s: Session) -> Response {
                     @if let Some(parent) = a.parent_id {
                         dt { "Parent account" } dd { code { (parent) } }
                     }
-                    dt { "Your role" } dd { (if s.role.is_empty() { "(none)" } else { s.role.as_str() }) }
+                    dt { "Your role" } dd { (s.role.as_ref().map_or("(none)", Role::as_str)) }
                 }
                 @if s.accounts.len() > 1 {
                     form.row-form method="post" action="/portal/account" {

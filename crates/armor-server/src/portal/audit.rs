@@ -72,11 +72,11 @@ pub async fn page(
             layout::page(&s, Nav::Audit, "Audit Log", body),
         );
     }
-    let users = match core.store.users_in_account(s.p.account_id).await {
+    let users = match core.access.member_emails(&s.p).await {
         Ok(u) => u,
         Err(e) => return super::error_page(&e),
     };
-    let emails: HashMap<i64, String> = users.iter().map(|(u, _)| (u.id, u.email.clone())).collect();
+    let emails: HashMap<i64, String> = users.iter().cloned().collect();
     let event = non_empty(&q.event).map(str::to_owned);
     let user = non_empty(&q.user).and_then(|u| u.parse::<i64>().ok());
     let since = non_empty(&q.since).and_then(day_start);
@@ -90,7 +90,7 @@ pub async fn page(
         before: q.before,
         limit: PAGE + 1,
     };
-    let mut rows = match core.store.audit_query(&filter).await {
+    let mut rows = match core.audit.query(&s.p, filter).await {
         Ok(r) => r,
         Err(e) => return super::error_page(&e),
     };
@@ -98,12 +98,15 @@ pub async fn page(
     rows.truncate(PAGE as usize);
     // The events this account has seen, for the filter's choices.
     let mut events: BTreeSet<String> = match core
-        .store
-        .audit_query(&AuditFilter {
-            account_id: s.p.account_id,
-            limit: 2000,
-            ..Default::default()
-        })
+        .audit
+        .query(
+            &s.p,
+            AuditFilter {
+                account_id: s.p.account_id,
+                limit: 2000,
+                ..Default::default()
+            },
+        )
         .await
     {
         Ok(r) => r.into_iter().map(|r| r.event).collect(),
@@ -149,8 +152,8 @@ pub async fn page(
                 label.field { span.field-label { "User" }
                     select name="user" #filter-user {
                         option value="" { "All users" }
-                        @for (u, _) in &users {
-                            option value=(u.id) selected[user == Some(u.id)] { (u.email) }
+                        @for (id, email) in &users {
+                            option value=(id) selected[user == Some(*id)] { (email) }
                         }
                     }
                 }

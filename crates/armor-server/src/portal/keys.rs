@@ -1,4 +1,4 @@
-//! API Keys: seed 001's steps 4 to 8. The table of keys, the plus icon's
+//! API Keys: steps 4 to 8 of the vendor's portal walkthrough. The table of keys, the plus icon's
 //! form, the one page that shows a Secret Key, and deletion with a
 //! confirmation step.
 
@@ -16,43 +16,14 @@ use crate::store::KeyRow;
 use crate::web::auth::ClientAddr;
 use crate::web::AppState;
 
-/// A key as the table shows it.
-struct Row {
-    key: KeyRow,
-    owner: String,
-    last_used: Option<u64>,
-}
+use crate::core::keys::{KeyAdmin, VisibleKey as Row};
 
 fn can_delete(s: &Session, owner: i64) -> bool {
-    (owner == s.p.user_id && s.p.has(perm::KEYS_SELF_MANAGE)) || s.p.has(perm::KEYS_ALL_DELETE)
+    KeyAdmin::may_delete(&s.p, owner)
 }
 
 async fn rows(core: &AppState, s: &Session) -> Result<Vec<Row>, Error> {
-    let mut out = Vec::new();
-    let owners: Vec<(i64, String)> = if s.p.has(perm::KEYS_ALL_READ) {
-        core.store
-            .users_in_account(s.p.account_id)
-            .await?
-            .into_iter()
-            .filter(|(u, _)| u.status != "deleted")
-            .map(|(u, _)| (u.id, u.email))
-            .collect()
-    } else {
-        vec![(s.p.user_id, s.user.email.clone())]
-    };
-    for (uid, email) in owners {
-        for key in core.list_keys(&s.p, uid).await? {
-            let pending = core.pending_last_used(&key.id);
-            let last_used = key.last_used.map(|t| t.max(0) as u64).max(pending);
-            out.push(Row {
-                key,
-                owner: email.clone(),
-                last_used,
-            });
-        }
-    }
-    out.sort_by(|a, b| (b.key.created_at, &b.key.id).cmp(&(a.key.created_at, &a.key.id)));
-    Ok(out)
+    core.keys.visible_keys(&s.p, &s.user.email).await
 }
 
 fn explanation(s: &Session) -> Markup {
@@ -229,7 +200,11 @@ pub async fn create(
     ClientAddr(addr): ClientAddr,
     CsrfForm { session: s, form }: CsrfForm<NewKey>,
 ) -> Response {
-    let new = match core.create_key(&s.p, s.p.user_id, &form.name, addr).await {
+    let new = match core
+        .keys
+        .create_key(&s.p, s.p.user_id, &form.name, addr)
+        .await
+    {
         Ok(n) => n,
         Err(Error::BadRequest(msg)) => {
             let msg = format!("The key was not created: {msg}.");
@@ -288,15 +263,12 @@ pub async fn create(
 
 /// The key `id` in the session's account, if the user may delete it.
 async fn deletable(core: &AppState, s: &Session, id: &str) -> Result<KeyRow, Response> {
-    let key = match core.store.key(&id.to_ascii_lowercase()).await {
-        Ok(Some(k)) if k.account_id == s.p.account_id => k,
-        Ok(_) => return Err(super::error_page(&Error::NotFound("API key"))),
-        Err(e) => return Err(super::error_page(&e)),
-    };
-    if !can_delete(s, key.user_id) {
-        return Err(forbidden(s));
+    match core.keys.deletable(&s.p, id).await {
+        Ok(k) => Ok(k),
+        Err(Error::NotFound(_)) => Err(super::error_page(&Error::NotFound("API key"))),
+        Err(Error::PermissionDenied(_)) => Err(forbidden(s)),
+        Err(e) => Err(super::error_page(&e)),
     }
-    Ok(key)
 }
 
 /// `GET /portal/keys/{id}/delete`: asks for confirmation.
@@ -357,7 +329,7 @@ pub async fn delete(
         Ok(k) => k,
         Err(resp) => return resp,
     };
-    match core.delete_key(&s.p, key.user_id, &key.id, addr).await {
+    match core.keys.delete_key(&s.p, key.user_id, &key.id, addr).await {
         Ok(()) => Redirect::to("/portal/keys?notice=deleted").into_response(),
         Err(Error::PermissionDenied(_)) => forbidden(&s),
         Err(e) => super::error_page(&e),

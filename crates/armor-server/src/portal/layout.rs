@@ -5,6 +5,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::session::{Session, CSRF_FIELD};
 use crate::core::perm;
+use crate::store::Role;
 
 /// Which navigation entry is current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +179,7 @@ pub fn missing_permissions(
             h2.callout-title { (icon_lock()) "You may not have permissions to use this feature" }
             p {
                 "You cannot " (what) " in the account " strong { (s.account.name) }
-                " with your role " strong { (if s.role.is_empty() { "(none)" } else { s.role.as_str() }) } "."
+                " with your role " strong { (s.role.as_ref().map_or("(none)", Role::as_str)) } "."
                 " You must have the following permissions enabled:"
             }
             ul.perm-list {

@@ -1,5 +1,5 @@
 //! Sign-in and sign-out. Signing in is the API's first step
-//! (`Core::authorize`), then `Core::open_session` exchanges the code for a
+//! (`Sessions::authorize`), then `Sessions::open_session` exchanges the code for a
 //! portal session (not an FH-AUTH token) kept in the session cookie; a
 //! wrong password and a locked login get the API's one answer, and a user
 //! with a second factor is asked for its code.
@@ -136,10 +136,11 @@ pub async fn submit(
     }
     let code = Some(f.code.trim()).filter(|c| !c.is_empty());
     let result = match core
+        .sessions
         .authorize(&f.email, &f.password, code, addr.clone())
         .await
     {
-        Ok(code) => core.open_session(&code, addr).await,
+        Ok(code) => core.sessions.open_session(&code, addr).await,
         Err(e) => Err(e),
     };
     let token = match result {
@@ -192,7 +193,11 @@ pub async fn logout(
     headers: HeaderMap,
     CsrfForm { session, .. }: CsrfForm<Empty>,
 ) -> Response {
-    if let Err(e) = core.close_session(&session.p, &session.session_hash).await {
+    if let Err(e) = core
+        .sessions
+        .close_session(&session.p, &session.session_hash)
+        .await
+    {
         return super::error_page(&e);
     }
     let tls = is_tls(&headers);

@@ -6,7 +6,7 @@
 //! Content-Security-Policy on every answer.
 //!
 //! - Sessions are their own credential, not FH-AUTH tokens: signing in
-//!   runs [`Core::authorize`] and [`Core::open_session`] and keeps the
+//!   runs [`Sessions::authorize`] and [`Sessions::open_session`] and keeps the
 //!   session in the `armor_session` cookie (HttpOnly, SameSite=Strict,
 //!   `Path=/portal`, Secure behind TLS). The API refuses it in
 //!   `Authorization`, and the portal refuses an FH-AUTH token as a cookie.
@@ -16,8 +16,8 @@
 //!   (`web::is_public`): the portal authenticates with its own cookie, and
 //!   ignores an `Authorization` header.
 //!
-//! [`Core::authorize`]: crate::core::Core::authorize
-//! [`Core::open_session`]: crate::core::Core::open_session
+//! [`Sessions::authorize`]: crate::core::sessions::Sessions::authorize
+//! [`Sessions::open_session`]: crate::core::sessions::Sessions::open_session
 
 mod account;
 mod audit;

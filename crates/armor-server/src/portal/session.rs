@@ -9,9 +9,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq as _;
 
-use crate::core::{Principal, Via};
+use crate::core::principals::SessionView;
+use crate::core::Principal;
 use crate::error::Error;
-use crate::store::{AccountRow, UserRow};
+use crate::store::{AccountRow, Role, UserRow};
 use crate::web::AppState;
 
 /// The session cookie: a portal session (see `core::sessions`), which is
@@ -32,7 +33,8 @@ pub const CSRF_FIELD: &str = "_csrf";
 pub struct Session {
     pub p: Principal,
     pub user: UserRow,
-    pub role: String,
+    /// `None`: no role in this account.
+    pub role: Option<Role>,
     pub account: AccountRow,
     pub accounts: Vec<AccountRow>,
     /// This session's CSRF token, for the forms of the page.
@@ -118,39 +120,17 @@ impl Session {
         token: &str,
         account: Option<&str>,
     ) -> Result<Session, Error> {
-        let (user_id, session_hash) = core.authenticate_session(token).await?;
-        let user = core
-            .store
-            .user_by_id(user_id)
-            .await?
-            .ok_or(Error::InvalidToken)?;
-        // Password-level access, as the sign-in proved the password.
-        let via = Via::Password {
-            token_hash: session_hash.clone(),
-        };
-        let p = match core
-            .principal(user_id, user.account_id, account, via.clone())
-            .await
-        {
-            Err(Error::InvalidAccountContext) if account.is_some() => {
-                core.principal(user_id, user.account_id, None, via).await?
-            }
-            other => other?,
-        };
-        let accounts = core.store.accounts_of(user_id).await?;
-        let account = match accounts.iter().find(|a| a.id == p.account_id) {
-            Some(a) => a.clone(),
-            None => core
-                .store
-                .account(p.account_id)
-                .await?
-                .ok_or(Error::InvalidAccountContext)?,
-        };
-        let role = core
-            .store
-            .role_in(user_id, p.account_id)
-            .await?
-            .unwrap_or_default();
+        let (user_id, session_hash) = core.sessions.authenticate_session(token).await?;
+        let SessionView {
+            p,
+            user,
+            role,
+            account,
+            accounts,
+        } = core
+            .access
+            .session_view(user_id, session_hash.clone(), account)
+            .await?;
         Ok(Session {
             p,
             user,

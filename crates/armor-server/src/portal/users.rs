@@ -11,11 +11,12 @@ use super::layout::{self, Nav};
 use super::session::{CsrfForm, Session};
 use crate::core::{perm, UserEdit};
 use crate::error::Error;
+use crate::store::{Role, UserStatus};
 use crate::web::auth::ClientAddr;
 use crate::web::AppState;
 
 /// Roles an administrator may give an invited user.
-const ROLES: [&str; 3] = ["User", "Read Only", "Account Owner"];
+const ROLES: [Role; 3] = [Role::User, Role::ReadOnly, Role::AccountOwner];
 
 #[derive(Deserialize)]
 pub struct UsersQuery {
@@ -33,10 +34,10 @@ fn notice_text(n: &str) -> Option<&'static str> {
     })
 }
 
-fn status_badge(status: &str) -> &'static str {
+fn status_badge(status: &UserStatus) -> &'static str {
     match status {
-        "active" => "badge-ok",
-        "invited" => "badge-info",
+        UserStatus::Active => "badge-ok",
+        UserStatus::Invited => "badge-info",
         _ => "badge-bad",
     }
 }
@@ -62,7 +63,7 @@ pub async fn page(
             layout::page(&s, Nav::Users, "Users", body),
         );
     }
-    let users = match core.store.users_in_account(s.p.account_id).await {
+    let users = match core.access.users(&s.p).await {
         Ok(u) => u,
         Err(e) => return super::error_page(&e),
     };
@@ -70,13 +71,10 @@ pub async fn page(
     // /users` lists them), with their lock (which is the user's, in every
     // account); they are administered in their home account, so they get
     // no actions here.
-    let now = i64::try_from(core.now()).unwrap_or(i64::MAX);
     let mut rows = Vec::new();
-    for (u, role) in users.into_iter().filter(|(u, _)| u.status != "deleted") {
-        let locked = match core.store.lockout(u.id).await {
-            Ok(l) => l
-                .filter(|l| l.locked_until > now)
-                .map(|l| u64::try_from(l.locked_until).unwrap_or(0)),
+    for (u, role) in users {
+        let locked = match core.users.locked_until(u.id).await {
+            Ok(l) => l,
             Err(e) => return super::error_page(&e),
         };
         rows.push((u, role, locked));
@@ -160,7 +158,7 @@ pub async fn page(
                         input type="text" name="last_name" required maxlength="100"; }
                     label.field { span.field-label { "Role" }
                         select name="role" {
-                            @for r in ROLES { option value=(r) selected[r == "User"] { (r) } }
+                            @for r in &ROLES { option value=(r) selected[*r == Role::User] { (r) } }
                         }
                     }
                     div.form-actions { button.btn.btn-primary #invite-submit type="submit" { "Invite" } }
@@ -209,7 +207,7 @@ pub async fn invite(
         last_name: Some(form.last_name),
         role: Some(form.role).filter(|r| !r.is_empty()),
     };
-    match core.create_user(&s.p, &edit, addr).await {
+    match core.users.create_user(&s.p, &edit, addr).await {
         Ok(_) => Redirect::to("/portal/users?notice=invited").into_response(),
         Err(e) => super::error_page(&e),
     }
@@ -230,6 +228,7 @@ pub async fn action(
     };
     let result = match action.as_str() {
         "enable" | "disable" => core
+            .users
             .set_user_enabled(&s.p, id, action == "enable", addr)
             .await
             .map(|_| {
@@ -239,9 +238,14 @@ pub async fn action(
                     "disabled"
                 }
             }),
-        "invite" => core.invite(&s.p, id, addr).await.map(|()| "reinvited"),
-        "unlock" => match core.user_in_account(&s.p, id).await {
+        "invite" => core
+            .users
+            .invite(&s.p, id, addr)
+            .await
+            .map(|()| "reinvited"),
+        "unlock" => match core.access.user_in_account(&s.p, id).await {
             Ok((u, _)) => core
+                .users
                 .unlock(&s.p, s.p.account_id, &u.email, addr)
                 .await
                 .map(|_| "unlocked"),

@@ -27,10 +27,16 @@ pub struct OutboxRow {
     /// The last failure: a kind and the SMTP code, never the message.
     pub last_error: Option<String>,
     #[serde(skip)]
+    #[sqlx(flatten)]
+    pub seal: SealColumns,
+}
+
+/// The columns of a sealed outbox body (all `None` once delivered, or in a
+/// row written before bodies were sealed).
+#[derive(Clone, Default, FromRow)]
+pub struct SealColumns {
     pub mk_version: Option<i64>,
-    #[serde(skip)]
     pub nonce: Option<Vec<u8>>,
-    #[serde(skip)]
     pub ciphertext: Option<Vec<u8>>,
 }
 
@@ -42,7 +48,7 @@ impl std::fmt::Debug for OutboxRow {
             .field("channel", &self.channel)
             .field("sent_at", &self.sent_at)
             .field("attempts", &self.attempts)
-            .field("mk_version", &self.mk_version)
+            .field("mk_version", &self.seal.mk_version)
             .finish_non_exhaustive()
     }
 }
@@ -51,9 +57,9 @@ impl OutboxRow {
     /// The sealed body, if the row holds one.
     pub fn sealed(&self) -> Option<Sealed> {
         Some(Sealed {
-            version: u32::try_from(self.mk_version?).unwrap_or(u32::MAX),
-            nonce: self.nonce.clone()?,
-            ciphertext: self.ciphertext.clone()?,
+            version: u32::try_from(self.seal.mk_version?).unwrap_or(u32::MAX),
+            nonce: self.seal.nonce.clone()?,
+            ciphertext: self.seal.ciphertext.clone()?,
         })
     }
 }

@@ -4,7 +4,7 @@
 use sqlx::FromRow;
 use subtle::ConstantTimeEq as _;
 
-use super::{secs, AuditRow, Store};
+use super::{secs, AuditRow, Role, Store, UserStatus};
 use crate::crypto::Sealed;
 use crate::error::Error;
 
@@ -82,24 +82,6 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?,
         )
-    }
-
-    pub async fn save_lockout(&self, r: &LockoutRow) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO login_lockouts (user_id, failures, window_start, locked_until, lock_count)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (user_id) DO UPDATE SET failures = excluded.failures,
-               window_start = excluded.window_start, locked_until = excluded.locked_until,
-               lock_count = excluded.lock_count",
-        )
-        .bind(r.user_id)
-        .bind(r.failures)
-        .bind(r.window_start)
-        .bind(r.locked_until)
-        .bind(r.lock_count)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     /// Forgets failures and locks; returns whether there was a row.
@@ -283,16 +265,16 @@ impl Store {
         &self,
         user_id: i64,
         password_hash: &str,
-        from: &str,
-        to: &str,
+        from: UserStatus,
+        to: UserStatus,
     ) -> Result<bool, Error> {
         let done = sqlx::query(
             "UPDATE users SET password_hash = $1, status = $2 WHERE id = $3 AND status = $4",
         )
         .bind(password_hash)
-        .bind(to)
+        .bind(to.as_str())
         .bind(user_id)
-        .bind(from)
+        .bind(from.as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -323,33 +305,18 @@ impl Store {
     }
 
     /// The permissions a role grants; `None` for an unknown role.
-    pub async fn role_permissions(&self, role: &str) -> Result<Option<Vec<String>>, Error> {
+    pub async fn role_permissions(&self, role: &Role) -> Result<Option<Vec<String>>, Error> {
         let rows: Vec<(Option<String>,)> = sqlx::query_as(
             "SELECT rp.permission FROM roles r LEFT JOIN role_permissions rp ON rp.role_id = r.id
              WHERE r.name = $1",
         )
-        .bind(role)
+        .bind(role.as_str())
         .fetch_all(&self.pool)
         .await?;
         if rows.is_empty() {
             return Ok(None);
         }
         Ok(Some(rows.into_iter().filter_map(|r| r.0).collect()))
-    }
-
-    /// Active members of an account whose role grants `permission`.
-    pub async fn count_active_with(&self, account_id: i64, permission: &str) -> Result<i64, Error> {
-        let (n,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM memberships m
-             JOIN users u ON u.id = m.user_id
-             JOIN role_permissions rp ON rp.role_id = m.role_id
-             WHERE m.account_id = $1 AND u.status = 'active' AND rp.permission = $2",
-        )
-        .bind(account_id)
-        .bind(permission)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n)
     }
 
     // ---- second factors and challenge phrase ----
@@ -412,17 +379,20 @@ impl Store {
     }
 
     /// Up to `limit` TOTP secrets sealed with another master-key version
-    /// than `version`.
+    /// than `version`, of users after `after`, in user order.
     pub async fn totp_not_sealed_with(
         &self,
         version: u32,
+        after: i64,
         limit: i64,
     ) -> Result<Vec<SecurityRow>, Error> {
         Ok(sqlx::query_as(
             "SELECT * FROM user_security
-             WHERE totp_mk_version IS NOT NULL AND totp_mk_version <> $1 LIMIT $2",
+             WHERE totp_mk_version IS NOT NULL AND totp_mk_version <> $1 AND user_id > $2
+             ORDER BY user_id LIMIT $3",
         )
         .bind(i64::from(version))
+        .bind(after)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)

@@ -97,23 +97,13 @@ async fn authenticate_parts(
     let context = account_context(&parts.headers)?;
     let principal = match token_of(header) {
         Some(token) => {
-            let (user_id, token_hash) = core.authenticate_token(token).await?;
-            let home = core
-                .store
-                .user_by_id(user_id)
+            let (user_id, token_hash) = core.sessions.authenticate_token(token).await?;
+            core.access
+                .password_principal(user_id, token_hash, context.as_deref())
                 .await?
-                .map(|u| u.account_id)
-                .ok_or(Error::InvalidToken)?;
-            core.principal(
-                user_id,
-                home,
-                context.as_deref(),
-                Via::Password { token_hash },
-            )
-            .await?
         }
         None => {
-            let (creds, key) = core.psk_begin(header)?;
+            let (creds, key) = core.verifier.psk_begin(header)?;
             // Too many refusals for this key from this address: 429, unread.
             let limiter = parts
                 .extensions
@@ -135,7 +125,7 @@ async fn authenticate_parts(
                 query: parts.uri.query(),
                 body: &bytes,
             };
-            let id = match core.psk_finish(&creds, &key, &psk_req).await {
+            let id = match core.verifier.psk_finish(&creds, &key, &psk_req).await {
                 Ok(id) => id,
                 Err(e) => {
                     if let (Some((l, ip)), Error::Psk { err, .. }) = (&limiter, &e) {
@@ -147,13 +137,14 @@ async fn authenticate_parts(
                 }
             };
             *body = Some(Body::from(bytes.clone()));
-            core.principal(
-                id.user_id,
-                id.account_id,
-                context.as_deref(),
-                Via::ApiKey { key_id: id.key_id },
-            )
-            .await?
+            core.access
+                .principal(
+                    id.user_id,
+                    id.account_id,
+                    context.as_deref(),
+                    Via::ApiKey { key_id: id.key_id },
+                )
+                .await?
         }
     };
     Ok(Auth::Principal(principal))

@@ -116,11 +116,6 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
             "method_not_allowed",
             "The requested resource does not support this method.",
         ),
-        Error::NotImplemented => (
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "Not available yet.",
-        ),
         Error::StoreUnavailable => (
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
@@ -267,7 +262,6 @@ mod tests {
             (Error::MalformedTarget("x"), 400, "malformed_request_target"),
             (Error::BodyTooLarge(1), 413, "body_too_large"),
             (Error::Conflict("x".into()), 409, "conflict"),
-            (Error::NotImplemented, 501, "not_implemented"),
             (Error::RequestTimeout("x"), 408, "request_timeout"),
             (Error::MethodNotAllowed("x"), 405, "method_not_allowed"),
             (Error::StoreUnavailable, 503, "store_unavailable"),

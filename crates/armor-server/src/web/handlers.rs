@@ -17,7 +17,7 @@ use super::{ApiJson, AppState};
 use crate::clock::rfc3339;
 use crate::core::{perm, CODE_TTL, TOKEN_IDLE_TTL};
 use crate::error::Error;
-use crate::store::{AccountRow, AuditFilter, KeyRow, UserRow};
+use crate::store::{AccountRow, AuditFilter, KeyRow, Role, UserRow};
 
 mod users;
 pub use users::*;
@@ -56,7 +56,7 @@ pub async fn ping() -> Json<Value> {
 }
 
 pub async fn health(State(core): State<AppState>) -> Response {
-    if core.store.ping().await {
+    if core.access.store_ok().await {
         Json(json!({"status": "ok"})).into_response()
     } else {
         ApiError(Error::StoreUnavailable).into_response()
@@ -113,7 +113,7 @@ pub async fn metrics(State(core): State<AppState>) -> Response {
     let _ = write!(
         out,
         "# HELP armor_api_keys_cached API keys held by the verifier\n# TYPE armor_api_keys_cached gauge\narmor_api_keys_cached {}\n",
-        core.cached_keys()
+        core.verifier.cached_keys()
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
@@ -141,6 +141,7 @@ pub async fn authorize(
         return Err(Error::BadRequest("username and password are required".into()).into());
     };
     let code = core
+        .sessions
         .authorize(&user, &pass, body.mfa_code.as_deref(), addr)
         .await?;
     Ok(Json(json!({
@@ -179,7 +180,7 @@ pub async fn token(
     let code = body
         .code
         .ok_or_else(|| Error::BadRequest("code is required".into()))?;
-    let token = core.exchange_code(&code, addr).await?;
+    let token = core.sessions.exchange_code(&code, addr).await?;
     Ok(token_response(&token))
 }
 
@@ -195,7 +196,7 @@ pub async fn reissue(
     let token = body
         .token
         .ok_or_else(|| Error::BadRequest("token is required".into()))?;
-    let fresh = core.reissue(&token).await?;
+    let fresh = core.sessions.reissue(&token).await?;
     Ok(token_response(&fresh))
 }
 
@@ -203,13 +204,13 @@ pub async fn logout(
     State(core): State<AppState>,
     PasswordCaller(p): PasswordCaller,
 ) -> ApiResult<Json<bool>> {
-    core.logout(&p).await?;
+    core.sessions.logout(&p).await?;
     Ok(Json(true))
 }
 
 // ---- identity ----
 
-fn user_json(u: &UserRow, role: &str) -> Value {
+fn user_json(u: &UserRow, role: &Role) -> Value {
     json!({
         "id": u.id,
         "email": u.email,
@@ -223,7 +224,7 @@ fn user_json(u: &UserRow, role: &str) -> Value {
 }
 
 pub async fn me(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<Json<Me>> {
-    let profile = core.profile(p.user_id).await?;
+    let profile = core.access.profile(p.user_id).await?;
     Ok(Json(Me {
         profile,
         account_context: p.account_id,
@@ -378,7 +379,7 @@ pub async fn permissions(Caller(p): Caller) -> Json<Value> {
 }
 
 pub async fn accounts(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<Response> {
-    let accounts = core.store.accounts_of(p.user_id).await?;
+    let accounts = core.access.accounts(&p).await?;
     Ok(Json(accounts.iter().map(AccountJson).collect::<Vec<_>>()).into_response())
 }
 
@@ -388,7 +389,7 @@ pub async fn account(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = int_id(&id)?;
-    let accounts = core.store.accounts_of(p.user_id).await?;
+    let accounts = core.access.accounts(&p).await?;
     let a = accounts
         .iter()
         .find(|a| a.id == id)
@@ -397,15 +398,8 @@ pub async fn account(
 }
 
 pub async fn users(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<Json<Vec<Value>>> {
-    p.require(perm::USERS_READ)?;
-    let users = core.store.users_in_account(p.account_id).await?;
-    Ok(Json(
-        users
-            .iter()
-            .filter(|(u, _)| u.status != "deleted")
-            .map(|(u, r)| user_json(u, r))
-            .collect(),
-    ))
+    let users = core.access.users(&p).await?;
+    Ok(Json(users.iter().map(|(u, r)| user_json(u, r)).collect()))
 }
 
 pub async fn user(
@@ -414,10 +408,7 @@ pub async fn user(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = int_id(&id)?;
-    let (u, role) = core.user_in_account(&p, id).await?;
-    if id != p.user_id {
-        p.require(perm::USERS_READ)?;
-    }
+    let (u, role) = core.access.user(&p, id).await?;
     Ok(Json(user_json(&u, &role)))
 }
 
@@ -435,12 +426,11 @@ pub struct KeyItem {
 }
 
 fn key_item(core: &AppState, k: KeyRow) -> KeyItem {
-    let pending = core.pending_last_used(&k.id);
-    let last = k.last_used.map(|t| t.max(0) as u64).max(pending);
+    let last = core.keys.last_used(&k);
     KeyItem {
         created_date: rfc3339(k.created_at.max(0) as u64),
         last_used: last.map(rfc3339),
-        key_status: k.status,
+        key_status: k.status.to_string(),
         user_id: k.user_id,
         id: k.id,
         name: k.name,
@@ -453,7 +443,7 @@ pub async fn list_keys(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<KeyItem>>> {
     let id = int_id(&id)?;
-    let keys = core.list_keys(&p, id).await?;
+    let keys = core.keys.list_keys(&p, id).await?;
     Ok(Json(keys.into_iter().map(|k| key_item(&core, k)).collect()))
 }
 
@@ -478,7 +468,7 @@ pub async fn create_key(
     let name = body
         .name
         .ok_or_else(|| Error::BadRequest("name is required".into()))?;
-    let new = core.create_key(&p, id, &name, addr).await?;
+    let new = core.keys.create_key(&p, id, &name, addr).await?;
     let body = json!({
         "id": new.row.id,
         "apiKey": new.secret.as_str(),
@@ -508,6 +498,7 @@ pub async fn rename_key(
         return Err(Error::BadRequest("apiKeyId and newApiKeyName are required".into()).into());
     };
     let row = core
+        .keys
         .rename_key(&p, id, &key, body.prev_api_key_name.as_deref(), &new)
         .await?;
     Ok(Json(key_item(&core, row)))
@@ -520,7 +511,7 @@ pub async fn delete_key(
     Path((id, key)): Path<(String, String)>,
 ) -> ApiResult<Json<bool>> {
     let id = int_id(&id)?;
-    core.delete_key(&p, id, &key, addr).await?;
+    core.keys.delete_key(&p, id, &key, addr).await?;
     Ok(Json(true))
 }
 
@@ -547,19 +538,21 @@ pub async fn audit_log(
     PasswordCaller(p): PasswordCaller,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Response> {
-    p.require(perm::AUDIT_READ)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let mut rows = core
-        .store
-        .audit_query(&AuditFilter {
-            account_id: p.account_id,
-            user_id: q.user,
-            event: q.event.filter(|e| !e.is_empty()),
-            since: q.since,
-            until: q.until,
-            before: q.before,
-            limit: limit + 1,
-        })
+        .audit
+        .query(
+            &p,
+            AuditFilter {
+                account_id: p.account_id,
+                user_id: q.user,
+                event: q.event.filter(|e| !e.is_empty()),
+                since: q.since,
+                until: q.until,
+                before: q.before,
+                limit: limit + 1,
+            },
+        )
         .await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);

@@ -1,6 +1,6 @@
 //! Differential test: the client signer (`armor_psk::client`, signing a real
 //! `reqwest::Request` as `armor call` does) against the server's verifier
-//! (`Core::psk_begin` / `psk_finish`, with a key created in a real store),
+//! (`KeyVerifier::psk_begin` / `psk_finish`, with a key created in a real store),
 //! over 10 000 random requests. Each must verify as sent; then single-field
 //! and single-byte changes of the same request, tried first, must all be
 //! refused (and must not burn the nonce: the original is accepted after).
@@ -33,14 +33,15 @@ async fn verdict(
     body: &[u8],
     auth: &str,
 ) -> Result<String, String> {
-    let (creds, key) = core.psk_begin(auth).map_err(|e| e.to_string())?;
+    let (creds, key) = core.verifier.psk_begin(auth).map_err(|e| e.to_string())?;
     let req = armor_psk::Request {
         method,
         path,
         query,
         body,
     };
-    core.psk_finish(&creds, &key, &req)
+    core.verifier
+        .psk_finish(&creds, &key, &req)
         .await
         .map(|id| id.key_id)
         .map_err(|e| e.to_string())
@@ -74,10 +75,14 @@ type Change = (
 async fn client_signer_and_server_verifier_agree_on_10k_requests_and_refuse_every_change() {
     let dir = tempfile::tempdir().unwrap();
     let (core, owner) = Core::scratch(dir.path(), T0, 1 << 20).await.unwrap();
-    let created = core.create_key(&owner, 1, "diff", None).await.unwrap();
+    let created = core.keys.create_key(&owner, 1, "diff", None).await.unwrap();
     let key_id = created.row.id.clone();
     let key = SigningKey::new(&SecretKey::new(created.secret.to_string()));
-    let other_key = core.create_key(&owner, 1, "other", None).await.unwrap();
+    let other_key = core
+        .keys
+        .create_key(&owner, 1, "other", None)
+        .await
+        .unwrap();
     let wrong = SigningKey::new(&SecretKey::new(other_key.secret.to_string()));
 
     let http = reqwest::Client::new();

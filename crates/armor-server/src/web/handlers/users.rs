@@ -63,7 +63,7 @@ pub async fn create_user(
     ClientAddr(addr): ClientAddr,
     ApiJson(body): ApiJson<UserBody>,
 ) -> ApiResult<Json<Value>> {
-    let (user, role) = core.create_user(&p, &body.edit()?, addr).await?;
+    let (user, role) = core.users.create_user(&p, &body.edit()?, addr).await?;
     Ok(Json(user_json(&user, &role)))
 }
 
@@ -75,7 +75,7 @@ pub async fn update_user(
     ApiJson(body): ApiJson<UserBody>,
 ) -> ApiResult<Json<Value>> {
     let id = int_id(&id)?;
-    let (user, role) = core.update_user(&p, id, &body.edit()?, addr).await?;
+    let (user, role) = core.users.update_user(&p, id, &body.edit()?, addr).await?;
     Ok(Json(user_json(&user, &role)))
 }
 
@@ -86,7 +86,7 @@ pub async fn invite_user(
     Path(id): Path<String>,
 ) -> ApiResult<Json<bool>> {
     let id = int_id(&id)?;
-    core.invite(&p, id, addr).await?;
+    core.users.invite(&p, id, addr).await?;
     Ok(Json(true))
 }
 
@@ -97,7 +97,7 @@ pub async fn activation_code(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = int_id(&id)?;
-    let issued = core.activation_code(&p, id, addr).await?;
+    let issued = core.users.activation_code(&p, id, addr).await?;
     let body = json!({
         "userId": id,
         "activationCode": issued.code.as_str(),
@@ -124,7 +124,9 @@ pub async fn set_password(
     let (Some(code), Some(password)) = (body.code, body.password) else {
         return Err(Error::BadRequest("code and password are required".into()).into());
     };
-    core.set_password_with_code(&code, &password, addr).await?;
+    core.users
+        .set_password_with_code(&code, &password, addr)
+        .await?;
     Ok(Json(true))
 }
 
@@ -146,7 +148,7 @@ pub async fn reset_password(
         .email
         .filter(|e| !e.trim().is_empty())
         .ok_or_else(|| Error::BadRequest("email is required".into()))?;
-    core.reset_password(&email, addr).await?;
+    core.users.reset_password(&email, addr).await?;
     Ok(Json(json!({
         "message": "If the address belongs to an active user, a reset code has been sent to it."
     })))
@@ -184,7 +186,7 @@ pub async fn user_status(
             .into())
         }
     };
-    let user = core.set_user_enabled(&p, id, enabled, addr).await?;
+    let user = core.users.set_user_enabled(&p, id, enabled, addr).await?;
     Ok(Json(json!({"userId": user.id, "status": user.status})))
 }
 
@@ -194,7 +196,7 @@ pub async fn locked_out(
     Path((account, email)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let account = int_id(&account)?;
-    let s = core.lock_state(&p, account, &email).await?;
+    let s = core.users.lock_state(&p, account, &email).await?;
     Ok(Json(json!({
         "userId": s.user_id,
         "lockedOut": s.locked_until.is_some(),
@@ -210,7 +212,7 @@ pub async fn unlock(
     Path((account, email)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let account = int_id(&account)?;
-    let was = core.unlock(&p, account, &email, addr).await?;
+    let was = core.users.unlock(&p, account, &email, addr).await?;
     Ok(Json(json!({"unlocked": true, "wasLockedOut": was})))
 }
 
@@ -229,18 +231,11 @@ pub async fn soft_delete(
     ClientAddr(addr): ClientAddr,
     ApiJson(body): ApiJson<SoftDeleteBody>,
 ) -> ApiResult<Json<bool>> {
-    let id = match (body.user_id, body.email) {
-        (Some(id), _) => id,
-        (None, Some(email)) => {
-            core.store
-                .user_by_email(email.trim())
-                .await?
-                .ok_or(Error::NotFound("user"))?
-                .id
-        }
+    match (body.user_id, body.email) {
+        (Some(id), _) => core.users.soft_delete(&p, id, addr).await?,
+        (None, Some(email)) => core.users.soft_delete_by_email(&p, &email, addr).await?,
         (None, None) => return Err(Error::BadRequest("userId or email is required".into()).into()),
-    };
-    core.soft_delete(&p, id, addr).await?;
+    }
     Ok(Json(true))
 }
 
@@ -263,7 +258,8 @@ pub async fn set_challenge_phrase(
     let phrase = body
         .challenge_phrase
         .ok_or_else(|| Error::BadRequest("challengePhrase is required".into()))?;
-    core.set_challenge_phrase(&p, body.user_id, &phrase, addr)
+    core.users
+        .set_challenge_phrase(&p, body.user_id, &phrase, addr)
         .await?;
     Ok(Json(true))
 }
@@ -274,7 +270,7 @@ pub async fn challenge_phrase(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = int_id(&id)?;
-    let phrase = core.challenge_phrase(&p, id).await?;
+    let phrase = core.users.challenge_phrase(&p, id).await?;
     Ok(Json(json!({"userId": id, "challengePhrase": phrase})))
 }
 
@@ -291,7 +287,7 @@ pub async fn security_info(
     PasswordCaller(p): PasswordCaller,
     Path(key): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let row = core.security_info(&p, &key).await?;
+    let row = core.users.security_info(&p, &key).await?;
     Ok(Json(info_json(&row)))
 }
 
@@ -315,6 +311,7 @@ async fn put_security_info(
         .value
         .ok_or_else(|| Error::BadRequest("value is required".into()))?;
     let row = core
+        .users
         .put_security_info(p, key, &value, existing, addr)
         .await?;
     Ok(Json(info_json(&row)))
@@ -356,6 +353,7 @@ pub async fn user_security(
 ) -> ApiResult<Json<Value>> {
     let (account, user) = (int_id(&account)?, int_id(&user)?);
     let s = core
+        .users
         .user_security(&p, account, user, body.clear_second_factors, addr)
         .await?;
     Ok(Json(json!({
@@ -389,14 +387,14 @@ pub async fn validate_mfa_phone(
         .ok_or_else(|| Error::BadRequest("phoneNumber is required".into()))?;
     match body.code {
         None => {
-            let expires = core.phone_start(&p, &phone).await?;
+            let expires = core.factors.phone_start(&p, &phone).await?;
             Ok(Json(json!({
                 "codeSent": true,
                 "expiresAt": rfc3339(expires),
             })))
         }
         Some(code) => {
-            core.phone_verify(&p, &phone, &code, addr).await?;
+            core.factors.phone_verify(&p, &phone, &code, addr).await?;
             Ok(Json(json!({"verified": true})))
         }
     }
@@ -417,12 +415,8 @@ pub async fn validate_app_pin(
 ) -> ApiResult<Response> {
     match body.pin {
         None => {
-            let user = core
-                .store
-                .user_by_id(p.user_id)
-                .await?
-                .ok_or(Error::InvalidToken)?;
-            let e = core.totp_enrol(&p, &user.email).await?;
+            let user = core.access.caller(&p).await?;
+            let e = core.factors.totp_enrol(&p, &user.email).await?;
             let body = json!({
                 "secret": e.secret_base32.as_str(),
                 "otpauthUri": e.otpauth_uri.as_str(),
@@ -431,7 +425,7 @@ pub async fn validate_app_pin(
             Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
         }
         Some(pin) => {
-            let newly = core.totp_validate(&p, &pin, addr).await?;
+            let newly = core.factors.totp_validate(&p, &pin, addr).await?;
             Ok(
                 Json(json!({"valid": true, "enabled": true, "newlyEnabled": newly}))
                     .into_response(),

@@ -1,0 +1,447 @@
+//! The key verifier: the key cache, ARMOR-PSK verification (steps 1-3 in
+//! [`KeyVerifier::psk_begin`], 5-6 in [`KeyVerifier::psk_finish`]), replay
+//! claims, last-used times, and keeping the cache in step with the store
+//! (and, through the cluster, with the other nodes).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use armor_psk::replay::FingerprintKey;
+use armor_psk::{Credentials, ReplayError, ReplayGuard, Request, SigningKey, Verifier};
+use dashmap::DashMap;
+
+use super::access::AccessCache;
+use super::keycache::{self, KeyCache};
+use super::master::Master;
+use super::Metrics;
+use crate::clock::Clock;
+use crate::cluster::Cluster;
+use crate::crypto;
+use crate::error::Error;
+use crate::store::Store;
+
+/// A verified key's identity, before the account context is applied.
+#[derive(Debug, Clone)]
+pub struct KeyIdentity {
+    pub key_id: String,
+    pub user_id: i64,
+    pub account_id: i64,
+}
+
+/// What the verifier keeps per key besides its HMAC state (which the key
+/// cache holds apart, see `core/keycache.rs`): the identity and the last
+/// use. The secret itself is not kept.
+pub struct CachedKey {
+    pub id: KeyIdentity,
+    /// The last accepted use on this node (Unix seconds; 0: none yet).
+    used: AtomicU64,
+    /// The last use queued for the store: a key's use is queued at most
+    /// once per [`LAST_USED_GRAIN`].
+    queued: AtomicU64,
+}
+
+impl CachedKey {
+    pub fn new(id: KeyIdentity) -> Self {
+        CachedKey {
+            id,
+            used: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+        }
+    }
+}
+
+/// How stale a key's stored last-used time may be while its node runs: each
+/// key is written at most once per this many seconds (and exactly on a clean
+/// shutdown). The node that served the call reports it to the second.
+pub const LAST_USED_GRAIN: u64 = 60;
+
+/// Where nonces and signatures are claimed: this node's replay guard, or
+/// (several nodes) Redis, under a fingerprint key all nodes share.
+struct Claims {
+    replay: Arc<dyn ReplayGuard>,
+    fingerprints: FingerprintKey,
+    cluster: OnceLock<(Arc<Cluster>, FingerprintKey)>,
+}
+
+/// Verifies ARMOR-PSK requests against the cached keys.
+pub struct KeyVerifier {
+    verifier: Verifier,
+    claims: Claims,
+    keys: KeyCache,
+    /// Serialises the writers of `keys` against the store, and counts
+    /// removals. A reload holds it from its read of the store to its last
+    /// change, a removal takes it to count itself: so a reload never puts
+    /// back a key removed after its read, and a key creation that sees the
+    /// count move lets the store decide.
+    key_writes: tokio::sync::Mutex<u64>,
+    last_used: DashMap<String, u64>,
+    /// Dropped for a user whose keys are re-read (see `core/access.rs`).
+    access: Arc<AccessCache>,
+    master: Arc<Master>,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+}
+
+impl KeyVerifier {
+    pub(super) fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        replay: Arc<dyn ReplayGuard>,
+        require_signed_query: bool,
+        master: Arc<Master>,
+        access: Arc<AccessCache>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        KeyVerifier {
+            verifier: Verifier::default().require_signed_query(require_signed_query),
+            claims: Claims {
+                replay,
+                fingerprints: FingerprintKey::new(crypto::random_16()),
+                cluster: OnceLock::new(),
+            },
+            keys: KeyCache::new(crypto::random_16(), || {
+                SigningKey::from_bytes(&crypto::random_16())
+            }),
+            key_writes: tokio::sync::Mutex::new(0),
+            last_used: DashMap::new(),
+            access,
+            master,
+            store,
+            clock,
+            metrics,
+        }
+    }
+
+    /// Claims go to Redis, shared with every node using it; the
+    /// fingerprint key is derived from the master key file, which all the
+    /// nodes share. Cache changes are published to the other nodes. Set
+    /// once, before serving.
+    pub(super) fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let key = FingerprintKey::new(self.master.current().derive_16("replay fingerprint key v1"));
+        let _ = self.claims.cluster.set((cluster, key));
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.claims.cluster.get().map(|(c, _)| c)
+    }
+
+    /// The removals counted so far; read before the owner of a key being
+    /// created is read (see [`KeyVerifier::admit_created`]).
+    pub(super) async fn removals(&self) -> u64 {
+        *self.key_writes.lock().await
+    }
+
+    /// Puts a key just created into the cache if its owner is active and no
+    /// key was removed since `removals` was read; otherwise (the owner
+    /// disabled or enabled since, say) the store decides, through a
+    /// reload of the owner's keys.
+    pub(super) async fn admit_created(
+        &self,
+        removals: u64,
+        owner_active: bool,
+        id: KeyIdentity,
+        secret: &[u8],
+    ) -> Result<(), Error> {
+        let user_id = id.user_id;
+        let cached = {
+            let guard = self.key_writes.lock().await;
+            let unchanged = *guard == removals && owner_active;
+            if unchanged {
+                self.keys
+                    .insert(Arc::new(CachedKey::new(id)), SigningKey::from_bytes(secret));
+            }
+            unchanged
+        };
+        if !cached {
+            self.reload_keys_local(Some(user_id)).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops one key from the cache (counted as a removal).
+    pub(super) async fn remove_key(&self, key_id: &str) {
+        self.remove_keys(|| self.keys.remove(key_id)).await;
+    }
+
+    /// (Re)loads active keys of active users into the cache: all of them, or
+    /// one user's; with other nodes, they re-read that user's keys too.
+    pub async fn load_keys(&self, user_id: Option<i64>) -> Result<usize, Error> {
+        let n = self.reload_keys_local(user_id).await?;
+        if let Some(uid) = user_id {
+            self.notify_user(uid).await;
+        }
+        Ok(n)
+    }
+
+    /// (Re)loads active keys of active users into this node's cache: all of
+    /// them, or one user's. Entries no longer active are dropped after the
+    /// fresh ones are in, so a key that stays active is never missing; keys
+    /// already cached are not opened again. Returns the active count.
+    pub async fn reload_keys_local(&self, user_id: Option<i64>) -> Result<usize, Error> {
+        match user_id {
+            Some(uid) => self.access.invalidate_user(uid),
+            None => self.access.clear(),
+        }
+        let mut removals = self.key_writes.lock().await;
+        let rows = self.store.active_sealed_keys(user_id).await?;
+        let mut master = self.master.current();
+        let mut fresh = std::collections::HashSet::with_capacity(rows.len());
+        for row in rows {
+            fresh.insert(row.id.clone());
+            // A key's secret never changes (a rotation only re-seals it):
+            // one already cached for the same owner is kept as it is.
+            if self
+                .keys
+                .get(&row.id)
+                .is_some_and(|k| k.id.user_id == row.user_id && k.id.account_id == row.account_id)
+            {
+                continue;
+            }
+            let sealed = row.sealed();
+            if !master.has_version(sealed.version) {
+                master = self.master.reload()?;
+            }
+            let secret = master.open(&row.id, &sealed)?;
+            let signing = SigningKey::from_bytes(&secret);
+            self.keys.insert(
+                Arc::new(CachedKey::new(KeyIdentity {
+                    key_id: row.id,
+                    user_id: row.user_id,
+                    account_id: row.account_id,
+                })),
+                signing,
+            );
+        }
+        let n = fresh.len();
+        if self.drop_keys(|k| {
+            user_id.is_some_and(|uid| k.id.user_id != uid) || fresh.contains(&k.id.key_id)
+        }) {
+            *removals += 1;
+        }
+        Ok(n)
+    }
+
+    /// Keeps the cached keys for which `keep` is true; the last use of each
+    /// key dropped is queued for the store, not lost with the entry.
+    /// Whether any was dropped.
+    fn drop_keys(&self, keep: impl Fn(&CachedKey) -> bool) -> bool {
+        let mut dropped = false;
+        self.keys.retain(|k| {
+            let kept = keep(k);
+            if !kept {
+                self.queue_exact(k);
+                dropped = true;
+            }
+            kept
+        });
+        dropped
+    }
+
+    /// Removes from the key cache, counted (see `key_writes`).
+    async fn remove_keys(&self, remove: impl FnOnce()) {
+        let mut removals = self.key_writes.lock().await;
+        *removals += 1;
+        remove();
+    }
+
+    /// Drops a user's keys from the verifier cache (disable, delete), here
+    /// and on the other nodes. Call it after the change is written. They
+    /// are dropped at once, then read again from the store, which has the
+    /// last word should an enable have been written after this change.
+    pub async fn forget_user_keys(&self, user_id: i64) {
+        self.remove_keys(|| {
+            self.drop_keys(|k| k.id.user_id != user_id);
+        })
+        .await;
+        if let Err(err) = self.reload_keys_local(Some(user_id)).await {
+            tracing::warn!(%err, user_id, "re-reading a user's keys after dropping them failed; they stay dropped");
+        }
+        self.invalidate_user(user_id);
+    }
+
+    /// A user's status, role or memberships changed: what this node cached
+    /// about them is dropped at once, and the other nodes are told. Call it
+    /// after the change is written.
+    pub fn invalidate_user(&self, user_id: i64) {
+        self.access.invalidate_user(user_id);
+        if let Some(cluster) = self.cluster().cloned() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    cluster
+                        .publish_reliably(crate::cluster::user_message(user_id))
+                        .await;
+                });
+            }
+        }
+    }
+
+    /// Tells every node (this one included) to re-read a user's keys.
+    pub(super) async fn notify_user(&self, user_id: i64) {
+        if let Some(cluster) = self.cluster() {
+            cluster
+                .publish_reliably(crate::cluster::user_message(user_id))
+                .await;
+        }
+    }
+
+    /// Applies a message of the invalidation channel.
+    pub async fn apply_invalidation(&self, message: &str) -> Result<(), Error> {
+        match message.strip_prefix("user:").map(str::parse::<i64>) {
+            Some(Ok(uid)) => self.reload_keys_local(Some(uid)).await.map(|_| ()),
+            _ => {
+                tracing::warn!(%message, "unknown invalidation message; re-reading every key");
+                self.reload_keys_local(None).await.map(|_| ())
+            }
+        }
+    }
+
+    pub fn cached_keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    // ---- ARMOR-PSK ----
+
+    /// Steps 1–3 of a request: parse, check the clock, look the key up. No
+    /// I/O. The body is read only when this succeeds. Returns a copy of the
+    /// key's HMAC state; an unknown key id gets a borrowed one, under which
+    /// [`KeyVerifier::psk_finish`] verifies and refuses.
+    pub fn psk_begin<'h>(
+        &self,
+        header: &'h str,
+    ) -> Result<(Credentials<'h>, keycache::Found), Error> {
+        let creds = Credentials::parse(header).map_err(|e| {
+            let err = armor_psk::Error::from(e);
+            self.metrics.refused(err.code());
+            Error::from(err)
+        })?;
+        if let Err(err) = self.verifier.check_time(&creds, self.clock.now()) {
+            self.metrics.refused(err.code());
+            return Err(err.into());
+        }
+        // An unknown key id gets a borrowed state, found and copied like a
+        // key's own: hit and miss cost the same (timing).
+        let key = self.keys.lookup(creds.key_id());
+        Ok((creds, key))
+    }
+
+    /// Steps 5–6: verify against every accepted form, then claim the nonce
+    /// and signature. Returns the key's identity.
+    pub async fn psk_finish(
+        &self,
+        creds: &Credentials<'_>,
+        found: &keycache::Found,
+        req: &Request<'_>,
+    ) -> Result<KeyIdentity, Error> {
+        let refuse = |err: armor_psk::Error| {
+            self.metrics.refused(err.code());
+            let detail = matches!(err, armor_psk::Error::InvalidSignature).then(|| {
+                format!(
+                    "The server signed over: {}. Check the secret, and that the method, path (without the query string), nonce, timestamp and body match what you signed.",
+                    self.verifier.string_to_sign(creds, req).redacted()
+                )
+            });
+            Error::Psk { err, detail }
+        };
+        // An unknown key id takes the same path as a wrong signature, under
+        // a borrowed state: the same HMAC work, the same refusal.
+        self.verifier
+            .verify(found.signing(), creds, req)
+            .map_err(refuse)?;
+        // Only a request verified under its own key's state reaches that
+        // key. A borrowed state may be another key's: a request that
+        // verified under it was signed with that key's secret, for an id
+        // that was not cached at `psk_begin`, and is refused even if that
+        // id has been cached since. A key deleted since is refused too.
+        let key = match self.keys.key_of(found) {
+            Some(key) if found.is_own() => key,
+            _ => return Err(refuse(armor_psk::Error::InvalidSignature)),
+        };
+        let until = self.verifier.claim_until(creds);
+        if let Some((cluster, fingerprints)) = self.claims.cluster.get() {
+            use crate::cluster::ClaimError;
+            let fp = fingerprints.fingerprints(creds);
+            let now = self.clock.now();
+            match cluster.claim(&fp, creds.timestamp(), until, now).await {
+                Ok(()) => {}
+                Err(ClaimError::Reused) => return Err(refuse(armor_psk::Error::NonceReused)),
+                Err(ClaimError::BeforeEpoch) => {
+                    return Err(refuse(armor_psk::Error::TimestampOutOfWindow {
+                        server_time: now,
+                    }))
+                }
+                Err(ClaimError::Unavailable) => {
+                    return Err(refuse(armor_psk::Error::ReplayStoreUnavailable))
+                }
+            }
+        } else {
+            let fp = self.claims.fingerprints.fingerprints(creds);
+            match self.claims.replay.claim(&fp, until, self.clock.now()) {
+                Ok(()) => {}
+                Err(ReplayError::Reused) => return Err(refuse(armor_psk::Error::NonceReused)),
+                Err(ReplayError::Unavailable) => {
+                    return Err(refuse(armor_psk::Error::ReplayStoreUnavailable))
+                }
+            }
+        }
+        self.metrics.psk_accepted.fetch_add(1, Ordering::Relaxed);
+        self.note_use(&key, self.clock.now());
+        Ok(key.id.clone())
+    }
+
+    /// Records an accepted use: exact in memory, queued for the store at
+    /// most once per [`LAST_USED_GRAIN`] per key, so the hot path neither
+    /// allocates nor grows the write batch on every request.
+    fn note_use(&self, key: &CachedKey, now: u64) {
+        key.used.fetch_max(now, Ordering::Relaxed);
+        let queued = key.queued.load(Ordering::Relaxed);
+        if (queued == 0 || now >= queued.saturating_add(LAST_USED_GRAIN))
+            && key
+                .queued
+                .compare_exchange(queued, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.last_used.insert(key.id.key_id.clone(), now);
+        }
+    }
+
+    /// A last-used time not yet written to the store.
+    pub fn pending_last_used(&self, key_id: &str) -> Option<u64> {
+        let queued = self.last_used.get(key_id).map(|v| *v);
+        let used = self
+            .keys
+            .get(key_id)
+            .map(|k| k.used.load(Ordering::Relaxed))
+            .filter(|&t| t > 0);
+        queued.max(used)
+    }
+
+    /// Queues the exact last use of every cached key used since it was last
+    /// queued; the shutdown path calls this before its final flush.
+    pub fn queue_exact_last_used(&self) {
+        self.keys.for_each(|k| self.queue_exact(k));
+    }
+
+    fn queue_exact(&self, k: &CachedKey) {
+        let used = k.used.load(Ordering::Relaxed);
+        if used > k.queued.swap(used, Ordering::Relaxed) {
+            self.last_used.insert(k.id.key_id.clone(), used);
+        }
+    }
+
+    /// Writes the batched last-used times.
+    pub async fn flush_last_used(&self) -> Result<(), Error> {
+        let batch: Vec<(String, u64)> = self
+            .last_used
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for (k, at) in &batch {
+            self.last_used.remove_if(k, |_, v| v == at);
+        }
+        self.store.record_last_used(&batch).await
+    }
+}
