@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -36,18 +36,10 @@ pub async fn not_found() -> ApiError {
     ApiError(Error::NotFound("route"))
 }
 
-pub async fn method_not_allowed() -> Response {
-    let (_, _, msg) = super::error::classify(&Error::NotFound("route"));
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        Json(json!({
-            "error": "method_not_allowed",
-            "error_description": "this route does not accept that method",
-            "Message": msg,
-            "status": 405,
-        })),
-    )
-        .into_response()
+pub async fn method_not_allowed() -> ApiError {
+    ApiError(Error::MethodNotAllowed(
+        "this route does not accept that method",
+    ))
 }
 
 /// Answers without touching the store or any credential.
