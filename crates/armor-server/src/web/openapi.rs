@@ -33,8 +33,12 @@ pub fn document() -> Value {
             params.extend(audit_query());
         }
         let ok = match route.reply {
-            Reply::Json(body) => json!({"description": "OK", "content": {"application/json": {"schema": schema::reference(body)}}}),
-            Reply::Other(media) => json!({"description": "OK", "content": {media: {"schema": {"type": "string"}}}}),
+            Reply::Json(body) => {
+                json!({"description": "OK", "content": {"application/json": {"schema": schema::reference(body)}}})
+            }
+            Reply::Other(media) => {
+                json!({"description": "OK", "content": {media: {"schema": {"type": "string"}}}})
+            }
         };
         let mut responses = json!({
             "200": ok,
@@ -68,9 +72,7 @@ pub fn document() -> Value {
             Some(p) if !p.is_empty() => p,
             _ => route.path,
         };
-        let entry = paths
-            .entry(key.to_owned())
-            .or_insert_with(|| json!({}));
+        let entry = paths.entry(key.to_owned()).or_insert_with(|| json!({}));
         entry[route.method.to_ascii_lowercase()] = op;
     }
     json!({
@@ -104,17 +106,23 @@ fn path_param(name: &str) -> Value {
 
 /// The audit log's filters and cursor.
 fn audit_query() -> Vec<Value> {
-    let q = |name: &str, schema: Value, description: &str| {
-        json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description})
-    };
+    let q = |name: &str, schema: Value, description: &str| json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description});
     let int = || json!({"type": "integer", "format": "int64"});
     vec![
         q("limit", int(), "rows per page, 1 to 1000 (default 100)"),
-        q("user", int(), "rows this user acted in or was the target of"),
+        q(
+            "user",
+            int(),
+            "rows this user acted in or was the target of",
+        ),
         q("event", json!({"type": "string"}), "one event name"),
         q("since", int(), "Unix seconds, inclusive"),
         q("until", int(), "Unix seconds, inclusive"),
-        q("before", int(), "the cursor of the next page (X-Next-Before)"),
+        q(
+            "before",
+            int(),
+            "the cursor of the next page (X-Next-Before)",
+        ),
     ]
 }
 
@@ -161,4 +169,58 @@ fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `$ref` in `v`.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_schema_referenced_exists_and_every_one_is_used() {
+        let doc = document();
+        let components = doc["components"]["schemas"].as_object().unwrap();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        for r in &found {
+            let name = r.strip_prefix("#/components/schemas/").unwrap();
+            assert!(components.contains_key(name), "{r} is not a component");
+        }
+        for name in components.keys() {
+            let r = format!("#/components/schemas/{name}");
+            assert!(found.contains(&r), "{name} is never used");
+        }
+    }
+
+    #[test]
+    fn every_route_answers_with_a_schema_and_errors_with_the_error_body() {
+        let doc = document();
+        let mut ops = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let ok = &op["responses"]["200"]["content"];
+                assert!(ok.is_object(), "{method} {path}: no 200 body");
+                assert_eq!(
+                    op["responses"]["default"]["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/Error",
+                    "{method} {path}"
+                );
+                ops += 1;
+            }
+        }
+        assert_eq!(ops, ROUTES.len());
+    }
 }

@@ -395,7 +395,10 @@ pub fn components() -> Map<String, Value> {
     );
     put(
         STATUS_RESPONSE,
-        closed(&["userId", "status"], json!({"userId": int(), "status": s()})),
+        closed(
+            &["userId", "status"],
+            json!({"userId": int(), "status": s()}),
+        ),
     );
     put(
         LOCK_STATE,
