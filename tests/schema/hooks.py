@@ -7,6 +7,9 @@ and body bytes. The credential is declared to schemathesis as an auth
 provider, so its checks (`ignored_auth`, `missing_required_header`) probe
 the same request without it and with a made-up one, and expect 401.
 
+ARMOR_SCHEMA_MODE=password: the owner's FH-AUTH token (ARMOR_TOKEN), so
+the routes that refuse API keys answer with their own bodies.
+
 ARMOR_SCHEMA_MODE=anonymous: no credential; the check `unauthenticated_is_401`
 requires 401 from every operation that is not public (or 400 for a target
 refused before authentication).
@@ -46,14 +49,16 @@ class ArmorPsk(requests.auth.AuthBase):
 PLACEHOLDER = "ARMOR-PSK to-be-signed"
 
 
-if MODE == "signed":
+if MODE in ("signed", "password"):
 
     @schemathesis.auth()
-    class SignedWithKey:
+    class RunCredential:
         """Marks a case as carrying the run's credential, so schemathesis
         knows the credential is real (and probes without it)."""
 
         def get(self, case, ctx):
+            if MODE == "password":
+                return "FH-AUTH " + os.environ["ARMOR_TOKEN"]
             return PLACEHOLDER
 
         def set(self, case, data, ctx):
@@ -70,7 +75,7 @@ def before_call(context, case, kwargs):
         # generated or removed Authorization is left as it is.
         if placeholder:
             kwargs["auth"] = ArmorPsk(os.environ["ARMOR_KEY_ID"], os.environ["ARMOR_SECRET_KEY"])
-    else:
+    elif MODE == "anonymous":
         case.headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
 
 

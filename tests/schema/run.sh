@@ -6,7 +6,10 @@
 #      methods), and every operation that needs a caller answers 401;
 #   2. signed with ARMOR-PSK by a hook (tests/schema/hooks.py): every check,
 #      and the same request without the credential, or with a made-up
-#      one, answers 401.
+#      one, answers 401;
+#   3. with the owner's FH-AUTH token: the same, on the routes that refuse
+#      API keys too (logout, soft delete, status and key deletion are left
+#      out: they would end the run's own credentials).
 # Per-operation settings: tests/schema/schemathesis.toml.
 #
 #   tests/schema/run.sh [path/to/armor]     (default target/debug/armor)
@@ -67,6 +70,10 @@ ARMOR_SCHEMA_MODE=anonymous "$venv/bin/st" --config-file "$here/schemathesis.tom
   --checks all || status=1
 echo "==> schemathesis, signed with ARMOR-PSK"
 ARMOR_SCHEMA_MODE=signed "$venv/bin/st" --config-file "$here/schemathesis.toml" run "$url/openapi.json" "${common[@]}" \
+  --checks all || status=1
+echo "==> schemathesis, with the owner's FH-AUTH token"
+ARMOR_SCHEMA_MODE=password ARMOR_TOKEN=$token \
+  "$venv/bin/st" --config-file "$here/schemathesis.toml" run "$url/openapi.json" "${common[@]}" \
   --checks all || status=1
 # The log holds no secret the run made.
 if grep -qF -e "$ARMOR_SECRET_KEY" -e "$token" -e apsk_ "$work/log"; then

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::auth::{Caller, ClientAddr, PasswordCaller};
 use super::error::ApiError;
-use super::{ApiJson, AppState};
+use super::{ApiJson, ApiQuery, AppState};
 use crate::clock::rfc3339;
 use crate::core::{perm, CODE_TTL, TOKEN_IDLE_TTL};
 use crate::error::Error;
@@ -537,7 +537,7 @@ pub struct AuditQuery {
 pub async fn audit_log(
     State(core): State<AppState>,
     PasswordCaller(p): PasswordCaller,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Response> {
     p.require(perm::AUDIT_READ)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);

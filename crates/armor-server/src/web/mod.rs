@@ -17,7 +17,8 @@ pub mod schema;
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -182,5 +183,18 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         serde_json::from_slice(text)
             .map(ApiJson)
             .map_err(|e| ApiError(Error::BadRequest(format!("invalid JSON body: {e}"))))
+    }
+}
+
+/// Query-string extractor whose refusals use the API's error body (axum's
+/// own answers a bad query with plain text).
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        serde_urlencoded::from_str(parts.uri.query().unwrap_or_default())
+            .map(ApiQuery)
+            .map_err(|e| ApiError(Error::BadRequest(format!("invalid query: {e}"))))
     }
 }

@@ -12,6 +12,7 @@ use super::{Policy, Reply, ROUTES};
 /// The OpenAPI 3.1 document.
 pub fn document() -> Value {
     let error = || json!({"application/json": {"schema": schema::reference(name::ERROR)}});
+    let components = schema::components();
     let mut paths: Map<String, Value> = Map::new();
     for route in ROUTES {
         let (security, policy) = match route.policy {
@@ -56,8 +57,13 @@ pub fn document() -> Value {
             "responses": responses,
         });
         if let Some(body) = route.request {
+            // An empty body reads as `{}`: a body is required only where
+            // a field is.
+            let required = components[body]["required"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty());
             op["requestBody"] = json!({
-                "required": true,
+                "required": required,
                 "content": {"application/json": {"schema": schema::reference(body)}},
             });
         } else if route.method == "POST" && route.path == "/auth/whoami" {
@@ -84,7 +90,7 @@ pub fn document() -> Value {
         },
         "paths": paths,
         "components": {
-            "schemas": schema::components(),
+            "schemas": components,
             "securitySchemes": {
                 "FH-AUTH": {"type": "http", "scheme": "FH-AUTH"},
                 "ARMOR-PSK": {"type": "http", "scheme": "ARMOR-PSK"}
@@ -99,6 +105,8 @@ pub fn document() -> Value {
 fn path_param(name: &str) -> Value {
     if name == "id" || name.ends_with("Id") {
         json!({"type": "integer", "format": "int32"})
+    } else if name == "referencekey" {
+        json!({"type": "string", "pattern": "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,100}$"})
     } else {
         json!({"type": "string", "pattern": "^(?!\\.{1,2}$)[^/\\\\]+$"})
     }

@@ -74,9 +74,16 @@ fn closed(required: &[&str], properties: Value) -> Value {
     })
 }
 
-/// A request object: every field optional to the parser (the handler says
-/// which it needs); unknown fields are ignored, as the vendor's were.
-fn request(required: &[&str], properties: Value) -> Value {
+/// A request object: unknown fields are ignored, as the vendor's were, and
+/// an optional field may be `null` (the same as absent).
+fn request(required: &[&str], mut properties: Value) -> Value {
+    if let Some(props) = properties.as_object_mut() {
+        for (name, schema) in props.iter_mut() {
+            if !required.contains(&name.as_str()) {
+                *schema = json!({"anyOf": [schema.take(), {"type": "null"}]});
+            }
+        }
+    }
     json!({
         "type": "object",
         "required": required,
@@ -107,6 +114,18 @@ fn date() -> Value {
 fn date_or_null() -> Value {
     json!({ "type": [STRING, "null"], "format": "date-time" })
 }
+/// Text the server trims: something besides white space, no control
+/// characters, at most `max` characters.
+fn text(max: usize) -> Value {
+    json!({ "type": STRING, "maxLength": max, "pattern": TEXT })
+}
+/// Optional text: may be empty or white space.
+fn text_or_empty(max: usize) -> Value {
+    json!({ "type": STRING, "maxLength": max, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$" })
+}
+const TEXT: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$";
+/// The built-in roles.
+const ROLES: [&str; 3] = ["Account Owner", "User", "Read Only"];
 fn email() -> Value {
     json!({ "type": STRING, "format": "email", "maxLength": 254 })
 }
@@ -298,16 +317,25 @@ pub fn components() -> Map<String, Value> {
     put(USERS, list_of(USER));
     let user_fields = json!({
         "email": email(),
-        "firstName": s(),
-        "lastName": s(),
-        "role": s(),
+        "firstName": text_or_empty(100),
+        "lastName": text_or_empty(100),
+        "role": {"enum": ROLES},
         "roles": {
             "description": "one role, or a list of one (the vendor's shape)",
-            "oneOf": [s(), {"type": "array", "items": s(), "maxItems": 1}],
+            "oneOf": [{"enum": ROLES}, {"type": "array", "items": {"enum": ROLES}, "maxItems": 1}],
         },
     });
-    put(NEW_USER_REQUEST, request(&["email"], user_fields.clone()));
-    put(USER_REQUEST, request(&[], user_fields));
+    // Not both (400: one role per account).
+    let one_role = json!({
+        "required": ["role", "roles"],
+        "properties": {"role": {"not": {"type": "null"}}, "roles": {"not": {"type": "null"}}},
+    });
+    let mut new_user = request(&["email"], user_fields.clone());
+    new_user["not"] = one_role.clone();
+    put(NEW_USER_REQUEST, new_user);
+    let mut edit = request(&[], user_fields);
+    edit["not"] = one_role;
+    put(USER_REQUEST, edit);
     put(
         API_KEY,
         closed(
@@ -334,7 +362,7 @@ pub fn components() -> Map<String, Value> {
         CREATE_KEY_REQUEST,
         request(
             &["name"],
-            json!({"name": s(), "userId": {"type": "integer", "description": "if given, the user of the path"}}),
+            json!({"name": text(100), "userId": {"type": "integer", "description": "if given, the user of the path"}}),
         ),
     );
     put(
@@ -354,7 +382,7 @@ pub fn components() -> Map<String, Value> {
         RENAME_KEY_REQUEST,
         request(
             &["apiKeyId", "newApiKeyName"],
-            json!({"apiKeyId": s(), "prevApiKeyName": s(), "newApiKeyName": s()}),
+            json!({"apiKeyId": s(), "prevApiKeyName": s(), "newApiKeyName": text(100)}),
         ),
     );
     put(
@@ -427,7 +455,7 @@ pub fn components() -> Map<String, Value> {
         CHALLENGE_REQUEST,
         request(
             &["challengePhrase"],
-            json!({"userId": {"type": "integer", "description": "another user (Users Manage); default the caller"}, "challengePhrase": s()}),
+            json!({"userId": {"type": "integer", "description": "another user (Users Manage); default the caller"}, "challengePhrase": text(200)}),
         ),
     );
     put(
@@ -437,7 +465,13 @@ pub fn components() -> Map<String, Value> {
             json!({"userId": int(), "challengePhrase": s_or_null()}),
         ),
     );
-    put(INFO_REQUEST, request(&["value"], json!({"value": s()})));
+    put(
+        INFO_REQUEST,
+        request(
+            &["value"],
+            json!({"value": {"type": STRING, "minLength": 1, "maxLength": 4096, "description": "1 to 4096 bytes of UTF-8"}}),
+        ),
+    );
     put(
         INFO,
         closed(
@@ -476,7 +510,11 @@ pub fn components() -> Map<String, Value> {
         PHONE_REQUEST,
         request(
             &["phoneNumber"],
-            json!({"phoneNumber": s(), "code": {"type": STRING, "description": "absent: send a code; present: verify it"}}),
+            json!({"phoneNumber": {
+                "type": STRING,
+                "description": "international form: + and 7 to 15 digits; spaces, '-', '(' and ')' are ignored",
+                "pattern": "^[ ()-]*\\+(?:[ ()-]*[0-9]){7,15}[ ()-]*$",
+            }, "code": {"type": STRING, "description": "absent: send a code; present: verify it"}}),
         ),
     );
     put(

@@ -394,3 +394,25 @@ async fn non_canonical_targets_are_refused_before_authentication() {
         assert_eq!(s, 200, "{target}");
     }
 }
+
+#[tokio::test]
+async fn a_query_the_server_cannot_read_is_refused_with_the_error_body() {
+    let app = spawn_app().await;
+    let token = app.login().await;
+    let auth = format!("FH-AUTH {token}");
+    for target in [
+        "/auditlog?user=9223372036854775808",
+        "/auditlog?limit=ten",
+        "/auditlog?since=1.5",
+    ] {
+        let (s, headers, b) = app
+            .send("GET", target, &[("Authorization", &auth)], vec![])
+            .await;
+        assert_eq!(
+            (s, b["error"].as_str(), b["status"].as_u64()),
+            (400, Some("invalid_request"), Some(400)),
+            "{target}: {b}"
+        );
+        assert_eq!(headers["content-type"], "application/json", "{target}");
+    }
+}
