@@ -198,3 +198,32 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             .map_err(|e| ApiError(Error::BadRequest(format!("invalid query: {e}"))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_public;
+
+    #[test]
+    fn public_routes_and_the_portal_skip_api_authentication() {
+        for (method, path) in [
+            ("GET", "/"),
+            ("GET", "/portal"),
+            ("POST", "/portal/login"),
+            ("GET", "/portal/keys/new"),
+            ("POST", "/auth/token"),
+            ("GET", "/openapi.json"),
+            ("GET", "/health"),
+        ] {
+            assert!(is_public(method, path), "{method} {path}");
+        }
+        for (method, path) in [
+            ("GET", "/portalx"),
+            ("GET", "/me"),
+            ("POST", "/health"),
+            ("POST", "/users/resetpassword"),
+            ("GET", "/users/1/keys"),
+        ] {
+            assert!(!is_public(method, path), "{method} {path}");
+        }
+    }
+}
