@@ -60,6 +60,8 @@ export ARMOR_KEY_ID=$(printf '%s' "$key" | python3 -c 'import json,sys; print(js
 export ARMOR_SECRET_KEY=$(printf '%s' "$key" | python3 -c 'import json,sys; print(json.load(sys.stdin)["apiKey"])')
 
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=hooks
+# schemathesis keeps a cache in its working directory: the temporary one.
+cd "$work"
 common=(--max-examples "$examples" --seed 8 --no-shrink --request-timeout 20
   --exclude-path /auth/logout --exclude-path /users/softDelete --exclude-path /users/status
   --exclude-path-regex '^/users/\{[^}]+\}/keys/\{[^}]+\}$'
