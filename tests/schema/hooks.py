@@ -1,8 +1,14 @@
 """schemathesis hooks for armor (tests/schema/run.sh).
 
-ARMOR_SCHEMA_MODE=signed: every request is signed with ARMOR-PSK
-(ARMOR_KEY_ID, ARMOR_SECRET_KEY) as it goes on the wire, through a requests
-auth object, so the signature covers the final path and body bytes.
+ARMOR_SCHEMA_MODE=signed: every request that carries the run's credential
+is signed with ARMOR-PSK (ARMOR_KEY_ID, ARMOR_SECRET_KEY) as it goes on the
+wire, through a requests auth object, so the signature covers the final path
+and body bytes. The credential is declared to schemathesis as an auth
+provider, so its checks (`ignored_auth`, `missing_required_header`) probe
+the same request without it and with a made-up one, and expect 401.
+
+ARMOR_SCHEMA_MODE=password: the owner's FH-AUTH token (ARMOR_TOKEN), so
+the routes that refuse API keys answer with their own bodies.
 
 ARMOR_SCHEMA_MODE=anonymous: no credential; the check `unauthenticated_is_401`
 requires 401 from every operation that is not public (or 400 for a target
@@ -39,11 +45,38 @@ class ArmorPsk(requests.auth.AuthBase):
         return r
 
 
+# Stands in for the signature until the request's final bytes are known.
+PLACEHOLDER = "ARMOR-PSK to-be-signed"
+
+
+if MODE in ("signed", "password"):
+
+    @schemathesis.auth()
+    class RunCredential:
+        """Marks a case as carrying the run's credential, so schemathesis
+        knows the credential is real (and probes without it)."""
+
+        def get(self, case, ctx):
+            if MODE == "password":
+                return "FH-AUTH " + os.environ["ARMOR_TOKEN"]
+            return PLACEHOLDER
+
+        def set(self, case, data, ctx):
+            case.headers = case.headers or {}
+            case.headers["Authorization"] = data
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
-    case.headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
+    headers = case.headers or {}
+    placeholder = any(k.lower() == "authorization" and v == PLACEHOLDER for k, v in headers.items())
     if MODE == "signed":
-        kwargs["auth"] = ArmorPsk(os.environ["ARMOR_KEY_ID"], os.environ["ARMOR_SECRET_KEY"])
+        # The credential the auth provider set: signed on the wire. A
+        # generated or removed Authorization is left as it is.
+        if placeholder:
+            kwargs["auth"] = ArmorPsk(os.environ["ARMOR_KEY_ID"], os.environ["ARMOR_SECRET_KEY"])
+    elif MODE == "anonymous":
+        case.headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
 
 
 @schemathesis.check

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::auth::{Caller, ClientAddr, PasswordCaller};
 use super::error::ApiError;
-use super::{ApiJson, AppState};
+use super::{ApiJson, ApiQuery, AppState};
 use crate::clock::rfc3339;
 use crate::core::{perm, CODE_TTL, TOKEN_IDLE_TTL};
 use crate::error::Error;
@@ -36,18 +36,10 @@ pub async fn not_found() -> ApiError {
     ApiError(Error::NotFound("route"))
 }
 
-pub async fn method_not_allowed() -> Response {
-    let (_, _, msg) = super::error::classify(&Error::NotFound("route"));
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        Json(json!({
-            "error": "method_not_allowed",
-            "error_description": "this route does not accept that method",
-            "Message": msg,
-            "status": 405,
-        })),
-    )
-        .into_response()
+pub async fn method_not_allowed() -> ApiError {
+    ApiError(Error::MethodNotAllowed(
+        "this route does not accept that method",
+    ))
 }
 
 /// Answers without touching the store or any credential.
@@ -536,7 +528,7 @@ pub struct AuditQuery {
 pub async fn audit_log(
     State(core): State<AppState>,
     PasswordCaller(p): PasswordCaller,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Response> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let mut rows = core

@@ -1,9 +1,10 @@
 //! HTTP: the router, the front layer (canonical target, body limit,
 //! authentication, case-insensitive routing) and the handlers.
 //!
-//! Each route's policy is in its handler's signature ([`auth::Caller`],
-//! [`auth::PasswordCaller`], [`auth::NoApiKey`]); [`ROUTES`] lists them all
-//! for `/openapi.json` and for the tests that walk it.
+//! [`ROUTES`] is the route table: it registers every API route, declares
+//! its policy (which the handler's extractors, [`auth::Caller`],
+//! [`auth::PasswordCaller`], [`auth::NoApiKey`], enforce), and generates
+//! `/openapi.json`.
 
 pub mod auth;
 pub mod error;
@@ -11,14 +12,17 @@ pub mod handlers;
 pub mod limit;
 pub mod openapi;
 pub mod path;
+pub mod routes;
+pub mod schema;
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
 use axum::Router;
 use serde::de::DeserializeOwned;
 
@@ -26,330 +30,19 @@ use crate::core::Core;
 use crate::error::Error;
 use crate::gateway::{self, Gateway};
 use error::ApiError;
+pub use routes::{Policy, Reply, Route, ROUTES};
 
 /// Shared state of every handler.
 pub type AppState = Arc<Core>;
-
-/// Who may call a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    /// No credential needed.
-    Public,
-    /// Any credential: FH-AUTH, Bearer or ARMOR-PSK.
-    Caller,
-    /// FH-AUTH or Bearer only; API keys get 403 `api_key_not_allowed`.
-    PasswordOnly,
-    /// Anonymous or password; API keys get 403.
-    NoApiKey,
-}
-
-/// One documented route.
-#[derive(Debug, Clone, Copy)]
-pub struct RouteDoc {
-    pub method: &'static str,
-    /// The vendor's spelling; matching ignores case and a trailing slash.
-    pub path: &'static str,
-    pub policy: Policy,
-    pub summary: &'static str,
-}
-
-const fn r(
-    method: &'static str,
-    path: &'static str,
-    policy: Policy,
-    summary: &'static str,
-) -> RouteDoc {
-    RouteDoc {
-        method,
-        path,
-        policy,
-        summary,
-    }
-}
-
-use Policy::{Caller as C, NoApiKey as N, PasswordOnly as P, Public as O};
-
-/// Every route the server answers.
-pub const ROUTES: &[RouteDoc] = &[
-    r(
-        "GET",
-        "/health",
-        O,
-        "200 once the store answers, 503 otherwise",
-    ),
-    r(
-        "GET",
-        "/ping",
-        O,
-        "A fixed answer, touching nothing: liveness, and the benchmarks' baseline",
-    ),
-    r("GET", "/metrics", O, "Prometheus text metrics"),
-    r("GET", "/openapi.json", O, "This description"),
-    r("GET", "/docs", O, "The API reference, rendered"),
-    r(
-        "POST",
-        "/auth/authorize",
-        O,
-        "Password login step 1: a single-use code",
-    ),
-    r(
-        "POST",
-        "/auth/token",
-        O,
-        "Password login step 2: an FH-AUTH token",
-    ),
-    r(
-        "POST",
-        "/auth/token/reissue",
-        O,
-        "A fresh token for a valid one, which is revoked; same absolute expiry",
-    ),
-    r("POST", "/auth/logout", P, "Revoke the caller's token"),
-    r(
-        "GET",
-        "/auth/whoami",
-        C,
-        "Who the server takes the caller to be, and what it verified",
-    ),
-    r(
-        "POST",
-        "/auth/whoami",
-        C,
-        "As GET, for a request with a body: its length and SHA-256",
-    ),
-    r(
-        "GET",
-        "/me",
-        C,
-        "The caller, their accounts and permissions",
-    ),
-    r(
-        "GET",
-        "/permissions",
-        C,
-        "The caller's permissions in the account",
-    ),
-    r("GET", "/accounts", C, "Accounts the caller belongs to"),
-    r(
-        "GET",
-        "/accounts/{id}",
-        C,
-        "One account the caller belongs to",
-    ),
-    r("GET", "/users", C, "Users of the account (Users Read)"),
-    r(
-        "GET",
-        "/users/{id}",
-        C,
-        "One user of the account (self, or Users Read)",
-    ),
-    r(
-        "GET",
-        "/users/{id}/keys",
-        P,
-        "List API keys (never the secret)",
-    ),
-    r(
-        "POST",
-        "/users/{id}/keys",
-        P,
-        "Create an API key: the only time the secret is shown",
-    ),
-    r("PUT", "/users/{id}/keys", P, "Rename an API key"),
-    r(
-        "DELETE",
-        "/users/{id}/keys/{key}",
-        P,
-        "Delete an API key; it stops working at once",
-    ),
-    r(
-        "GET",
-        "/users/{id}/ActivationCode",
-        P,
-        "A fresh activation code of an invited user, to read out (Users Manage)",
-    ),
-    r(
-        "POST",
-        "/users/resetpassword",
-        N,
-        "Start a password reset by email (same answer for any address)",
-    ),
-    r(
-        "POST",
-        "/users/setpassword",
-        N,
-        "Set a password with an activation or reset code (single-use)",
-    ),
-    r(
-        "PUT",
-        "/users/{id}",
-        P,
-        "Edit a user's names, email and role (Users Manage; names: self)",
-    ),
-    r(
-        "POST",
-        "/users/status",
-        P,
-        "Enable or disable a user (Users Manage)",
-    ),
-    r(
-        "POST",
-        "/users/",
-        P,
-        "Create a user, invited, and send the invitation (Users Manage)",
-    ),
-    r(
-        "POST",
-        "/users/{id}/invite",
-        P,
-        "(Re)send an invitation with a fresh code (Users Manage)",
-    ),
-    r(
-        "GET",
-        "/users/LockedOut/{accountId}/{email}",
-        P,
-        "Whether a login is locked out, and until when (Users Read)",
-    ),
-    r(
-        "POST",
-        "/users/unlock/{accountId}/{email}",
-        P,
-        "Unlock a login (Users Manage)",
-    ),
-    r(
-        "DELETE",
-        "/users/softDelete",
-        P,
-        "Soft-delete a user: keys deleted, tokens revoked (Users Manage)",
-    ),
-    r(
-        "PUT",
-        "/usersecurity/challengephrase",
-        P,
-        "Set one's challenge phrase (another's: Users Manage)",
-    ),
-    r(
-        "GET",
-        "/usersecurity/challengephrase/{userId}",
-        P,
-        "Read a challenge phrase (self, or Users Manage)",
-    ),
-    r(
-        "GET",
-        "/usersecurity/securityinformation/{referencekey}",
-        P,
-        "Read one's security information under a reference key",
-    ),
-    r(
-        "POST",
-        "/usersecurity/securityinformation/{referencekey}",
-        P,
-        "Add security information under a new reference key",
-    ),
-    r(
-        "POST",
-        "/usersecurity/securityinformation/existing/{referencekey}",
-        P,
-        "Update existing security information",
-    ),
-    r(
-        "POST",
-        "/usersecurity/securityinformation/{accountId}/{userId}",
-        P,
-        "A user's security settings; clearSecondFactors resets MFA (Users Manage)",
-    ),
-    r(
-        "POST",
-        "/usersecurity/validatemfaphone",
-        P,
-        "Send a code to a phone number, or verify it: the phone becomes a second factor",
-    ),
-    r(
-        "POST",
-        "/usersecurity/validatephoneapppin",
-        P,
-        "Enrol an authenticator app (TOTP, otpauth URI), or verify its code",
-    ),
-    r(
-        "GET",
-        "/auditlog",
-        P,
-        "The account's audit log, filtered by user, event, since, until; paged by before (Audit Log Read)",
-    ),
-];
 
 /// The router, with the front layer; testable with `oneshot`.
 /// `with_metrics`: serve `/metrics` here (else it answers 404, being
 /// served by [`metrics_app`] on a listener of its own).
 pub fn app(core: AppState, with_metrics: bool) -> Router {
-    use handlers as h;
-    let metrics = if with_metrics {
-        get(h::metrics)
-    } else {
-        get(h::not_found)
-    };
-    let routes = Router::new()
-        .route("/health", get(h::health))
-        .route("/ping", get(h::ping))
-        .route("/metrics", metrics)
-        .route("/openapi.json", get(openapi::json))
-        .route("/docs", get(openapi::docs))
-        .route("/auth/authorize", post(h::authorize))
-        .route("/auth/token", post(h::token))
-        .route("/auth/token/reissue", post(h::reissue))
-        .route("/auth/logout", post(h::logout))
-        .route("/auth/whoami", get(h::whoami).post(h::whoami))
-        .route("/me", get(h::me))
-        .route("/permissions", get(h::permissions))
-        .route("/accounts", get(h::accounts))
-        .route("/accounts/{id}", get(h::account))
-        .route("/users", get(h::users).post(h::create_user))
-        .route("/users/{id}", get(h::user).put(h::update_user))
-        .route(
-            "/users/{id}/keys",
-            get(h::list_keys).post(h::create_key).put(h::rename_key),
-        )
-        .route("/users/{id}/keys/{key}", delete(h::delete_key))
-        .route("/users/{id}/activationcode", get(h::activation_code))
-        .route("/users/resetpassword", post(h::reset_password))
-        .route("/users/setpassword", post(h::set_password))
-        .route("/users/status", post(h::user_status))
-        .route("/users/{id}/invite", post(h::invite_user))
-        .route("/users/lockedout/{account}/{email}", get(h::locked_out))
-        .route("/users/unlock/{account}/{email}", post(h::unlock))
-        .route("/users/softdelete", delete(h::soft_delete))
-        .route(
-            "/usersecurity/challengephrase",
-            put(h::set_challenge_phrase),
-        )
-        .route(
-            "/usersecurity/challengephrase/{user}",
-            get(h::challenge_phrase),
-        )
-        .route(
-            "/usersecurity/securityinformation/{a}",
-            get(h::security_info).post(h::add_security_info),
-        )
-        .route(
-            "/usersecurity/securityinformation/existing/{a}",
-            post(h::update_security_info),
-        )
-        .route(
-            "/usersecurity/securityinformation/{a}/{b}",
-            post(h::user_security),
-        )
-        .route(
-            "/usersecurity/validatemfaphone",
-            post(h::validate_mfa_phone),
-        )
-        .route(
-            "/usersecurity/validatephoneapppin",
-            post(h::validate_app_pin),
-        )
-        .route("/auditlog", get(h::audit_log))
+    let routes = routes::register(Router::new(), with_metrics)
         .merge(crate::portal::router())
         .fallback(fallback)
-        .method_not_allowed_fallback(h::method_not_allowed)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(core.clone());
     Router::new()
         .fallback_service(routes)
@@ -440,7 +133,13 @@ async fn front(State(core): State<AppState>, mut req: Request, next: Next) -> Re
 /// Whether `ROUTES` marks this method and routing-form path as public.
 fn is_public(method: &str, routed: &str) -> bool {
     // The portal signs its users in with its own session cookie.
-    if routed == "/" || routed == "/portal" || routed.starts_with("/portal/") {
+    let portal = routes::PORTAL_ROOTS.iter().any(|root| {
+        routed == *root
+            || routed
+                .strip_prefix(root)
+                .is_some_and(|rest| *root != "/" && rest.starts_with('/'))
+    });
+    if portal {
         return true;
     }
     ROUTES.iter().any(|r| {
@@ -484,5 +183,47 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         serde_json::from_slice(text)
             .map(ApiJson)
             .map_err(|e| ApiError(Error::BadRequest(format!("invalid JSON body: {e}"))))
+    }
+}
+
+/// Query-string extractor whose refusals use the API's error body (axum's
+/// own answers a bad query with plain text).
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        serde_urlencoded::from_str(parts.uri.query().unwrap_or_default())
+            .map(ApiQuery)
+            .map_err(|e| ApiError(Error::BadRequest(format!("invalid query: {e}"))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_public;
+
+    #[test]
+    fn public_routes_and_the_portal_skip_api_authentication() {
+        for (method, path) in [
+            ("GET", "/"),
+            ("GET", "/portal"),
+            ("POST", "/portal/login"),
+            ("GET", "/portal/keys/new"),
+            ("POST", "/auth/token"),
+            ("GET", "/openapi.json"),
+            ("GET", "/health"),
+        ] {
+            assert!(is_public(method, path), "{method} {path}");
+        }
+        for (method, path) in [
+            ("GET", "/portalx"),
+            ("GET", "/me"),
+            ("POST", "/health"),
+            ("POST", "/users/resetpassword"),
+            ("GET", "/users/1/keys"),
+        ] {
+            assert!(!is_public(method, path), "{method} {path}");
+        }
     }
 }

@@ -6,21 +6,13 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::{Policy, ROUTES};
+use super::schema::{self, name};
+use super::{Policy, Reply, ROUTES};
 
 /// The OpenAPI 3.1 document.
 pub fn document() -> Value {
-    let error = json!({
-        "type": "object",
-        "required": ["error", "error_description", "Message", "status"],
-        "properties": {
-            "error": {"type": "string", "description": "stable machine-readable code"},
-            "error_description": {"type": "string"},
-            "Message": {"type": "string"},
-            "status": {"type": "integer"},
-            "serverTime": {"type": "integer"}
-        }
-    });
+    let error = || json!({"application/json": {"schema": schema::reference(name::ERROR)}});
+    let components = schema::components();
     let mut paths: Map<String, Value> = Map::new();
     for route in ROUTES {
         let (security, policy) = match route.policy {
@@ -32,20 +24,31 @@ pub fn document() -> Value {
             Policy::PasswordOnly => (json!([{"FH-AUTH": []}]), "password-only"),
             Policy::NoApiKey => (json!([{}, {"FH-AUTH": []}]), "no-api-key"),
         };
-        let params: Vec<Value> = route
+        let mut params: Vec<Value> = route
             .path
             .split('/')
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": path_param(name)}))
             .collect();
+        if route.path == "/auditlog" {
+            params.extend(audit_query());
+        }
+        let ok = match route.reply {
+            Reply::Json(body) => {
+                json!({"description": "OK", "content": {"application/json": {"schema": schema::reference(body)}}})
+            }
+            Reply::Other(media) => {
+                json!({"description": "OK", "content": {media: {"schema": {"type": "string"}}}})
+            }
+        };
         let mut responses = json!({
-            "200": {"description": "OK"},
-            "default": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            "200": ok,
+            "default": {"description": "Refused: the error body", "content": error()},
         });
         if route.policy != Policy::Public {
-            responses["401"] = json!({"description": "Not authenticated", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+            responses["401"] = json!({"description": "Not authenticated", "content": error()});
         }
-        let op = json!({
+        let mut op = json!({
             "summary": route.summary,
             "operationId": format!("{} {}", route.method, route.path),
             "security": security,
@@ -53,9 +56,29 @@ pub fn document() -> Value {
             "parameters": params,
             "responses": responses,
         });
-        let entry = paths
-            .entry(route.path.to_owned())
-            .or_insert_with(|| json!({}));
+        if let Some(body) = route.request {
+            // An empty body reads as `{}`: a body is required only where
+            // a field is.
+            let required = components[body]["required"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty());
+            op["requestBody"] = json!({
+                "required": required,
+                "content": {"application/json": {"schema": schema::reference(body)}},
+            });
+        } else if route.method == "POST" && route.path == "/auth/whoami" {
+            op["requestBody"] = json!({
+                "required": false,
+                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            });
+        }
+        // One path item per routed path: `POST /users/` (the vendor's
+        // spelling) is at `/users`, beside `GET /users`.
+        let key = match route.path.strip_suffix('/') {
+            Some(p) if !p.is_empty() => p,
+            _ => route.path,
+        };
+        let entry = paths.entry(key.to_owned()).or_insert_with(|| json!({}));
         entry[route.method.to_ascii_lowercase()] = op;
     }
     json!({
@@ -63,17 +86,52 @@ pub fn document() -> Value {
         "info": {
             "title": "armor API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Accounts, users, permissions and API keys. Authenticate with `Authorization: FH-AUTH <token>` (password login) or `Authorization: ARMOR-PSK {keyId}:{base64 HMAC-SHA512}:{nonce}:{timestamp}`. Paths match without regard to case."
+            "description": "Accounts, users, permissions and API keys. Authenticate with `Authorization: FH-AUTH <token>` (password login) or `Authorization: ARMOR-PSK {keyId}:{base64 HMAC-SHA512}:{nonce}:{timestamp}`. Paths match without regard to case. Request bodies may also be form-encoded (`application/x-www-form-urlencoded`)."
         },
         "paths": paths,
         "components": {
-            "schemas": {"Error": error},
+            "schemas": components,
             "securitySchemes": {
                 "FH-AUTH": {"type": "http", "scheme": "FH-AUTH"},
                 "ARMOR-PSK": {"type": "http", "scheme": "ARMOR-PSK"}
             }
         }
     })
+}
+
+/// Ids are 32-bit integers (`users/{id:int}`); anything else is one
+/// segment of a canonical path: no `/` or `\\`, not `.` or `..` (other
+/// spellings are refused with 400 `malformed_request_target`).
+fn path_param(name: &str) -> Value {
+    if name == "id" || name.ends_with("Id") {
+        json!({"type": "integer", "format": "int32"})
+    } else if name == "referencekey" {
+        json!({"type": "string", "pattern": "^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,100}$"})
+    } else {
+        json!({"type": "string", "pattern": "^(?!\\.{1,2}$)[^/\\\\]+$"})
+    }
+}
+
+/// The audit log's filters and cursor.
+fn audit_query() -> Vec<Value> {
+    let q = |name: &str, schema: Value, description: &str| json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description});
+    let int = || json!({"type": "integer", "format": "int64"});
+    vec![
+        q("limit", int(), "rows per page, 1 to 1000 (default 100)"),
+        q(
+            "user",
+            int(),
+            "rows this user acted in or was the target of",
+        ),
+        q("event", json!({"type": "string"}), "one event name"),
+        q("since", int(), "Unix seconds, inclusive"),
+        q("until", int(), "Unix seconds, inclusive"),
+        q(
+            "before",
+            int(),
+            "the cursor of the next page (X-Next-Before)",
+        ),
+    ]
 }
 
 pub async fn json() -> Json<Value> {
@@ -119,4 +177,58 @@ fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `$ref` in `v`.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_schema_referenced_exists_and_every_one_is_used() {
+        let doc = document();
+        let components = doc["components"]["schemas"].as_object().unwrap();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        for r in &found {
+            let name = r.strip_prefix("#/components/schemas/").unwrap();
+            assert!(components.contains_key(name), "{r} is not a component");
+        }
+        for name in components.keys() {
+            let r = format!("#/components/schemas/{name}");
+            assert!(found.contains(&r), "{name} is never used");
+        }
+    }
+
+    #[test]
+    fn every_route_answers_with_a_schema_and_errors_with_the_error_body() {
+        let doc = document();
+        let mut ops = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let ok = &op["responses"]["200"]["content"];
+                assert!(ok.is_object(), "{method} {path}: no 200 body");
+                assert_eq!(
+                    op["responses"]["default"]["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/Error",
+                    "{method} {path}"
+                );
+                ops += 1;
+            }
+        }
+        assert_eq!(ops, ROUTES.len());
+    }
 }

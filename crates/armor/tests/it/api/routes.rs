@@ -169,11 +169,14 @@ async fn api_keys_are_refused_on_every_restricted_route_and_spelling() {
     }
     assert!(per_route >= 20, "{per_route} spellings");
     assert!(tried >= RESTRICTED.len() * 20, "{tried}");
-    // The same routes work for a password caller (or answer 501 while
-    // their behaviour is not there yet), never api_key_not_allowed.
+    // The same routes reach their handlers for a password caller: each
+    // answers what its handler says to `{"name":"x"}` from the owner, never
+    // api_key_not_allowed, a missing route (404 "route not found"), a 405
+    // or a 5xx.
     let auth = format!("FH-AUTH {token}");
-    for (method, path) in RESTRICTED {
-        let (_, _, b) = app
+    assert_eq!(RESTRICTED.len(), PASSWORD_CALLER.len());
+    for ((method, path), (status, code)) in RESTRICTED.iter().zip(PASSWORD_CALLER) {
+        let (s, _, b) = app
             .send(
                 method,
                 path,
@@ -184,9 +187,41 @@ async fn api_keys_are_refused_on_every_restricted_route_and_spelling() {
                 br#"{"name":"x"}"#.to_vec(),
             )
             .await;
-        assert_ne!(b["error"], "api_key_not_allowed", "{method} {path}");
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (*status, *code),
+            "{method} {path}: {b}"
+        );
+        assert_ne!(b["error_description"], "route not found", "{method} {path}");
     }
 }
+
+/// What each route of [`RESTRICTED`], in order, answers the owner (FH-AUTH)
+/// sending `{"name":"x"}`: its handler's own answer.
+const PASSWORD_CALLER: &[(u16, Option<&str>)] = &[
+    (200, None),                    // list keys
+    (404, Some("not_found")),       // delete a key that is not there
+    (200, None),                    // create a key named x
+    (400, Some("invalid_request")), // rename: apiKeyId and newApiKeyName missing
+    (409, Some("conflict")),        // activation code of an active user
+    (400, Some("invalid_request")), // reset: email missing
+    (400, Some("invalid_request")), // set password: code missing
+    (200, None),                    // edit user 1: nothing to change
+    (400, Some("invalid_request")), // status: userId missing
+    (400, Some("invalid_request")), // create user: email missing
+    (409, Some("conflict")),        // invite an active user
+    (200, None),                    // locked out?
+    (200, None),                    // unlock
+    (400, Some("invalid_request")), // soft delete: userId or email missing
+    (400, Some("invalid_request")), // challenge phrase missing
+    (404, Some("not_found")),       // no security information under abc
+    (400, Some("invalid_request")), // value missing
+    (400, Some("invalid_request")), // value missing
+    (200, None),                    // read one's challenge phrase
+    (400, Some("invalid_request")), // phoneNumber missing
+    (200, None),                    // one's security settings
+    (200, None),                    // enrol an authenticator app
+];
 
 #[tokio::test]
 async fn every_password_only_route_in_the_description_refuses_keys() {
@@ -235,6 +270,69 @@ async fn every_password_only_route_in_the_description_refuses_keys() {
             "{method} {path} is not documented as refusing API keys"
         );
     }
+}
+
+#[tokio::test]
+async fn every_route_in_the_description_is_served_and_other_methods_are_405() {
+    let app = spawn_app().await;
+    let token = app.login().await;
+    let auth = format!("FH-AUTH {token}");
+    let (_, _, doc) = app.send("GET", "/openapi.json", &[], vec![]).await;
+    let paths = doc["paths"].as_object().unwrap();
+    let mut served = 0;
+    for (path, ops) in paths {
+        let target = sample(path);
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+            let listed = ops.get(method.to_ascii_lowercase()).is_some();
+            // Logging out would end this test's token: a token of its own.
+            let auth = if path == "/auth/logout" {
+                format!("FH-AUTH {}", app.login().await)
+            } else {
+                auth.clone()
+            };
+            let (s, headers, b) = app
+                .send(
+                    method,
+                    &target,
+                    &[
+                        ("Authorization", &auth),
+                        ("Content-Type", "application/json"),
+                    ],
+                    b"{}".to_vec(),
+                )
+                .await;
+            if listed {
+                // Reaches its handler: neither the router's 404 nor a 405.
+                assert!(
+                    s != 405 && s < 500 && b["error_description"] != "route not found",
+                    "{method} {target} is listed but not served: {s} {b}"
+                );
+                served += 1;
+            } else {
+                assert_eq!(
+                    (s, b["error"].as_str(), b["Message"].as_str()),
+                    (
+                        405,
+                        Some("method_not_allowed"),
+                        Some("The requested resource does not support this method.")
+                    ),
+                    "{method} {target}: {b}"
+                );
+                assert_eq!(b["status"], 405, "{method} {target}");
+                let allow = headers
+                    .get("allow")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                for m in ops.as_object().unwrap().keys() {
+                    assert!(
+                        allow.contains(&m.to_ascii_uppercase()),
+                        "{method} {target}: Allow {allow:?} lacks {m}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(served >= 40, "{served}");
 }
 
 fn sample(template: &str) -> String {
@@ -294,5 +392,27 @@ async fn non_canonical_targets_are_refused_before_authentication() {
             )
             .await;
         assert_eq!(s, 200, "{target}");
+    }
+}
+
+#[tokio::test]
+async fn a_query_the_server_cannot_read_is_refused_with_the_error_body() {
+    let app = spawn_app().await;
+    let token = app.login().await;
+    let auth = format!("FH-AUTH {token}");
+    for target in [
+        "/auditlog?user=9223372036854775808",
+        "/auditlog?limit=ten",
+        "/auditlog?since=1.5",
+    ] {
+        let (s, headers, b) = app
+            .send("GET", target, &[("Authorization", &auth)], vec![])
+            .await;
+        assert_eq!(
+            (s, b["error"].as_str(), b["status"].as_u64()),
+            (400, Some("invalid_request"), Some(400)),
+            "{target}: {b}"
+        );
+        assert_eq!(headers["content-type"], "application/json", "{target}");
     }
 }
