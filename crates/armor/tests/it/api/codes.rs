@@ -10,31 +10,6 @@ use serde_json::{json, Value};
 
 use super::*;
 
-/// Pending outbox messages, oldest first, as `armor admin outbox` shows them.
-pub(super) fn outbox(app: &TestApp) -> Vec<Value> {
-    app.admin(&["outbox"], &[])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// The code in the newest pending message to `recipient`.
-pub(super) fn code_sent_to(app: &TestApp, recipient: &str) -> String {
-    let msgs = outbox(app);
-    let m = msgs
-        .iter()
-        .rev()
-        .find(|m| m["recipient"] == recipient)
-        .unwrap_or_else(|| panic!("no message to {recipient}: {msgs:?}"));
-    let body = m["body"].as_str().unwrap();
-    let at = body.find(" is ").unwrap() + 4;
-    body[at..]
-        .split(|c: char| c == ';' || c.is_whitespace())
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 pub(super) async fn j(
     app: &TestApp,
     method: &str,
@@ -124,7 +99,7 @@ async fn no_code_is_stored_in_clear_before_or_after_delivery() {
     .await;
     assert_eq!(s, 200, "{b}");
     let uid = b["id"].as_i64().unwrap();
-    codes.push(code_sent_to(&app, "new@example.com"));
+    codes.push(app.code_sent_to("new@example.com"));
     let (s, b) = j(
         &app,
         "GET",
@@ -146,7 +121,7 @@ async fn no_code_is_stored_in_clear_before_or_after_delivery() {
     )
     .await;
     assert_eq!(s, 200);
-    codes.push(code_sent_to(&app, ADMIN_EMAIL));
+    codes.push(app.code_sent_to(ADMIN_EMAIL));
 
     // Phone verification, then an SMS sign-in code.
     app.add_user("tel@example.com", "User", 1);
@@ -161,7 +136,7 @@ async fn no_code_is_stored_in_clear_before_or_after_delivery() {
     )
     .await;
     assert_eq!(s, 200);
-    let phone_code = code_sent_to(&app, phone);
+    let phone_code = app.code_sent_to(phone);
     let (s, _) = j(
         &app,
         "POST",
@@ -175,17 +150,17 @@ async fn no_code_is_stored_in_clear_before_or_after_delivery() {
     let creds = json!({"username": "tel@example.com", "password": ADMIN_PASSWORD});
     let (s, b) = j(&app, "POST", "/auth/authorize", creds, None).await;
     assert_eq!((s, b["error"].as_str()), (401, Some("mfa_required")));
-    codes.push(code_sent_to(&app, phone));
+    codes.push(app.code_sent_to(phone));
     assert_eq!(codes.len(), 5);
 
     // Pending: the operator reads every message, the database holds none
     // of the codes.
-    assert_eq!(outbox(&app).len(), 4);
+    assert_eq!(app.outbox().len(), 4);
     assert_nowhere_in_the_database(&app, &codes, "pending");
 
     // Delivered: the bodies are wiped.
     app.admin(&["outbox", "--mark-sent"], &[]);
-    assert!(outbox(&app).is_empty());
+    assert!(app.outbox().is_empty());
     assert_nowhere_in_the_database(&app, &codes, "delivered");
     assert!(codes.iter().all(|c| !app.logs_text().contains(c.as_str())));
 }
@@ -202,10 +177,10 @@ async fn pending_messages_still_open_after_a_master_key_rotation() {
     )
     .await;
     assert_eq!(s, 200);
-    let code = code_sent_to(&app, ADMIN_EMAIL);
+    let code = app.code_sent_to(ADMIN_EMAIL);
     let out = app.admin(&["rotate-master-key"], &[]);
     assert!(out.contains("1 outbox messages re-sealed"), "{out}");
-    assert_eq!(code_sent_to(&app, ADMIN_EMAIL), code);
+    assert_eq!(app.code_sent_to(ADMIN_EMAIL), code);
     // The running server seals with the version it knew; a message sealed
     // by it after the rotation opens too, and the next rotation re-seals
     // both.
@@ -218,11 +193,11 @@ async fn pending_messages_still_open_after_a_master_key_rotation() {
         None,
     )
     .await;
-    let second = code_sent_to(&app, "second@example.com");
+    let second = app.code_sent_to("second@example.com");
     let out = app.admin(&["rotate-master-key"], &[]);
     assert!(out.contains("2 outbox messages re-sealed"), "{out}");
-    assert_eq!(code_sent_to(&app, ADMIN_EMAIL), code);
-    assert_eq!(code_sent_to(&app, "second@example.com"), second);
+    assert_eq!(app.code_sent_to(ADMIN_EMAIL), code);
+    assert_eq!(app.code_sent_to("second@example.com"), second);
     let (s, b) = j(
         &app,
         "POST",
@@ -271,7 +246,7 @@ async fn a_message_written_in_clear_before_sealing_is_sealed_at_start_up() {
     );
     app.start_again();
     assert_nowhere_in_the_database(&app, std::slice::from_ref(&code), "after start-up");
-    assert_eq!(code_sent_to(&app, ADMIN_EMAIL), code);
+    assert_eq!(app.code_sent_to(ADMIN_EMAIL), code);
 }
 
 #[tokio::test]
@@ -294,7 +269,7 @@ async fn mark_sent_leaves_a_message_whose_body_does_not_open_pending() {
     assert!(shown.contains("\"body\":null"), "{shown}");
     // Still pending, body and all: once it opens again, it reads whole.
     sql(&format!("UPDATE outbox SET mk_version = {version}"));
-    let msgs = outbox(&app);
+    let msgs = app.outbox();
     assert_eq!(msgs.len(), 1, "{msgs:?}");
     assert!(msgs[0]["body"].as_str().unwrap().contains("reset code is"));
 }

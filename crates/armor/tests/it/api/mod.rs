@@ -330,6 +330,32 @@ impl TestApp {
         places.len()
     }
 
+    /// Every message waiting in the outbox (`armor admin outbox`, which
+    /// opens the sealed bodies with the master key).
+    pub fn outbox(&self) -> Vec<Value> {
+        self.admin(&["outbox"], &[])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The code in the newest waiting message to `recipient`.
+    pub fn code_sent_to(&self, recipient: &str) -> String {
+        let msgs = self.outbox();
+        let m = msgs
+            .iter()
+            .rev()
+            .find(|m| m["recipient"] == recipient)
+            .unwrap_or_else(|| panic!("no message to {recipient}: {msgs:?}"));
+        let body = m["body"].as_str().unwrap();
+        let at = body.find(" is ").unwrap() + 4;
+        body[at..]
+            .split(|c: char| c == ';' || c.is_whitespace())
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
     /// Sends a request with a raw target (path and query exactly as given).
     pub async fn send(
         &self,

@@ -115,18 +115,11 @@ impl Sink {
     }
 }
 
-fn outbox(app: &TestApp) -> Vec<Value> {
-    app.admin(&["outbox"], &[])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// Polls `armor admin outbox` until `done` holds for the pending rows.
 async fn wait_outbox(app: &TestApp, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let rows = outbox(app);
+        let rows = app.outbox();
         if done(&rows) {
             return rows;
         }
@@ -192,7 +185,7 @@ async fn invitations_go_out_by_smtp_and_the_code_works() {
         .await;
     assert_eq!(s, 200, "{b}");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rows = outbox(&app);
+    let rows = app.outbox();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["channel"], "sms");
     assert_eq!(rows[0]["attempts"], 0);
@@ -232,5 +225,5 @@ async fn a_refused_recipient_is_left_for_the_operator() {
     assert!(logs.contains("left for `armor admin outbox`"), "{logs}");
     // The operator can still read it out and mark it delivered.
     app.admin(&["outbox", "--mark-sent"], &[]);
-    assert!(outbox(&app).is_empty());
+    assert!(app.outbox().is_empty());
 }

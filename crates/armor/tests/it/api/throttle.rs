@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::codes::{j, outbox};
+use super::codes::j;
 use super::*;
 
 /// The limits, as documented in docs/users.md.
@@ -14,7 +14,7 @@ const PHONE_PER_NUMBER: usize = 3;
 const PHONE_PER_USER: usize = 5;
 
 fn messages_to(app: &TestApp, recipient: &str) -> usize {
-    outbox(app)
+    app.outbox()
         .iter()
         .filter(|m| m["recipient"] == recipient)
         .count()
@@ -141,5 +141,5 @@ async fn phone_codes_one_user_asks_for_stop_at_the_limit_with_429() {
     let r = phone_code(&app, &a, "+442079460099").await;
     assert_eq!(r.status().as_u16(), 429);
     assert_eq!(messages_to(&app, "+442079460099"), 0);
-    assert_eq!(outbox(&app).len(), PHONE_PER_USER);
+    assert_eq!(app.outbox().len(), PHONE_PER_USER);
 }

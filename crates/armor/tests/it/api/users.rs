@@ -40,31 +40,6 @@ async fn j(
     (s, b)
 }
 
-/// Pending outbox messages, oldest first.
-fn outbox(app: &TestApp) -> Vec<Value> {
-    app.admin(&["outbox"], &[])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// The code in the newest message to `recipient`.
-fn code_sent_to(app: &TestApp, recipient: &str) -> String {
-    let msgs = outbox(app);
-    let m = msgs
-        .iter()
-        .rev()
-        .find(|m| m["recipient"] == recipient)
-        .unwrap_or_else(|| panic!("no message to {recipient}: {msgs:?}"));
-    let body = m["body"].as_str().unwrap();
-    let at = body.find(" is ").unwrap() + 4;
-    body[at..]
-        .split(|c: char| c == ';' || c.is_whitespace())
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 /// Audit rows of account 1 (through the API, as the owner).
 async fn audit(app: &TestApp, token: &str, query: &str) -> Vec<Value> {
     let (s, _, b) = call(app, "GET", &format!("/auditlog?{query}"), None, Some(token)).await;
@@ -101,11 +76,11 @@ async fn invite_activate_and_sign_in() {
     let app = spawn_app().await;
     let owner = app.login().await;
     let uid = invite(&app, &owner, "ann@example.com", "User").await;
-    let msgs = outbox(&app);
+    let msgs = app.outbox();
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0]["channel"], "email");
     assert_eq!(msgs[0]["subject"], "Your armor invitation");
-    let code = code_sent_to(&app, "ann@example.com");
+    let code = app.code_sent_to("ann@example.com");
     // An invited user has no password to sign in with.
     let (s, b) = j(
         &app,
@@ -169,7 +144,7 @@ async fn activation_code_and_reinvite_replace_the_pending_code() {
     let app = spawn_app().await;
     let owner = app.login().await;
     let uid = invite(&app, &owner, "bob@example.com", "Read Only").await;
-    let mailed = code_sent_to(&app, "bob@example.com");
+    let mailed = app.code_sent_to("bob@example.com");
     let (s, h, b) = call(
         &app,
         "GET",
@@ -202,7 +177,7 @@ async fn activation_code_and_reinvite_replace_the_pending_code() {
     )
     .await;
     assert_eq!(s, 200);
-    let fresh = code_sent_to(&app, "bob@example.com");
+    let fresh = app.code_sent_to("bob@example.com");
     assert_ne!(fresh, mailed);
     // Typed in lower case with spaces for dashes: accepted.
     let typed = fresh.to_ascii_lowercase().replace('-', " ");
@@ -432,7 +407,7 @@ async fn api_keys_are_refused_even_with_the_permissions() {
             "{path}"
         );
     }
-    assert!(outbox(&app).is_empty());
+    assert!(app.outbox().is_empty());
 }
 
 #[tokio::test]
@@ -665,10 +640,10 @@ async fn reset_password_says_the_same_for_any_address() {
     .await;
     assert_eq!((s1, &known), (s2, &unknown));
     assert_eq!(s1, 200);
-    let msgs = outbox(&app);
+    let msgs = app.outbox();
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0]["recipient"], ADMIN_EMAIL);
-    let code = code_sent_to(&app, ADMIN_EMAIL);
+    let code = app.code_sent_to(ADMIN_EMAIL);
     let old = app.login().await;
     let (s, _) = j(
         &app,
@@ -702,7 +677,7 @@ async fn reset_password_says_the_same_for_any_address() {
     assert_eq!(s, 400);
     // `--mark-sent` empties the outbox.
     app.admin(&["outbox", "--mark-sent"], &[]);
-    assert!(outbox(&app).is_empty());
+    assert!(app.outbox().is_empty());
     let rows = audit(&app, &token, "event=password_changed").await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["detail"], "via=reset");
@@ -894,7 +869,7 @@ async fn phone_verification_and_sign_in_codes_go_through_the_outbox() {
     )
     .await;
     assert_eq!((s, b["codeSent"].as_bool()), (200, Some(true)), "{b}");
-    let code = code_sent_to(&app, "+442079460018");
+    let code = app.code_sent_to("+442079460018");
     assert_eq!(code.len(), 6);
     let (s, _) = j(
         &app,
@@ -917,7 +892,7 @@ async fn phone_verification_and_sign_in_codes_go_through_the_outbox() {
     let creds = json!({"username": "tel@example.com", "password": ADMIN_PASSWORD});
     let (s, b) = j(&app, "POST", "/auth/authorize", creds.clone(), None).await;
     assert_eq!((s, b["error"].as_str()), (401, Some("mfa_required")));
-    let login_code = code_sent_to(&app, "+442079460018");
+    let login_code = app.code_sent_to("+442079460018");
     assert_ne!(login_code, code);
     let mut with_code = creds;
     with_code["otp"] = json!(login_code);

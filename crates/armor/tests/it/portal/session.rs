@@ -115,23 +115,6 @@ async fn session_cookies_are_scoped_to_the_portal_path() {
     }
 }
 
-/// The code in the newest outbox message to `recipient`.
-fn code_sent_to(app: &TestApp, recipient: &str) -> String {
-    let out = app.admin(&["outbox"], &[]);
-    let m: Value = out
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .rfind(|m| m["recipient"] == recipient)
-        .unwrap_or_else(|| panic!("no message to {recipient}: {out}"));
-    let body = m["body"].as_str().unwrap();
-    let at = body.find(" is ").unwrap() + 4;
-    body[at..]
-        .split(|c: char| c == ';' || c.is_whitespace())
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn sign_out_disabling_and_a_new_password_end_portal_sessions() {
     let app = spawn_app().await;
@@ -178,7 +161,7 @@ async fn sign_out_disabling_and_a_new_password_end_portal_sessions() {
         .post_json("/users/resetpassword", json!({ "email": email }), None)
         .await;
     assert_eq!(s, 200);
-    let code = code_sent_to(&app, email);
+    let code = app.code_sent_to(email);
     let (s, b) = app
         .post_json(
             "/users/setpassword",
