@@ -230,7 +230,8 @@ fn fingerprint_zero_is_stored() {
 #[test]
 fn fingerprints_separate_fields() {
     let k = FingerprintKey::new([7; 16]);
-    let sig = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+Pw==";
+    let sig =
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+Pw==";
     let a = format!("ARMOR-PSK ab:{sig}:c:1");
     let b = format!("ARMOR-PSK a:{sig}:bc:1");
     let fa = k.fingerprints(&Credentials::parse(&a).unwrap());
