@@ -320,8 +320,8 @@ impl Core {
 
     /// Limits failed logins per (client address, user name): past the
     /// burst, 429 `rate_limited` without checking the password.
-    pub fn with_login_limit(mut self, rate: crate::gateway::Rate) -> Self {
-        self.sessions.login_limit = Some(crate::web::limit::AuthFailureLimiter::new(rate));
+    pub fn with_login_limit(mut self, rate: crate::limit::Rate) -> Self {
+        self.sessions.login_limit = Some(crate::limit::AuthFailureLimiter::new(rate));
         self
     }
 }

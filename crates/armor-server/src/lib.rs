@@ -32,6 +32,7 @@ pub mod core;
 pub mod crypto;
 pub mod error;
 pub mod gateway;
+pub mod limit;
 pub mod mail;
 pub mod portal;
 pub mod store;
@@ -206,7 +207,7 @@ impl Application {
             None => core,
         };
         let gateway = match settings.gateway.clone() {
-            Some(g) => Some(Arc::new(gateway::Gateway::new(g)?)),
+            Some(g) => Some(Arc::new(gateway::Gateway::new(g, web::is_armor_route)?)),
             None => None,
         };
         let mailer = match &settings.smtp_url {
@@ -301,9 +302,9 @@ impl Application {
             app = app.layer(axum::Extension(gw));
         }
         if let Some(rate) = self.auth_failure_limit {
-            app = app.layer(axum::Extension(Arc::new(
-                web::limit::AuthFailureLimiter::new(rate),
-            )));
+            app = app.layer(axum::Extension(Arc::new(limit::AuthFailureLimiter::new(
+                rate,
+            ))));
         }
         let served = axum::serve(
             conn::InspectingListener::new(self.listener, self.connection_limits),

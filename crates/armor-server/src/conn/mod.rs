@@ -178,7 +178,7 @@ impl axum::serve::Listener for InspectingListener {
         loop {
             let (io, addr) = axum::serve::Listener::accept(&mut self.listener).await;
             // IPv6 clients count per /64, as in the limiters.
-            let Some(slot) = self.open.enter(crate::web::limit::client_key(addr.ip())) else {
+            let Some(slot) = self.open.enter(crate::limit::client_key(addr.ip())) else {
                 // Best effort into a fresh socket's send buffer, then closed.
                 let _ = io.try_write(TOO_MANY_CONNECTIONS);
                 tracing::info!(peer = %addr.ip(), error = "too_many_connections", "connection refused");

@@ -32,7 +32,7 @@ pub struct Sessions {
     pub(super) dummy_hash: Arc<str>,
     pub(super) lockout: Lockout,
     /// Failed logins per (client address, user name); `None`: unlimited.
-    pub(super) login_limit: Option<crate::web::limit::AuthFailureLimiter>,
+    pub(super) login_limit: Option<crate::limit::AuthFailureLimiter>,
     pub(super) factors: Factors,
     pub(super) metrics: Arc<Metrics>,
     pub(super) audit: Audit,

@@ -101,7 +101,7 @@ impl SendLimits {
     ) -> Result<bool, Error> {
         if let Some(client) = client {
             let client = match client.parse() {
-                Ok(ip) => crate::web::limit::client_key(ip).to_string(),
+                Ok(ip) => crate::limit::client_key(ip).to_string(),
                 Err(_) => client.to_owned(),
             };
             if self

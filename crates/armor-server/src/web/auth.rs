@@ -15,14 +15,23 @@ use http_body_util::{BodyExt as _, Limited};
 
 use crate::core::{Core, Principal, Via};
 use crate::error::Error;
+use crate::limit::AuthFailureLimiter;
 use crate::web::error::ApiError;
-use crate::web::limit::AuthFailureLimiter;
 
 /// Who is calling, as decided in front of the router.
 #[derive(Debug, Clone)]
 pub enum Auth {
     Anonymous,
     Principal(Principal),
+}
+
+/// Takes the caller's principal out of an authenticated request (`None`
+/// for an anonymous one).
+pub fn take_principal(req: &mut Request) -> Option<Principal> {
+    match req.extensions_mut().remove::<Auth>() {
+        Some(Auth::Principal(p)) => Some(p),
+        _ => None,
+    }
 }
 
 /// The client's address, for the audit log (an extractor).

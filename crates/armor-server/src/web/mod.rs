@@ -9,7 +9,6 @@
 pub mod auth;
 pub mod error;
 pub mod handlers;
-pub mod limit;
 pub mod openapi;
 pub mod path;
 pub mod routes;
@@ -30,7 +29,7 @@ use crate::core::Core;
 use crate::error::Error;
 use crate::gateway::{self, Gateway};
 use error::ApiError;
-pub use routes::{Policy, Reply, Route, ROUTES};
+pub use routes::{is_armor_route, Policy, Reply, Route, ROUTES};
 
 /// Shared state of every handler.
 pub type AppState = Arc<Core>;
@@ -100,7 +99,7 @@ async fn front(State(core): State<AppState>, mut req: Request, next: Next) -> Re
         }
     };
     if let Some(gw) = upstream_root {
-        return gw.handle(&core, req).await;
+        return gw.handle(&core, auth::take_principal(&mut req), req).await;
     }
     // A declared body on a method whose handlers do not read one (a GET
     // with `Content-Length: 2` and `{}`, as some clients send) is read
@@ -149,9 +148,9 @@ fn is_public(method: &str, routed: &str) -> bool {
 
 /// Requests that match none of armor's routes: forwarded when a gateway is
 /// configured (see [`crate::gateway`]), else 404.
-async fn fallback(State(core): State<AppState>, req: Request) -> Response {
+async fn fallback(State(core): State<AppState>, mut req: Request) -> Response {
     match req.extensions().get::<Arc<Gateway>>().cloned() {
-        Some(gw) => gw.handle(&core, req).await,
+        Some(gw) => gw.handle(&core, auth::take_principal(&mut req), req).await,
         None => handlers::not_found().await.into_response(),
     }
 }

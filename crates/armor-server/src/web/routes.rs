@@ -2,7 +2,7 @@
 //! each route on the router ([`register`]), declares who may call it
 //! ([`Policy`], read by [`is_public`](super::is_public) before
 //! authentication and by the gateway's
-//! [`is_armor_route`](crate::gateway::is_armor_route)), and generates
+//! [`is_armor_route`], handed to it at start-up), and generates
 //! `/openapi.json` and `/docs` ([`super::openapi`]) with its bodies'
 //! schemas ([`super::schema`]).
 //!
@@ -212,6 +212,23 @@ pub fn router_path(path: &str) -> String {
         .join("/")
 }
 
+/// Whether the router would take `path` as one of armor's own routes
+/// (case-insensitive, trailing slash ignored, `{x}` any one segment): the
+/// gateway never forwards these, nor treats them as public.
+pub fn is_armor_route(path: &str) -> bool {
+    let routed = super::path::routing_form(path);
+    let segs: Vec<&str> = routed.split('/').collect();
+    ROUTES.iter().any(|r| {
+        let pattern = super::path::routing_form(r.path);
+        let pat: Vec<&str> = pattern.split('/').collect();
+        pat.len() == segs.len()
+            && pat
+                .iter()
+                .zip(&segs)
+                .all(|(p, s)| (p.starts_with('{') && p.ends_with('}') && !s.is_empty()) || p == s)
+    })
+}
+
 /// Registers every route of [`ROUTES`] on `router`. `with_metrics`: serve
 /// `/metrics` here (else it answers 404, being served by
 /// [`super::metrics_app`] on a listener of its own).
@@ -240,6 +257,15 @@ pub fn register(mut router: Router<AppState>, with_metrics: bool) -> Router<AppS
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn armor_routes() {
+        assert!(is_armor_route("/me"));
+        assert!(is_armor_route("/USERS/12/keys/"));
+        assert!(is_armor_route("/users/12/ActivationCode"));
+        assert!(!is_armor_route("/users/12/orders"));
+        assert!(!is_armor_route("/api/me"));
+    }
 
     #[test]
     fn every_route_is_listed_once() {

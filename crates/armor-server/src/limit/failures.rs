@@ -17,24 +17,13 @@
 //! before the password is checked and [`AuthFailureLimiter::refund`] gives
 //! it back when the password was right.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
+use super::{retry_after, Rate, RateLimiter};
 use crate::error::Error;
-use crate::gateway::Rate;
 
-/// Most (address, key id) pairs tracked. Past it, buckets that have filled
-/// up again are forgotten, then, if need be, all of them: limiting is a
-/// brake, not a security boundary, and its memory stays bounded.
+/// Most (address, key id) pairs tracked (see [`RateLimiter::bounded`]).
 const MAX_TRACKED: usize = 100_000;
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
 
 /// The address a client is limited under: an IPv4 address as it is (also
 /// when IPv4-mapped), an IPv6 address folded to its /64, the block one
@@ -54,57 +43,41 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 #[derive(Debug)]
 pub struct AuthFailureLimiter {
     rate: Rate,
-    buckets: Mutex<HashMap<(IpAddr, String), Bucket>>,
+    buckets: RateLimiter<(IpAddr, String)>,
 }
 
 impl AuthFailureLimiter {
     pub fn new(rate: Rate) -> Self {
         AuthFailureLimiter {
             rate,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: RateLimiter::bounded(MAX_TRACKED),
         }
     }
 
-    fn refill(&self, b: &mut Bucket, now: Instant) {
-        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        b.last = now;
-        b.tokens = (b.tokens + elapsed * self.rate.per_second).min(f64::from(self.rate.burst));
-    }
-
-    fn wait(&self, tokens: f64) -> u64 {
-        if self.rate.per_second <= 0.0 {
-            return 3600;
+    fn refused(wait: std::time::Duration) -> Error {
+        Error::RateLimited {
+            retry_after: retry_after(wait),
         }
-        let secs = (1.0 - tokens) / self.rate.per_second;
-        Duration::from_secs_f64(secs.clamp(0.0, 3600.0))
-            .as_secs_f64()
-            .ceil()
-            .max(1.0) as u64
     }
 
     /// Refuses with 429 when `key_id` has no failures left from `addr`.
     pub fn check(&self, addr: IpAddr, key_id: &str) -> Result<(), Error> {
-        let now = Instant::now();
-        let mut map = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(b) = map.get_mut(&(client_key(addr), key_id.to_owned())) else {
-            return Ok(());
-        };
-        self.refill(b, now);
-        if b.tokens >= 1.0 {
-            Ok(())
-        } else {
-            Err(Error::RateLimited {
-                retry_after: self.wait(b.tokens),
+        let rate = self.rate;
+        self.buckets
+            .update_existing(&(client_key(addr), key_id.to_owned()), |b, now| {
+                b.check(rate, now)
             })
-        }
+            .unwrap_or(Ok(()))
+            .map_err(Self::refused)
     }
 
     /// Counts one refused attempt.
     pub fn failed(&self, addr: IpAddr, key_id: &str) {
-        let _ = self.count(addr, key_id, false);
+        let rate = self.rate;
+        self.buckets
+            .update(&(client_key(addr), key_id.to_owned()), rate, |b, now| {
+                b.spend(rate, now)
+            });
     }
 
     /// Takes one failure ahead of the work it may cost, under the same
@@ -113,68 +86,31 @@ impl AuthFailureLimiter {
     /// Give it back with [`AuthFailureLimiter::refund`] when the attempt
     /// succeeds.
     pub fn take(&self, addr: IpAddr, key: &str) -> Result<(), Error> {
-        self.count(addr, key, true)
+        let rate = self.rate;
+        self.buckets
+            .update(&(client_key(addr), key.to_owned()), rate, |b, now| {
+                b.take(rate, now)
+            })
+            .map_err(Self::refused)
     }
 
     /// Returns a failure taken by [`AuthFailureLimiter::take`] for an
     /// attempt that succeeded.
     pub fn refund(&self, addr: IpAddr, key: &str) {
-        let now = Instant::now();
-        let mut map = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(b) = map.get_mut(&(client_key(addr), key.to_owned())) {
-            self.refill(b, now);
-            b.tokens = (b.tokens + 1.0).min(f64::from(self.rate.burst));
-        }
-    }
-
-    /// Takes a token; with `refuse`, not past an empty bucket.
-    fn count(&self, addr: IpAddr, key_id: &str, refuse: bool) -> Result<(), Error> {
-        let now = Instant::now();
-        let mut map = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= MAX_TRACKED {
-            let burst = f64::from(self.rate.burst);
-            map.retain(|_, b| {
-                let mut b2 = *b;
-                self.refill(&mut b2, now);
-                b2.tokens < burst
+        let rate = self.rate;
+        self.buckets
+            .update_existing(&(client_key(addr), key.to_owned()), |b, now| {
+                b.give_back(rate, now)
             });
-            if map.len() >= MAX_TRACKED {
-                tracing::warn!("auth failure limiter full: forgetting every bucket");
-                map.clear();
-            }
-        }
-        let b = map
-            .entry((client_key(addr), key_id.to_owned()))
-            .or_insert(Bucket {
-                tokens: f64::from(self.rate.burst),
-                last: now,
-            });
-        self.refill(b, now);
-        if refuse && b.tokens < 1.0 {
-            return Err(Error::RateLimited {
-                retry_after: self.wait(b.tokens),
-            });
-        }
-        b.tokens = (b.tokens - 1.0).max(0.0);
-        Ok(())
     }
 
     /// Pairs tracked.
     pub fn len(&self) -> usize {
-        self.buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        self.buckets.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.buckets.is_empty()
     }
 }
 

@@ -1,0 +1,187 @@
+//! Forwarding one request: the upstream target, the scrubbed headers, the
+//! body under the size limit, and the answer streamed back.
+
+use axum::body::{Body, HttpBody as _};
+use axum::extract::{ConnectInfo, Request};
+use axum::http::header;
+use axum::http::{uri, Method, Uri, Version};
+use axum::response::Response;
+use hyper::body::Incoming;
+
+use super::headers::{self, strip_hop_by_hop};
+use super::{refusal, Gateway, OriginalTarget};
+use crate::core::Principal;
+use crate::error::Error;
+
+impl Gateway {
+    /// Sends the request upstream and streams the answer back.
+    pub async fn forward(
+        &self,
+        req: Request,
+        principal: Option<&Principal>,
+        max_body: usize,
+    ) -> Response {
+        match self.try_forward(req, principal, max_body).await {
+            Ok(resp) => resp,
+            Err(e) => refusal(e),
+        }
+    }
+
+    async fn try_forward(
+        &self,
+        req: Request,
+        principal: Option<&Principal>,
+        max_body: usize,
+    ) -> Result<Response, Error> {
+        let (mut parts, body) = req.into_parts();
+        // The request's own head is reused: its header map is scrubbed in
+        // place, its target (as received) moved into the upstream URI.
+        let original = match parts.extensions.remove::<OriginalTarget>() {
+            Some(OriginalTarget(uri)) => uri,
+            None => std::mem::take(&mut parts.uri),
+        };
+        let pq = original.into_parts().path_and_query;
+        let target = if self.base_path.is_empty() {
+            pq.unwrap_or_else(|| uri::PathAndQuery::from_static("/"))
+        } else {
+            let pq = pq.as_ref().map(|pq| pq.as_str()).unwrap_or("/");
+            uri::PathAndQuery::try_from(format!("{}{pq}", self.base_path))
+                .map_err(|_| Error::MalformedTarget("unparseable path"))?
+        };
+        // The request line: origin-form, or (CONNECT) the upstream's
+        // authority, as hyper's pooled client wrote them.
+        let uri = if parts.method == Method::CONNECT {
+            let mut up = uri::Parts::default();
+            up.authority = Some(self.authority.clone());
+            Uri::from_parts(up).map_err(|e| Error::Internal(format!("upstream URI: {e}")))?
+        } else {
+            Uri::from(target)
+        };
+
+        let mut headers = parts.headers;
+        let original_host = headers.remove(header::HOST);
+        strip_hop_by_hop(&mut headers);
+        for name in [
+            header::CONTENT_LENGTH,
+            header::AUTHORIZATION,
+            header::PROXY_AUTHORIZATION,
+        ] {
+            headers.remove(name);
+        }
+        headers::remove_spoofable(&mut headers);
+        headers::remove_armor_cookies(&mut headers);
+        headers.insert(header::HOST, self.host.clone());
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let trusted = peer.is_some_and(|ip| self.trusts(ip));
+        headers::set_forwarding(&mut headers, peer, trusted, original_host);
+        // The connection stays busy until the answer has streamed out.
+        let busy = crate::conn::busy(&parts.extensions);
+        if let Some(p) = principal {
+            headers::identity_headers(&mut headers, p);
+        }
+
+        // A body of known length within the limit (a verified body, a
+        // length the front has checked, none at all) goes as it is; any
+        // other is counted as it streams.
+        let body = if body
+            .size_hint()
+            .upper()
+            .is_some_and(|n| n <= max_body as u64)
+        {
+            body
+        } else {
+            Body::new(http_body_util::Limited::new(body, max_body))
+        };
+        let mut out = axum::http::Request::new(body);
+        *out.method_mut() = parts.method;
+        *out.uri_mut() = uri;
+        *out.version_mut() = Version::HTTP_11;
+        *out.headers_mut() = headers;
+
+        let resp = match tokio::time::timeout(self.config.timeout, self.pool.send(out)).await {
+            Err(_) => return Err(Error::UpstreamTimeout(self.config.timeout.as_secs())),
+            Ok(Err(e)) => {
+                if source_is::<http_body_util::LengthLimitError>(&e) {
+                    return Err(Error::BodyTooLarge(max_body));
+                }
+                if crate::conn::is_body_timeout(&e) {
+                    return Err(Error::RequestTimeout(
+                        "the whole body must arrive within the body timeout",
+                    ));
+                }
+                // The client's own body broke off or was malformed (a bad
+                // chunk): its fault, not the upstream's.
+                if source_is::<axum::Error>(&e) {
+                    return Err(Error::BadRequest(
+                        "the request body could not be read".into(),
+                    ));
+                }
+                tracing::warn!(error = %chain(&e), connect = e.is_connect(), "upstream request failed");
+                return Err(Error::UpstreamUnavailable(
+                    "the upstream could not be reached or closed the connection".into(),
+                ));
+            }
+            Ok(Ok(resp)) => resp,
+        };
+        let (mut rparts, rbody) = resp.into_parts();
+        strip_hop_by_hop(&mut rparts.headers);
+        headers::remove_armor_set_cookies(&mut rparts.headers);
+        let body = Streamed {
+            body: rbody,
+            _busy: busy,
+        };
+        Ok(Response::from_parts(rparts, Body::new(body)))
+    }
+}
+
+/// An upstream's answer body, holding its connection's in-flight mark
+/// until it ends or is dropped (boxed once, as the bare body was).
+struct Streamed {
+    body: Incoming,
+    _busy: Option<crate::conn::InFlight>,
+}
+
+impl axum::body::HttpBody for Streamed {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+fn source_is<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<T>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        out.push_str(": ");
+        out.push_str(&err.to_string());
+        cur = err.source();
+    }
+    out
+}
