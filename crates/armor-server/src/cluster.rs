@@ -31,11 +31,17 @@
 //! (key created or deleted, user disabled, enabled or deleted) is published
 //! on `armor:invalidate` as `user:<id>`; every node, the sender included,
 //! re-reads that user's active keys from the shared database and drops the
-//! user's cached status, permissions and profile (`KeyVerifier::invalidate_user`
-//! sends the same message for role and name changes; cached answers
-//! expire after a second in any case). While the subscription is down (and until the cache has
+//! user's cached status, permissions and profile (the domain sends the
+//! same message for role and name changes; cached answers expire after a
+//! second in any case). While the subscription is down (and until the cache has
 //! been re-read after it comes back) claims are refused, so a node that may
 //! have missed a message accepts nothing.
+//!
+//! # Interfaces
+//! [`Cluster`] is the Redis implementation of [`ReplayStore`] and
+//! [`Invalidation`] (see [`crate::ports`]); what a message means on this
+//! node is up to the [`InvalidationHandler`] given to [`Cluster::spawn`].
+//! Nothing here knows the domain.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -46,8 +52,11 @@ use futures_util::{FutureExt as _, StreamExt as _};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::clock::Clock;
-use crate::core::Core;
 use crate::error::Error;
+pub use crate::ports::ClaimError;
+use crate::ports::{
+    BoxFuture, Claim, ClaimAnswer, ClaimWait, Invalidation, InvalidationHandler, ReplayStore,
+};
 
 /// The longest one claim (or publish) may take before the request is
 /// refused with 503.
@@ -107,22 +116,10 @@ struct Pending {
     timestamp: u64,
     ttl_ms: u64,
     now: u64,
-    answer: tokio::sync::oneshot::Sender<Option<i64>>,
+    answer: ClaimAnswer,
 }
 
 type ClaimQueue = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Pending>>>;
-
-/// Why a claim was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClaimError {
-    /// A fingerprint is held: `nonce_reused`.
-    Reused,
-    /// The timestamp is not after the epoch marker: the store lost its
-    /// memory since; `timestamp_out_of_window`.
-    BeforeEpoch,
-    /// No clear answer: `replay_store_unavailable`.
-    Unavailable,
-}
 
 /// The Redis side of a node: replay claims, the epoch marker, and the
 /// invalidation channel.
@@ -255,12 +252,17 @@ impl Cluster {
         until: u64,
         now: u64,
     ) -> Result<(), ClaimError> {
+        self.send_claim(fp, timestamp, until, now).outcome().await
+    }
+
+    /// Queues a claim for the next batch.
+    fn send_claim(&self, fp: &Fingerprints, timestamp: u64, until: u64, now: u64) -> Claim {
         if !self.in_sync.load(Ordering::Acquire) {
-            return Err(ClaimError::Unavailable);
+            return Claim::Done(Err(ClaimError::Unavailable));
         }
         // Kept through the last second of the window, whatever the clocks.
         let ttl_ms = until.saturating_sub(now).saturating_add(1).max(1) * 1000;
-        let (answer, answered) = tokio::sync::oneshot::channel();
+        let (answer, wait) = ClaimWait::channel(ROUND_TRIP);
         let pending = Pending {
             fp: *fp,
             timestamp,
@@ -270,23 +272,9 @@ impl Cluster {
         };
         if self.claims.try_send(pending).is_err() {
             tracing::warn!("replay claims queue full");
-            return Err(ClaimError::Unavailable);
+            return Claim::Done(Err(ClaimError::Unavailable));
         }
-        match tokio::time::timeout(ROUND_TRIP, answered).await {
-            Ok(Ok(Some(0))) => Ok(()),
-            Ok(Ok(Some(1))) => Err(ClaimError::Reused),
-            Ok(Ok(Some(2))) => Err(ClaimError::BeforeEpoch),
-            Ok(Ok(Some(other))) => {
-                tracing::error!(answer = other, "unexpected answer from the claim script");
-                Err(ClaimError::Unavailable)
-            }
-            // The batch failed (logged by the worker), or took too long.
-            Ok(Ok(None)) | Ok(Err(_)) => Err(ClaimError::Unavailable),
-            Err(_) => {
-                tracing::warn!("replay claim timed out");
-                Err(ClaimError::Unavailable)
-            }
-        }
+        Claim::Waiting(wait)
     }
 
     /// Sends one batch of claims; one answer per claim, `None` for all when
@@ -387,10 +375,16 @@ impl Cluster {
     }
 
     /// Starts the background work: keeping the pool connected, and the
-    /// subscription that applies invalidations to `core`.
-    pub fn spawn(self: &Arc<Self>, core: Weak<Core>, clock: Arc<dyn Clock>) {
+    /// subscription that hands invalidations to `handler` (both end with
+    /// it).
+    pub fn spawn<H: InvalidationHandler + 'static>(
+        self: &Arc<Self>,
+        handler: Weak<H>,
+        clock: Arc<dyn Clock>,
+    ) {
+        let handler: Weak<dyn InvalidationHandler> = handler;
         let me = self.clone();
-        let watched = core.clone();
+        let watched = handler.clone();
         tokio::spawn(async move {
             loop {
                 if me.fill_pool().await {
@@ -405,16 +399,16 @@ impl Cluster {
             }
         });
         let me = self.clone();
-        tokio::spawn(async move { me.subscribe_loop(core).await });
+        tokio::spawn(async move { me.subscribe_loop(handler).await });
     }
 
-    async fn subscribe_loop(self: Arc<Self>, core: Weak<Core>) {
+    async fn subscribe_loop(self: Arc<Self>, handler: Weak<dyn InvalidationHandler>) {
         loop {
-            if let Err(e) = self.subscribe_once(&core).await {
+            if let Err(e) = self.subscribe_once(&handler).await {
                 tracing::warn!(error = %e, "invalidation channel down");
             }
             self.in_sync.store(false, Ordering::Release);
-            if core.strong_count() == 0 {
+            if handler.strong_count() == 0 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -423,7 +417,7 @@ impl Cluster {
 
     /// One subscription, until it breaks. Claims are allowed only after
     /// the subscription is live and the whole key cache was re-read.
-    async fn subscribe_once(&self, core: &Weak<Core>) -> Result<(), Error> {
+    async fn subscribe_once(&self, handler: &Weak<dyn InvalidationHandler>) -> Result<(), Error> {
         let redis_err = |e: redis::RedisError| Error::Internal(format!("Redis: {e}"));
         let pubsub = tokio::time::timeout(ROUND_TRIP * 4, self.client.get_async_pubsub())
             .await
@@ -435,10 +429,10 @@ impl Cluster {
             .map_err(|_| Error::Internal("Redis: subscribe timed out".into()))?
             .map_err(redis_err)?;
         {
-            let Some(core) = core.upgrade() else {
+            let Some(handler) = handler.upgrade() else {
                 return Ok(());
             };
-            let n = core.verifier.reload_keys_local(None).await?;
+            let n = handler.reload_keys(None).await?;
             tracing::info!(keys = n, "invalidation channel up; key cache re-read");
         }
         self.in_sync.store(true, Ordering::Release);
@@ -465,11 +459,11 @@ impl Cluster {
                             None => break,
                         }
                     }
-                    let Some(core) = core.upgrade() else {
+                    let Some(handler) = handler.upgrade() else {
                         return Ok(());
                     };
                     for text in &batch {
-                        if let Err(e) = core.verifier.apply_invalidation(text).await {
+                        if let Err(e) = apply(handler.as_ref(), text).await {
                             // Could not re-read: accept nothing until a full
                             // re-read succeeds.
                             tracing::error!(error = %e, message = %text, "invalidation failed");
@@ -497,6 +491,45 @@ pub fn user_message(user_id: i64) -> String {
     format!("user:{user_id}")
 }
 
+/// Applies a message of the invalidation channel: `user:<id>` re-reads
+/// that user's keys, anything else every key.
+async fn apply(handler: &dyn InvalidationHandler, message: &str) -> Result<(), Error> {
+    match message.strip_prefix("user:").map(str::parse::<i64>) {
+        Some(Ok(uid)) => handler.reload_keys(Some(uid)).await.map(|_| ()),
+        _ => {
+            tracing::warn!(%message, "unknown invalidation message; re-reading every key");
+            handler.reload_keys(None).await.map(|_| ())
+        }
+    }
+}
+
+/// A claim script's answer code.
+fn outcome(code: Option<i64>) -> Result<(), ClaimError> {
+    match code {
+        Some(0) => Ok(()),
+        Some(1) => Err(ClaimError::Reused),
+        Some(2) => Err(ClaimError::BeforeEpoch),
+        Some(other) => {
+            tracing::error!(answer = other, "unexpected answer from the claim script");
+            Err(ClaimError::Unavailable)
+        }
+        // The batch failed (logged by the worker).
+        None => Err(ClaimError::Unavailable),
+    }
+}
+
+impl ReplayStore for Cluster {
+    fn claim(&self, fp: &Fingerprints, timestamp: u64, until: u64, now: u64) -> Claim {
+        self.send_claim(fp, timestamp, until, now)
+    }
+}
+
+impl Invalidation for Cluster {
+    fn user_changed(self: Arc<Self>, user_id: i64) -> BoxFuture<'static, ()> {
+        Box::pin(async move { self.publish_reliably(user_message(user_id)).await })
+    }
+}
+
 /// Takes the waiting claims (at least one, at most [`BATCH_MAX`]) and sends
 /// them in one call; ends with the cluster.
 async fn claim_worker(cluster: Weak<Cluster>, queue: ClaimQueue) {
@@ -521,7 +554,7 @@ async fn claim_worker(cluster: Weak<Cluster>, queue: ClaimQueue) {
         let answers = cluster.claim_batch(&batch).await;
         drop(cluster);
         for (p, a) in batch.drain(..).zip(answers) {
-            let _ = p.answer.send(a);
+            p.answer.send(outcome(a));
         }
     }
 }

@@ -19,12 +19,12 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use armor_psk::ReplayGuard;
 use dashmap::DashMap;
 
 use crate::clock::Clock;
 use crate::crypto;
 use crate::error::Error;
+use crate::ports::{Invalidation, InvalidationHandler, ReplayStore};
 use crate::store::Store;
 
 mod access;
@@ -214,7 +214,7 @@ impl Core {
         store: Store,
         master_path: &std::path::Path,
         clock: Arc<dyn Clock>,
-        replay: Arc<dyn ReplayGuard>,
+        replay: Arc<dyn ReplayStore>,
         config: CoreConfig,
     ) -> Result<Self, Error> {
         let master = Arc::new(master::Master::load_or_create(master_path)?);
@@ -313,8 +313,8 @@ impl Core {
     /// Claims go to Redis, shared with every node using it; the
     /// fingerprint key is derived from the master key file, which all the
     /// nodes share. Cache changes are published to the other nodes.
-    pub fn with_cluster(self, cluster: Arc<crate::cluster::Cluster>) -> Self {
-        self.verifier.set_cluster(cluster);
+    pub fn with_cluster<S: ReplayStore + Invalidation + 'static>(self, shared: Arc<S>) -> Self {
+        self.verifier.set_shared(shared.clone(), shared);
         self
     }
 
@@ -323,5 +323,15 @@ impl Core {
     pub fn with_login_limit(mut self, rate: crate::limit::Rate) -> Self {
         self.sessions.login_limit = Some(crate::limit::AuthFailureLimiter::new(rate));
         self
+    }
+}
+
+/// What the invalidation channel asks of this node.
+impl InvalidationHandler for Core {
+    fn reload_keys(
+        &self,
+        user_id: Option<i64>,
+    ) -> crate::ports::BoxFuture<'_, Result<usize, Error>> {
+        Box::pin(self.verifier.reload_keys_local(user_id))
     }
 }

@@ -35,6 +35,7 @@ pub mod gateway;
 pub mod limit;
 pub mod mail;
 pub mod portal;
+pub mod ports;
 pub mod store;
 pub mod web;
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use armor_psk::replay::FingerprintKey;
-use armor_psk::{Credentials, ReplayError, ReplayGuard, Request, SigningKey, Verifier};
+use armor_psk::{Credentials, Request, SigningKey, Verifier};
 use dashmap::DashMap;
 
 use super::access::AccessCache;
@@ -15,9 +15,9 @@ use super::keycache::{self, KeyCache};
 use super::master::Master;
 use super::Metrics;
 use crate::clock::Clock;
-use crate::cluster::Cluster;
 use crate::crypto;
 use crate::error::Error;
+use crate::ports::{ClaimError, Invalidation, ReplayStore};
 use crate::store::Store;
 
 /// A verified key's identity, before the account context is applied.
@@ -55,12 +55,20 @@ impl CachedKey {
 /// shutdown). The node that served the call reports it to the second.
 pub const LAST_USED_GRAIN: u64 = 60;
 
-/// Where nonces and signatures are claimed: this node's replay guard, or
-/// (several nodes) Redis, under a fingerprint key all nodes share.
+/// Where nonces and signatures are claimed: this node's replay store, or
+/// (several nodes) a shared one, under a fingerprint key all nodes share.
 struct Claims {
-    replay: Arc<dyn ReplayGuard>,
+    replay: Arc<dyn ReplayStore>,
     fingerprints: FingerprintKey,
-    cluster: OnceLock<(Arc<Cluster>, FingerprintKey)>,
+    shared: OnceLock<Shared>,
+}
+
+/// With other nodes: the shared replay store, the channel telling them
+/// what changed, and the fingerprint key they all use.
+struct Shared {
+    replay: Arc<dyn ReplayStore>,
+    invalidation: Arc<dyn Invalidation>,
+    fingerprints: FingerprintKey,
 }
 
 /// Verifies ARMOR-PSK requests against the cached keys.
@@ -87,7 +95,7 @@ impl KeyVerifier {
     pub(super) fn new(
         store: Store,
         clock: Arc<dyn Clock>,
-        replay: Arc<dyn ReplayGuard>,
+        replay: Arc<dyn ReplayStore>,
         require_signed_query: bool,
         master: Arc<Master>,
         access: Arc<AccessCache>,
@@ -98,7 +106,7 @@ impl KeyVerifier {
             claims: Claims {
                 replay,
                 fingerprints: FingerprintKey::new(crypto::random_16()),
-                cluster: OnceLock::new(),
+                shared: OnceLock::new(),
             },
             keys: KeyCache::new(crypto::random_16(), || {
                 SigningKey::from_bytes(&crypto::random_16())
@@ -117,13 +125,23 @@ impl KeyVerifier {
     /// fingerprint key is derived from the master key file, which all the
     /// nodes share. Cache changes are published to the other nodes. Set
     /// once, before serving.
-    pub(super) fn set_cluster(&self, cluster: Arc<Cluster>) {
-        let key = FingerprintKey::new(self.master.current().derive_16("replay fingerprint key v1"));
-        let _ = self.claims.cluster.set((cluster, key));
+    pub(super) fn set_shared(
+        &self,
+        replay: Arc<dyn ReplayStore>,
+        invalidation: Arc<dyn Invalidation>,
+    ) {
+        let fingerprints =
+            FingerprintKey::new(self.master.current().derive_16("replay fingerprint key v1"));
+        let _ = self.claims.shared.set(Shared {
+            replay,
+            invalidation,
+            fingerprints,
+        });
     }
 
-    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
-        self.claims.cluster.get().map(|(c, _)| c)
+    /// The channel to the other nodes, if any.
+    fn invalidation(&self) -> Option<&Arc<dyn Invalidation>> {
+        self.claims.shared.get().map(|s| &s.invalidation)
     }
 
     /// The removals counted so far; read before the owner of a key being
@@ -265,34 +283,17 @@ impl KeyVerifier {
     /// after the change is written.
     pub fn invalidate_user(&self, user_id: i64) {
         self.access.invalidate_user(user_id);
-        if let Some(cluster) = self.cluster().cloned() {
+        if let Some(invalidation) = self.invalidation().cloned() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    cluster
-                        .publish_reliably(crate::cluster::user_message(user_id))
-                        .await;
-                });
+                rt.spawn(invalidation.user_changed(user_id));
             }
         }
     }
 
     /// Tells every node (this one included) to re-read a user's keys.
     pub(super) async fn notify_user(&self, user_id: i64) {
-        if let Some(cluster) = self.cluster() {
-            cluster
-                .publish_reliably(crate::cluster::user_message(user_id))
-                .await;
-        }
-    }
-
-    /// Applies a message of the invalidation channel.
-    pub async fn apply_invalidation(&self, message: &str) -> Result<(), Error> {
-        match message.strip_prefix("user:").map(str::parse::<i64>) {
-            Some(Ok(uid)) => self.reload_keys_local(Some(uid)).await.map(|_| ()),
-            _ => {
-                tracing::warn!(%message, "unknown invalidation message; re-reading every key");
-                self.reload_keys_local(None).await.map(|_| ())
-            }
+        if let Some(invalidation) = self.invalidation() {
+            invalidation.clone().user_changed(user_id).await;
         }
     }
 
@@ -358,30 +359,26 @@ impl KeyVerifier {
             _ => return Err(refuse(armor_psk::Error::InvalidSignature)),
         };
         let until = self.verifier.claim_until(creds);
-        if let Some((cluster, fingerprints)) = self.claims.cluster.get() {
-            use crate::cluster::ClaimError;
-            let fp = fingerprints.fingerprints(creds);
-            let now = self.clock.now();
-            match cluster.claim(&fp, creds.timestamp(), until, now).await {
-                Ok(()) => {}
-                Err(ClaimError::Reused) => return Err(refuse(armor_psk::Error::NonceReused)),
-                Err(ClaimError::BeforeEpoch) => {
-                    return Err(refuse(armor_psk::Error::TimestampOutOfWindow {
-                        server_time: now,
-                    }))
-                }
-                Err(ClaimError::Unavailable) => {
-                    return Err(refuse(armor_psk::Error::ReplayStoreUnavailable))
-                }
+        let (replay, fingerprints) = match self.claims.shared.get() {
+            Some(shared) => (&shared.replay, &shared.fingerprints),
+            None => (&self.claims.replay, &self.claims.fingerprints),
+        };
+        let fp = fingerprints.fingerprints(creds);
+        let now = self.clock.now();
+        match replay
+            .claim(&fp, creds.timestamp(), until, now)
+            .outcome()
+            .await
+        {
+            Ok(()) => {}
+            Err(ClaimError::Reused) => return Err(refuse(armor_psk::Error::NonceReused)),
+            Err(ClaimError::BeforeEpoch) => {
+                return Err(refuse(armor_psk::Error::TimestampOutOfWindow {
+                    server_time: now,
+                }))
             }
-        } else {
-            let fp = self.claims.fingerprints.fingerprints(creds);
-            match self.claims.replay.claim(&fp, until, self.clock.now()) {
-                Ok(()) => {}
-                Err(ReplayError::Reused) => return Err(refuse(armor_psk::Error::NonceReused)),
-                Err(ReplayError::Unavailable) => {
-                    return Err(refuse(armor_psk::Error::ReplayStoreUnavailable))
-                }
+            Err(ClaimError::Unavailable) => {
+                return Err(refuse(armor_psk::Error::ReplayStoreUnavailable))
             }
         }
         self.metrics.psk_accepted.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,168 @@
+//! The interfaces through which the domain uses what several nodes may
+//! share: the replay store (claims of ARMOR-PSK fingerprints) and the
+//! invalidation channel (every node told that a user's keys or state
+//! changed).
+//!
+//! One node uses the memory implementations: any
+//! [`armor_psk::ReplayGuard`] (the server's is
+//! [`armor_psk::MemoryReplayGuard`]) is a [`ReplayStore`], and there is no
+//! channel (what changed is dropped from this node's caches directly).
+//! Several nodes use the Redis ones, [`crate::cluster::Cluster`]. The
+//! implementations import nothing of the domain: the channel's subscriber
+//! calls back through an [`InvalidationHandler`] that the domain provides.
+//!
+//! The hot path costs one virtual call ([`ReplayStore::claim`]); an answer
+//! known at once (the memory store, or a refusal) is [`Claim::Done`],
+//! without allocation, and only a store that answers later (Redis) hands a
+//! [`ClaimWait`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use armor_psk::{Fingerprints, ReplayError, ReplayGuard};
+use tokio::sync::oneshot;
+
+use crate::error::Error;
+
+/// A boxed future, for the calls off the hot path (invalidation).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a claim was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimError {
+    /// A fingerprint is held: `nonce_reused`.
+    Reused,
+    /// The timestamp is not after the shared store's epoch marker: the
+    /// store lost its memory since; `timestamp_out_of_window`.
+    BeforeEpoch,
+    /// No clear answer: `replay_store_unavailable`.
+    Unavailable,
+}
+
+/// The answer to a claim: now, or later.
+#[derive(Debug)]
+pub enum Claim {
+    /// Known at once.
+    Done(Result<(), ClaimError>),
+    /// Sent to a shared store; [`ClaimWait::wait`] for it.
+    Waiting(ClaimWait),
+}
+
+impl Claim {
+    /// The answer, waiting for it if need be.
+    pub async fn outcome(self) -> Result<(), ClaimError> {
+        match self {
+            Claim::Done(answer) => answer,
+            Claim::Waiting(wait) => wait.wait().await,
+        }
+    }
+}
+
+/// A claim sent away, answered through a [`ClaimAnswer`] within a time
+/// limit.
+#[derive(Debug)]
+pub struct ClaimWait {
+    answer: oneshot::Receiver<Result<(), ClaimError>>,
+    within: Duration,
+}
+
+/// The other end of a [`ClaimWait`]. Dropped unanswered, the claim is
+/// [`ClaimError::Unavailable`].
+#[derive(Debug)]
+pub struct ClaimAnswer(oneshot::Sender<Result<(), ClaimError>>);
+
+impl ClaimWait {
+    /// A claim to be answered within `within`, else unavailable.
+    pub fn channel(within: Duration) -> (ClaimAnswer, ClaimWait) {
+        let (tx, rx) = oneshot::channel();
+        (ClaimAnswer(tx), ClaimWait { answer: rx, within })
+    }
+
+    /// The answer; [`ClaimError::Unavailable`] if none comes in time.
+    pub async fn wait(self) -> Result<(), ClaimError> {
+        match tokio::time::timeout(self.within, self.answer).await {
+            Ok(Ok(answer)) => answer,
+            // Dropped unanswered (the store's side logged why).
+            Ok(Err(_)) => Err(ClaimError::Unavailable),
+            Err(_) => {
+                tracing::warn!("replay claim timed out");
+                Err(ClaimError::Unavailable)
+            }
+        }
+    }
+}
+
+impl ClaimAnswer {
+    pub fn send(self, answer: Result<(), ClaimError>) {
+        let _ = self.0.send(answer);
+    }
+}
+
+/// Where the fingerprints of accepted requests are claimed.
+pub trait ReplayStore: Send + Sync {
+    /// Claims both fingerprints of a verified request whose timestamp is
+    /// `timestamp`, until the Unix second `until` (inclusive); `now` is the
+    /// caller's clock.
+    fn claim(&self, fp: &Fingerprints, timestamp: u64, until: u64, now: u64) -> Claim;
+}
+
+/// The memory implementation: a replay guard of this process.
+impl<G: ReplayGuard> ReplayStore for G {
+    #[inline]
+    fn claim(&self, fp: &Fingerprints, _timestamp: u64, until: u64, now: u64) -> Claim {
+        Claim::Done(
+            ReplayGuard::claim(self, fp, until, now).map_err(|e| match e {
+                ReplayError::Reused => ClaimError::Reused,
+                ReplayError::Unavailable => ClaimError::Unavailable,
+            }),
+        )
+    }
+}
+
+/// The invalidation channel, as the domain sends on it.
+pub trait Invalidation: Send + Sync {
+    /// Tells every node, this one included, to re-read a user's keys and
+    /// drop what it cached about them. Call it after the change is written.
+    /// Retried in the background for a while if the channel does not take
+    /// it at once.
+    fn user_changed(self: Arc<Self>, user_id: i64) -> BoxFuture<'static, ()>;
+}
+
+/// What the invalidation channel's subscriber calls on this node.
+pub trait InvalidationHandler: Send + Sync {
+    /// Re-reads one user's active keys (`None`: every key) from the shared
+    /// database, dropping what was cached about them; the number of keys
+    /// read.
+    fn reload_keys(&self, user_id: Option<i64>) -> BoxFuture<'_, Result<usize, Error>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_memory_guard_answers_at_once_and_a_dropped_answer_is_unavailable() {
+        let guard = armor_psk::MemoryReplayGuard::new(16);
+        let store: &dyn ReplayStore = &guard;
+        let fp = Fingerprints {
+            pair: 1,
+            signature: 2,
+        };
+        assert!(matches!(store.claim(&fp, 10, 20, 10), Claim::Done(Ok(()))));
+        assert_eq!(
+            store.claim(&fp, 10, 20, 10).outcome().await,
+            Err(ClaimError::Reused)
+        );
+        let (answer, wait) = ClaimWait::channel(Duration::from_secs(5));
+        drop(answer);
+        assert_eq!(wait.wait().await, Err(ClaimError::Unavailable));
+        let (answer, wait) = ClaimWait::channel(Duration::from_secs(5));
+        answer.send(Err(ClaimError::BeforeEpoch));
+        assert_eq!(
+            Claim::Waiting(wait).outcome().await,
+            Err(ClaimError::BeforeEpoch)
+        );
+    }
+}
