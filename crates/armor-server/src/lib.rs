@@ -10,12 +10,20 @@
 //! - [`store`]: every SQL statement, on SQLite (WAL, full sync) or
 //!   PostgreSQL through one set of queries; only [`core`] calls it.
 //! - [`crypto`]: master key file, AES-256-GCM sealing, Argon2id, tokens.
+//! - [`ports`]: the interfaces the domain uses for what nodes share: the
+//!   replay store and the invalidation channel (memory and Redis
+//!   implementations).
 //! - [`cluster`]: Redis, for several nodes: the shared replay store and the
-//!   invalidation channel.
+//!   invalidation channel, behind [`ports`]; it knows nothing of [`core`].
+//! - [`limit`]: token buckets keyed by a small key, the one rate limiter
+//!   (the gateway's per-key limits, refused ARMOR-PSK attempts, failed
+//!   logins).
 //! - [`web`]: axum router, the front layer and handlers; [`web::error`]
 //!   maps each domain error to a status and code in one place.
 //! - [`portal`]: the server-rendered portal.
-//! - [`gateway`]: ARMOR-PSK in front of an HTTP upstream.
+//! - [`gateway`]: ARMOR-PSK in front of an HTTP upstream (configuration,
+//!   forwarding, header scrubbing, upstream pool, limits); it uses [`web`]
+//!   only to turn its refusals into responses.
 //! - [`conn`]: connection limits (head, body and idle time; per-address
 //!   caps).
 //! - [`mail`]: the SMTP sender of the outbox.
