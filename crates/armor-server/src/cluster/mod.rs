@@ -38,10 +38,11 @@
 //! have missed a message accepts nothing.
 //!
 //! # Interfaces
-//! [`Cluster`] is the Redis implementation of [`ReplayStore`] and
-//! [`Invalidation`] (see [`crate::ports`]); what a message means on this
-//! node is up to the [`InvalidationHandler`] given to [`Cluster::spawn`].
-//! Nothing here knows the domain.
+//! [`Cluster`] is the Redis implementation of
+//! [`ReplayStore`](crate::ports::ReplayStore) and
+//! [`Invalidation`](crate::ports::Invalidation); what a message means on
+//! this node is up to the [`InvalidationHandler`] given to
+//! [`Cluster::spawn`]. Nothing here knows the domain.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};

@@ -24,7 +24,7 @@
 //! key, on [`crate::limit`]). The gateway knows nothing of the web layer:
 //! the front hands it the caller's principal, and which paths are armor's
 //! own routes is a predicate given at start-up; refusals become responses
-//! through [`refusal`] alone.
+//! through one function (`refusal`).
 
 use std::sync::Arc;
 
