@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::web::trace::ErrorCode;
 
 /// An [`Error`] on its way out.
 #[derive(Debug)]
@@ -169,6 +170,7 @@ impl IntoResponse for ApiError {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/problem+json"),
             );
+            resp.extensions_mut().insert(ErrorCode(code));
             return resp;
         }
         let description = match &self.0 {
@@ -196,6 +198,8 @@ impl IntoResponse for ApiError {
             server_time,
         };
         let mut resp = (status, axum::Json(body)).into_response();
+        // For the request's trace span (web::trace), which logs it.
+        resp.extensions_mut().insert(ErrorCode(code));
         if let Error::RateLimited { retry_after } | Error::Busy { retry_after } = self.0 {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
@@ -289,6 +293,10 @@ mod tests {
         .into_response();
         assert_eq!(resp.status(), 401);
         assert_eq!(resp.headers()[header::WWW_AUTHENTICATE], "ARMOR-PSK");
+        assert_eq!(
+            resp.extensions().get::<ErrorCode>(),
+            Some(&ErrorCode("timestamp_out_of_window"))
+        );
         let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
             .await
             .unwrap();

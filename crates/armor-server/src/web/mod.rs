@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod path;
 pub mod routes;
 pub mod schema;
+pub mod trace;
 
 use std::sync::Arc;
 
@@ -46,6 +47,7 @@ pub fn app(core: AppState, with_metrics: bool) -> Router {
     Router::new()
         .fallback_service(routes)
         .layer(axum::middleware::from_fn_with_state(core, front))
+        .layer(axum::middleware::from_fn(trace::layer))
 }
 
 /// `/metrics` alone, for a listener of its own (`--metrics-listen`).
@@ -98,6 +100,7 @@ async fn front(State(core): State<AppState>, mut req: Request, next: Next) -> Re
             Err(refusal) => return refusal.into_response().await,
         }
     };
+    trace::record_caller(&req);
     if let Some(gw) = upstream_root {
         return gw.handle(&core, auth::take_principal(&mut req), req).await;
     }

@@ -13,6 +13,7 @@ mod psk;
 mod routes;
 mod smtp;
 mod throttle;
+mod trace;
 mod users;
 
 use std::io::{BufRead as _, BufReader};

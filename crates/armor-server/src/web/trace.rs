@@ -1,0 +1,253 @@
+//! Request tracing: one `request` span per request, outside everything
+//! else, with
+//!
+//! - `id`: the request id, taken from `X-Request-Id` when it is well formed
+//!   (1 to 64 characters of `A-Z a-z 0-9 . _ -`, one such header), else 32
+//!   random hex digits; always echoed in the response's `X-Request-Id`, and
+//!   set on the request so the gateway's upstream sees the same id;
+//! - `method`, `route` (the route template from [`super::ROUTES`], `/portal/*`
+//!   for the portal, `*` for anything else: a 404 or the gateway's upstream);
+//! - `caller` (`anonymous`, `password` or `api-key`, recorded by the front
+//!   layer once the caller is known: [`record_caller`]) and `key_id` (the key
+//!   id an ARMOR-PSK header names, verified or not; never the signature);
+//! - `status`, `latency_us` (until the response head is ready) and, for a
+//!   refusal, `error`: the code [`super::error`] attached as an [`ErrorCode`]
+//!   response extension.
+//!
+//! A refusal is logged at `info` ("refused"), any other answer at `debug`
+//! ("answered"). When `info` is off for this module (`RUST_LOG=warn`, as the
+//! benchmarks run), the span is disabled and nothing here formats or
+//! allocates beyond the request id itself.
+
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::field::{display, Empty};
+use tracing::Instrument as _;
+
+use crate::core::Via;
+use crate::web::auth::Auth;
+
+/// The request id's header, read from the request and set on the response.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest request id accepted from a client.
+pub const MAX_REQUEST_ID: usize = 64;
+
+/// The stable `error` code of a refused request, put in the response's
+/// extensions by [`super::error::ApiError`]'s `IntoResponse`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
+
+/// The tracing layer: outermost, around the front layer.
+pub async fn layer(mut req: Request, next: Next) -> Response {
+    let id = request_id(&mut req);
+    let span = tracing::info_span!(
+        "request",
+        id = Empty,
+        method = Empty,
+        route = Empty,
+        caller = Empty,
+        key_id = Empty,
+        status = Empty,
+        latency_us = Empty,
+        error = Empty,
+    );
+    if span.is_disabled() {
+        let mut resp = next.run(req).await;
+        resp.headers_mut().insert(X_REQUEST_ID, id);
+        return resp;
+    }
+    span.record("id", display(id.to_str().unwrap_or("-")));
+    span.record("method", display(req.method().as_str()));
+    span.record("route", display(route_of(req.method(), req.uri().path())));
+    if let Some(key_id) = claimed_key_id(&req) {
+        span.record("key_id", display(key_id));
+    }
+    let start = Instant::now();
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let latency = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    span.record("status", resp.status().as_u16());
+    span.record("latency_us", latency);
+    let refused = resp.extensions().get::<ErrorCode>().map(|c| c.0);
+    if let Some(code) = refused {
+        span.record("error", display(code));
+    }
+    span.in_scope(|| match refused {
+        Some(_) => tracing::info!("refused"),
+        None => tracing::debug!("answered"),
+    });
+    resp.headers_mut().insert(X_REQUEST_ID, id);
+    resp
+}
+
+/// Records the caller's kind on the current request span (a no-op when it
+/// is disabled). Called by the front layer once the caller is known.
+pub fn record_caller(req: &Request) {
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    let kind = match req.extensions().get::<Auth>() {
+        Some(Auth::Principal(p)) => match p.via {
+            Via::Password { .. } => "password",
+            Via::ApiKey { .. } => "api-key",
+        },
+        _ => "anonymous",
+    };
+    span.record("caller", display(kind));
+}
+
+/// Whether a client's request id is accepted as it is.
+pub fn well_formed(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The request's id: its own when there is exactly one well-formed
+/// `X-Request-Id`, else a fresh one, which replaces whatever was sent.
+fn request_id(req: &mut Request) -> HeaderValue {
+    let mut sent = req.headers().get_all(&X_REQUEST_ID).iter();
+    if let (Some(v), None) = (sent.next(), sent.next()) {
+        if well_formed(v.as_bytes()) {
+            return v.clone();
+        }
+    }
+    let id = generate();
+    req.headers_mut().insert(X_REQUEST_ID, id.clone());
+    id
+}
+
+/// 128 random bits as 32 lowercase hex digits.
+fn generate() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n: u128 = rand::random();
+    let mut buf = [0u8; 32];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("-"))
+}
+
+/// The key id an `ARMOR-PSK keyId:signature:nonce:timestamp` header names,
+/// if it looks like one: only the part before the first colon is read.
+fn claimed_key_id(req: &Request) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("ARMOR-PSK") {
+        return None;
+    }
+    let (key_id, _) = rest.trim_start().split_once(':')?;
+    well_formed(key_id.as_bytes()).then_some(key_id)
+}
+
+/// The route template a request is for, matched as the router does:
+/// ignoring case and a trailing slash.
+fn route_of(method: &Method, path: &str) -> &'static str {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    let path = if path.len() > 1 {
+        path.strip_suffix('/').unwrap_or(path)
+    } else {
+        path
+    };
+    if path == "/" {
+        return "/";
+    }
+    let portal = path
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("/portal"));
+    if portal && matches!(path.as_bytes().get(7), None | Some(b'/')) {
+        return "/portal/*";
+    }
+    super::ROUTES
+        .iter()
+        .find(|r| r.method == method && template_matches(r.path, path))
+        .map_or("*", |r| r.path)
+}
+
+fn template_matches(template: &str, path: &str) -> bool {
+    let template = template.strip_suffix('/').unwrap_or(template);
+    let mut t = template.split('/');
+    let mut p = path.split('/');
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return true,
+            (Some(ts), Some(ps)) => {
+                let ok = if ts.starts_with('{') {
+                    !ps.is_empty()
+                } else {
+                    ts.eq_ignore_ascii_case(ps)
+                };
+                if !ok {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_accepted_and_refused() {
+        assert!(well_formed(b"abc-123_X.y"));
+        assert!(well_formed(&[b'a'; 64]));
+        assert!(!well_formed(&[b'a'; 65]));
+        for bad in [&b""[..], b"a b", b"a\"b", b"a\\b", b"x:y", "é".as_bytes()] {
+            assert!(!well_formed(bad), "{bad:?}");
+        }
+        let g = generate();
+        assert_eq!(g.len(), 32);
+        assert!(well_formed(g.as_bytes()));
+        assert_ne!(g, generate());
+    }
+
+    #[test]
+    fn routes_are_named_by_their_template() {
+        let get = Method::GET;
+        assert_eq!(route_of(&get, "/auth/whoami"), "/auth/whoami");
+        assert_eq!(route_of(&get, "/AUTH/WhoAmI/"), "/auth/whoami");
+        assert_eq!(route_of(&Method::HEAD, "/ping"), "/ping");
+        assert_eq!(route_of(&get, "/users/7/keys"), "/users/{id}/keys");
+        assert_eq!(
+            route_of(&Method::DELETE, "/users/7/keys/abc"),
+            "/users/{id}/keys/{key}"
+        );
+        assert_eq!(route_of(&Method::POST, "/users/"), "/users/");
+        assert_eq!(route_of(&get, "/portal"), "/portal/*");
+        assert_eq!(route_of(&get, "/portal/keys"), "/portal/*");
+        assert_eq!(route_of(&get, "/portalx"), "*");
+        assert_eq!(route_of(&get, "/"), "/");
+        assert_eq!(route_of(&get, "/nothing/here"), "*");
+        assert_eq!(route_of(&get, "/users//keys"), "*");
+    }
+
+    #[test]
+    fn only_the_key_id_of_an_armor_psk_header_is_read() {
+        let req = |auth: &str| {
+            Request::builder()
+                .header(header::AUTHORIZATION, auth)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let r = req("ARMOR-PSK key_1:c2lnbmF0dXJl:nonce:1700000000");
+        assert_eq!(claimed_key_id(&r), Some("key_1"));
+        let r = req("armor-psk  key_1:sig:n:1");
+        assert_eq!(claimed_key_id(&r), Some("key_1"));
+        assert_eq!(claimed_key_id(&req("FH-AUTH token")), None);
+        assert_eq!(claimed_key_id(&req("ARMOR-PSK nocolon")), None);
+        assert_eq!(claimed_key_id(&req("ARMOR-PSK a b:sig:n:1")), None);
+    }
+}
