@@ -101,6 +101,8 @@ pub struct Settings {
     pub smtp_from: String,
 }
 
+/// The defaults, written only here: `armor serve`'s flags take theirs from
+/// this (crates/armor/src/serve.rs).
 impl Default for Settings {
     fn default() -> Self {
         Settings {

@@ -14,10 +14,10 @@ use secrecy::SecretString;
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
-    #[arg(long, env = "ARMOR_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "ARMOR_LISTEN", default_value_t = defaults().listen)]
     listen: String,
     /// Holds the SQLite database and the master key file.
-    #[arg(long, env = "ARMOR_DATA_DIR", default_value = "./armor-data")]
+    #[arg(long, env = "ARMOR_DATA_DIR", default_value_os_t = defaults().data_dir)]
     data_dir: PathBuf,
     /// Database URL (default: the SQLite file armor.db in the data dir).
     #[arg(long, env = "ARMOR_DATABASE_URL")]
@@ -26,7 +26,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ARMOR_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
     /// Largest request body in bytes; larger ones get 413.
-    #[arg(long, env = "ARMOR_MAX_BODY", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "ARMOR_MAX_BODY", default_value_t = defaults().max_body)]
     max_body: usize,
     /// Refuse ARMOR-PSK requests with a query string whose signature does
     /// not cover it (`query_not_signed`).
@@ -37,7 +37,7 @@ pub struct ServeArgs {
     admin_email: Option<String>,
     /// Most fingerprints the replay guard holds (two per request in the
     /// window); past it, ARMOR-PSK requests get 503 rather than forget one.
-    #[arg(long, env = "ARMOR_REPLAY_MAX_ENTRIES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "ARMOR_REPLAY_MAX_ENTRIES", default_value_t = defaults().replay_max_entries)]
     replay_max_entries: usize,
     /// Redis for several nodes (`redis://host:port[/db]`): the shared replay
     /// store and key-cache invalidation. Unreachable: ARMOR-PSK requests get
@@ -45,7 +45,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ARMOR_REDIS_URL", value_name = "URL")]
     redis_url: Option<String>,
     /// Pooled Redis connections per node (each carries many requests).
-    #[arg(long, env = "ARMOR_REDIS_CONNECTIONS", default_value_t = 4,
+    #[arg(long, env = "ARMOR_REDIS_CONNECTIONS", default_value_t = default_redis_connections(),
         value_parser = clap::value_parser!(u16).range(1..=256))]
     redis_connections: u16,
     /// Gateway: forward every request that matches no armor route to this
@@ -86,22 +86,22 @@ pub struct ServeArgs {
     trusted_proxies: Vec<armor_server::gateway::IpNet>,
     /// Seconds a request head may take once it has started; a slower one
     /// (slowloris) gets 408 and its connection closed.
-    #[arg(long, env = "ARMOR_HEADER_TIMEOUT", default_value_t = 10,
+    #[arg(long, env = "ARMOR_HEADER_TIMEOUT", default_value_t = defaults().connection_limits.header_timeout.as_secs(),
         value_parser = clap::value_parser!(u64).range(1..), value_name = "SECS")]
     header_timeout: u64,
     /// Seconds a request body may take, from the end of its head; a slower
     /// one gets 408 `request_timeout` and its connection closed.
-    #[arg(long, env = "ARMOR_BODY_TIMEOUT", default_value_t = 30,
+    #[arg(long, env = "ARMOR_BODY_TIMEOUT", default_value_t = defaults().connection_limits.body_timeout.as_secs(),
         value_parser = clap::value_parser!(u64).range(1..), value_name = "SECS")]
     body_timeout: u64,
     /// Seconds a connection may stay open with no request in progress and
     /// nothing being written; then it is closed.
-    #[arg(long, env = "ARMOR_IDLE_TIMEOUT", default_value_t = 60,
+    #[arg(long, env = "ARMOR_IDLE_TIMEOUT", default_value_t = defaults().connection_limits.idle_timeout.as_secs(),
         value_parser = clap::value_parser!(u64).range(1..), value_name = "SECS")]
     idle_timeout: u64,
     /// Open connections allowed per client address; one more gets 503
     /// `too_many_connections` and is closed.
-    #[arg(long, env = "ARMOR_MAX_CONNECTIONS_PER_IP", default_value_t = 1024,
+    #[arg(long, env = "ARMOR_MAX_CONNECTIONS_PER_IP", default_value_t = defaults().connection_limits.max_per_ip as u64,
         value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     max_connections_per_ip: u64,
     /// Serve `/metrics` on this address only (the main listener then
@@ -114,7 +114,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "ARMOR_AUTH_FAILURE_LIMIT",
-        default_value = "1:30",
+        default_value_t = rate_text(defaults().auth_failure_limit),
         value_name = "RPS:BURST|off"
     )]
     auth_failure_limit: String,
@@ -124,7 +124,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "ARMOR_LOGIN_FAILURE_LIMIT",
-        default_value = "0.1:10",
+        default_value_t = rate_text(defaults().login_failure_limit),
         value_name = "RPS:BURST|off"
     )]
     login_failure_limit: String,
@@ -140,8 +140,26 @@ pub struct ServeArgs {
     )]
     smtp_url: Option<String>,
     /// Sender of the mail, `armor@example.com` or `Armor <armor@example.com>`.
-    #[arg(long, env = "ARMOR_SMTP_FROM", default_value = "armor@localhost")]
+    #[arg(long, env = "ARMOR_SMTP_FROM", default_value_t = defaults().smtp_from)]
     smtp_from: String,
+}
+
+/// The defaults of `armor serve` are [`Settings::default`]'s: written
+/// once, there.
+fn defaults() -> Settings {
+    Settings::default()
+}
+
+fn default_redis_connections() -> u16 {
+    u16::try_from(defaults().redis_connections).unwrap_or(u16::MAX)
+}
+
+/// A limit as its flag spells it: `RPS:BURST`, or `off`.
+fn rate_text(rate: Option<armor_server::gateway::Rate>) -> String {
+    rate.map_or_else(
+        || "off".to_owned(),
+        |r| format!("{}:{}", r.per_second, r.burst),
+    )
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
