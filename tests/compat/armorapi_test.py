@@ -15,9 +15,9 @@ Environment:
     ARMOR_TEST_PASSWORD   its password
     ARMOR_COMPAT_VENV     venv to install armorapi into (default: a cache dir)
     ARMOR_TEST_TIMEOUT    overall bound in seconds for the checks (default 120)
-    ARMOR_TEST_REISSUE    "require": POST /auth/token/reissue must work;
-                          "auto" (default): a 404/405 there is only a warning;
-                          "skip": not tried
+    ARMOR_TEST_REISSUE    "require" (default): POST /auth/token/reissue must
+                          work, and any error there (a 404 or 405 too) fails;
+                          "skip": not tried (for a server without the route)
 
 How the client is pointed at the server. armorapi has no base-URL setting:
 `https://api.armor.com/...` is written into each login step and into
@@ -429,27 +429,22 @@ def run_checks(email: str, password: str, proxy: InterceptProxy, wire: WireLog) 
     note(f"login with accountid={first} ok")
 
     # 4. Token reissue: POST /auth/token/reissue {"token"} with the FH-AUTH header.
-    mode = os.environ.get("ARMOR_TEST_REISSUE", "auto")
-    if mode != "skip":
+    mode = os.environ.get("ARMOR_TEST_REISSUE", "require")
+    if mode not in ("require", "skip"):
+        raise CompatFailure(f"ARMOR_TEST_REISSUE={mode!r}: expected 'require' or 'skip'")
+    if mode == "require":
         old = aa.session.headers.get("Authorization")
         try:
             aa.v1_reissue_authorisation_token()
         except requests.HTTPError as e:
-            code = http_status(e)
-            if mode == "auto" and code in (404, 405):
-                note(f"WARN: POST /auth/token/reissue answered {code}; the client's "
-                     "v1_reissue_authorisation_token() does not work against this server")
-                mode = "skip"
-            else:
-                raise CompatFailure(f"POST /auth/token/reissue: HTTP {code}: {e}") from e
+            raise CompatFailure(f"POST /auth/token/reissue: HTTP {http_status(e)}: {e}") from e
         except Exception as e:
             raise CompatFailure(f"POST /auth/token/reissue: {type(e).__name__}: {e}") from e
-        if mode != "skip":
-            resp = step("GET /me with the reissued token", lambda: aa.make_request(f"{VENDOR}/me"))
-            new = aa.session.headers.get("Authorization")
-            if resp is None or new in (old, "FH-AUTH None"):
-                raise CompatFailure("the reissued access_token was missing or did not work for GET /me")
-            note("token reissue ok")
+        resp = step("GET /me with the reissued token", lambda: aa.make_request(f"{VENDOR}/me"))
+        new = aa.session.headers.get("Authorization")
+        if resp is None or new in (old, "FH-AUTH None"):
+            raise CompatFailure("the reissued access_token was missing or did not work for GET /me")
+        note("token reissue ok")
 
     # 5. Re-login after the token has expired. The client answers any 401 by
     #    logging in again from scratch, with the stale `Authorization` and
