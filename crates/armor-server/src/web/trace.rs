@@ -9,7 +9,8 @@
 //!   for the portal, `*` for anything else: a 404 or the gateway's upstream);
 //! - `caller` (`anonymous`, `password` or `api-key`, recorded by the front
 //!   layer once the caller is known: [`record_caller`]) and `key_id` (the key
-//!   id an ARMOR-PSK header names, verified or not; never the signature);
+//!   id an ARMOR-PSK header names, verified or not, when it has a key id's
+//!   shape; never the signature);
 //! - `status`, `latency_us` (until the response head is ready) and, for a
 //!   refusal, `error`: the code [`super::error`] attached as an [`ErrorCode`]
 //!   response extension.
@@ -135,7 +136,10 @@ fn generate() -> HeaderValue {
 }
 
 /// The key id an `ARMOR-PSK keyId:signature:nonce:timestamp` header names,
-/// if it looks like one: only the part before the first colon is read.
+/// if it looks like one (armor's are UUIDs: hex digits and dashes, at most
+/// 64 here): only the part before the first colon is read. Anything else is
+/// left out of the log, so a Secret Key sent in the key id's place (its
+/// `apsk_` prefix is not hex) is never logged.
 fn claimed_key_id(req: &Request) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = value.split_once(' ')?;
@@ -143,7 +147,9 @@ fn claimed_key_id(req: &Request) -> Option<&str> {
         return None;
     }
     let (key_id, _) = rest.trim_start().split_once(':')?;
-    well_formed(key_id.as_bytes()).then_some(key_id)
+    let looks_like_one = (1..=MAX_REQUEST_ID).contains(&key_id.len())
+        && key_id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    looks_like_one.then_some(key_id)
 }
 
 /// The route template a request is for, matched as the router does:
@@ -242,12 +248,16 @@ mod tests {
                 .body(axum::body::Body::empty())
                 .unwrap()
         };
-        let r = req("ARMOR-PSK key_1:c2lnbmF0dXJl:nonce:1700000000");
-        assert_eq!(claimed_key_id(&r), Some("key_1"));
-        let r = req("armor-psk  key_1:sig:n:1");
-        assert_eq!(claimed_key_id(&r), Some("key_1"));
+        let id = "0f8e2c1a-5b6d-4e7f-8a9b-0c1d2e3f4a5b";
+        let r = req(&format!("ARMOR-PSK {id}:c2lnbmF0dXJl:nonce:1700000000"));
+        assert_eq!(claimed_key_id(&r), Some(id));
+        let r = req(&format!("armor-psk  {id}:sig:n:1"));
+        assert_eq!(claimed_key_id(&r), Some(id));
         assert_eq!(claimed_key_id(&req("FH-AUTH token")), None);
-        assert_eq!(claimed_key_id(&req("ARMOR-PSK nocolon")), None);
+        assert_eq!(claimed_key_id(&req(&format!("ARMOR-PSK {id}"))), None);
         assert_eq!(claimed_key_id(&req("ARMOR-PSK a b:sig:n:1")), None);
+        // A secret in the key id's place is not taken for one.
+        let r = req("ARMOR-PSK apsk_Zm9vYmFyYmF6cXV4:sig:n:1");
+        assert_eq!(claimed_key_id(&r), None);
     }
 }

@@ -137,6 +137,24 @@ async fn each_request_logs_its_span_and_refusals_their_code() {
     let logs = app.logs_text();
     assert!(!logs.contains(&wrong_sig) && !logs.contains(sig));
 
+    // A Secret Key sent where the key id goes is not logged (the secret
+    // scan on drop looks for it and for its prefix).
+    let misplaced = format!("ARMOR-PSK {}:{sig}:{}:{}", key.secret, fresh_nonce(), now());
+    let (s, _, _) = app
+        .send(
+            "GET",
+            "/me",
+            &[
+                ("Authorization", &misplaced),
+                ("X-Request-Id", "trace-misplaced"),
+            ],
+            vec![],
+        )
+        .await;
+    assert_eq!(s, 401);
+    let line = request_line(&app, "trace-misplaced");
+    assert!(!line.contains("key_id="), "{line}");
+
     // A password caller.
     let (s, _, _) = app
         .send(
