@@ -150,7 +150,7 @@ pub fn user_tabs(current: Nav) -> Markup {
     }
 }
 
-/// What each key permission allows, in seed 001's words and order.
+/// What each key permission allows, in the vendor's words and order.
 pub const KEY_PERMISSIONS: [(&str, &str); 3] = [
     (
         perm::KEYS_ALL_READ,
@@ -167,7 +167,7 @@ pub const KEY_PERMISSIONS: [(&str, &str); 3] = [
 ];
 
 /// Why a screen is empty: the permissions it needs, each marked as held or
-/// missing (seed 001's troubleshooting section).
+/// missing (the vendor's troubleshooting section).
 pub fn missing_permissions(
     s: &Session,
     what: &str,

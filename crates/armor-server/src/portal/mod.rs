@@ -1,4 +1,4 @@
-//! The management portal: seed 001's screens in a browser, served by
+//! The management portal: the vendor's portal walkthrough in a browser, served by
 //! `armor serve` at `/` and `/portal/...`.
 //!
 //! Server-rendered HTML ([`maud`]), one stylesheet and one small script

@@ -1,4 +1,4 @@
-//! The keys API (seed 001, steps 1–8): shapes, permissions per role.
+//! The keys API (the vendor's walkthrough, steps 1–8): shapes, permissions per role.
 
 use serde_json::json;
 

@@ -1,11 +1,11 @@
-//! API-key callers on the routes of seed 001's list (and the key rename):
+//! API-key callers on the user-administration routes the vendor lists (and the key rename):
 //! refused by the route's policy, under every spelling of the path.
 
 use serde_json::Value;
 
 use super::*;
 
-/// Seed 001's list, as (method, path with sample ids), plus the rename.
+/// The vendor's list, as (method, path with sample ids), plus the rename.
 const RESTRICTED: &[(&str, &str)] = &[
     ("GET", "/users/1/keys"),
     (
@@ -250,7 +250,7 @@ async fn every_password_only_route_in_the_description_refuses_keys() {
             checked += 1;
         }
     }
-    // Seed 001's 21 routes, the rename, logout and the audit log.
+    // The vendor's 21 routes, the rename, logout and the audit log.
     assert!(checked >= 24, "{checked}");
     // And every seed route is among them.
     for (method, path) in RESTRICTED {

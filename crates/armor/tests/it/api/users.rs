@@ -1,4 +1,4 @@
-//! User administration and account security (issue #3), black-box: each
+//! User administration and account security, black-box: each
 //! route's happy path and refusals (permission, other account, API key),
 //! the outbox read through `armor admin outbox`, and the audit rows left.
 

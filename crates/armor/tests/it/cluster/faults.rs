@@ -1,4 +1,4 @@
-//! Faults of the stores under a running node (issue #8): Redis paused with
+//! Faults of the stores under a running node (the reliability battery): Redis paused with
 //! `DEBUG SLEEP`, and a private PostgreSQL stopped and restarted. Every
 //! answer during a fault must fail closed (503, never 200 unchecked and
 //! never 500), service must resume on its own within 5 s, and a request

@@ -1,4 +1,4 @@
-//! The management portal, black-box: seed 001's eight steps in headless
+//! The management portal, black-box: the vendor's eight walkthrough steps in headless
 //! Chromium (screenshots in `target/portal-artifacts/`), the key read off
 //! the page used for real, the permission explanation, and CSRF refusals.
 
@@ -22,7 +22,7 @@ async fn sign_in(b: &Browser, app: &TestApp, email: &str, password: &str) {
 }
 
 #[tokio::test]
-async fn seed_001_steps_in_a_real_browser() {
+async fn the_vendors_walkthrough_in_a_real_browser() {
     let app = spawn_app().await;
     let b = Browser::start().await;
 
