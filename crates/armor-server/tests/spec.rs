@@ -96,6 +96,7 @@ fn server_refusals() -> Vec<Error> {
         Error::MalformedTarget("x"),
         Error::BodyTooLarge(1),
         Error::RequestTimeout("x"),
+        Error::MethodNotAllowed("x"),
         Error::InvalidAccountContext,
         Error::RateLimited { retry_after: 1 },
         Error::StoreUnavailable,

@@ -125,13 +125,13 @@ pub async fn page(
                                             @if locked.is_some() {
                                                 (action_button(&s, u.id, "unlock", "Unlock", "btn-secondary"))
                                             }
-                                            @if u.status == "invited" {
+                                            @if u.status == UserStatus::Invited {
                                                 (action_button(&s, u.id, "invite", "Resend invitation", "btn-ghost"))
                                             }
                                             @if u.id != s.p.user_id {
-                                                @if u.status == "active" {
+                                                @if u.status == UserStatus::Active {
                                                     (action_button(&s, u.id, "disable", "Disable", "btn-danger-ghost"))
-                                                } @else if u.status == "disabled" {
+                                                } @else if u.status == UserStatus::Disabled {
                                                     (action_button(&s, u.id, "enable", "Enable", "btn-secondary"))
                                                 }
                                             }

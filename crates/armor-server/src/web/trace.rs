@@ -15,10 +15,12 @@
 //!   refusal, `error`: the code [`super::error`] attached as an [`ErrorCode`]
 //!   response extension.
 //!
-//! A refusal is logged at `info` ("refused"), any other answer at `debug`
-//! ("answered"). When `info` is off for this module (`RUST_LOG=warn`, as the
-//! benchmarks run), the span is disabled and nothing here formats or
-//! allocates beyond the request id itself.
+//! The span is at `debug`: with `RUST_LOG=debug` (or finer) every request
+//! gets it, a refusal is logged in it at `info` ("refused") and any other
+//! answer at `debug` ("answered"). At the default `info` there is no span:
+//! only a refusal is logged, at `info`, with the same fields but `caller`,
+//! worked out only for it. At `warn` (as the benchmarks run) nothing here
+//! formats or allocates beyond the request id itself.
 
 use std::time::Instant;
 
@@ -46,7 +48,7 @@ pub struct ErrorCode(pub &'static str);
 /// The tracing layer: outermost, around the front layer.
 pub async fn layer(mut req: Request, next: Next) -> Response {
     let id = request_id(&mut req);
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "request",
         id = Empty,
         method = Empty,
@@ -58,9 +60,7 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         error = Empty,
     );
     if span.is_disabled() {
-        let mut resp = next.run(req).await;
-        resp.headers_mut().insert(X_REQUEST_ID, id);
-        return resp;
+        return refusals_only(id, req, next).await;
     }
     span.record("id", display(id.to_str().unwrap_or("-")));
     span.record("method", display(req.method().as_str()));
@@ -81,6 +81,38 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         Some(_) => tracing::info!("refused"),
         None => tracing::debug!("answered"),
     });
+    resp.headers_mut().insert(X_REQUEST_ID, id);
+    resp
+}
+
+/// Below `debug` (the default `info`, or `warn`): no span; a refusal is
+/// still logged at `info` with the span's fields, worked out only then.
+/// What it needs is kept as shared handles on the received bytes (no copy).
+async fn refusals_only(id: HeaderValue, req: Request, next: Next) -> Response {
+    let kept = tracing::enabled!(tracing::Level::INFO).then(|| {
+        (
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().get(header::AUTHORIZATION).cloned(),
+            Instant::now(),
+        )
+    });
+    let mut resp = next.run(req).await;
+    if let (Some((method, uri, auth, start)), Some(code)) =
+        (kept, resp.extensions().get::<ErrorCode>().map(|c| c.0))
+    {
+        let latency = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        tracing::info!(
+            id = %id.to_str().unwrap_or("-"),
+            method = %method,
+            route = %route_of(&method, uri.path()),
+            key_id = %auth.as_ref().and_then(key_id_of).unwrap_or("-"),
+            status = resp.status().as_u16(),
+            latency_us = latency,
+            error = %code,
+            "refused"
+        );
+    }
     resp.headers_mut().insert(X_REQUEST_ID, id);
     resp
 }
@@ -141,7 +173,13 @@ fn generate() -> HeaderValue {
 /// left out of the log, so a Secret Key sent in the key id's place (its
 /// `apsk_` prefix is not hex) is never logged.
 fn claimed_key_id(req: &Request) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    key_id_of(req.headers().get(header::AUTHORIZATION)?)
+}
+
+/// The key id an `Authorization: ARMOR-PSK` value names, when it has a key
+/// id's shape (so a secret sent in its place is never logged).
+fn key_id_of(value: &HeaderValue) -> Option<&str> {
+    let value = value.to_str().ok()?;
     let (scheme, rest) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("ARMOR-PSK") {
         return None;

@@ -35,6 +35,8 @@ pub struct TestApp {
     child: Option<Child>,
     starts: u32,
     extra_args: Vec<String>,
+    /// `RUST_LOG` of the server: `trace` unless a test says otherwise.
+    log_level: &'static str,
     /// `--database-url` and `--redis-url` when the suite runs on PostgreSQL
     /// and Redis (see [`pg::backend_args`]).
     backend_args: Vec<String>,
@@ -61,6 +63,15 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
+/// As [`spawn_app`], the server logging at `level` (`RUST_LOG`).
+pub async fn spawn_app_logging(level: &'static str) -> TestApp {
+    let mut app = spawn_app_with(&[]).await;
+    app.stop(true);
+    app.log_level = level;
+    app.start();
+    app
+}
+
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     let mut app = TestApp {
         url: String::new(),
@@ -69,6 +80,7 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         child: None,
         starts: 0,
         extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        log_level: "trace",
         backend_args: pg::backend_args().await,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
@@ -94,7 +106,7 @@ impl TestApp {
             .args(&self.extra_args)
             .env("ARMOR_ADMIN_EMAIL", ADMIN_EMAIL)
             .env("ARMOR_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("RUST_LOG", "trace")
+            .env("RUST_LOG", self.log_level)
             .env_remove("ARMOR_DATABASE_URL")
             .env_remove("ARMOR_MASTER_KEY_FILE")
             .stdout(Stdio::piped())

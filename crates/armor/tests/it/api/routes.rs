@@ -252,7 +252,7 @@ async fn every_password_only_route_in_the_description_refuses_keys() {
     }
     // The vendor's 21 routes, the rename, logout and the audit log.
     assert!(checked >= 24, "{checked}");
-    // And every seed route is among them.
+    // And every route the vendor restricts is among them.
     for (method, path) in RESTRICTED {
         let found = doc["paths"].as_object().unwrap().iter().any(|(p, ops)| {
             matches_template(p, path)
@@ -415,4 +415,48 @@ async fn a_query_the_server_cannot_read_is_refused_with_the_error_body() {
         );
         assert_eq!(headers["content-type"], "application/json", "{target}");
     }
+}
+
+/// The table's policy and the handler's extractor say the same: every
+/// route the description opens to any credential takes an API key.
+#[tokio::test]
+async fn every_route_open_to_any_credential_takes_an_api_key() {
+    let app = spawn_app().await;
+    let token = app.login().await;
+    let key = app.create_key(&token, 1, "any").await;
+    let (_, _, doc) = app.send("GET", "/openapi.json", &[], vec![]).await;
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            if op["x-armor-policy"] != "any-credential" {
+                continue;
+            }
+            let method = method.to_ascii_uppercase();
+            let target = sample(path);
+            let body = if method == "GET" {
+                vec![]
+            } else {
+                b"{}".to_vec()
+            };
+            let path_only = target.split('?').next().unwrap();
+            let auth = sign(&key, &method, path_only, &body, &fresh_nonce(), now());
+            let (s, _, b) = app
+                .send(
+                    &method,
+                    &target,
+                    &[
+                        ("Authorization", &auth),
+                        ("Content-Type", "application/json"),
+                    ],
+                    body,
+                )
+                .await;
+            assert!(
+                s != 401 && b["error"] != "api_key_not_allowed" && s < 500,
+                "{method} {target} is open to any credential but refused a key: {s} {b}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 8, "{checked}");
 }

@@ -193,3 +193,50 @@ async fn each_request_logs_its_span_and_refusals_their_code() {
         assert!(line.contains(field), "{field} not in {line}");
     }
 }
+
+#[tokio::test]
+async fn at_the_default_level_only_refusals_are_logged_with_their_fields() {
+    let app = super::spawn_app_logging("info").await;
+    let token = app.login().await;
+    let key = app.create_key(&token, 1, "quiet").await;
+    let auth = sign(&key, "GET", "/me", b"", &fresh_nonce(), now());
+    let (s, _, _) = app
+        .send(
+            "GET",
+            "/me",
+            &[("Authorization", &auth), ("X-Request-Id", "quiet-ok")],
+            vec![],
+        )
+        .await;
+    assert_eq!(s, 200);
+    let forged = sign(&key, "GET", "/me", b"x", &fresh_nonce(), now());
+    let (s, _, _) = app
+        .send(
+            "GET",
+            "/me",
+            &[("Authorization", &forged), ("X-Request-Id", "quiet-no")],
+            vec![],
+        )
+        .await;
+    assert_eq!(s, 401);
+    let lines = log_lines(&app);
+    assert!(
+        !lines.iter().any(|l| l.contains("quiet-ok")),
+        "an answered request was logged at info"
+    );
+    let line = lines
+        .iter()
+        .find(|l| l.contains("id=quiet-no "))
+        .unwrap_or_else(|| panic!("the refusal was not logged:\n{lines:#?}"));
+    for field in [
+        "INFO",
+        "method=GET",
+        "route=/me",
+        &format!("key_id={}", key.id),
+        "status=401",
+        "error=invalid_signature",
+        "refused",
+    ] {
+        assert!(line.contains(field), "{field} not in {line}");
+    }
+}
