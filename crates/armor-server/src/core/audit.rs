@@ -33,7 +33,7 @@ impl Audit {
         &self,
         p: &Principal,
         event: &'static str,
-        target: i64,
+        target: impl ToString,
         address: Option<String>,
         detail: Option<String>,
     ) {

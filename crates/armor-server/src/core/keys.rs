@@ -15,7 +15,7 @@ use super::{perm, Metrics, Principal};
 use crate::clock::Clock;
 use crate::crypto;
 use crate::error::Error;
-use crate::store::{AuditEvent, KeyRow, KeyStatus, Store, UserRow, UserStatus};
+use crate::store::{KeyRow, KeyStatus, Store, UserRow, UserStatus};
 
 /// A key created just now: the only time its secret exists outside.
 pub struct NewKey {
@@ -174,15 +174,7 @@ impl KeyAdmin {
         self.metrics.keys_created.fetch_add(1, Ordering::Relaxed);
         self.verifier.notify_user(user_id).await;
         self.audit
-            .record(AuditEvent {
-                account_id: Some(p.account_id),
-                actor_id: Some(p.user_id),
-                credential: p.credential(),
-                event: "key_created",
-                target: Some(id.clone()),
-                address,
-                detail: Some(format!("name={name}")),
-            })
+            .by(p, "key_created", &id, address, Some(format!("name={name}")))
             .await;
         Ok(NewKey {
             row: KeyRow {
@@ -229,15 +221,13 @@ impl KeyAdmin {
         self.metrics.keys_deleted.fetch_add(1, Ordering::Relaxed);
         self.verifier.notify_user(user_id).await;
         self.audit
-            .record(AuditEvent {
-                account_id: Some(p.account_id),
-                actor_id: Some(p.user_id),
-                credential: p.credential(),
-                event: "key_deleted",
-                target: Some(key.id),
+            .by(
+                p,
+                "key_deleted",
+                key.id,
                 address,
-                detail: Some(format!("owner={user_id}")),
-            })
+                Some(format!("owner={user_id}")),
+            )
             .await;
         Ok(())
     }

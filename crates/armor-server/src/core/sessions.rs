@@ -119,17 +119,22 @@ impl Sessions {
     /// Portal sign-out: ends the session.
     pub async fn close_session(&self, p: &Principal, hash: &[u8]) -> Result<(), Error> {
         if self.store.end_session(hash).await? {
-            self.audit
-                .record(AuditEvent {
-                    account_id: Some(p.account_id),
-                    actor_id: Some(p.user_id),
-                    credential: p.credential(),
-                    event: "logout",
-                    ..Default::default()
-                })
-                .await;
+            self.audit_logout(p).await;
         }
         Ok(())
+    }
+
+    /// A token or portal session ended by its holder.
+    async fn audit_logout(&self, p: &Principal) {
+        self.audit
+            .record(AuditEvent {
+                account_id: Some(p.account_id),
+                actor_id: Some(p.user_id),
+                credential: p.credential(),
+                event: "logout",
+                ..Default::default()
+            })
+            .await;
     }
 
     /// Checks an FH-AUTH / Bearer token; slides its idle expiry.
@@ -177,15 +182,7 @@ impl Sessions {
     pub async fn logout(&self, p: &Principal) -> Result<(), Error> {
         if let Via::Password { token_hash } = &p.via {
             self.store.revoke_token(token_hash).await?;
-            self.audit
-                .record(AuditEvent {
-                    account_id: Some(p.account_id),
-                    actor_id: Some(p.user_id),
-                    credential: p.credential(),
-                    event: "logout",
-                    ..Default::default()
-                })
-                .await;
+            self.audit_logout(p).await;
         }
         Ok(())
     }

@@ -527,15 +527,13 @@ impl UserAdmin {
         self.lockout.clear(user_id).await?;
         for key in &keys {
             self.audit
-                .record(AuditEvent {
-                    account_id: Some(p.account_id),
-                    actor_id: Some(p.user_id),
-                    credential: p.credential(),
-                    event: "key_deleted",
-                    target: Some(key.clone()),
-                    address: address.clone(),
-                    detail: Some(format!("owner={user_id} reason=user_deleted")),
-                })
+                .by(
+                    p,
+                    "key_deleted",
+                    key,
+                    address.clone(),
+                    Some(format!("owner={user_id} reason=user_deleted")),
+                )
                 .await;
         }
         self.audit

@@ -8,27 +8,8 @@
 
 use serde_json::{json, Value};
 
+use super::users::j;
 use super::*;
-
-pub(super) async fn j(
-    app: &TestApp,
-    method: &str,
-    path: &str,
-    body: Value,
-    token: Option<&str>,
-) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut req = app
-        .http
-        .request(method, format!("{}{path}", app.url))
-        .json(&body);
-    if let Some(t) = token {
-        req = req.header("Authorization", format!("FH-AUTH {t}"));
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
 
 /// Every byte the database holds: each file of the data directory (the
 /// SQLite database, its WAL and shared-memory files), or a dump of the

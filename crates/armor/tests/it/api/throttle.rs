@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::codes::j;
+use super::users::j;
 use super::*;
 
 /// The limits, as documented in docs/users.md.

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::*;
 
 /// One JSON request with an optional FH-AUTH token; (status, headers, body).
-async fn call(
+pub(super) async fn call(
     app: &TestApp,
     method: &str,
     path: &str,
@@ -29,7 +29,8 @@ async fn call(
     (status, headers, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn j(
+/// [`call`] with a JSON body; (status, body).
+pub(super) async fn j(
     app: &TestApp,
     method: &str,
     path: &str,
