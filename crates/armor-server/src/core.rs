@@ -43,6 +43,7 @@ pub mod rotation;
 mod security;
 pub mod sessions;
 mod throttle;
+mod tokens;
 pub mod totp;
 pub mod users;
 pub mod verifier;
@@ -58,6 +59,7 @@ pub use principals::parse_account_context;
 pub use rotation::Resealed;
 pub use security::SecuritySummary;
 pub use throttle::Limit;
+pub use tokens::TokenUser;
 pub use users::UserEdit;
 pub use verifier::{CachedKey, KeyIdentity, LAST_USED_GRAIN};
 
@@ -223,6 +225,7 @@ impl Core {
         let cache = Arc::new(access::AccessCache::default());
         let audit = audit::Audit::new(store.clone(), clock.clone());
         let access = principals::Access::new(store.clone(), cache.clone());
+        let token_cache = cache.clone();
         let verifier = Arc::new(verifier::KeyVerifier::new(
             store.clone(),
             clock.clone(),
@@ -267,6 +270,9 @@ impl Core {
                 factors: factors.clone(),
                 metrics: metrics.clone(),
                 audit: audit.clone(),
+                cache: token_cache,
+                verifier: verifier.clone(),
+                touches: Default::default(),
             },
             users: users::UserAdmin {
                 store: store.clone(),

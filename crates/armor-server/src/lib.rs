@@ -290,6 +290,9 @@ impl Application {
                     if let Err(e) = core.verifier.flush_last_used().await {
                         tracing::warn!(error = %e, "could not write last-used times");
                     }
+                    if let Err(e) = core.sessions.flush_token_touches().await {
+                        tracing::warn!(error = %e, "could not write tokens' last uses");
+                    }
                 }
             }
         });
@@ -332,6 +335,7 @@ impl Application {
         }
         core.verifier.queue_exact_last_used();
         core.verifier.flush_last_used().await?;
+        core.sessions.flush_token_touches().await?;
         core.access.close().await;
         served.map_err(|e| Error::Internal(format!("server: {e}")))
     }

@@ -1,6 +1,7 @@
 //! A cache of what [`Access::principal`](super::principals::Access::principal) reads per
 //! request: that the user is active, and their permissions in the account;
-//! and of what `GET /me` shows ([`Profile`]).
+//! of what `GET /me` shows ([`Profile`]); and of the FH-AUTH tokens the
+//! store let through ([`CachedToken`], used by `core/tokens.rs`).
 //!
 //! Without it every authenticated request costs two store queries (user,
 //! then permissions), several times the cost of verifying a signature.
@@ -100,12 +101,25 @@ impl<K: Eq + Hash, V> Default for Table<K, V> {
     }
 }
 
-/// (user id, account id) → permissions, and user id → [`Profile`], for
-/// active users only.
+/// An FH-AUTH token that the store let through: whose it is, and what its
+/// expiry checks need (see `core/tokens.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedToken {
+    pub user_id: i64,
+    /// The user's home account.
+    pub account_id: i64,
+    pub expires_at: i64,
+    /// The last use as stored, or as queued for the store.
+    pub last_seen: i64,
+}
+
+/// (user id, account id) → permissions, user id → [`Profile`], and token
+/// hash → [`CachedToken`], for active users and live tokens only.
 #[derive(Default)]
 pub struct AccessCache {
     permissions: Table<(i64, i64), Arc<[String]>>,
     profiles: Table<i64, Arc<Profile>>,
+    tokens: Table<[u8; 32], CachedToken>,
     generation: AtomicU64,
 }
 
@@ -141,12 +155,31 @@ impl AccessCache {
             .insert(profile.user_id, generation, profile, || self.generation());
     }
 
-    /// Forgets one user's entries (status, role, names or membership
-    /// changed).
+    /// The cached token with this hash, if fresh.
+    pub fn token(&self, hash: &[u8; 32]) -> Option<CachedToken> {
+        self.tokens.get(hash, self.generation())
+    }
+
+    /// As [`AccessCache::insert`], for a token.
+    pub fn insert_token(&self, hash: [u8; 32], generation: u64, token: CachedToken) {
+        self.tokens
+            .insert(hash, generation, token, || self.generation());
+    }
+
+    /// Records a use of a cached token queued for the store.
+    pub fn token_seen(&self, hash: &[u8; 32], last_seen: i64) {
+        if let Some(mut e) = self.tokens.entries.get_mut(hash) {
+            e.value.last_seen = e.value.last_seen.max(last_seen);
+        }
+    }
+
+    /// Forgets one user's entries (status, role, names, membership,
+    /// password or tokens changed).
     pub fn invalidate_user(&self, user: i64) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.permissions.entries.retain(|(u, _), _| *u != user);
         self.profiles.entries.remove(&user);
+        self.tokens.entries.retain(|_, e| e.value.user_id != user);
     }
 
     /// Forgets everything.
@@ -154,6 +187,7 @@ impl AccessCache {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.permissions.entries.clear();
         self.profiles.entries.clear();
+        self.tokens.entries.clear();
     }
 }
 

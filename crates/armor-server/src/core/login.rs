@@ -164,7 +164,8 @@ impl Sessions {
     /// `invalid_token`.
     pub async fn reissue(&self, token: &str) -> Result<Zeroizing<String>, Error> {
         let fresh = crypto::new_token();
-        self.store
+        let user_id = self
+            .store
             .reissue_token(
                 &crypto::token_hash(token),
                 &crypto::token_hash(&fresh),
@@ -173,6 +174,8 @@ impl Sessions {
             )
             .await?
             .ok_or(Error::InvalidToken)?;
+        // The old token dropped from every node's cache (core/tokens.rs).
+        self.verifier.invalidate_user(user_id);
         Ok(fresh)
     }
 }

@@ -98,24 +98,6 @@ impl Access {
         })
     }
 
-    /// The principal of a password credential (an FH-AUTH token, whose
-    /// hash is `token_hash`) in the user's home account or `context`.
-    pub async fn password_principal(
-        &self,
-        user_id: i64,
-        token_hash: Vec<u8>,
-        context: Option<&str>,
-    ) -> Result<Principal, Error> {
-        let home = self
-            .store
-            .user_by_id(user_id)
-            .await?
-            .map(|u| u.account_id)
-            .ok_or(Error::InvalidToken)?;
-        self.principal(user_id, home, context, Via::Password { token_hash })
-            .await
-    }
-
     /// A portal session's user in `account` (or, when they do not belong
     /// to it, their home account), with what the pages show.
     pub async fn session_view(

@@ -13,10 +13,13 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
+use super::access::AccessCache;
 use super::audit::Audit;
 use super::factors::Factors;
 use super::hashing::Hasher;
 use super::lockout::Lockout;
+use super::tokens::TokenTouches;
+use super::verifier::KeyVerifier;
 use super::{Metrics, Principal, Via, TOKEN_IDLE_TTL, TOKEN_MAX_TTL};
 use crate::clock::Clock;
 use crate::crypto;
@@ -36,6 +39,12 @@ pub struct Sessions {
     pub(super) factors: Factors,
     pub(super) metrics: Arc<Metrics>,
     pub(super) audit: Audit,
+    /// Tokens the store let through (`core/tokens.rs`).
+    pub(super) cache: Arc<AccessCache>,
+    /// Told when a token is revoked, to tell the other nodes.
+    pub(super) verifier: Arc<KeyVerifier>,
+    /// Tokens' last uses, written behind.
+    pub(super) touches: TokenTouches,
 }
 
 impl Sessions {
@@ -137,24 +146,6 @@ impl Sessions {
             .await;
     }
 
-    /// Checks an FH-AUTH / Bearer token; slides its idle expiry.
-    pub async fn authenticate_token(&self, token: &str) -> Result<(i64, Vec<u8>), Error> {
-        let hash = crypto::token_hash(token);
-        let now = self.clock.now();
-        let row = self.store.token(&hash).await?.ok_or(Error::InvalidToken)?;
-        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
-        if row.revoked != 0
-            || now_i > row.expires_at
-            || now_i > row.last_seen.saturating_add(TOKEN_IDLE_TTL as i64)
-        {
-            return Err(Error::InvalidToken);
-        }
-        if now_i - row.last_seen >= 30 {
-            self.store.touch_token(&hash, now).await?;
-        }
-        Ok((row.user_id, hash))
-    }
-
     /// `POST /auth/token`: exchanges a code for an FH-AUTH token.
     pub async fn exchange_code(
         &self,
@@ -182,6 +173,8 @@ impl Sessions {
     pub async fn logout(&self, p: &Principal) -> Result<(), Error> {
         if let Via::Password { token_hash } = &p.via {
             self.store.revoke_token(token_hash).await?;
+            // Dropped from every node's cache (core/tokens.rs).
+            self.verifier.invalidate_user(p.user_id);
             self.audit_logout(p).await;
         }
         Ok(())

@@ -291,6 +291,8 @@ impl UserAdmin {
         }
         self.store.delete_user_codes(user_id, None).await?;
         self.store.revoke_user_tokens(user_id).await?;
+        // Their tokens dropped from every node's cache (core/tokens.rs).
+        self.verifier.invalidate_user(user_id);
         self.lockout.clear(user_id).await?;
         self.audit
             .record(AuditEvent {
@@ -522,6 +524,7 @@ impl UserAdmin {
         let now = self.clock.now();
         let keys = self.store.delete_user_keys(user_id, now).await?;
         self.store.revoke_user_tokens(user_id).await?;
+        self.verifier.invalidate_user(user_id);
         self.store.delete_user_codes(user_id, None).await?;
         self.store.clear_second_factors(user_id).await?;
         self.lockout.clear(user_id).await?;

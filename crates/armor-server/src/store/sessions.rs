@@ -49,6 +49,23 @@ impl Store {
         .await?)
     }
 
+    /// Writes tokens' last uses (hash, Unix seconds) in one transaction; a
+    /// stored time never moves backwards.
+    pub async fn touch_tokens(&self, touches: &[([u8; 32], u64)]) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        for (hash, seen) in touches {
+            sqlx::query(
+                "UPDATE tokens SET last_seen = $1 WHERE token_hash = $2 AND last_seen < $1",
+            )
+            .bind(secs(*seen))
+            .bind(&hash[..])
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn touch_session(&self, hash: &[u8], now: u64) -> Result<(), Error> {
         sqlx::query("UPDATE portal_sessions SET last_seen = $1 WHERE session_hash = $2")
             .bind(secs(now))

@@ -106,9 +106,16 @@ async fn authenticate_parts(
     let context = account_context(&parts.headers)?;
     let principal = match token_of(header) {
         Some(token) => {
-            let (user_id, token_hash) = core.sessions.authenticate_token(token).await?;
+            let t = core.sessions.authenticate_token(token).await?;
             core.access
-                .password_principal(user_id, token_hash, context.as_deref())
+                .principal(
+                    t.user_id,
+                    t.account_id,
+                    context.as_deref(),
+                    Via::Password {
+                        token_hash: t.hash.to_vec(),
+                    },
+                )
                 .await?
         }
         None => {
