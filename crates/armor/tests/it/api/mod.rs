@@ -13,6 +13,7 @@ mod psk;
 mod routes;
 mod smtp;
 mod throttle;
+mod tokens;
 mod trace;
 mod users;
 
