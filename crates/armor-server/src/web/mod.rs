@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod front;
 pub mod handlers;
 pub mod openapi;
 pub mod path;
@@ -20,7 +21,6 @@ use std::sync::Arc;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, Method, Uri};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -35,19 +35,15 @@ pub use routes::{is_armor_route, Policy, Reply, Route, ROUTES};
 /// Shared state of every handler.
 pub type AppState = Arc<Core>;
 
-/// The router, with the front layer; testable with `oneshot`.
+/// The router behind the front layer ([`front::App`] puts it there).
 /// `with_metrics`: serve `/metrics` here (else it answers 404, being
 /// served by [`metrics_app`] on a listener of its own).
-pub fn app(core: AppState, with_metrics: bool) -> Router {
-    let routes = routes::register(Router::new(), with_metrics)
+pub fn router(core: AppState, with_metrics: bool) -> Router {
+    routes::register(Router::new(), with_metrics)
         .merge(crate::portal::router())
         .fallback(fallback)
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        .with_state(core.clone());
-    Router::new()
-        .fallback_service(routes)
-        .layer(axum::middleware::from_fn_with_state(core, front))
-        .layer(axum::middleware::from_fn(trace::layer))
+        .with_state(core)
 }
 
 /// `/metrics` alone, for a listener of its own (`--metrics-listen`).
@@ -61,7 +57,7 @@ pub fn metrics_app(core: AppState) -> Router {
 /// In front of routing: refuse a non-canonical target (400) or an
 /// oversized declared body (413) before anything else, authenticate, then
 /// route on the case-folded path.
-async fn front(State(core): State<AppState>, mut req: Request, next: Next) -> Response {
+async fn front(core: &AppState, mut req: Request, routes: &Router) -> Response {
     // Held until the answer is ready: the connection is busy, not idle.
     let _in_flight = match crate::conn::screen(&mut req) {
         Ok(guard) => guard,
@@ -95,14 +91,14 @@ async fn front(State(core): State<AppState>, mut req: Request, next: Next) -> Re
         // stale `Authorization` still on their session.
         auth::anonymous(req)
     } else {
-        match auth::authenticate(&core, req).await {
+        match auth::authenticate(core, req).await {
             Ok(req) => req,
             Err(refusal) => return refusal.into_response().await,
         }
     };
     trace::record_caller(&req);
     if let Some(gw) = upstream_root {
-        return gw.handle(&core, auth::take_principal(&mut req), req).await;
+        return gw.handle(core, auth::take_principal(&mut req), req).await;
     }
     // A declared body on a method whose handlers do not read one (a GET
     // with `Content-Length: 2` and `{}`, as some clients send) is read
@@ -129,7 +125,10 @@ async fn front(State(core): State<AppState>, mut req: Request, next: Next) -> Re
             Err(_) => return ApiError(Error::MalformedTarget("unparseable path")).into_response(),
         }
     }
-    next.run(req).await
+    match tower::ServiceExt::oneshot(routes.clone(), req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    }
 }
 
 /// Whether `ROUTES` marks this method and routing-form path as public.

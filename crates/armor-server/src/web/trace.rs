@@ -22,11 +22,11 @@
 //! worked out only for it. At `warn` (as the benchmarks run) nothing here
 //! formats or allocates beyond the request id itself.
 
+use std::future::Future;
 use std::time::Instant;
 
 use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::Response;
 use tracing::field::{display, Empty};
 use tracing::Instrument as _;
@@ -45,8 +45,12 @@ pub const MAX_REQUEST_ID: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorCode(pub &'static str);
 
-/// The tracing layer: outermost, around the front layer.
-pub async fn layer(mut req: Request, next: Next) -> Response {
+/// The tracing layer: outermost, around the front layer (`next`).
+pub async fn layer<F, Fut>(mut req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let id = request_id(&mut req);
     let span = tracing::debug_span!(
         "request",
@@ -69,7 +73,7 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         span.record("key_id", display(key_id));
     }
     let start = Instant::now();
-    let mut resp = next.run(req).instrument(span.clone()).await;
+    let mut resp = next(req).instrument(span.clone()).await;
     let latency = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
     span.record("status", resp.status().as_u16());
     span.record("latency_us", latency);
@@ -88,7 +92,11 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
 /// Below `debug` (the default `info`, or `warn`): no span; a refusal is
 /// still logged at `info` with the span's fields, worked out only then.
 /// What it needs is kept as shared handles on the received bytes (no copy).
-async fn refusals_only(id: HeaderValue, req: Request, next: Next) -> Response {
+async fn refusals_only<F, Fut>(id: HeaderValue, req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let kept = tracing::enabled!(tracing::Level::INFO).then(|| {
         (
             req.method().clone(),
@@ -97,7 +105,7 @@ async fn refusals_only(id: HeaderValue, req: Request, next: Next) -> Response {
             Instant::now(),
         )
     });
-    let mut resp = next.run(req).await;
+    let mut resp = next(req).await;
     if let (Some((method, uri, auth, start)), Some(code)) =
         (kept, resp.extensions().get::<ErrorCode>().map(|c| c.0))
     {

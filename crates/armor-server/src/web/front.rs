@@ -1,0 +1,107 @@
+//! The service hyper calls for each request: the tracing layer, then the
+//! front layer ([`super::front`]), then the router, called directly rather
+//! than through `axum::middleware::from_fn` layers and an outer router
+//! (each of which boxed and cloned services per request).
+//!
+//! Per connection it holds the peer (`ConnectInfo<PeerInfo>`, as axum's
+//! `into_make_service_with_connect_info` would insert) and per request it
+//! inserts the gateway and the refusal limiter, when configured, as the
+//! `Extension` layers did.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
+use axum::serve::IncomingStream;
+use axum::Router;
+use tower::Service;
+
+use super::AppState;
+use crate::conn::{InspectingListener, PeerInfo};
+use crate::gateway::Gateway;
+use crate::limit::AuthFailureLimiter;
+
+struct Inner {
+    core: AppState,
+    routes: Router,
+    gateway: Option<Arc<Gateway>>,
+    limiter: Option<Arc<AuthFailureLimiter>>,
+}
+
+/// The application, as served on the main listener.
+#[derive(Clone)]
+pub struct App(Arc<Inner>);
+
+impl App {
+    /// `with_metrics`: see [`super::router`].
+    pub fn new(
+        core: AppState,
+        with_metrics: bool,
+        gateway: Option<Arc<Gateway>>,
+        limiter: Option<Arc<AuthFailureLimiter>>,
+    ) -> Self {
+        let routes = super::router(core.clone(), with_metrics);
+        App(Arc::new(Inner {
+            core,
+            routes,
+            gateway,
+            limiter,
+        }))
+    }
+}
+
+/// Makes one [`Connection`] per accepted connection.
+impl Service<IncomingStream<'_, InspectingListener>> for App {
+    type Response = Connection;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Connection, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, stream: IncomingStream<'_, InspectingListener>) -> Self::Future {
+        std::future::ready(Ok(Connection {
+            app: self.clone(),
+            peer: stream.remote_addr().clone(),
+        }))
+    }
+}
+
+/// The service of one connection.
+#[derive(Clone)]
+pub struct Connection {
+    app: App,
+    peer: PeerInfo,
+}
+
+impl Service<Request> for Connection {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let inner = &self.app.0;
+        let ext = req.extensions_mut();
+        ext.insert(ConnectInfo(self.peer.clone()));
+        if let Some(gw) = &inner.gateway {
+            ext.insert(gw.clone());
+        }
+        if let Some(l) = &inner.limiter {
+            ext.insert(l.clone());
+        }
+        let app = self.app.clone();
+        Box::pin(async move {
+            let inner = &app.0;
+            Ok(super::trace::layer(req, |req| super::front(&inner.core, req, &inner.routes)).await)
+        })
+    }
+}
