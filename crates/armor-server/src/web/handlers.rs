@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::auth::{Caller, ClientAddr, PasswordCaller};
 use super::error::ApiError;
-use super::{ApiJson, ApiQuery, AppState};
+use super::{ApiJson, ApiQuery, AppState, SizedJson};
 use crate::clock::rfc3339;
 use crate::core::{perm, CODE_TTL, TOKEN_IDLE_TTL};
 use crate::error::Error;
@@ -215,9 +215,9 @@ fn user_json(u: &UserRow, role: &Role) -> Value {
     })
 }
 
-pub async fn me(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<Json<Me>> {
+pub async fn me(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<SizedJson<Me, 1024>> {
     let profile = core.access.profile(p.user_id).await?;
-    Ok(Json(Me {
+    Ok(SizedJson(Me {
         profile,
         account_context: p.account_id,
         authentication: if p.is_api_key() {
@@ -314,7 +314,7 @@ pub async fn whoami(
     Caller(p): Caller,
     method: axum::http::Method,
     body: axum::body::Body,
-) -> ApiResult<Json<WhoAmI>> {
+) -> ApiResult<SizedJson<WhoAmI, 512>> {
     use sha2::Digest as _;
     let bytes = super::auth::read_body(body, core.config.max_body).await?;
     let (credential, key_id) = match p.via {
@@ -328,7 +328,7 @@ pub async fn whoami(
         pair[0] = DIGITS[usize::from(b >> 4)];
         pair[1] = DIGITS[usize::from(b & 15)];
     }
-    Ok(Json(WhoAmI {
+    Ok(SizedJson(WhoAmI {
         user_id: p.user_id,
         account_id: p.account_id,
         credential,

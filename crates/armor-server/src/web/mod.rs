@@ -83,7 +83,8 @@ async fn front(core: &AppState, mut req: Request, routes: &Router) -> Response {
     if let Some(gw) = gateway.as_ref().filter(|g| g.is_public(req.uri().path())) {
         return gw.forward(req, None, core.config.max_body).await;
     }
-    let routed = path::routing_form(req.uri().path());
+    let mut buf = [0u8; 128];
+    let routed = path::routing_form_in(req.uri().path(), &mut buf);
     // With an upstream, `/` is the upstream's; the portal stays at /portal.
     let upstream_root = gateway.as_ref().filter(|_| routed == "/");
     let mut req = if upstream_root.is_none() && is_public(req.method().as_str(), &routed) {
@@ -118,7 +119,7 @@ async fn front(core: &AppState, mut req: Request, routes: &Router) -> Response {
     if routed != req.uri().path() {
         let pq = match req.uri().query() {
             Some(q) => format!("{routed}?{q}"),
-            None => routed,
+            None => routed.into_owned(),
         };
         match pq.parse::<Uri>() {
             Ok(uri) => *req.uri_mut() = uri,
@@ -184,6 +185,30 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         serde_json::from_slice(text)
             .map(ApiJson)
             .map_err(|e| ApiError(Error::BadRequest(format!("invalid JSON body: {e}"))))
+    }
+}
+
+/// A JSON answer serialised into a buffer of `N` bytes reserved up front
+/// (axum's `Json` starts at 128 bytes and grows: a reallocation per
+/// doubling on the answers of `/me` and `/auth/whoami`).
+pub struct SizedJson<T, const N: usize>(pub T);
+
+impl<T: serde::Serialize, const N: usize> IntoResponse for SizedJson<T, N> {
+    fn into_response(self) -> Response {
+        let mut buf = Vec::with_capacity(N);
+        match serde_json::to_writer(&mut buf, &self.0) {
+            Ok(()) => (
+                [(
+                    header::CONTENT_TYPE,
+                    axum::http::HeaderValue::from_static("application/json"),
+                )],
+                buf,
+            )
+                .into_response(),
+            Err(e) => {
+                ApiError(Error::Internal(format!("serialising the answer: {e}"))).into_response()
+            }
+        }
     }
 }
 

@@ -13,14 +13,14 @@ pub fn check(path: &str) -> Result<(), Error> {
     if path.contains('\\') {
         return Err(Error::MalformedTarget("backslash"));
     }
-    let segments: Vec<&str> = rest.split('/').collect();
-    let last = segments.len() - 1;
-    for (i, seg) in segments.iter().enumerate() {
+    let mut segments = rest.split('/').enumerate().peekable();
+    while let Some((i, seg)) = segments.next() {
+        let last = segments.peek().is_none();
         // One trailing slash is allowed ("users/" is a vendor route).
-        if seg.is_empty() && !(i == last && i > 0) && !(i == 0 && last == 0) {
+        if seg.is_empty() && !(last && i > 0) && !(i == 0 && last) {
             return Err(Error::MalformedTarget("empty segment ('//')"));
         }
-        if *seg == "." || *seg == ".." {
+        if seg == "." || seg == ".." {
             return Err(Error::MalformedTarget("'.' or '..' segment"));
         }
     }
@@ -53,12 +53,29 @@ pub fn check(path: &str) -> Result<(), Error> {
 
 /// The path the router matches: lowercase, without a trailing slash.
 pub fn routing_form(path: &str) -> String {
-    let trimmed = if path.len() > 1 {
+    trimmed(path).to_ascii_lowercase()
+}
+
+/// [`routing_form`], written into `buf` when it fits (no allocation).
+pub fn routing_form_in<'b>(path: &str, buf: &'b mut [u8; 128]) -> std::borrow::Cow<'b, str> {
+    let t = trimmed(path);
+    if let Some(out) = buf.get_mut(..t.len()) {
+        out.copy_from_slice(t.as_bytes());
+        out.make_ascii_lowercase();
+        // ASCII case folding keeps UTF-8 valid.
+        if let Ok(s) = std::str::from_utf8(out) {
+            return std::borrow::Cow::Borrowed(s);
+        }
+    }
+    std::borrow::Cow::Owned(routing_form(path))
+}
+
+fn trimmed(path: &str) -> &str {
+    if path.len() > 1 {
         path.strip_suffix('/').unwrap_or(path)
     } else {
         path
-    };
-    trimmed.to_ascii_lowercase()
+    }
 }
 
 #[cfg(test)]
@@ -107,5 +124,9 @@ mod tests {
             "/users/1/activationcode"
         );
         assert_eq!(routing_form("/"), "/");
+        let mut buf = [0u8; 128];
+        assert_eq!(routing_form_in("/Users/1/Keys/", &mut buf), "/users/1/keys");
+        let long = format!("/{}", "A".repeat(200));
+        assert_eq!(routing_form_in(&long, &mut buf), routing_form(&long));
     }
 }
