@@ -45,8 +45,7 @@ fn code_sent_to(c: &Cluster, recipient: &str) -> String {
     let m: serde_json::Value = out
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|m| m["recipient"] == recipient)
-        .last()
+        .rfind(|m| m["recipient"] == recipient)
         .unwrap_or_else(|| panic!("no message to {recipient}: {out}"));
     let body = m["body"].as_str().unwrap();
     let at = body.find(" is ").unwrap() + 4;
