@@ -34,11 +34,14 @@ pub mod factors;
 pub mod hashing;
 pub mod keycache;
 pub mod keys;
+pub mod keyspec;
 pub mod lockout;
 mod login;
 pub mod master;
 pub mod outbox;
 pub mod principals;
+pub mod restrictions;
+mod roll;
 pub mod rotation;
 mod security;
 pub mod sessions;
@@ -119,6 +122,19 @@ impl Principal {
         } else {
             Err(Error::PermissionDenied(permission.to_owned()))
         }
+    }
+    /// The principal acting with only those of its permissions a key's own
+    /// list also names (`None`: all of them).
+    pub fn narrowed(mut self, key_permissions: Option<&[String]>) -> Self {
+        if let Some(allowed) = key_permissions {
+            self.permissions = self
+                .permissions
+                .iter()
+                .filter(|p| allowed.contains(p))
+                .cloned()
+                .collect();
+        }
+        self
     }
     /// How the audit log names the credential.
     pub fn credential(&self) -> String {

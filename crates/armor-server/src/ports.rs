@@ -138,6 +138,37 @@ pub trait InvalidationHandler: Send + Sync {
     fn reload_keys(&self, user_id: Option<i64>) -> BoxFuture<'_, Result<usize, Error>>;
 }
 
+/// Where a key's requests are counted against its `rateLimit`: fixed
+/// windows of `window` seconds (aligned on multiples of it), one counter
+/// per key and window.
+///
+/// The memory implementation ([`crate::limit::KeyWindows`]) counts on this
+/// node only; a shared one (Redis) makes the limit hold across nodes.
+pub trait KeyRateLimit: Send + Sync {
+    /// Counts one request of `key_id` at `now`, if the window has room;
+    /// says how the window stands either way. An error is a store that
+    /// cannot answer (refused as `replay_store_unavailable`).
+    fn hit(
+        &self,
+        key_id: &str,
+        limit: u32,
+        window: u64,
+        now: u64,
+    ) -> BoxFuture<'static, Result<RateWindow, ClaimError>>;
+}
+
+/// A rate window after a hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateWindow {
+    /// Whether the request was counted (it fits the limit).
+    pub allowed: bool,
+    pub limit: u32,
+    /// Requests left in the window after this one.
+    pub remaining: u32,
+    /// Seconds until the window ends (at least 1).
+    pub reset: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

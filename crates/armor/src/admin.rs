@@ -220,7 +220,15 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                     let secret = crypto::new_secret();
                     let sealed = keys.seal(&id, secret.as_bytes())?;
                     store
-                        .insert_key(&id, user, account, &format!("seed-{i}"), now, &sealed)
+                        .insert_key(
+                            &id,
+                            user,
+                            account,
+                            &format!("seed-{i}"),
+                            now,
+                            &sealed,
+                            &Default::default(),
+                        )
                         .await?;
                     writeln!(file, "{id} {}", secret.as_str())?;
                 }

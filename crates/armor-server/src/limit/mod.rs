@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 mod failures;
+mod windows;
 
 pub use failures::{client_key, AuthFailureLimiter};
+pub use windows::KeyWindows;
 
 /// Requests per second and burst of one token bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -202,7 +202,7 @@ pub async fn create(
 ) -> Response {
     let new = match core
         .keys
-        .create_key(&s.p, s.p.user_id, &form.name, addr)
+        .create_key(&s.p, s.p.user_id, &form.name, &Default::default(), addr)
         .await
     {
         Ok(n) => n,

@@ -134,7 +134,18 @@ async fn authenticate_parts(
                 query: parts.uri.query(),
                 body: &bytes,
             };
-            let id = match core.verifier.psk_finish(&creds, &key, &psk_req).await {
+            let origin = crate::core::restrictions::Origin {
+                peer: parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0.ip()),
+                armor_route: super::is_armor_route,
+            };
+            let id = match core
+                .verifier
+                .psk_finish(&creds, &key, &psk_req, &origin)
+                .await
+            {
                 Ok(id) => id,
                 Err(e) => {
                     if let (Some((l, ip)), Error::Psk { err, .. }) = (&limiter, &e) {
@@ -154,6 +165,7 @@ async fn authenticate_parts(
                     Via::ApiKey { key_id: id.key_id },
                 )
                 .await?
+                .narrowed(id.permissions.as_deref())
         }
     };
     Ok(Auth::Principal(principal))
