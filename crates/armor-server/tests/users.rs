@@ -1049,7 +1049,10 @@ async fn last_used_is_exact_in_memory_and_coarse_in_the_store() {
                 query: None,
                 body: b"",
             };
-            core.verifier.psk_finish(&creds, &k, &req).await.unwrap();
+            core.verifier
+                .psk_finish(&creds, &k, &req, &Default::default())
+                .await
+                .unwrap();
         }
     };
     let stored =
