@@ -118,6 +118,19 @@ impl KeyAdmin {
         Ok(key)
     }
 
+    /// The key `key_id` of the caller's account, if the caller may read
+    /// it: their own with Self Manage, anyone's with Keys All Read.
+    pub async fn readable(&self, p: &Principal, key_id: &str) -> Result<KeyRow, Error> {
+        let key = self
+            .store
+            .key(&key_id.to_ascii_lowercase())
+            .await?
+            .filter(|k| k.account_id == p.account_id)
+            .ok_or(Error::NotFound("key"))?;
+        owner_rule(p, key.user_id, Some(perm::KEYS_ALL_READ))?;
+        Ok(key)
+    }
+
     /// Who may touch whose keys: self with Self Manage, others with the
     /// "All" permission named; another account's users are not found.
     /// Returns the owner's row.

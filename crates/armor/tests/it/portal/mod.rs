@@ -2,6 +2,7 @@
 //! Chromium (screenshots in `target/portal-artifacts/`), the key read off
 //! the page used for real, the permission explanation, and CSRF refusals.
 
+mod keys;
 mod session;
 mod webdriver;
 
