@@ -24,6 +24,7 @@ mod sessions;
 mod status;
 mod users;
 pub use attempts::CountedAttempt;
+pub use keys::NewKeyRow;
 pub use outbox::{OutboxRow, SealColumns};
 pub use sessions::SessionRow;
 pub use status::{KeyStatus, Role, UnknownStatus, UserStatus};

@@ -220,15 +220,15 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                     let secret = crypto::new_secret();
                     let sealed = keys.seal(&id, secret.as_bytes())?;
                     store
-                        .insert_key(
-                            &id,
-                            user,
-                            account,
-                            &format!("seed-{i}"),
-                            now,
-                            &sealed,
-                            &Default::default(),
-                        )
+                        .insert_key(&armor_server::store::NewKeyRow {
+                            id: &id,
+                            user_id: user,
+                            account_id: account,
+                            name: &format!("seed-{i}"),
+                            created_at: now,
+                            sealed: &sealed,
+                            rules: &Default::default(),
+                        })
                         .await?;
                     writeln!(file, "{id} {}", secret.as_str())?;
                 }

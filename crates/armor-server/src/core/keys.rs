@@ -17,7 +17,7 @@ use super::{perm, Metrics, Principal};
 use crate::clock::Clock;
 use crate::crypto;
 use crate::error::Error;
-use crate::store::{KeyRow, KeyRules, KeyStatus, Store, UserRow, UserStatus};
+use crate::store::{KeyRow, KeyRules, KeyStatus, NewKeyRow, Store, UserRow, UserStatus};
 
 /// A key created just now: the only time its secret exists outside.
 pub struct NewKey {
@@ -189,7 +189,15 @@ impl KeyAdmin {
         let sealed = self.master.current().seal(&id, secret.as_bytes())?;
         let now = self.clock.now();
         self.store
-            .insert_key(&id, user_id, p.account_id, name, now, &sealed, &rules)
+            .insert_key(&NewKeyRow {
+                id: &id,
+                user_id,
+                account_id: p.account_id,
+                name,
+                created_at: now,
+                sealed: &sealed,
+                rules: &rules,
+            })
             .await?;
         // Into the cache if the owner is active and no key was removed
         // meanwhile; otherwise the store decides.

@@ -1,20 +1,32 @@
 //! API keys: sealed secrets, listing, deletion, re-sealing, last use.
 
 use super::{secs, KeyRow, KeyRules, SealedKeyRow, Store, KEY_RULE_COLUMNS, LAST_USED_CHUNK};
+
+/// A key to write ([`Store::insert_key`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewKeyRow<'a> {
+    pub id: &'a str,
+    pub user_id: i64,
+    pub account_id: i64,
+    pub name: &'a str,
+    pub created_at: u64,
+    pub sealed: &'a Sealed,
+    pub rules: &'a KeyRules,
+}
 use crate::crypto::Sealed;
 use crate::error::Error;
 
 impl Store {
-    pub async fn insert_key(
-        &self,
-        id: &str,
-        user_id: i64,
-        account_id: i64,
-        name: &str,
-        now: u64,
-        sealed: &Sealed,
-        rules: &KeyRules,
-    ) -> Result<(), Error> {
+    pub async fn insert_key(&self, k: &NewKeyRow<'_>) -> Result<(), Error> {
+        let NewKeyRow {
+            id,
+            user_id,
+            account_id,
+            name,
+            created_at: now,
+            sealed,
+            rules,
+        } = *k;
         sqlx::query(
             "INSERT INTO api_keys (id, user_id, account_id, name, created_at, status, mk_version, nonce, ciphertext,
                  expires_at, permissions, allowed_routes, allowed_ips, rate_limit, rate_window, rolled_from, rolled_until)
