@@ -28,6 +28,12 @@ async fn rows(core: &AppState, s: &Session) -> Result<Vec<Row>, Error> {
     core.keys.visible_keys(&s.p, &s.user.email).await
 }
 
+/// A date in a table cell: the day, the minute in its title.
+fn day(secs: i64) -> Markup {
+    let full = super::when(secs);
+    html! { time.nowrap title=(full) { (full[..10]) } }
+}
+
 fn explanation(s: &Session) -> Markup {
     layout::missing_permissions(
         s,
@@ -101,7 +107,7 @@ pub async fn page(
                         thead { tr {
                             th { "Name" } th { "Key ID" }
                             @if all { th { "User" } }
-                            th { "Created" } th { "Last used" } th { "Expires" } th { "Status" }
+                            th { "Created" } th { "Last used" } th { "Expires" }
                             th.actions { span.sr-only { "Actions" } }
                         } }
                         tbody {
@@ -109,24 +115,22 @@ pub async fn page(
                                 tr.row-new[r.key.id == new] data-key-id=(r.key.id) {
                                     td.name-cell data-label="Name" {
                                         a.key-link href={ "/portal/keys/" (r.key.id) } { strong { (r.key.name) } }
+                                        " " (super::keypage::status_badge(status(&r.key.rules, core.now())))
                                     }
                                     td data-label="Key ID" { code.key-id { (r.key.id) } }
                                     @if all { td data-label="User" { (r.owner) } }
-                                    td data-label="Created" { span.nowrap { (super::when(r.key.created_at)) } }
+                                    td data-label="Created" { (day(r.key.created_at)) }
                                     td data-label="Last used" {
                                         @match r.last_used {
-                                            Some(t) => { span.nowrap { (super::when(i64::try_from(t).unwrap_or(i64::MAX))) } }
+                                            Some(t) => { (day(i64::try_from(t).unwrap_or(i64::MAX))) }
                                             None => { span.muted { "Never" } }
                                         }
                                     }
                                     td data-label="Expires" {
                                         @match effective_expiry(&r.key.rules) {
-                                            Some(t) => { span.nowrap { (super::when(i64::try_from(t).unwrap_or(i64::MAX))) } }
+                                            Some(t) => { (day(i64::try_from(t).unwrap_or(i64::MAX))) }
                                             None => { span.muted { "Never" } }
                                         }
-                                    }
-                                    td data-label="Status" {
-                                        (super::keypage::status_badge(status(&r.key.rules, core.now())))
                                     }
                                     td.actions {
                                         @if can_delete(&s, r.key.user_id) {
