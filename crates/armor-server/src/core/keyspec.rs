@@ -153,11 +153,6 @@ fn parse_net(text: &str) -> Result<IpNet, String> {
         })
 }
 
-/// Whether a permission list holds `p` (for the portal's checkboxes).
-pub fn has(list: &Option<Vec<String>>, p: &str) -> bool {
-    list.as_ref().is_some_and(|l| l.iter().any(|x| x == p))
-}
-
 /// Unix seconds of an RFC 3339 date-time (`2027-01-31T12:00:00Z`,
 /// `2027-01-31T13:00:00.5+01:00`); fractions of a second are dropped.
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
