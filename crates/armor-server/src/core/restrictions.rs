@@ -420,6 +420,34 @@ mod tests {
         assert_eq!(check(&r, &t, 99), Err(Refusal::IpNotAllowed));
     }
 
+    #[tokio::test]
+    async fn only_requests_that_pass_the_other_checks_use_the_rate() {
+        let windows = crate::limit::KeyWindows::new();
+        let r = Restrictions {
+            rate: Some(RateRule {
+                limit: 1,
+                window_secs: 60,
+            }),
+            ..routes(&["GET /me"])
+        };
+        let refused = admit(&r, "k", &target("GET", "/users", own), 0, &windows).await;
+        assert_eq!(refused.map_err(|(_, code)| code), Err("route_not_allowed"));
+        assert!(admit(&r, "k", &target("GET", "/me", own), 0, &windows)
+            .await
+            .is_ok());
+        let over = admit(&r, "k", &target("GET", "/me", own), 1, &windows).await;
+        match over {
+            Err((
+                Error::KeyRateLimited {
+                    limit: 1,
+                    reset: 59,
+                },
+                "rate_limited",
+            )) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn status_and_expiry_of_stored_rules() {
         let mut rules = KeyRules::default();

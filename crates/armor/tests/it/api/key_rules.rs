@@ -376,3 +376,32 @@ async fn rolling_keeps_both_keys_working_during_the_grace_period() {
     let (s, v) = roll(&app, &other, &new, json!({})).await;
     assert_eq!(s, 403, "{v}");
 }
+
+#[tokio::test]
+async fn a_key_loses_a_permission_when_its_user_does() {
+    let app = spawn_app().await;
+    let owner = app.login().await;
+    let uid = app.add_user("second@example.com", "Account Owner", 1);
+    let token = app.login_as("second@example.com", ADMIN_PASSWORD).await;
+    let (s, v) = create_with(&app, &token, uid, json!({"permissions": ["Users Read"]})).await;
+    assert_eq!(s, 200, "{v}");
+    let key = key_of(&v);
+    assert_eq!(app.psk(&key, "GET", "/users", b"").await.0, 200);
+    let (s, v) = super::users::j(
+        &app,
+        "PUT",
+        &format!("/users/{uid}"),
+        json!({"role": "User"}),
+        Some(&owner),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = app.psk(&key, "GET", "/users", b"").await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (403, Some("permission_denied")),
+        "{v}"
+    );
+    let (_, v) = app.psk(&key, "GET", "/permissions", b"").await;
+    assert_eq!(v["permissions"], json!([]));
+}
