@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+mod counters;
 mod failures;
+mod shared;
 
+pub use counters::MemoryCounters;
 pub use failures::{client_key, AuthFailureLimiter};
 
 /// Requests per second and burst of one token bucket.
