@@ -2,7 +2,9 @@
 //! Cluster, or a primary found through Sentinel. Each gives connections
 //! that the rest of [`crate::cluster`] uses the same way.
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
@@ -198,7 +200,10 @@ mod tests {
     #[test]
     fn modes_are_read_and_sentinel_needs_a_name() {
         assert_eq!(RedisMode::parse("single", None).unwrap(), RedisMode::Single);
-        assert_eq!(RedisMode::parse("cluster", None).unwrap(), RedisMode::Cluster);
+        assert_eq!(
+            RedisMode::parse("cluster", None).unwrap(),
+            RedisMode::Cluster
+        );
         assert_eq!(
             RedisMode::parse("sentinel", Some("main")).unwrap(),
             RedisMode::Sentinel {

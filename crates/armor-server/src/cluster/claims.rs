@@ -133,7 +133,11 @@ impl Cluster {
     fn send_claim(
         &self,
         key_id: &str,
-        fp: &Fingerprints, timestamp: u64, until: u64, now: u64) -> Claim {
+        fp: &Fingerprints,
+        timestamp: u64,
+        until: u64,
+        now: u64,
+    ) -> Claim {
         if !self.in_sync.load(Ordering::Acquire) {
             return Claim::Done(Err(ClaimError::Unavailable));
         }

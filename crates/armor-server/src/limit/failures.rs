@@ -65,7 +65,11 @@ impl AuthFailureLimiter {
 
     /// Refuses with 429 when `key_id` has no failures left from `addr`.
     pub fn check(&self, addr: IpAddr, key_id: &str) -> Result<(), Error> {
-        if let Some(wait) = self.shared.as_ref().and_then(|s| s.blocked_for(addr, key_id)) {
+        if let Some(wait) = self
+            .shared
+            .as_ref()
+            .and_then(|s| s.blocked_for(addr, key_id))
+        {
             return Err(Self::refused(wait));
         }
         let rate = self.rate;

@@ -72,11 +72,7 @@ impl SharedFailures {
         let addr = client_key(addr);
         let now = unix_now();
         let key = format!("f:{addr}:{key_id}");
-        match self
-            .counters
-            .hit(&key, self.limit, self.window, now)
-            .await
-        {
+        match self.counters.hit(&key, self.limit, self.window, now).await {
             Ok(hit) if !hit.allowed => {
                 if self.blocked.len() >= MAX_BLOCKED {
                     self.blocked.retain(|_, until| *until > now);

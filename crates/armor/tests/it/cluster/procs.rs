@@ -189,6 +189,28 @@ impl RedisCluster {
         self.primary_of_slot(slot)
     }
 
+    /// The slot of `key`.
+    pub fn slot_of(&self, key: &str) -> u16 {
+        cli(self.nodes[0].port, &["CLUSTER", "KEYSLOT", key])
+            .parse()
+            .unwrap()
+    }
+
+    /// The slot ranges node `i` serves.
+    pub fn ranges_of(&self, i: usize) -> Vec<(u16, u16)> {
+        let me = cli(self.nodes[i].port, &["CLUSTER", "MYID"]);
+        let nodes = cli(self.nodes[i].port, &["CLUSTER", "NODES"]);
+        let line = nodes.lines().find(|l| l.starts_with(&me)).unwrap();
+        line.split(' ')
+            .skip(8)
+            .filter(|r| !r.starts_with('['))
+            .map(|r| match r.split_once('-') {
+                Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
+                None => (r.parse().unwrap(), r.parse().unwrap()),
+            })
+            .collect()
+    }
+
     pub fn primary_of_slot(&self, slot: u16) -> usize {
         let live = self.nodes.iter().find(|n| n.child.is_some()).unwrap();
         for line in cli(live.port, &["CLUSTER", "NODES"]).lines() {
