@@ -327,7 +327,7 @@ impl Application {
         if let Some(rate) = self.auth_failure_limit {
             let limiter = limit::AuthFailureLimiter::new(rate);
             let limiter = match self.counters {
-                Some(c) => limiter.with_counters(c),
+                Some(c) => limiter.with_counters(c, core.clock.clone()),
                 None => limiter,
             };
             app = app.layer(axum::Extension(Arc::new(limiter)));

@@ -144,29 +144,34 @@ impl Cluster {
         for _ in 0..CLAIM_WORKERS {
             tokio::spawn(claim_worker(Arc::downgrade(&cluster), queue.clone()));
         }
-        cluster.fill_pool().await;
+        let _ = cluster.fill_pool().await;
         Ok(cluster)
     }
 
-    /// Connects the empty pool slots; returns whether all are connected.
-    async fn fill_pool(&self) -> bool {
+    /// Connects the empty pool slots; returns whether all are connected
+    /// now, and whether any connection was made.
+    async fn fill_pool(&self) -> (bool, bool) {
+        let mut made = false;
         for slot in self.pool.iter() {
             if lock(slot).is_some() {
                 continue;
             }
             match tokio::time::timeout(ROUND_TRIP * 4, self.backend.connect()).await {
-                Ok(Ok(conn)) => *lock(slot) = Some(conn),
+                Ok(Ok(conn)) => {
+                    *lock(slot) = Some(conn);
+                    made = true;
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "cannot connect to Redis");
-                    return false;
+                    return (false, made);
                 }
                 Err(_) => {
                     tracing::warn!("cannot connect to Redis: timed out");
-                    return false;
+                    return (false, made);
                 }
             }
         }
-        true
+        (true, made)
     }
 
     /// A pooled connection and its slot.
@@ -238,9 +243,11 @@ impl Cluster {
         }
     }
 
-    /// Starts the background work: keeping the pool connected and the
-    /// epoch markers checked, and the subscription that hands
-    /// invalidations to `handler` (both end with it).
+    /// Starts the background work: keeping the pool connected (and the
+    /// epoch markers checked after a connection was made, and once a
+    /// minute: every claim checks its own bucket's marker in any case),
+    /// and the subscription that hands invalidations to `handler` (both
+    /// end with it).
     pub fn spawn<H: InvalidationHandler + 'static>(
         self: &Arc<Self>,
         handler: Weak<H>,
@@ -250,8 +257,11 @@ impl Cluster {
         let me = self.clone();
         let watched = handler.clone();
         tokio::spawn(async move {
+            let mut rounds = 0u32;
             loop {
-                if me.fill_pool().await {
+                rounds = rounds.wrapping_add(1);
+                let (all, made) = me.fill_pool().await;
+                if all && (made || rounds.is_multiple_of(120)) {
                     if let Err(e) = me.ensure_epoch(clock.now()).await {
                         tracing::debug!(error = %e, "epoch markers not checked");
                     }

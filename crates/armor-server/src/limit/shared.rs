@@ -9,11 +9,12 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dashmap::DashMap;
 
 use super::{client_key, AuthFailureLimiter, Rate};
+use crate::clock::Clock;
 use crate::ports::Counters;
 
 /// Most pairs blocked at once; past it, ended blocks are dropped.
@@ -21,6 +22,7 @@ const MAX_BLOCKED: usize = 100_000;
 
 pub(super) struct SharedFailures {
     counters: Arc<dyn Counters>,
+    clock: Arc<dyn Clock>,
     limit: u64,
     window: u64,
     /// Pairs over the shared limit, until the Unix second their window
@@ -38,15 +40,8 @@ impl std::fmt::Debug for SharedFailures {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl SharedFailures {
-    pub(super) fn new(counters: Arc<dyn Counters>, rate: Rate) -> Self {
+    pub(super) fn new(counters: Arc<dyn Counters>, clock: Arc<dyn Clock>, rate: Rate) -> Self {
         let limit = u64::from(rate.burst.max(1));
         let window = if rate.per_second > 0.0 {
             ((limit as f64) / rate.per_second).ceil().max(1.0) as u64
@@ -55,6 +50,7 @@ impl SharedFailures {
         };
         SharedFailures {
             counters,
+            clock,
             limit,
             window,
             blocked: DashMap::new(),
@@ -64,13 +60,13 @@ impl SharedFailures {
     /// How long the pair stays blocked, if it is.
     pub(super) fn blocked_for(&self, addr: IpAddr, key_id: &str) -> Option<Duration> {
         let until = *self.blocked.get(&(client_key(addr), key_id.to_owned()))?;
-        let now = unix_now();
+        let now = self.clock.now();
         (until > now).then(|| Duration::from_secs(until - now))
     }
 
     async fn count(&self, addr: IpAddr, key_id: &str) {
         let addr = client_key(addr);
-        let now = unix_now();
+        let now = self.clock.now();
         let key = format!("f:{addr}:{key_id}");
         match self.counters.hit(&key, self.limit, self.window, now).await {
             Ok(hit) if !hit.allowed => {
@@ -88,9 +84,10 @@ impl SharedFailures {
 }
 
 impl AuthFailureLimiter {
-    /// Counts refusals on every node through `counters` too.
-    pub fn with_counters(mut self, counters: Arc<dyn Counters>) -> Self {
-        self.shared = Some(SharedFailures::new(counters, self.rate));
+    /// Counts refusals on every node through `counters` too (windows by
+    /// `clock`).
+    pub fn with_counters(mut self, counters: Arc<dyn Counters>, clock: Arc<dyn Clock>) -> Self {
+        self.shared = Some(SharedFailures::new(counters, clock, self.rate));
         self
     }
 
