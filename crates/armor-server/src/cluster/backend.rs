@@ -53,7 +53,7 @@ impl RedisMode {
 
 /// Buckets of a cluster: each a hash tag, so one slot; enough for a few
 /// dozen shards.
-pub const CLUSTER_BUCKETS: u16 = 256;
+pub const CLUSTER_BUCKETS: u16 = 64;
 
 pub(super) enum Backend {
     Single(redis::Client),

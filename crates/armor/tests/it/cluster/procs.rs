@@ -18,6 +18,16 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A free port whose cluster bus port (+ 10000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let p = free_port();
+        if p <= 55_535 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
+    }
+}
+
 fn server_bin() -> String {
     std::env::var("ARMOR_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
 }
@@ -114,7 +124,7 @@ impl RedisCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
         for i in 0..6 {
-            let port = free_port();
+            let port = cluster_port();
             let d = dir.path().join(format!("n{i}"));
             std::fs::create_dir(&d).unwrap();
             let extra: Vec<String> = [
