@@ -52,6 +52,21 @@ impl Nodes {
     }
 }
 
+/// Sends `n` requests round the nodes (request `i` to node `i % 3`), each
+/// signed by `auth(i)`; their answers in order. For limits counted across
+/// the nodes (refused attempts here; any per-key limit the same way).
+pub async fn round_the_nodes(
+    nodes: &Nodes,
+    n: usize,
+    auth: impl Fn(usize) -> String,
+) -> Vec<(u16, serde_json::Value)> {
+    let mut answers = Vec::with_capacity(n);
+    for i in 0..n {
+        answers.push(signed(&nodes.apps[i % 3], &auth(i)).await);
+    }
+    answers
+}
+
 fn assert_refused(s: u16, v: &serde_json::Value, what: &str) {
     let code = v["error"].as_str().unwrap_or_default();
     assert!(
@@ -371,8 +386,7 @@ async fn refused_attempts_are_limited_across_three_nodes() {
     };
     let bad = || sign(&wrong, "GET", "/me", b"", &fresh_nonce(), now());
     let mut refused = 0;
-    for n in 0..12 {
-        let (s, v) = signed(&nodes.apps[n % 3], &bad()).await;
+    for (s, v) in round_the_nodes(&nodes, 12, |_| bad()).await {
         match s {
             401 => refused += 1,
             429 => {}
