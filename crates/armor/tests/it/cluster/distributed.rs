@@ -400,3 +400,33 @@ async fn refused_attempts_are_limited_across_three_nodes() {
         assert_eq!((s, v["error"].as_str()), (429, Some("rate_limited")), "{v}");
     }
 }
+
+/// The gateway's rate limit of a key (burst 4, a window far longer than
+/// the test) with requests spread over three nodes on a Redis Cluster:
+/// 4 forwarded in all, not 4 per node.
+#[tokio::test]
+async fn a_gateway_rate_limit_holds_across_three_nodes() {
+    let redis = RedisCluster::start();
+    let url = redis.url();
+    let up = crate::gateway::spawn_upstream().await;
+    let nodes = three_nodes(
+        &["--redis-mode", "cluster", "--redis-url", &url],
+        &["--upstream", &up.url, "--rate-limit", "0.0001:4"],
+    )
+    .await;
+    let key = nodes.key("metered").await;
+    let mut accepted = 0;
+    for i in 0..9 {
+        let auth = sign(&key, "GET", "/orders", b"", &fresh_nonce(), now());
+        let (s, _, v) = nodes.apps[i % 3]
+            .send("GET", "/orders", &[("Authorization", &auth)], vec![])
+            .await;
+        match (s, v["error"].as_str()) {
+            (200, _) => accepted += 1,
+            (429, Some("rate_limited")) => {}
+            _ => panic!("{s} {v}"),
+        }
+    }
+    assert_eq!(accepted, 4, "the limit is not shared");
+    assert_eq!(up.seen().len(), 4);
+}
