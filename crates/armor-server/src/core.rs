@@ -184,6 +184,9 @@ pub struct Core {
     pub metrics: Arc<Metrics>,
     pub config: CoreConfig,
     pub clock: Arc<dyn Clock>,
+    /// Counters shared by every node (Redis), for limits that count
+    /// across them; `None` on one node.
+    pub counters: Option<Arc<dyn crate::ports::Counters>>,
 }
 
 impl Core {
@@ -305,6 +308,7 @@ impl Core {
             metrics,
             config,
             clock,
+            counters: None,
         };
         core.verifier.load_keys(None).await?;
         // Outbox bodies written in clear before they were sealed.
@@ -329,8 +333,13 @@ impl Core {
     /// Claims go to Redis, shared with every node using it; the
     /// fingerprint key is derived from the master key file, which all the
     /// nodes share. Cache changes are published to the other nodes.
-    pub fn with_cluster<S: ReplayStore + Invalidation + 'static>(self, shared: Arc<S>) -> Self {
-        self.verifier.set_shared(shared.clone(), shared);
+    /// Limits that count across the nodes count there too.
+    pub fn with_cluster<S: ReplayStore + Invalidation + crate::ports::Counters + 'static>(
+        mut self,
+        shared: Arc<S>,
+    ) -> Self {
+        self.verifier.set_shared(shared.clone(), shared.clone());
+        self.counters = Some(shared);
         self
     }
 

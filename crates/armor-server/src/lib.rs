@@ -77,6 +77,9 @@ pub struct Settings {
     /// Redis for the shared replay store and cache invalidation (several
     /// nodes); without it, the replay guard is in memory.
     pub redis_url: Option<String>,
+    /// How the Redis URL is read: one server, a cluster's seed nodes, or
+    /// sentinels.
+    pub redis_mode: cluster::RedisMode,
     /// Pooled Redis connections (each multiplexed).
     pub redis_connections: usize,
     /// Forward requests that match no armor route to an upstream.
@@ -116,6 +119,7 @@ impl Default for Settings {
             admin_password: None,
             replay_max_entries: 64 * 1024 * 1024,
             redis_url: None,
+            redis_mode: cluster::RedisMode::Single,
             redis_connections: 4,
             gateway: None,
             connection_limits: conn::Limits::default(),
@@ -150,6 +154,8 @@ pub struct Application {
     connection_limits: conn::Limits,
     metrics_listener: Option<tokio::net::TcpListener>,
     auth_failure_limit: Option<gateway::Rate>,
+    /// Shared counters (Redis), for the limits counted on every node.
+    counters: Option<Arc<dyn crate::ports::Counters>>,
     mailer: Option<mail::Mailer>,
 }
 
@@ -206,7 +212,10 @@ impl Application {
         )
         .await?;
         let cluster = match &settings.redis_url {
-            Some(url) => Some(cluster::Cluster::new(url, settings.redis_connections).await?),
+            Some(url) => Some(
+                cluster::Cluster::with_mode(url, &settings.redis_mode, settings.redis_connections)
+                    .await?,
+            ),
             None => None,
         };
         let core = match &cluster {
@@ -248,6 +257,9 @@ impl Application {
             connection_limits: settings.connection_limits,
             metrics_listener,
             auth_failure_limit: settings.auth_failure_limit,
+            counters: cluster
+                .clone()
+                .map(|c| c as Arc<dyn crate::ports::Counters>),
             mailer,
         })
     }
@@ -313,9 +325,12 @@ impl Application {
             app = app.layer(axum::Extension(gw));
         }
         if let Some(rate) = self.auth_failure_limit {
-            app = app.layer(axum::Extension(Arc::new(limit::AuthFailureLimiter::new(
-                rate,
-            ))));
+            let limiter = limit::AuthFailureLimiter::new(rate);
+            let limiter = match self.counters {
+                Some(c) => limiter.with_counters(c, core.clock.clone()),
+                None => limiter,
+            };
+            app = app.layer(axum::Extension(Arc::new(limiter)));
         }
         let served = axum::serve(
             conn::InspectingListener::new(self.listener, self.connection_limits),

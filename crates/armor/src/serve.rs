@@ -44,6 +44,15 @@ pub struct ServeArgs {
     /// 503 `replay_store_unavailable` until it is back (docs/deployment.md).
     #[arg(long, env = "ARMOR_REDIS_URL", value_name = "URL")]
     redis_url: Option<String>,
+    /// How --redis-url is read: `single` (one server), `cluster` (Redis
+    /// Cluster: comma-separated seed nodes) or `sentinel` (comma-separated
+    /// sentinels, with --redis-sentinel-master).
+    #[arg(long, env = "ARMOR_REDIS_MODE", default_value = "single",
+        value_parser = ["single", "cluster", "sentinel"])]
+    redis_mode: String,
+    /// Sentinel mode: the name the sentinels know the primary by.
+    #[arg(long, env = "ARMOR_REDIS_SENTINEL_MASTER", value_name = "NAME")]
+    redis_sentinel_master: Option<String>,
     /// Pooled Redis connections per node (each carries many requests).
     #[arg(long, env = "ARMOR_REDIS_CONNECTIONS", default_value_t = default_redis_connections(),
         value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -229,6 +238,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         admin_password,
         replay_max_entries: args.replay_max_entries,
         redis_url: args.redis_url,
+        redis_mode: armor_server::cluster::RedisMode::parse(
+            &args.redis_mode,
+            args.redis_sentinel_master.as_deref(),
+        )?,
         redis_connections: usize::from(args.redis_connections),
         gateway,
         connection_limits: armor_server::conn::Limits {

@@ -419,7 +419,7 @@ impl KeyVerifier {
         let fp = fingerprints.fingerprints(creds);
         let now = self.clock.now();
         match replay
-            .claim(&fp, creds.timestamp(), until, now)
+            .claim(creds.key_id(), &fp, creds.timestamp(), until, now)
             .outcome()
             .await
         {

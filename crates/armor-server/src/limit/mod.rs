@@ -16,9 +16,12 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+mod counters;
 mod failures;
+mod shared;
 mod windows;
 
+pub use counters::MemoryCounters;
 pub use failures::{client_key, AuthFailureLimiter};
 pub use windows::KeyWindows;
 

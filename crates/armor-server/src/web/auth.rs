@@ -150,7 +150,7 @@ async fn authenticate_parts(
                 Err(e) => {
                     if let (Some((l, ip)), Error::Psk { err, .. }) = (&limiter, &e) {
                         if *err == armor_psk::Error::InvalidSignature {
-                            l.failed(*ip, creds.key_id());
+                            l.failed_everywhere(*ip, creds.key_id()).await;
                         }
                     }
                     return Err(e);

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use crate::api::{fresh_nonce, now, sign, spawn_app_with, Key, TestApp};
 
+mod distributed;
 mod faults;
+mod procs;
 
 /// A private `redis-server` without persistence.
 pub struct Redis {
@@ -312,7 +314,7 @@ async fn a_refused_claim_leaves_its_other_fingerprint_free() {
         let cluster = cluster.clone();
         async move {
             let fp = Fingerprints { pair, signature };
-            cluster.claim(&fp, ts, ts + 300, ts).await
+            cluster.claim("key", &fp, ts, ts + 300, ts).await
         }
     };
     assert_eq!(claim(1, 2).await, Ok(()));
