@@ -339,6 +339,8 @@ impl Core {
         shared: Arc<S>,
     ) -> Self {
         self.verifier.set_shared(shared.clone(), shared.clone());
+        self.verifier
+            .set_key_rate_limit(Arc::new(crate::limit::SharedKeyWindows(shared.clone())));
         self.counters = Some(shared);
         self
     }
