@@ -19,7 +19,9 @@ use crate::core::{perm, CODE_TTL, TOKEN_IDLE_TTL};
 use crate::error::Error;
 use crate::store::{AccountRow, AuditFilter, KeyRow, Role, UserRow};
 
+mod usage;
 mod users;
+pub use usage::key_usage;
 pub use users::*;
 
 type ApiResult<T> = Result<T, ApiError>;

@@ -136,6 +136,8 @@ pub const ROUTES: &[Route] = &[
         "Rename an API key"),
     route!(DELETE "/users/{id}/keys/{key}", P, h::delete_key, in: None, out: J(s::DONE),
         "Delete an API key; it stops working at once"),
+    route!(GET "/users/{id}/keys/{key}/usage", P, h::key_usage, in: None, out: J(s::KEY_USAGE),
+        "A key's requests per minute, hour or day: accepted, and refused by error code"),
     route!(GET "/users/{id}/ActivationCode", P, h::activation_code,
         in: None, out: J(s::ACTIVATION_CODE),
         "A fresh activation code of an invited user, to read out (Users Manage)"),
