@@ -14,6 +14,7 @@
 mod admin;
 mod bench;
 mod client;
+mod progress;
 mod serve;
 
 use clap::{Parser, Subcommand};

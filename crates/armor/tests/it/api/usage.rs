@@ -370,3 +370,112 @@ fn parse_time(t: &str) -> u64 {
     let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
     (days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)) as u64
 }
+
+/// `armor admin ARGS` on `app`'s data: (stdout, stderr), through a
+/// terminal (`script`) when `tty`.
+fn admin_run(app: &TestApp, args: &[&str], tty: bool) -> (String, String) {
+    let mut cmd: Vec<String> = vec![armor_bin().into(), "admin".into(), "--data-dir".into()];
+    cmd.push(app.data_dir().display().to_string());
+    if let Some(url) = app.database_url() {
+        cmd.extend(["--database-url".into(), url]);
+    }
+    cmd.extend(args.iter().map(|a| a.to_string()));
+    let out = if tty {
+        let line = cmd
+            .iter()
+            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    } else {
+        std::process::Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .output()
+            .unwrap()
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn the_usage_clean_up_deletes_what_is_older_than_kept_with_progress_only_on_a_terminal() {
+    let mut app = spawn_app().await;
+    let token = app.login().await;
+    let key = app.create_key(&token, 1, "k").await;
+    for _ in 0..2 {
+        assert_eq!(app.psk(&key, "GET", "/me", b"").await.0, 200);
+    }
+    app.restart();
+    let auth = fh(&app.login().await);
+
+    // The defaults keep what was just counted; in a pipe, nothing on stderr.
+    let (out, err) = admin_run(&app, &["clean-up-usage"], false);
+    assert_eq!((out.trim(), err.as_str()), ("0", ""));
+    // Minute buckets kept 0 hours: they go, the hour buckets stay.
+    let (out, err) = admin_run(
+        &app,
+        &["clean-up-usage", "--usage-minute-retention-hours", "0"],
+        false,
+    );
+    // (One row, or two should the calls have straddled a minute.)
+    assert!(
+        ["1", "2"].contains(&out.trim()) && err.is_empty(),
+        "{out} {err}"
+    );
+    let (_, body) = usage(&app, &auth, 1, &key.id, "?bucket=minute").await;
+    assert_eq!(totals(&body).0, 0, "{body}");
+    let (_, body) = usage(&app, &auth, 1, &key.id, "?bucket=hour").await;
+    assert_eq!(totals(&body).0, 2, "{body}");
+    // On a terminal, the progress line is drawn (and the count printed).
+    let (out, _) = admin_run(
+        &app,
+        &["clean-up-usage", "--usage-hour-retention-days", "0"],
+        true,
+    );
+    assert!(out.contains("\r\x1b[2Kusage rows deleted: "), "{out:?}");
+    assert!(out.contains(" (100%)"), "{out:?}");
+    let (_, body) = usage(&app, &auth, 1, &key.id, "?bucket=hour").await;
+    assert_eq!(totals(&body).0, 0, "{body}");
+}
+
+#[tokio::test]
+async fn long_admin_commands_show_progress_on_a_terminal_and_stay_quiet_in_pipes() {
+    let app = spawn_app().await;
+    let out_file = app.data_dir().join("seeded.txt");
+    let out_file = out_file.to_str().unwrap();
+    let seed = [
+        "seed-keys",
+        "--user",
+        "1",
+        "--count",
+        "20",
+        "--out",
+        out_file,
+    ];
+    let (out, err) = admin_run(&app, &seed, false);
+    assert_eq!((out.trim(), err.as_str()), ("20", ""));
+    let (out, _) = admin_run(&app, &seed, true);
+    assert!(
+        out.contains("\r\x1b[2Kkeys created: 20/20 (100%)"),
+        "{out:?}"
+    );
+    let (out, err) = admin_run(&app, &["rotate-master-key"], false);
+    assert!(
+        out.contains("40 API-key secrets re-sealed") && err.is_empty(),
+        "{out} {err}"
+    );
+    let (out, _) = admin_run(&app, &["rotate-master-key"], true);
+    assert!(out.contains("\r\x1b[2Kre-sealed: 40"), "{out:?}");
+    std::fs::remove_file(out_file).unwrap();
+}
