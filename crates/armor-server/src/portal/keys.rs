@@ -105,7 +105,7 @@ pub async fn page(
                             @for r in &rows {
                                 tr.row-new[r.key.id == new] data-key-id=(r.key.id) {
                                     td.name-cell data-label="Name" { strong { (r.key.name) } }
-                                    td data-label="Key ID" { code.key-id { (r.key.id) } }
+                                    td data-label="Key ID" { a.key-link href={ "/portal/keys/" (r.key.id) } title="Usage" { code.key-id { (r.key.id) } } }
                                     @if all { td data-label="User" { (r.owner) } }
                                     td data-label="Created" { span.nowrap { (super::when(r.key.created_at)) } }
                                     td data-label="Last used" {

@@ -25,6 +25,7 @@ mod keys;
 mod layout;
 mod login;
 mod session;
+mod usage;
 mod users;
 
 use std::sync::OnceLock;
@@ -60,6 +61,7 @@ pub fn router() -> Router<AppState> {
         .route("/portal/users/{id}/{action}", post(users::action))
         .route("/portal/keys", get(keys::page).post(keys::create))
         .route("/portal/keys/new", get(keys::new_form))
+        .route("/portal/keys/{id}", get(usage::page))
         .route(
             "/portal/keys/{id}/delete",
             get(keys::confirm_delete).post(keys::delete),
