@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::api::{fresh_nonce, now, sign, spawn_app_with, Key, TestApp};
 
 mod faults;
+mod usage;
 
 /// A private `redis-server` without persistence.
 pub struct Redis {
