@@ -47,13 +47,7 @@ pub async fn page(
     let Some(key) = key else {
         return super::error_page(&Error::NotFound("key"));
     };
-    let range = q.range.as_deref().unwrap_or("24h");
-    let Some(&(range, label, grain, n)) = RANGES.iter().find(|r| r.0 == range) else {
-        return super::error_page(&Error::BadRequest(
-            "The period must be 24h, 7d or 90d.".into(),
-        ));
-    };
-    let section = match chart_section(&core, &s, &key, range, label, grain, n).await {
+    let section = match chart_section(&core, &s, &key, q.range.as_deref()).await {
         Ok(m) => m,
         Err(e) => return super::error_page(&e),
     };
@@ -82,17 +76,21 @@ pub async fn page(
     )
 }
 
-/// The usage card of a key: period tabs, totals, the chart and the table.
-/// `range` names the period shown (one of [`RANGES`]).
+/// The usage card of a key, for any page about the key at
+/// `/portal/keys/{id}` (its tabs link there with `?range=`): period tabs,
+/// totals, the chart and the table. `range` is the page's `range` query
+/// (`24h`, the default, `7d` or `90d`; anything else is a bad request).
 pub async fn chart_section(
     core: &AppState,
     s: &Session,
     key: &VisibleKey,
-    range: &str,
-    label: &str,
-    grain: u64,
-    n: u64,
+    range: Option<&str>,
 ) -> Result<Markup, Error> {
+    let range = range.unwrap_or("24h");
+    let &(range, label, grain, n) = RANGES
+        .iter()
+        .find(|r| r.0 == range)
+        .ok_or_else(|| Error::BadRequest("The period must be 24h, 7d or 90d.".into()))?;
     let end = (core.clock.now() / grain + 1) * grain;
     let start = end - n * grain;
     let counts = core
