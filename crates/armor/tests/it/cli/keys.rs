@@ -8,15 +8,18 @@ use serde_json::json;
 use super::*;
 use crate::api::{spawn_app, Key, TestApp, ADMIN_EMAIL, ADMIN_PASSWORD};
 
-/// A credentials file with `app`'s endpoint and the owner's e-mail.
+/// A credentials profile with `app`'s endpoint and the owner's e-mail,
+/// written by `armor configure`.
 fn profile_for(app: &TestApp) -> (tempfile::TempDir, PathBuf) {
     let (dir, file) = scratch();
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(
-        &file,
-        format!("[default]\nendpoint = {}\nemail = {ADMIN_EMAIL}\n", app.url),
-    )
-    .unwrap();
+    let out = Armor::new(&file)
+        .args(["configure", "--key-id", KEY_ID, "--endpoint", &app.url])
+        .args(["--email", ADMIN_EMAIL])
+        .stdin(format!("{SECRET}\n"))
+        .run();
+    assert_ok(&out);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains(&format!("email = {ADMIN_EMAIL}")), "{text}");
     (dir, file)
 }
 
