@@ -456,9 +456,10 @@ impl KeyVerifier {
     // ---- usage counts (see `core/usage.rs`) ----
 
     /// Counts a refusal for the key `found` was looked up for, if it is a
-    /// cached key. The key is fetched whether or not the id was found, so
-    /// a refusal costs about the same for a real and an unknown id.
-    fn count_refused(&self, found: &keycache::Found, code: &'static str) {
+    /// cached key (also for refusals decided between `psk_begin` and
+    /// `psk_finish`). The key is fetched whether or not the id was found,
+    /// so a refusal costs about the same for a real and an unknown id.
+    pub fn count_refused(&self, found: &keycache::Found, code: &'static str) {
         let key = self.keys.key_of(found);
         if let Some(key) = key.filter(|_| found.is_own()) {
             self.usage

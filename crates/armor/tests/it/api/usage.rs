@@ -479,3 +479,27 @@ async fn long_admin_commands_show_progress_on_a_terminal_and_stay_quiet_in_pipes
     assert!(out.contains("\r\x1b[2Kre-sealed: 40"), "{out:?}");
     std::fs::remove_file(out_file).unwrap();
 }
+
+#[tokio::test]
+async fn refusals_of_the_failed_attempt_limit_are_counted_as_rate_limited() {
+    // Two refused attempts per address and key, then 429 before the
+    // signature is checked.
+    let app = spawn_app_with(&["--auth-failure-limit", "0.001:2"]).await;
+    let token = app.login().await;
+    let auth = fh(&token);
+    let key = app.create_key(&token, 1, "limited").await;
+    let wrong = Key {
+        id: key.id.clone(),
+        secret: format!("{}x", key.secret),
+    };
+    for _ in 0..2 {
+        assert_eq!(app.psk(&wrong, "GET", "/me", b"").await.0, 401);
+    }
+    let (s, b) = app.psk(&key, "GET", "/me", b"").await;
+    assert_eq!((s, b["error"].as_str()), (429, Some("rate_limited")), "{b}");
+    let (_, body) = usage(&app, &auth, 1, &key.id, "?bucket=day").await;
+    assert_eq!(
+        totals(&body),
+        (0, refused(&[("invalid_signature", 2), ("rate_limited", 1)]))
+    );
+}
