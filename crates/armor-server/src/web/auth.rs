@@ -128,7 +128,7 @@ async fn authenticate_parts(
                 if let Err(e) = l.check(*ip, creds.key_id()) {
                     core.verifier
                         .count_refused(&key, crate::web::error::classify(&e).1);
-                    return Err(e.into());
+                    return Err(e);
                 }
             }
             let bytes = read_body(body.take().unwrap_or_default(), core.config.max_body).await?;
