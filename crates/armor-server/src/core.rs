@@ -47,6 +47,7 @@ mod security;
 pub mod sessions;
 mod throttle;
 pub mod totp;
+pub mod usage;
 pub mod users;
 pub mod verifier;
 

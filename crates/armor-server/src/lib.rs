@@ -102,6 +102,9 @@ pub struct Settings {
     pub smtp_url: Option<SecretString>,
     /// Sender of the outbox's mail.
     pub smtp_from: String,
+    /// How long per-key usage counts are kept (minute and hour buckets);
+    /// older ones are deleted hourly.
+    pub usage_retention: core::usage::Retention,
 }
 
 /// The defaults, written only here: `armor serve`'s flags take theirs from
@@ -134,6 +137,7 @@ impl Default for Settings {
             }),
             smtp_url: None,
             smtp_from: "armor@localhost".into(),
+            usage_retention: core::usage::Retention::default(),
         }
     }
 }
@@ -157,7 +161,11 @@ pub struct Application {
     /// Shared counters (Redis), for the limits counted on every node.
     counters: Option<Arc<dyn crate::ports::Counters>>,
     mailer: Option<mail::Mailer>,
+    usage_retention: core::usage::Retention,
 }
+
+/// Seconds between two usage retention clean-ups while serving.
+const USAGE_CLEAN_UP_EVERY: u64 = 3600;
 
 impl Application {
     /// Opens the store, loads the keys, binds the listener (port 0 picks a
@@ -261,6 +269,7 @@ impl Application {
                 .clone()
                 .map(|c| c as Arc<dyn crate::ports::Counters>),
             mailer,
+            usage_retention: settings.usage_retention,
         })
     }
 
@@ -293,14 +302,30 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let core = self.core.clone();
+        let retention = self.usage_retention;
         let flusher = tokio::spawn({
             let core = core.clone();
             async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
+                let mut cleaned_at = 0;
                 loop {
                     tick.tick().await;
                     if let Err(e) = core.verifier.flush_last_used().await {
                         tracing::warn!(error = %e, "could not write last-used times");
+                    }
+                    if let Err(e) = core.verifier.flush_usage().await {
+                        tracing::warn!(error = %e, "could not write key usage counts");
+                    }
+                    let now = core.clock.now();
+                    if now >= cleaned_at + USAGE_CLEAN_UP_EVERY {
+                        cleaned_at = now;
+                        match core.keys.clean_up_usage(&retention, |_| {}).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(rows = n, "old key usage counts deleted"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not delete old key usage counts")
+                            }
+                        }
                     }
                 }
             }
@@ -347,6 +372,7 @@ impl Application {
         }
         core.verifier.queue_exact_last_used();
         core.verifier.flush_last_used().await?;
+        core.verifier.flush_usage().await?;
         core.access.close().await;
         served.map_err(|e| Error::Internal(format!("server: {e}")))
     }

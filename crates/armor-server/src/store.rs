@@ -22,12 +22,14 @@ mod keys;
 mod outbox;
 mod sessions;
 mod status;
+mod usage;
 mod users;
 pub use attempts::CountedAttempt;
 pub use keys::NewKeyRow;
 pub use outbox::{OutboxRow, SealColumns};
 pub use sessions::SessionRow;
 pub use status::{KeyStatus, Role, UnknownStatus, UserStatus};
+pub use usage::UsageRow;
 pub use users::{AuditFilter, LockoutRow, SecurityInfoRow, SecurityRow, CODE_MAX_ATTEMPTS};
 
 /// The database.

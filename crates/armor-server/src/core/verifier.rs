@@ -14,6 +14,7 @@ use super::access::AccessCache;
 use super::keycache::{self, KeyCache};
 use super::master::Master;
 use super::restrictions::{self, Origin, Restrictions};
+use super::usage::{Counts, KeyUsage, Usage};
 use super::Metrics;
 use crate::clock::Clock;
 use crate::crypto;
@@ -45,6 +46,8 @@ pub struct CachedKey {
     queued: AtomicU64,
     /// Expiry, routes, networks, rate (`None`: unrestricted).
     pub rules: Option<Arc<Restrictions>>,
+    /// Requests accepted and refused, by minute (see `core/usage.rs`).
+    usage: KeyUsage,
 }
 
 impl CachedKey {
@@ -62,6 +65,7 @@ impl CachedKey {
             used: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             rules: rules.map(Arc::new),
+            usage: KeyUsage::default(),
         }
     }
 }
@@ -103,6 +107,7 @@ pub struct KeyVerifier {
     /// shared counter is set.
     rate_local: KeyWindows,
     rate_shared: OnceLock<Arc<dyn KeyRateLimit>>,
+    usage: Usage,
     /// Dropped for a user whose keys are re-read (see `core/access.rs`).
     access: Arc<AccessCache>,
     master: Arc<Master>,
@@ -135,6 +140,7 @@ impl KeyVerifier {
             last_used: DashMap::new(),
             rate_local: KeyWindows::new(),
             rate_shared: OnceLock::new(),
+            usage: Usage::default(),
             access,
             master,
             store,
@@ -299,6 +305,7 @@ impl KeyVerifier {
             let kept = keep(k);
             if !kept {
                 self.queue_exact(k);
+                self.usage.drain(&k.id.key_id, &k.usage);
                 dropped = true;
             }
             kept
@@ -368,6 +375,7 @@ impl KeyVerifier {
         })?;
         if let Err(err) = self.verifier.check_time(&creds, self.clock.now()) {
             self.metrics.refused(err.code());
+            self.count_refused(&self.keys.lookup(creds.key_id()), err.code());
             return Err(err.into());
         }
         // An unknown key id gets a borrowed state, found and copied like a
@@ -389,6 +397,7 @@ impl KeyVerifier {
     ) -> Result<KeyIdentity, Error> {
         let refuse = |err: armor_psk::Error| {
             self.metrics.refused(err.code());
+            self.count_refused(found, err.code());
             let detail = matches!(err, armor_psk::Error::InvalidSignature).then(|| {
                 format!(
                     "The server signed over: {}. Check the secret, and that the method, path (without the query string), nonce, timestamp and body match what you signed.",
@@ -440,11 +449,14 @@ impl KeyVerifier {
                 .await
                 .map_err(|(err, code)| {
                     self.metrics.refused(code);
+                    self.usage.refused(&key.id.key_id, &key.usage, now, code);
                     err
                 })?;
         }
         self.metrics.psk_accepted.fetch_add(1, Ordering::Relaxed);
-        self.note_use(&key, self.clock.now());
+        let now = self.clock.now();
+        self.usage.accepted(&key.id.key_id, &key.usage, now);
+        self.note_use(&key, now);
         Ok(key.id.clone())
     }
 
@@ -502,5 +514,59 @@ impl KeyVerifier {
             self.last_used.remove_if(k, |_, v| v == at);
         }
         self.store.record_last_used(&batch).await
+    }
+
+    // ---- usage counts (see `core/usage.rs`) ----
+
+    /// Counts a refusal for the key `found` was looked up for, if it is a
+    /// cached key (also for refusals decided between `psk_begin` and
+    /// `psk_finish`). The key is fetched whether or not the id was found,
+    /// so a refusal costs about the same for a real and an unknown id.
+    pub fn count_refused(&self, found: &keycache::Found, code: &'static str) {
+        let key = self.keys.key_of(found);
+        if let Some(key) = key.filter(|_| found.is_own()) {
+            self.usage
+                .refused(&key.id.key_id, &key.usage, self.clock.now(), code);
+        }
+    }
+
+    /// Counts a refusal decided after verification (expiry, restrictions,
+    /// rate limits...) for a verified key, by its error code.
+    pub fn count_refused_key(&self, key_id: &str, code: &'static str) {
+        if let Some(key) = self.keys.get(key_id) {
+            self.usage
+                .refused(&key.id.key_id, &key.usage, self.clock.now(), code);
+        }
+    }
+
+    /// Writes the pending usage counts to the store.
+    pub async fn flush_usage(&self) -> Result<(), Error> {
+        self.usage
+            .flush(&self.store, |u| {
+                self.keys.for_each(|k| u.drain(&k.id.key_id, &k.usage));
+            })
+            .await
+    }
+
+    /// A key's counts in buckets of `grain` seconds starting in
+    /// `[from, to)`: stored, pending and current on this node.
+    pub async fn usage_of(
+        &self,
+        key_id: &str,
+        grain: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<std::collections::BTreeMap<u64, Counts>, Error> {
+        let live = self.keys.get(key_id);
+        self.usage
+            .read(
+                &self.store,
+                key_id,
+                live.as_ref().map(|k| &k.usage),
+                grain,
+                from,
+                to,
+            )
+            .await
     }
 }

@@ -1,8 +1,8 @@
-//! One key's page (`/portal/keys/{id}`): what the key may do, and
-//! **Roll**. The page is a list of sections ([`sections`]); further ones
-//! go there.
+//! One key's page (`/portal/keys/{id}`): what the key may do, its usage
+//! chart (`portal/usage.rs`), and **Roll**. The page is a list of
+//! sections ([`sections`]); further ones go there.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{html, Markup};
@@ -64,7 +64,7 @@ fn facts(core: &AppState, k: &KeyRow) -> Markup {
     let status = restrictions::status(r, core.now());
     html! {
         section.card #key-facts {
-            h2.card-title { (k.name) }
+            h2.card-title #key-name { (k.name) }
             dl.facts {
                 dt { "Key ID" } dd { code #key-id { (k.id) } }
                 dt { "Status" } dd #key-status { (status_badge(status)) }
@@ -126,22 +126,42 @@ fn roll_section(s: &Session, k: &KeyRow, status: &str) -> Markup {
     }
 }
 
-/// The page's sections, in order.
-fn sections(core: &AppState, s: &Session, k: &KeyRow) -> Vec<Markup> {
+/// The page's sections, in order: facts, usage over `range`, Roll.
+async fn sections(
+    core: &AppState,
+    s: &Session,
+    k: &KeyRow,
+    range: Option<&str>,
+) -> Result<Vec<Markup>, Error> {
     let status = restrictions::status(&k.rules, core.now());
-    vec![facts(core, k), roll_section(s, k, status)]
+    let usage = super::usage::chart_section(core, s, k, range).await?;
+    Ok(vec![facts(core, k), usage, roll_section(s, k, status)])
+}
+
+#[derive(Deserialize)]
+pub struct KeyPageQuery {
+    range: Option<String>,
 }
 
 /// `GET /portal/keys/{id}`.
-pub async fn page(State(core): State<AppState>, s: Session, Path(id): Path<String>) -> Response {
+pub async fn page(
+    State(core): State<AppState>,
+    s: Session,
+    Path(id): Path<String>,
+    Query(q): Query<KeyPageQuery>,
+) -> Response {
     let k = match readable(&core, &s, &id).await {
         Ok(k) => k,
         Err(resp) => return resp,
     };
+    let sections = match sections(&core, &s, &k, q.range.as_deref()).await {
+        Ok(sections) => sections,
+        Err(e) => return super::error_page(&e),
+    };
     let body = html! {
         (layout::user_tabs(Nav::Keys))
         p { a #back href="/portal/keys" { "← API Keys" } }
-        @for section in sections(&core, &s, &k) { (section) }
+        @for section in &sections { (section) }
     };
     super::html(
         StatusCode::OK,

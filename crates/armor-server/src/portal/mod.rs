@@ -27,6 +27,7 @@ mod keys;
 mod layout;
 mod login;
 mod session;
+mod usage;
 mod users;
 
 use std::sync::OnceLock;

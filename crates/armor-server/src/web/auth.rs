@@ -125,7 +125,11 @@ async fn authenticate_parts(
                         .map(|c| c.0.ip()),
                 );
             if let Some((l, ip)) = &limiter {
-                l.check(*ip, creds.key_id())?;
+                if let Err(e) = l.check(*ip, creds.key_id()) {
+                    core.verifier
+                        .count_refused(&key, crate::web::error::classify(&e).1);
+                    return Err(e);
+                }
             }
             let bytes = read_body(body.take().unwrap_or_default(), core.config.max_body).await?;
             let psk_req = armor_psk::Request {

@@ -20,8 +20,10 @@ use crate::error::Error;
 use crate::store::{AccountRow, AuditFilter, Role, UserRow};
 
 mod keys;
+mod usage;
 mod users;
 pub use keys::*;
+pub use usage::key_usage;
 pub use users::*;
 
 type ApiResult<T> = Result<T, ApiError>;

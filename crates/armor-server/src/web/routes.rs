@@ -139,6 +139,8 @@ pub const ROUTES: &[Route] = &[
     route!(POST "/users/{id}/keys/{key}/roll", P, h::roll_key,
         in: Some(s::ROLL_KEY_REQUEST), out: J(s::NEW_API_KEY),
         "Roll an API key: a new key with the same name and restrictions; the old one works for graceSeconds more"),
+    route!(GET "/users/{id}/keys/{key}/usage", P, h::key_usage, in: None, out: J(s::KEY_USAGE),
+        "A key's requests per minute, hour or day: accepted, and refused by error code"),
     route!(GET "/users/{id}/ActivationCode", P, h::activation_code,
         in: None, out: J(s::ACTIVATION_CODE),
         "A fresh activation code of an invited user, to read out (Users Manage)"),

@@ -35,6 +35,8 @@ pub mod name {
     pub const API_KEYS: &str = "ApiKeys";
     pub const CREATE_KEY_REQUEST: &str = "CreateKeyRequest";
     pub const NEW_API_KEY: &str = "NewApiKey";
+    pub const KEY_USAGE: &str = "KeyUsage";
+    pub const USAGE_BUCKET: &str = "UsageBucket";
     pub const RENAME_KEY_REQUEST: &str = "RenameKeyRequest";
     pub const ROLL_KEY_REQUEST: &str = "RollKeyRequest";
     pub const ACTIVATION_CODE: &str = "ActivationCode";
@@ -383,6 +385,32 @@ pub fn components() -> Map<String, Value> {
         ),
     );
     put(API_KEYS, list_of(API_KEY));
+    put(
+        USAGE_BUCKET,
+        closed(
+            &["start", "accepted", "refused"],
+            json!({
+                "start": date(),
+                "accepted": int(),
+                "refused": {
+                    "type": "object",
+                    "description": "refused requests by error code (invalid_signature, nonce_reused, ...)",
+                    "additionalProperties": int(),
+                },
+            }),
+        ),
+    );
+    put(
+        KEY_USAGE,
+        closed(
+            &["keyId", "bucket", "buckets"],
+            json!({
+                "keyId": s(),
+                "bucket": {"type": STRING, "enum": ["minute", "hour", "day"]},
+                "buckets": list_of(USAGE_BUCKET),
+            }),
+        ),
+    );
     put(
         CREATE_KEY_REQUEST,
         request(

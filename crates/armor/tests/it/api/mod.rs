@@ -15,6 +15,7 @@ mod routes;
 mod smtp;
 mod throttle;
 mod trace;
+mod usage;
 mod users;
 
 use std::io::{BufRead as _, BufReader};
