@@ -503,3 +503,61 @@ async fn refusals_of_the_failed_attempt_limit_are_counted_as_rate_limited() {
         (0, refused(&[("invalid_signature", 2), ("rate_limited", 1)]))
     );
 }
+
+#[tokio::test]
+async fn usage_counts_refusals_of_a_keys_restrictions_by_their_codes() {
+    let app = spawn_app().await;
+    let token = app.login().await;
+    let (s, v) = app
+        .post_json(
+            "/users/1/keys",
+            json!({
+                "name": "restricted",
+                "allowedRoutes": ["GET /me"],
+                "allowedIps": ["10.0.0.0/8"],
+            }),
+            Some(&fh(&token)),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let fenced = Key {
+        id: v["id"].as_str().unwrap().to_owned(),
+        secret: v["apiKey"].as_str().unwrap().to_owned(),
+    };
+    app.remember_secret(&fenced.secret);
+    let (s, v) = app
+        .post_json(
+            "/users/1/keys",
+            json!({
+                "name": "metered",
+                "allowedRoutes": ["GET /me"],
+                "rateLimit": {"limit": 2, "windowSeconds": 86_400},
+            }),
+            Some(&fh(&token)),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let metered = Key {
+        id: v["id"].as_str().unwrap().to_owned(),
+        secret: v["apiKey"].as_str().unwrap().to_owned(),
+    };
+    app.remember_secret(&metered.secret);
+
+    let (s, b) = app.psk(&fenced, "GET", "/me", b"").await;
+    assert_eq!((s, b["error"].as_str()), (403, Some("ip_not_allowed")));
+    for _ in 0..3 {
+        app.psk(&metered, "GET", "/me", b"").await;
+    }
+    let (s, b) = app.psk(&metered, "GET", "/users", b"").await;
+    assert_eq!((s, b["error"].as_str()), (403, Some("route_not_allowed")));
+
+    let (s, body) = usage(&app, &fh(&token), 1, &fenced.id, "?bucket=day").await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(totals(&body), (0, refused(&[("ip_not_allowed", 1)])));
+    let (s, body) = usage(&app, &fh(&token), 1, &metered.id, "?bucket=day").await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        totals(&body),
+        (2, refused(&[("rate_limited", 1), ("route_not_allowed", 1)]))
+    );
+}
