@@ -19,7 +19,7 @@ use super::Metrics;
 use crate::clock::Clock;
 use crate::crypto;
 use crate::error::Error;
-use crate::limit::KeyWindows;
+use crate::limit::KeyRates;
 use crate::ports::{ClaimError, Invalidation, KeyRateLimit, ReplayStore};
 use crate::store::Store;
 
@@ -105,8 +105,7 @@ pub struct KeyVerifier {
     last_used: DashMap<String, u64>,
     /// Counts requests of keys with a rate limit: this node's, unless a
     /// shared counter is set.
-    rate_local: KeyWindows,
-    rate_shared: OnceLock<Arc<dyn KeyRateLimit>>,
+    rates: KeyRates,
     usage: Usage,
     /// Dropped for a user whose keys are re-read (see `core/access.rs`).
     access: Arc<AccessCache>,
@@ -138,8 +137,7 @@ impl KeyVerifier {
             }),
             key_writes: tokio::sync::Mutex::new(0),
             last_used: DashMap::new(),
-            rate_local: KeyWindows::new(),
-            rate_shared: OnceLock::new(),
+            rates: KeyRates::default(),
             usage: Usage::default(),
             access,
             master,
@@ -170,14 +168,11 @@ impl KeyVerifier {
     /// Keys' rate limits are counted in `limit` (shared by the nodes)
     /// rather than on this node. Set once, before serving.
     pub fn set_key_rate_limit(&self, limit: Arc<dyn KeyRateLimit>) {
-        let _ = self.rate_shared.set(limit);
+        self.rates.share(limit);
     }
 
     fn key_rate_limit(&self) -> &dyn KeyRateLimit {
-        match self.rate_shared.get() {
-            Some(shared) => shared.as_ref(),
-            None => &self.rate_local,
-        }
+        self.rates.limit()
     }
 
     /// The channel to the other nodes, if any.

@@ -23,7 +23,7 @@ mod windows;
 
 pub use counters::MemoryCounters;
 pub use failures::{client_key, AuthFailureLimiter};
-pub use windows::{KeyWindows, SharedKeyWindows};
+pub use windows::{KeyRates, KeyWindows, SharedKeyWindows};
 
 /// Requests per second and burst of one token bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -67,6 +67,28 @@ impl KeyRateLimit for KeyWindows {
     }
 }
 
+/// Where keys' rate limits count: this node's [`KeyWindows`] until a
+/// shared limit is set (once, before serving).
+#[derive(Default)]
+pub struct KeyRates {
+    local: KeyWindows,
+    shared: std::sync::OnceLock<Arc<dyn KeyRateLimit>>,
+}
+
+impl KeyRates {
+    /// Counts in `shared` from now on; a second call changes nothing.
+    pub fn share(&self, shared: Arc<dyn KeyRateLimit>) {
+        let _ = self.shared.set(shared);
+    }
+
+    pub fn limit(&self) -> &dyn KeyRateLimit {
+        match self.shared.get() {
+            Some(shared) => shared.as_ref(),
+            None => &self.local,
+        }
+    }
+}
+
 /// A key's `rateLimit` counted in shared [`Counters`] (Redis), so the
 /// limit holds for all the nodes together. The counter is incremented on
 /// every hit, over the limit too; in a fixed window that changes nothing

@@ -374,8 +374,15 @@ async fn a_reshard_under_traffic_accepts_no_replay() {
          {before_epoch} refused as before a moved epoch marker, all replays refused",
         accepted.len()
     );
+    // 503s are bounded tightly. The 401s are requests signed in the second
+    // a moved bucket's marker was set (by design, docs/deployment.md): how
+    // many depends on how long the reshard takes on a loaded machine.
     assert!(
-        (unavailable + before_epoch) * 10 <= n,
+        unavailable * 10 <= n,
+        "{unavailable} of {n} requests answered 503"
+    );
+    assert!(
+        (unavailable + before_epoch) * 3 <= n,
         "{unavailable} + {before_epoch} of {n} requests refused"
     );
 }
