@@ -73,7 +73,7 @@ fn serve(dir: std::path::PathBuf) -> Served {
                 .unwrap();
             let key = core
                 .keys
-                .create_key(&owner, 1, "allocs", None)
+                .create_key(&owner, 1, "allocs", &Default::default(), None)
                 .await
                 .unwrap();
             let code = core

@@ -67,7 +67,7 @@ impl Service<IncomingStream<'_, InspectingListener>> for App {
     fn call(&mut self, stream: IncomingStream<'_, InspectingListener>) -> Self::Future {
         std::future::ready(Ok(Connection {
             app: self.clone(),
-            peer: stream.remote_addr().clone(),
+            peer: Some(stream.remote_addr().clone()),
         }))
     }
 }
@@ -76,7 +76,19 @@ impl Service<IncomingStream<'_, InspectingListener>> for App {
 #[derive(Clone)]
 pub struct Connection {
     app: App,
-    peer: PeerInfo,
+    /// `None` in process ([`App::service`]): the caller sets what the
+    /// request's extensions hold.
+    peer: Option<PeerInfo>,
+}
+
+impl App {
+    /// The service without a connection, for calls in process (`oneshot`).
+    pub fn service(&self) -> Connection {
+        Connection {
+            app: self.clone(),
+            peer: None,
+        }
+    }
 }
 
 impl Service<Request> for Connection {
@@ -91,7 +103,9 @@ impl Service<Request> for Connection {
     fn call(&mut self, mut req: Request) -> Self::Future {
         let inner = &self.app.0;
         let ext = req.extensions_mut();
-        ext.insert(ConnectInfo(self.peer.clone()));
+        if let Some(peer) = &self.peer {
+            ext.insert(ConnectInfo(peer.clone()));
+        }
         if let Some(gw) = &inner.gateway {
             ext.insert(gw.clone());
         }

@@ -46,6 +46,12 @@ pub fn router(core: AppState, with_metrics: bool) -> Router {
         .with_state(core)
 }
 
+/// The whole application as one router, for calls in process
+/// (`oneshot`): the front service ([`front::App`]) without a connection.
+pub fn app(core: AppState, with_metrics: bool) -> Router {
+    Router::new().fallback_service(front::App::new(core, with_metrics, None, None).service())
+}
+
 /// `/metrics` alone, for a listener of its own (`--metrics-listen`).
 pub fn metrics_app(core: AppState) -> Router {
     Router::new()
