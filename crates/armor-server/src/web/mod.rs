@@ -119,6 +119,12 @@ async fn front(State(core): State<AppState>, mut req: Request, next: Next) -> Re
             Err(e) => return ApiError(e).into_response(),
         }
     }
+    // The upstream's requests go straight to the gateway rather than
+    // through the router to its fallback: a path that is none of armor's
+    // routes and not the portal's (which takes all of `/portal/...`).
+    if let Some(gw) = gateway.filter(|_| !is_armor_route(&routed) && !is_portal(&routed)) {
+        return gw.handle(&core, auth::take_principal(&mut req), req).await;
+    }
     if routed != req.uri().path() {
         let pq = match req.uri().query() {
             Some(q) => format!("{routed}?{q}"),
@@ -130,6 +136,13 @@ async fn front(State(core): State<AppState>, mut req: Request, next: Next) -> Re
         }
     }
     next.run(req).await
+}
+
+/// Whether a routing-form path is `/portal` or under it.
+fn is_portal(routed: &str) -> bool {
+    routed
+        .strip_prefix("/portal")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Whether `ROUTES` marks this method and routing-form path as public.
