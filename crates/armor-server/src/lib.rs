@@ -308,18 +308,15 @@ impl Application {
                 }
             })
         });
-        let mut app = web::app(core.clone(), metrics.is_none());
-        if let Some(gw) = self.gateway {
-            app = app.layer(axum::Extension(gw));
-        }
-        if let Some(rate) = self.auth_failure_limit {
-            app = app.layer(axum::Extension(Arc::new(limit::AuthFailureLimiter::new(
-                rate,
-            ))));
-        }
+        let limiter = self
+            .auth_failure_limit
+            .map(|rate| Arc::new(limit::AuthFailureLimiter::new(rate)));
+        let app = web::app(core.clone(), metrics.is_none(), self.gateway, limiter);
         let served = axum::serve(
             conn::InspectingListener::new(self.listener, self.connection_limits),
-            app.into_make_service_with_connect_info::<conn::PeerInfo>(),
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                conn::PeerInfo,
+            >(app),
         )
         .with_graceful_shutdown(shutdown)
         .await;
