@@ -238,7 +238,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_public;
+    use super::{is_portal, is_public};
+
+    #[test]
+    fn the_portal_keeps_everything_under_portal_from_the_gateway() {
+        for p in [
+            "/portal",
+            "/portal/",
+            "/portal/keys",
+            "/portal/no/such/page",
+        ] {
+            assert!(is_portal(p), "{p}");
+        }
+        for p in ["/portalx", "/", "/api/portal", "/portal-like"] {
+            assert!(!is_portal(p), "{p}");
+        }
+    }
 
     #[test]
     fn public_routes_and_the_portal_skip_api_authentication() {

@@ -297,6 +297,8 @@ mod tests {
         assert!(is_armor_route("/users/12/ActivationCode"));
         assert!(!is_armor_route("/users/12/orders"));
         assert!(!is_armor_route("/api/me"));
+        assert!(!is_armor_route("/users//keys"));
+        assert!(!is_armor_route(&"/a".repeat(40)));
     }
 
     #[test]
