@@ -47,6 +47,7 @@ fn key_cache(n: u64) -> (KeyCache, Vec<String>) {
                 key_id: id.clone(),
                 user_id: 1,
                 account_id: 1,
+                permissions: None,
             })),
             SigningKey::from_bytes(secret.as_bytes()),
         );

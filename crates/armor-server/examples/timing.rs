@@ -99,7 +99,11 @@ impl Rng {
 /// One refused request through the server's path; true if refused.
 async fn check(core: &Core, header: &str) -> bool {
     match core.verifier.psk_begin(header) {
-        Ok((creds, key)) => core.verifier.psk_finish(&creds, &key, &REQ).await.is_err(),
+        Ok((creds, key)) => core
+            .verifier
+            .psk_finish(&creds, &key, &REQ, &Default::default())
+            .await
+            .is_err(),
         Err(_) => true,
     }
 }
@@ -157,7 +161,7 @@ async fn main() {
     for i in 0..keys {
         let key = core
             .keys
-            .create_key(&owner, 1, &format!("timing-{i}"), None)
+            .create_key(&owner, 1, &format!("timing-{i}"), &Default::default(), None)
             .await
             .unwrap();
         let known = key.row.id.clone();

@@ -34,16 +34,20 @@ pub mod factors;
 pub mod hashing;
 pub mod keycache;
 pub mod keys;
+pub mod keyspec;
 pub mod lockout;
 mod login;
 pub mod master;
 pub mod outbox;
 pub mod principals;
+pub mod restrictions;
+mod roll;
 pub mod rotation;
 mod security;
 pub mod sessions;
 mod throttle;
 pub mod totp;
+pub mod usage;
 pub mod users;
 pub mod verifier;
 
@@ -120,6 +124,19 @@ impl Principal {
             Err(Error::PermissionDenied(permission.to_owned()))
         }
     }
+    /// The principal acting with only those of its permissions a key's own
+    /// list also names (`None`: all of them).
+    pub fn narrowed(mut self, key_permissions: Option<&[String]>) -> Self {
+        if let Some(allowed) = key_permissions {
+            self.permissions = self
+                .permissions
+                .iter()
+                .filter(|p| allowed.contains(p))
+                .cloned()
+                .collect();
+        }
+        self
+    }
     /// How the audit log names the credential.
     pub fn credential(&self) -> String {
         match &self.via {
@@ -168,6 +185,9 @@ pub struct Core {
     pub metrics: Arc<Metrics>,
     pub config: CoreConfig,
     pub clock: Arc<dyn Clock>,
+    /// Counters shared by every node (Redis), for limits that count
+    /// across them; `None` on one node.
+    pub counters: Option<Arc<dyn crate::ports::Counters>>,
 }
 
 impl Core {
@@ -289,6 +309,7 @@ impl Core {
             metrics,
             config,
             clock,
+            counters: None,
         };
         core.verifier.load_keys(None).await?;
         // Outbox bodies written in clear before they were sealed.
@@ -313,8 +334,15 @@ impl Core {
     /// Claims go to Redis, shared with every node using it; the
     /// fingerprint key is derived from the master key file, which all the
     /// nodes share. Cache changes are published to the other nodes.
-    pub fn with_cluster<S: ReplayStore + Invalidation + 'static>(self, shared: Arc<S>) -> Self {
-        self.verifier.set_shared(shared.clone(), shared);
+    /// Limits that count across the nodes count there too.
+    pub fn with_cluster<S: ReplayStore + Invalidation + crate::ports::Counters + 'static>(
+        mut self,
+        shared: Arc<S>,
+    ) -> Self {
+        self.verifier.set_shared(shared.clone(), shared.clone());
+        self.verifier
+            .set_key_rate_limit(Arc::new(crate::limit::SharedKeyWindows(shared.clone())));
+        self.counters = Some(shared);
         self
     }
 

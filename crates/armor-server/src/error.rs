@@ -30,6 +30,20 @@ pub enum Error {
     /// An API-key caller on a route that refuses them.
     #[error("this route cannot be used with an API key; sign in with a password")]
     ApiKeyNotAllowed,
+    /// The key's expiry (or the end of its grace period after a roll) has
+    /// passed. Only said once the signature has verified.
+    #[error("this API key has expired")]
+    KeyExpired,
+    /// The key may not be used from the request's peer address.
+    #[error("this API key may not be used from this address")]
+    IpNotAllowed,
+    /// The key may not call this method and path.
+    #[error("this API key may not call this method and path")]
+    RouteNotAllowed,
+    /// The key is over its own `rateLimit`: `limit` per window, the window
+    /// ending in `reset` seconds.
+    #[error("this API key is over its rate limit of {limit} requests; retry in {reset} s")]
+    KeyRateLimited { limit: u32, reset: u64 },
     /// The caller lacks a permission.
     #[error("this needs the permission '{0}'")]
     PermissionDenied(String),

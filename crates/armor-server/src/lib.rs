@@ -77,6 +77,9 @@ pub struct Settings {
     /// Redis for the shared replay store and cache invalidation (several
     /// nodes); without it, the replay guard is in memory.
     pub redis_url: Option<String>,
+    /// How the Redis URL is read: one server, a cluster's seed nodes, or
+    /// sentinels.
+    pub redis_mode: cluster::RedisMode,
     /// Pooled Redis connections (each multiplexed).
     pub redis_connections: usize,
     /// Forward requests that match no armor route to an upstream.
@@ -99,6 +102,9 @@ pub struct Settings {
     pub smtp_url: Option<SecretString>,
     /// Sender of the outbox's mail.
     pub smtp_from: String,
+    /// How long per-key usage counts are kept (minute and hour buckets);
+    /// older ones are deleted hourly.
+    pub usage_retention: core::usage::Retention,
 }
 
 /// The defaults, written only here: `armor serve`'s flags take theirs from
@@ -116,6 +122,7 @@ impl Default for Settings {
             admin_password: None,
             replay_max_entries: 64 * 1024 * 1024,
             redis_url: None,
+            redis_mode: cluster::RedisMode::Single,
             redis_connections: 4,
             gateway: None,
             connection_limits: conn::Limits::default(),
@@ -130,6 +137,7 @@ impl Default for Settings {
             }),
             smtp_url: None,
             smtp_from: "armor@localhost".into(),
+            usage_retention: core::usage::Retention::default(),
         }
     }
 }
@@ -150,8 +158,14 @@ pub struct Application {
     connection_limits: conn::Limits,
     metrics_listener: Option<tokio::net::TcpListener>,
     auth_failure_limit: Option<gateway::Rate>,
+    /// Shared counters (Redis), for the limits counted on every node.
+    counters: Option<Arc<dyn crate::ports::Counters>>,
     mailer: Option<mail::Mailer>,
+    usage_retention: core::usage::Retention,
 }
+
+/// Seconds between two usage retention clean-ups while serving.
+const USAGE_CLEAN_UP_EVERY: u64 = 3600;
 
 impl Application {
     /// Opens the store, loads the keys, binds the listener (port 0 picks a
@@ -206,7 +220,10 @@ impl Application {
         )
         .await?;
         let cluster = match &settings.redis_url {
-            Some(url) => Some(cluster::Cluster::new(url, settings.redis_connections).await?),
+            Some(url) => Some(
+                cluster::Cluster::with_mode(url, &settings.redis_mode, settings.redis_connections)
+                    .await?,
+            ),
             None => None,
         };
         let core = match &cluster {
@@ -248,7 +265,11 @@ impl Application {
             connection_limits: settings.connection_limits,
             metrics_listener,
             auth_failure_limit: settings.auth_failure_limit,
+            counters: cluster
+                .clone()
+                .map(|c| c as Arc<dyn crate::ports::Counters>),
             mailer,
+            usage_retention: settings.usage_retention,
         })
     }
 
@@ -281,14 +302,30 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let core = self.core.clone();
+        let retention = self.usage_retention;
         let flusher = tokio::spawn({
             let core = core.clone();
             async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
+                let mut cleaned_at = 0;
                 loop {
                     tick.tick().await;
                     if let Err(e) = core.verifier.flush_last_used().await {
                         tracing::warn!(error = %e, "could not write last-used times");
+                    }
+                    if let Err(e) = core.verifier.flush_usage().await {
+                        tracing::warn!(error = %e, "could not write key usage counts");
+                    }
+                    let now = core.clock.now();
+                    if now >= cleaned_at + USAGE_CLEAN_UP_EVERY {
+                        cleaned_at = now;
+                        match core.keys.clean_up_usage(&retention, |_| {}).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(rows = n, "old key usage counts deleted"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not delete old key usage counts")
+                            }
+                        }
                     }
                 }
             }
@@ -308,9 +345,13 @@ impl Application {
                 }
             })
         });
-        let limiter = self
-            .auth_failure_limit
-            .map(|rate| Arc::new(limit::AuthFailureLimiter::new(rate)));
+        let limiter = self.auth_failure_limit.map(|rate| {
+            let limiter = limit::AuthFailureLimiter::new(rate);
+            Arc::new(match self.counters {
+                Some(c) => limiter.with_counters(c, core.clock.clone()),
+                None => limiter,
+            })
+        });
         let app = web::app(core.clone(), metrics.is_none(), self.gateway, limiter);
         let served = axum::serve(
             conn::InspectingListener::new(self.listener, self.connection_limits),
@@ -329,6 +370,7 @@ impl Application {
         }
         core.verifier.queue_exact_last_used();
         core.verifier.flush_last_used().await?;
+        core.verifier.flush_usage().await?;
         core.access.close().await;
         served.map_err(|e| Error::Internal(format!("server: {e}")))
     }

@@ -1,7 +1,7 @@
 //! The interfaces through which the domain uses what several nodes may
-//! share: the replay store (claims of ARMOR-PSK fingerprints) and the
+//! share: the replay store (claims of ARMOR-PSK fingerprints), the
 //! invalidation channel (every node told that a user's keys or state
-//! changed).
+//! changed) and counters (limits shared by every node).
 //!
 //! One node uses the memory implementations: any
 //! [`armor_psk::ReplayGuard`] (the server's is
@@ -102,16 +102,25 @@ impl ClaimAnswer {
 
 /// Where the fingerprints of accepted requests are claimed.
 pub trait ReplayStore: Send + Sync {
-    /// Claims both fingerprints of a verified request whose timestamp is
-    /// `timestamp`, until the Unix second `until` (inclusive); `now` is the
-    /// caller's clock.
-    fn claim(&self, fp: &Fingerprints, timestamp: u64, until: u64, now: u64) -> Claim;
+    /// Claims both fingerprints of a verified request made with `key_id`
+    /// whose timestamp is `timestamp`, until the Unix second `until`
+    /// (inclusive); `now` is the caller's clock. A shared store may use
+    /// the key id to keep both claims in one place.
+    fn claim(&self, key_id: &str, fp: &Fingerprints, timestamp: u64, until: u64, now: u64)
+        -> Claim;
 }
 
 /// The memory implementation: a replay guard of this process.
 impl<G: ReplayGuard> ReplayStore for G {
     #[inline]
-    fn claim(&self, fp: &Fingerprints, _timestamp: u64, until: u64, now: u64) -> Claim {
+    fn claim(
+        &self,
+        _key_id: &str,
+        fp: &Fingerprints,
+        _timestamp: u64,
+        until: u64,
+        now: u64,
+    ) -> Claim {
         Claim::Done(
             ReplayGuard::claim(self, fp, until, now).map_err(|e| match e {
                 ReplayError::Reused => ClaimError::Reused,
@@ -130,12 +139,85 @@ pub trait Invalidation: Send + Sync {
     fn user_changed(self: Arc<Self>, user_id: i64) -> BoxFuture<'static, ()>;
 }
 
+/// One counted hit of a [`Counters`] limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    /// The count, this hit included, is at most the limit.
+    pub allowed: bool,
+    /// Hits left in the window.
+    pub remaining: u64,
+    /// The Unix second the window ends.
+    pub reset: u64,
+}
+
+/// The shared counter could not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterUnavailable;
+
+/// Fixed-window counters: the memory implementation counts on this node
+/// ([`crate::limit::MemoryCounters`]), the Redis one on every node at
+/// once ([`crate::cluster::Cluster`]). Limits built on it (refused
+/// attempts, per-key rate limits) need only this method.
+pub trait Counters: Send + Sync {
+    /// Counts one hit of `key` in the window of `window` seconds that
+    /// holds `now` (windows start at multiples of `window`); allowed while
+    /// the count is at most `limit`.
+    fn hit<'a>(
+        &'a self,
+        key: &'a str,
+        limit: u64,
+        window: u64,
+        now: u64,
+    ) -> BoxFuture<'a, Result<Hit, CounterUnavailable>>;
+}
+
+/// The hit of a fixed window given the count in it.
+pub fn window_hit(count: u64, limit: u64, window: u64, now: u64) -> Hit {
+    let window = window.max(1);
+    Hit {
+        allowed: count <= limit,
+        remaining: limit.saturating_sub(count),
+        reset: (now / window + 1) * window,
+    }
+}
+
 /// What the invalidation channel's subscriber calls on this node.
 pub trait InvalidationHandler: Send + Sync {
     /// Re-reads one user's active keys (`None`: every key) from the shared
     /// database, dropping what was cached about them; the number of keys
     /// read.
     fn reload_keys(&self, user_id: Option<i64>) -> BoxFuture<'_, Result<usize, Error>>;
+}
+
+/// Where a key's requests are counted against its `rateLimit`: fixed
+/// windows of `window` seconds (aligned on multiples of it), one counter
+/// per key and window.
+///
+/// The memory implementation ([`crate::limit::KeyWindows`]) counts on this
+/// node only; a shared one (Redis) makes the limit hold across nodes.
+pub trait KeyRateLimit: Send + Sync {
+    /// Counts one request of `key_id` at `now`, if the window has room;
+    /// says how the window stands either way. An error is a store that
+    /// cannot answer (refused as `replay_store_unavailable`).
+    fn hit(
+        &self,
+        key_id: &str,
+        limit: u32,
+        window: u64,
+        now: u64,
+    ) -> BoxFuture<'static, Result<RateWindow, ClaimError>>;
+}
+
+/// A rate window after a hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateWindow {
+    /// Whether the request was counted (it fits the limit).
+    pub allowed: bool,
+    pub limit: u32,
+    /// Requests left in the window after this one.
+    pub remaining: u32,
+    /// Seconds until the window ends (at least 1).
+    pub reset: u64,
 }
 
 #[cfg(test)]
@@ -150,9 +232,12 @@ mod tests {
             pair: 1,
             signature: 2,
         };
-        assert!(matches!(store.claim(&fp, 10, 20, 10), Claim::Done(Ok(()))));
+        assert!(matches!(
+            store.claim("k", &fp, 10, 20, 10),
+            Claim::Done(Ok(()))
+        ));
         assert_eq!(
-            store.claim(&fp, 10, 20, 10).outcome().await,
+            store.claim("k", &fp, 10, 20, 10).outcome().await,
             Err(ClaimError::Reused)
         );
         let (answer, wait) = ClaimWait::channel(Duration::from_secs(5));

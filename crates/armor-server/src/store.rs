@@ -22,11 +22,14 @@ mod keys;
 mod outbox;
 mod sessions;
 mod status;
+mod usage;
 mod users;
 pub use attempts::CountedAttempt;
+pub use keys::NewKeyRow;
 pub use outbox::{OutboxRow, SealColumns};
 pub use sessions::SessionRow;
 pub use status::{KeyStatus, Role, UnknownStatus, UserStatus};
+pub use usage::UsageRow;
 pub use users::{AuditFilter, LockoutRow, SecurityInfoRow, SecurityRow, CODE_MAX_ATTEMPTS};
 
 /// The database.
@@ -77,7 +80,27 @@ pub struct KeyRow {
     pub last_used: Option<i64>,
     #[sqlx(try_from = "String")]
     pub status: KeyStatus,
+    #[sqlx(flatten)]
+    pub rules: KeyRules,
 }
+
+/// A key's restrictions as stored (migration 0006): `None` for each one
+/// the key does not have. Lists are JSON arrays of strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, FromRow)]
+pub struct KeyRules {
+    pub expires_at: Option<i64>,
+    pub permissions: Option<String>,
+    pub allowed_routes: Option<String>,
+    pub allowed_ips: Option<String>,
+    pub rate_limit: Option<i64>,
+    pub rate_window: Option<i64>,
+    pub rolled_from: Option<String>,
+    pub rolled_until: Option<i64>,
+}
+
+/// The columns of [`KeyRules`], for `SELECT` lists.
+pub const KEY_RULE_COLUMNS: &str =
+    "expires_at, permissions, allowed_routes, allowed_ips, rate_limit, rate_window, rolled_from, rolled_until";
 
 #[derive(Debug, Clone, FromRow)]
 pub struct SealedKeyRow {
@@ -87,6 +110,8 @@ pub struct SealedKeyRow {
     pub mk_version: i64,
     pub nonce: Vec<u8>,
     pub ciphertext: Vec<u8>,
+    #[sqlx(flatten)]
+    pub rules: KeyRules,
 }
 
 impl SealedKeyRow {

@@ -89,7 +89,8 @@ fn psk_refusals() -> Vec<Psk> {
 /// The server's own refusals of a signed request, in the order of SPEC.md
 /// section 5: framing or an unreadable body, the target, the body limit,
 /// the account context, the failure limiter (and the gateway's rate), the
-/// database, the route's policy and permissions.
+/// key's own restrictions (expiry, networks, routes, rate), the database,
+/// the route's policy and permissions.
 fn server_refusals() -> Vec<Error> {
     vec![
         Error::BadRequest("x".into()),
@@ -99,6 +100,10 @@ fn server_refusals() -> Vec<Error> {
         Error::MethodNotAllowed("x"),
         Error::InvalidAccountContext,
         Error::RateLimited { retry_after: 1 },
+        Error::KeyExpired,
+        Error::IpNotAllowed,
+        Error::RouteNotAllowed,
+        Error::KeyRateLimited { limit: 1, reset: 1 },
         Error::StoreUnavailable,
         Error::ApiKeyNotAllowed,
         Error::PermissionDenied("p".into()),

@@ -604,7 +604,11 @@ async fn disabling_drops_keys_from_the_verifier_and_enabling_restores_them() {
     let e = env().await;
     let uid = e.user("keys@example.com", "User").await;
     let p = e.principal(uid).await;
-    e.core.keys.create_key(&p, uid, "k", None).await.unwrap();
+    e.core
+        .keys
+        .create_key(&p, uid, "k", &Default::default(), None)
+        .await
+        .unwrap();
     assert_eq!(e.core.verifier.cached_keys(), 1);
     let admin = e.principal(1).await;
     e.core
@@ -651,7 +655,7 @@ async fn a_request_verified_under_a_borrowed_state_is_refused() {
         let k = e
             .core
             .keys
-            .create_key(&admin, 1, &format!("a{i}"), None)
+            .create_key(&admin, 1, &format!("a{i}"), &Default::default(), None)
             .await
             .unwrap();
         secrets.push(SigningKey::from_bytes(k.secret.as_bytes()));
@@ -664,7 +668,7 @@ async fn a_request_verified_under_a_borrowed_state_is_refused() {
         let k = e
             .core
             .keys
-            .create_key(&vp, victim, &format!("x{i}"), None)
+            .create_key(&vp, victim, &format!("x{i}"), &Default::default(), None)
             .await
             .unwrap();
         victims.push((k.row.id, SigningKey::from_bytes(k.secret.as_bytes())));
@@ -725,7 +729,7 @@ async fn a_request_verified_under_a_borrowed_state_is_refused() {
     assert!(e
         .core
         .verifier
-        .psk_finish(&creds, &found, &req)
+        .psk_finish(&creds, &found, &req, &Default::default())
         .await
         .is_err());
     // The same, with `x` cached again before the verdict.
@@ -736,7 +740,11 @@ async fn a_request_verified_under_a_borrowed_state_is_refused() {
         .set_user_enabled(&admin, victim, true, None)
         .await
         .unwrap();
-    let refused = e.core.verifier.psk_finish(&creds, &found, &req).await;
+    let refused = e
+        .core
+        .verifier
+        .psk_finish(&creds, &found, &req, &Default::default())
+        .await;
     assert!(
         matches!(
             refused,
@@ -754,7 +762,7 @@ async fn a_request_verified_under_a_borrowed_state_is_refused() {
     let id = e
         .core
         .verifier
-        .psk_finish(&creds, &found, &req)
+        .psk_finish(&creds, &found, &req, &Default::default())
         .await
         .unwrap();
     assert_eq!(id.key_id, x);
@@ -775,7 +783,7 @@ async fn the_key_cache_follows_the_store_under_racing_writers() {
     for i in 0..40 {
         e.core
             .keys
-            .create_key(&p, uid, &format!("k{i}"), None)
+            .create_key(&p, uid, &format!("k{i}"), &Default::default(), None)
             .await
             .unwrap();
     }
@@ -820,7 +828,7 @@ async fn the_key_cache_follows_the_store_under_racing_writers() {
                 let (core, p) = (core.clone(), p.clone());
                 async move {
                     core.keys
-                        .create_key(&p, uid, &format!("r{round}"), None)
+                        .create_key(&p, uid, &format!("r{round}"), &Default::default(), None)
                         .await
                         .unwrap();
                 }
@@ -852,7 +860,7 @@ async fn an_enable_racing_a_delete_does_not_revive_the_user() {
         for i in 0..5 {
             e.core
                 .keys
-                .create_key(&p, uid, &format!("k{i}"), None)
+                .create_key(&p, uid, &format!("k{i}"), &Default::default(), None)
                 .await
                 .unwrap();
         }
@@ -1011,7 +1019,12 @@ async fn last_used_is_exact_in_memory_and_coarse_in_the_store() {
     use armor_server::core::LAST_USED_GRAIN;
     let e = env().await;
     let p = e.principal(1).await;
-    let key = e.core.keys.create_key(&p, 1, "k", None).await.unwrap();
+    let key = e
+        .core
+        .keys
+        .create_key(&p, 1, "k", &Default::default(), None)
+        .await
+        .unwrap();
     let id = key.row.id.clone();
     let signing = armor_psk::SigningKey::from_bytes(key.secret.as_bytes());
     let mut n = 0;
@@ -1036,7 +1049,10 @@ async fn last_used_is_exact_in_memory_and_coarse_in_the_store() {
                 query: None,
                 body: b"",
             };
-            core.verifier.psk_finish(&creds, &k, &req).await.unwrap();
+            core.verifier
+                .psk_finish(&creds, &k, &req, &Default::default())
+                .await
+                .unwrap();
         }
     };
     let stored =

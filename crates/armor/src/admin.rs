@@ -6,10 +6,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use armor_server::clock::{Clock as _, SystemClock};
+use armor_server::core::usage::Retention;
 use armor_server::core::{outbox, Core, CoreConfig};
 use armor_server::crypto;
 use armor_server::crypto::MasterKeys;
 use armor_server::store::{AuditFilter, NewUser, Role, Store};
+
+use crate::progress::Progress;
 
 #[derive(clap::Args, Debug)]
 pub struct AdminArgs {
@@ -81,6 +84,22 @@ enum AdminCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Delete per-key usage counts older than kept (the server also does
+    /// this hourly). Prints the rows deleted.
+    CleanUpUsage {
+        /// Minute buckets kept, in hours (0: every minute bucket already
+        /// started).
+        #[arg(long, env = "ARMOR_USAGE_MINUTE_RETENTION_HOURS", value_name = "HOURS",
+            default_value_t = Retention::default().minutes / 3600,
+            value_parser = clap::value_parser!(u64).range(0..=24 * 3660))]
+        usage_minute_retention_hours: u64,
+        /// Hour buckets kept, in days (0: every hour bucket already
+        /// started).
+        #[arg(long, env = "ARMOR_USAGE_HOUR_RETENTION_DAYS", value_name = "DAYS",
+            default_value_t = Retention::default().hours / 86_400,
+            value_parser = clap::value_parser!(u64).range(0..=36_600))]
+        usage_hour_retention_days: u64,
+    },
     /// Print the newest audit-log rows of an account (JSON lines).
     Audit {
         #[arg(long, default_value_t = 1)]
@@ -151,7 +170,12 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                     },
                 )
                 .await?;
-                let n = core.rotation.reseal_all().await?;
+                let mut progress = Progress::new("re-sealed", None);
+                let n = core
+                    .rotation
+                    .reseal_all_with(|d| progress.set((d.keys + d.totp + d.outbox) as u64))
+                    .await?;
+                progress.finish((n.keys + n.totp + n.outbox) as u64);
                 println!(
                     "master key version {} added; {} API-key secrets re-sealed, {} TOTP secrets re-sealed, {} outbox messages re-sealed",
                     keys.current_version(),
@@ -215,17 +239,45 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 let keys = MasterKeys::load_or_create(&master)?;
                 let mut file = private_file(&out)?;
                 let now = SystemClock.now();
+                let mut progress = Progress::new("keys created", Some(count as u64));
                 for i in 0..count {
+                    progress.set(i as u64);
                     let id = uuid::Uuid::new_v4().to_string();
                     let secret = crypto::new_secret();
                     let sealed = keys.seal(&id, secret.as_bytes())?;
                     store
-                        .insert_key(&id, user, account, &format!("seed-{i}"), now, &sealed)
+                        .insert_key(&armor_server::store::NewKeyRow {
+                            id: &id,
+                            user_id: user,
+                            account_id: account,
+                            name: &format!("seed-{i}"),
+                            created_at: now,
+                            sealed: &sealed,
+                            rules: &Default::default(),
+                        })
                         .await?;
                     writeln!(file, "{id} {}", secret.as_str())?;
                 }
                 file.flush()?;
+                progress.finish(count as u64);
                 println!("{count}");
+            }
+            AdminCommand::CleanUpUsage {
+                usage_minute_retention_hours,
+                usage_hour_retention_days,
+            } => {
+                let retention = Retention {
+                    minutes: usage_minute_retention_hours * 3600,
+                    hours: usage_hour_retention_days * 86_400,
+                };
+                let now = SystemClock.now();
+                let due = retention.due(&store, now).await?;
+                let mut progress = Progress::new("usage rows deleted", Some(due));
+                let n = retention
+                    .clean_up(&store, now, |done| progress.set(done))
+                    .await?;
+                progress.finish(n);
+                println!("{n}");
             }
             AdminCommand::Audit {
                 account,

@@ -14,6 +14,7 @@
 mod admin;
 mod bench;
 mod client;
+mod progress;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +38,8 @@ enum Command {
     Call(client::CallArgs),
     /// Write a credentials profile (~/.config/armor/credentials).
     Configure(client::ConfigureArgs),
+    /// API keys of a server: create, list, roll, usage, delete.
+    Keys(client::KeysArgs),
     /// Run the API server.
     Serve(Box<serve::ServeArgs>),
     /// Operator commands on a server's data directory.
@@ -52,6 +55,7 @@ fn main() -> std::process::ExitCode {
         Command::Sign(a) => client::sign(a),
         Command::Call(a) => client::call(a),
         Command::Configure(a) => client::configure(a),
+        Command::Keys(a) => client::keys(a),
         Command::Serve(a) => serve::run(*a),
         Command::Admin(a) => admin::run(a),
         Command::Bench(a) => bench::run(a),

@@ -22,6 +22,18 @@ pub struct ServeArgs {
     /// Database URL (default: the SQLite file armor.db in the data dir).
     #[arg(long, env = "ARMOR_DATABASE_URL")]
     database_url: Option<String>,
+    /// Per-key usage counts kept per minute for this many hours (older
+    /// minute buckets are deleted hourly).
+    #[arg(long, env = "ARMOR_USAGE_MINUTE_RETENTION_HOURS", value_name = "HOURS",
+        default_value_t = defaults().usage_retention.minutes / 3600,
+        value_parser = clap::value_parser!(u64).range(1..=24 * 3660))]
+    usage_minute_retention_hours: u64,
+    /// Per-key usage counts kept per hour for this many days (days are
+    /// summed from hours, so this is also how far back daily usage goes).
+    #[arg(long, env = "ARMOR_USAGE_HOUR_RETENTION_DAYS", value_name = "DAYS",
+        default_value_t = defaults().usage_retention.hours / 86_400,
+        value_parser = clap::value_parser!(u64).range(1..=36_600))]
+    usage_hour_retention_days: u64,
     /// Master key file (default: master.key in the data dir; mode 0600).
     #[arg(long, env = "ARMOR_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
@@ -44,6 +56,15 @@ pub struct ServeArgs {
     /// 503 `replay_store_unavailable` until it is back (docs/deployment.md).
     #[arg(long, env = "ARMOR_REDIS_URL", value_name = "URL")]
     redis_url: Option<String>,
+    /// How --redis-url is read: `single` (one server), `cluster` (Redis
+    /// Cluster: comma-separated seed nodes) or `sentinel` (comma-separated
+    /// sentinels, with --redis-sentinel-master).
+    #[arg(long, env = "ARMOR_REDIS_MODE", default_value = "single",
+        value_parser = ["single", "cluster", "sentinel"])]
+    redis_mode: String,
+    /// Sentinel mode: the name the sentinels know the primary by.
+    #[arg(long, env = "ARMOR_REDIS_SENTINEL_MASTER", value_name = "NAME")]
+    redis_sentinel_master: Option<String>,
     /// Pooled Redis connections per node (each carries many requests).
     #[arg(long, env = "ARMOR_REDIS_CONNECTIONS", default_value_t = default_redis_connections(),
         value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -229,6 +250,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         admin_password,
         replay_max_entries: args.replay_max_entries,
         redis_url: args.redis_url,
+        redis_mode: armor_server::cluster::RedisMode::parse(
+            &args.redis_mode,
+            args.redis_sentinel_master.as_deref(),
+        )?,
         redis_connections: usize::from(args.redis_connections),
         gateway,
         connection_limits: armor_server::conn::Limits {
@@ -242,6 +267,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         login_failure_limit,
         smtp_url: args.smtp_url.map(SecretString::from),
         smtp_from: args.smtp_from,
+        usage_retention: armor_server::core::usage::Retention {
+            minutes: args.usage_minute_retention_hours * 3600,
+            hours: args.usage_hour_retention_days * 86_400,
+        },
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

@@ -18,13 +18,17 @@ pub const CHANNEL: &str = "armor:invalidate";
 impl Cluster {
     /// Publishes an invalidation message; returns whether Redis took it.
     pub async fn publish(&self, message: &str) -> bool {
-        let Some(mut conn) = self.conn() else {
+        let Some((slot, mut conn)) = self.conn() else {
             return false;
         };
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(CHANNEL).arg(message);
         let fut = cmd.query_async::<i64>(&mut conn);
-        matches!(tokio::time::timeout(ROUND_TRIP * 4, fut).await, Ok(Ok(_)))
+        let sent = matches!(tokio::time::timeout(ROUND_TRIP * 4, fut).await, Ok(Ok(_)));
+        if !sent {
+            self.failed(slot);
+        }
+        sent
     }
 
     /// Publishes `message`, retrying in the background for a while if
@@ -46,8 +50,10 @@ impl Cluster {
         });
     }
     pub(super) async fn subscribe_loop(self: Arc<Self>, handler: Weak<dyn InvalidationHandler>) {
+        let mut attempt = 0;
         loop {
-            if let Err(e) = self.subscribe_once(&handler).await {
+            attempt += 1;
+            if let Err(e) = self.subscribe_once(&handler, attempt).await {
                 tracing::warn!(error = %e, "invalidation channel down");
             }
             self.in_sync.store(false, Ordering::Release);
@@ -60,9 +66,17 @@ impl Cluster {
 
     /// One subscription, until it breaks. Claims are allowed only after
     /// the subscription is live and the whole key cache was re-read.
-    async fn subscribe_once(&self, handler: &Weak<dyn InvalidationHandler>) -> Result<(), Error> {
+    async fn subscribe_once(
+        &self,
+        handler: &Weak<dyn InvalidationHandler>,
+        attempt: usize,
+    ) -> Result<(), Error> {
         let redis_err = |e: redis::RedisError| Error::Internal(format!("Redis: {e}"));
-        let pubsub = tokio::time::timeout(ROUND_TRIP * 4, self.client.get_async_pubsub())
+        let connect = async {
+            let client = self.backend.client(attempt).await?;
+            client.get_async_pubsub().await
+        };
+        let pubsub = tokio::time::timeout(ROUND_TRIP * 4, connect)
             .await
             .map_err(|_| Error::Internal("Redis: connect timed out".into()))?
             .map_err(redis_err)?;

@@ -6,41 +6,90 @@ use std::sync::{Arc, Weak};
 
 use armor_psk::Fingerprints;
 
-use super::{Cluster, EPOCH_KEY, ROUND_TRIP};
+use super::{Cluster, ROUND_TRIP};
 use crate::ports::{Claim, ClaimAnswer, ClaimError, ClaimWait, ReplayStore};
 
-/// Claims a batch: for each claim in order, both fingerprints if its
-/// timestamp is after the epoch marker (created when missing) and neither
-/// is held (`SET NX` of each, the first undone if the second is held: two
-/// commands per fresh claim).
-/// KEYS: epoch, then pair and signature of each claim. ARGV: now (s), then
-/// timestamp (s) and expiry (ms) of each claim.
-/// Returns one code per claim: 0 claimed, 1 held (replay), 2 at or before
-/// the epoch.
+/// Claims a batch of one bucket: first the epoch marker (moved to now when
+/// missing or when the primary's replication id is not the one recorded
+/// with it), then for each claim in order both fingerprints if its
+/// timestamp is after the marker and neither is held (`SET NX` of the
+/// pair, `HSETNX` of the signature in its hash, the pair undone if the
+/// signature is held).
+/// KEYS: epoch, primary id, then pair key and signature hash of each claim.
+/// ARGV: now (s), then timestamp (s), expiry (ms) and signature field of
+/// each claim.
+/// Returns the marker, 1 if this call moved it (else 0), then one code per
+/// claim: 0 claimed, 1 held (replay), 2 at or before the epoch.
 pub(super) const CLAIM_SCRIPT: &str = r"
-local e = redis.call('GET', KEYS[1])
-if not e then
-  e = ARGV[1]
+local now = tonumber(ARGV[1])
+local id = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or '?'
+local e = tonumber(redis.call('GET', KEYS[1]))
+local moved = 0
+if not e or redis.call('GET', KEYS[2]) ~= id then
+  if not e or e < now then e = now end
   redis.call('SET', KEYS[1], e)
+  redis.call('SET', KEYS[2], id)
+  moved = 1
 end
-e = tonumber(e)
-local out = {}
-for i = 1, (#KEYS - 1) / 2 do
-  local p, s, ttl = KEYS[2 * i], KEYS[2 * i + 1], ARGV[2 * i + 1]
-  if tonumber(ARGV[2 * i]) <= e then
-    out[i] = 2
+local out = {e, moved}
+for i = 1, (#KEYS - 2) / 2 do
+  local p, h = KEYS[2 * i + 1], KEYS[2 * i + 2]
+  local ts, ttl, f = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  if tonumber(ts) <= e then
+    out[i + 2] = 2
   elseif not redis.call('SET', p, '1', 'NX', 'PX', ttl) then
-    out[i] = 1
-  elseif not redis.call('SET', s, '1', 'NX', 'PX', ttl) then
+    out[i + 2] = 1
+  elseif redis.call('HSETNX', h, f, '1') == 0 then
     -- The pair was free and is claimed again by nobody: undo it.
     redis.call('DEL', p)
-    out[i] = 1
+    out[i + 2] = 1
   else
-    out[i] = 0
+    if redis.call('PTTL', h) < tonumber(ttl) then
+      redis.call('PEXPIRE', h, ttl)
+    end
+    out[i + 2] = 0
   end
 end
 return out
 ";
+
+/// Signature hashes per bucket and second: enough that each stays small
+/// (Redis keeps a hash of up to 128 fields as one compact list) at the
+/// rates one bucket sees.
+const SIGNATURE_SPLIT_SINGLE: u128 = 64;
+const SIGNATURE_SPLIT_CLUSTER: u128 = 4;
+
+/// A bucket's hash tag.
+fn tag(bucket: u16) -> [u8; 4] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    [
+        b'{',
+        HEX[usize::from(bucket >> 4) & 15],
+        HEX[usize::from(bucket) & 15],
+        b'}',
+    ]
+}
+
+/// A bucket's key with `suffix`: `a{bb}<suffix>`.
+pub(super) fn bucket_key(bucket: u16, suffix: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + suffix.len());
+    k.push(b'a');
+    k.extend_from_slice(&tag(bucket));
+    k.extend_from_slice(suffix);
+    k
+}
+
+/// The bucket of a key id: FNV-1a, so every node agrees.
+pub(super) fn bucket_of(key_id: &str, buckets: u16) -> u16 {
+    if buckets <= 1 {
+        return 0;
+    }
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key_id.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    (h % u32::from(buckets)) as u16
+}
 
 /// Most claims sent in one script call.
 pub const BATCH_MAX: usize = 256;
@@ -53,8 +102,10 @@ pub(super) const CLAIM_QUEUE: usize = 65_536;
 
 /// A claim waiting for its batch.
 pub(super) struct Pending {
+    bucket: u16,
     fp: Fingerprints,
     timestamp: u64,
+    until: u64,
     ttl_ms: u64,
     now: u64,
     answer: ClaimAnswer,
@@ -67,16 +118,26 @@ impl Cluster {
     /// `timestamp`, until the Unix second `until` (inclusive).
     pub async fn claim(
         &self,
+        key_id: &str,
         fp: &Fingerprints,
         timestamp: u64,
         until: u64,
         now: u64,
     ) -> Result<(), ClaimError> {
-        self.send_claim(fp, timestamp, until, now).outcome().await
+        self.send_claim(key_id, fp, timestamp, until, now)
+            .outcome()
+            .await
     }
 
     /// Queues a claim for the next batch.
-    fn send_claim(&self, fp: &Fingerprints, timestamp: u64, until: u64, now: u64) -> Claim {
+    fn send_claim(
+        &self,
+        key_id: &str,
+        fp: &Fingerprints,
+        timestamp: u64,
+        until: u64,
+        now: u64,
+    ) -> Claim {
         if !self.in_sync.load(Ordering::Acquire) {
             return Claim::Done(Err(ClaimError::Unavailable));
         }
@@ -84,8 +145,10 @@ impl Cluster {
         let ttl_ms = until.saturating_sub(now).saturating_add(1).max(1) * 1000;
         let (answer, wait) = ClaimWait::channel(ROUND_TRIP);
         let pending = Pending {
+            bucket: bucket_of(key_id, self.buckets),
             fp: *fp,
             timestamp,
+            until,
             ttl_ms,
             now,
             answer,
@@ -97,41 +160,93 @@ impl Cluster {
         Claim::Waiting(wait)
     }
 
-    /// Sends one batch of claims; one answer per claim, `None` for all when
-    /// Redis gave no clear answer in time.
+    /// Sends one batch of claims: one script call per bucket, all at once.
+    /// One answer per claim, `None` where Redis gave no clear answer in
+    /// time.
     async fn claim_batch(&self, batch: &[Pending]) -> Vec<Option<i64>> {
-        let failed = || vec![None; batch.len()];
-        let Some(mut conn) = self.conn() else {
-            return failed();
+        let mut answers = vec![None; batch.len()];
+        let now = batch.iter().map(|p| p.now).max().unwrap_or(0);
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by_key(|&i| batch[i].bucket);
+        let groups: Vec<&[usize]> = order
+            .chunk_by(|&x, &y| batch[x].bucket == batch[y].bucket)
+            .collect();
+        let calls = groups.iter().map(|g| {
+            let claims: Vec<&Pending> = g.iter().map(|&i| &batch[i]).collect();
+            async move { self.run_claims(claims[0].bucket, &claims, now).await }
+        });
+        let results = futures_util::future::join_all(calls).await;
+        for (g, r) in groups.iter().zip(results) {
+            if let Some((_, _, codes)) = r {
+                for (&i, code) in g.iter().zip(codes) {
+                    answers[i] = Some(code);
+                }
+            }
+        }
+        answers
+    }
+
+    /// One script call for one bucket: the epoch marker, whether the call
+    /// moved it, and one code per claim; `None` without a clear answer.
+    pub(super) async fn run_claims(
+        &self,
+        bucket: u16,
+        claims: &[&Pending],
+        now: u64,
+    ) -> Option<(u64, bool, Vec<i64>)> {
+        let (slot, mut conn) = self.conn()?;
+        let split = if self.buckets > 1 {
+            SIGNATURE_SPLIT_CLUSTER
+        } else {
+            SIGNATURE_SPLIT_SINGLE
         };
         let mut call = self.script.prepare_invoke();
-        call.key(EPOCH_KEY);
-        for p in batch {
-            call.key(format!("armor:r:{:032x}", p.fp.pair))
-                .key(format!("armor:r:{:032x}", p.fp.signature));
+        call.key(bucket_key(bucket, b"e"))
+            .key(bucket_key(bucket, b"p"));
+        for p in claims {
+            let until = p.until;
+            let sub = p.fp.signature % split;
+            call.key(bucket_key(bucket, &p.fp.pair.to_be_bytes()))
+                .key(bucket_key(bucket, format!("s{until}:{sub}").as_bytes()));
         }
-        // A missing marker is set to the latest clock of the batch.
-        call.arg(batch.iter().map(|p| p.now).max().unwrap_or(0));
-        for p in batch {
-            call.arg(p.timestamp).arg(p.ttl_ms);
+        call.arg(now);
+        for p in claims {
+            call.arg(p.timestamp)
+                .arg(p.ttl_ms)
+                .arg(&p.fp.signature.to_be_bytes()[..]);
         }
-        match tokio::time::timeout(ROUND_TRIP, call.invoke_async::<Vec<i64>>(&mut conn)).await {
-            Ok(Ok(codes)) if codes.len() == batch.len() => codes.into_iter().map(Some).collect(),
+        let answer =
+            tokio::time::timeout(ROUND_TRIP, call.invoke_async::<Vec<i64>>(&mut conn)).await;
+        match answer {
+            Ok(Ok(codes)) if codes.len() == claims.len() + 2 => {
+                let epoch = u64::try_from(codes[0]).unwrap_or(0);
+                let moved = codes[1] == 1;
+                if moved {
+                    tracing::warn!(
+                        bucket,
+                        epoch,
+                        "epoch marker moved: the shard is new, lost its memory or its primary changed"
+                    );
+                }
+                Some((epoch, moved, codes[2..].to_vec()))
+            }
             Ok(Ok(codes)) => {
                 tracing::error!(
                     answers = codes.len(),
-                    claims = batch.len(),
+                    claims = claims.len(),
                     "the claim script answered a different number of claims"
                 );
-                failed()
+                None
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "replay claims failed");
-                failed()
+                self.failed(slot);
+                None
             }
             Err(_) => {
                 tracing::warn!("replay claims timed out");
-                failed()
+                self.failed(slot);
+                None
             }
         }
     }
@@ -153,8 +268,15 @@ fn outcome(code: Option<i64>) -> Result<(), ClaimError> {
 }
 
 impl ReplayStore for Cluster {
-    fn claim(&self, fp: &Fingerprints, timestamp: u64, until: u64, now: u64) -> Claim {
-        self.send_claim(fp, timestamp, until, now)
+    fn claim(
+        &self,
+        key_id: &str,
+        fp: &Fingerprints,
+        timestamp: u64,
+        until: u64,
+        now: u64,
+    ) -> Claim {
+        self.send_claim(key_id, fp, timestamp, until, now)
     }
 }
 

@@ -499,6 +499,7 @@ mod tests {
                 key_id: id.to_owned(),
                 user_id: 1,
                 account_id: 1,
+                permissions: None,
             }));
             self.cache.insert(key, secret(id));
         }

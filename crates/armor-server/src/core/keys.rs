@@ -8,14 +8,16 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::audit::Audit;
+use super::keyspec::KeySpec;
 use super::master::Master;
 use super::principals::Access;
+use super::restrictions::Restrictions;
 use super::verifier::{KeyIdentity, KeyVerifier};
 use super::{perm, Metrics, Principal};
 use crate::clock::Clock;
 use crate::crypto;
 use crate::error::Error;
-use crate::store::{KeyRow, KeyStatus, Store, UserRow, UserStatus};
+use crate::store::{KeyRow, KeyRules, KeyStatus, NewKeyRow, Store, UserRow, UserStatus};
 
 /// A key created just now: the only time its secret exists outside.
 pub struct NewKey {
@@ -116,10 +118,23 @@ impl KeyAdmin {
         Ok(key)
     }
 
+    /// The key `key_id` of the caller's account, if the caller may read
+    /// it: their own with Self Manage, anyone's with Keys All Read.
+    pub async fn readable(&self, p: &Principal, key_id: &str) -> Result<KeyRow, Error> {
+        let key = self
+            .store
+            .key(&key_id.to_ascii_lowercase())
+            .await?
+            .filter(|k| k.account_id == p.account_id)
+            .ok_or(Error::NotFound("key"))?;
+        owner_rule(p, key.user_id, Some(perm::KEYS_ALL_READ))?;
+        Ok(key)
+    }
+
     /// Who may touch whose keys: self with Self Manage, others with the
     /// "All" permission named; another account's users are not found.
     /// Returns the owner's row.
-    async fn key_owner_check(
+    pub(super) async fn key_owner_check(
         &self,
         p: &Principal,
         user_id: i64,
@@ -137,15 +152,34 @@ impl KeyAdmin {
     }
 
     /// Creates a key for the caller. Keys are created only for oneself: a
-    /// key for someone else would let its creator act as them.
+    /// key for someone else would let its creator act as them. `spec`
+    /// holds the optional restrictions (each permission must be the
+    /// caller's own).
     pub async fn create_key(
         &self,
         p: &Principal,
         user_id: i64,
         name: &str,
+        spec: &KeySpec,
         address: Option<String>,
     ) -> Result<NewKey, Error> {
         let name = valid_key_name(name)?;
+        let rules = spec.validate(&p.permissions, self.clock.now())?;
+        self.insert_new(p, user_id, name, rules, address, None)
+            .await
+    }
+
+    /// Writes a new key of `user_id` (the caller) and caches it.
+    /// `rolled_from`: the key it replaces (for the audit log).
+    pub(super) async fn insert_new(
+        &self,
+        p: &Principal,
+        user_id: i64,
+        name: &str,
+        rules: KeyRules,
+        address: Option<String>,
+        rolled_from: Option<&str>,
+    ) -> Result<NewKey, Error> {
         // Counted before the owner's status is read: a disable written
         // after that read removes keys after this count.
         let removals = self.verifier.removals().await;
@@ -155,7 +189,15 @@ impl KeyAdmin {
         let sealed = self.master.current().seal(&id, secret.as_bytes())?;
         let now = self.clock.now();
         self.store
-            .insert_key(&id, user_id, p.account_id, name, now, &sealed)
+            .insert_key(&NewKeyRow {
+                id: &id,
+                user_id,
+                account_id: p.account_id,
+                name,
+                created_at: now,
+                sealed: &sealed,
+                rules: &rules,
+            })
             .await?;
         // Into the cache if the owner is active and no key was removed
         // meanwhile; otherwise the store decides.
@@ -167,14 +209,20 @@ impl KeyAdmin {
                     key_id: id.clone(),
                     user_id,
                     account_id: p.account_id,
+                    permissions: None,
                 },
+                Restrictions::from_rules(&rules),
                 secret.as_bytes(),
             )
             .await?;
         self.metrics.keys_created.fetch_add(1, Ordering::Relaxed);
         self.verifier.notify_user(user_id).await;
+        let detail = match rolled_from {
+            Some(old) => format!("name={name} rolled_from={old}"),
+            None => format!("name={name}"),
+        };
         self.audit
-            .by(p, "key_created", &id, address, Some(format!("name={name}")))
+            .by(p, "key_created", &id, address, Some(detail))
             .await;
         Ok(NewKey {
             row: KeyRow {
@@ -185,13 +233,19 @@ impl KeyAdmin {
                 created_at: i64::try_from(now).unwrap_or(i64::MAX),
                 last_used: None,
                 status: KeyStatus::Active,
+                rules,
             },
             secret,
         })
     }
 
     /// The key `key_id` of `user_id` in the caller's account.
-    async fn key_of(&self, p: &Principal, user_id: i64, key_id: &str) -> Result<KeyRow, Error> {
+    pub(super) async fn key_of(
+        &self,
+        p: &Principal,
+        user_id: i64,
+        key_id: &str,
+    ) -> Result<KeyRow, Error> {
         self.store
             .key(&key_id.to_ascii_lowercase())
             .await?

@@ -44,6 +44,15 @@ impl Rotation {
     /// second run finishes. Each row is read once: one that cannot be
     /// re-sealed (a TOTP row without its sealed value, say) is passed over.
     pub async fn reseal_all(&self) -> Result<Resealed, Error> {
+        self.reseal_all_with(|_| {}).await
+    }
+
+    /// As [`Rotation::reseal_all`], telling `progress` what is done after
+    /// each batch.
+    pub async fn reseal_all_with(
+        &self,
+        mut progress: impl FnMut(&Resealed),
+    ) -> Result<Resealed, Error> {
         let master = self.master.reload()?;
         let current = master.current_version();
         let mut done = Resealed::default();
@@ -68,8 +77,10 @@ impl Rotation {
                     done.totp += 1;
                 }
             }
+            progress(&done);
         }
         done.outbox = self.outbox.reseal(&master, true).await?;
+        progress(&done);
         loop {
             let rows = self.store.keys_not_sealed_with(current, BATCH).await?;
             if rows.is_empty() {
@@ -86,6 +97,7 @@ impl Rotation {
                     done.keys += 1;
                 }
             }
+            progress(&done);
         }
     }
 }

@@ -13,11 +13,14 @@ use dashmap::DashMap;
 use super::access::AccessCache;
 use super::keycache::{self, KeyCache};
 use super::master::Master;
+use super::restrictions::{self, Origin, Restrictions};
+use super::usage::{Counts, KeyUsage, Usage};
 use super::Metrics;
 use crate::clock::Clock;
 use crate::crypto;
 use crate::error::Error;
-use crate::ports::{ClaimError, Invalidation, ReplayStore};
+use crate::limit::KeyWindows;
+use crate::ports::{ClaimError, Invalidation, KeyRateLimit, ReplayStore};
 use crate::store::Store;
 
 /// A verified key's identity, before the account context is applied.
@@ -26,6 +29,9 @@ pub struct KeyIdentity {
     pub key_id: String,
     pub user_id: i64,
     pub account_id: i64,
+    /// The key's own permission list, if it has one: the caller then acts
+    /// with the permissions in both it and its user's.
+    pub permissions: Option<Arc<[String]>>,
 }
 
 /// What the verifier keeps per key besides its HMAC state (which the key
@@ -38,14 +44,28 @@ pub struct CachedKey {
     /// The last use queued for the store: a key's use is queued at most
     /// once per [`LAST_USED_GRAIN`].
     queued: AtomicU64,
+    /// Expiry, routes, networks, rate (`None`: unrestricted).
+    pub rules: Option<Arc<Restrictions>>,
+    /// Requests accepted and refused, by minute (see `core/usage.rs`).
+    usage: KeyUsage,
 }
 
 impl CachedKey {
     pub fn new(id: KeyIdentity) -> Self {
+        Self::with_rules(id, None)
+    }
+
+    pub fn with_rules(mut id: KeyIdentity, rules: Option<Restrictions>) -> Self {
+        id.permissions = rules
+            .as_ref()
+            .and_then(|r| r.permissions.as_ref())
+            .map(|p| p.iter().cloned().collect());
         CachedKey {
             id,
             used: AtomicU64::new(0),
             queued: AtomicU64::new(0),
+            rules: rules.map(Arc::new),
+            usage: KeyUsage::default(),
         }
     }
 }
@@ -83,6 +103,11 @@ pub struct KeyVerifier {
     /// count move lets the store decide.
     key_writes: tokio::sync::Mutex<u64>,
     last_used: DashMap<String, u64>,
+    /// Counts requests of keys with a rate limit: this node's, unless a
+    /// shared counter is set.
+    rate_local: KeyWindows,
+    rate_shared: OnceLock<Arc<dyn KeyRateLimit>>,
+    usage: Usage,
     /// Dropped for a user whose keys are re-read (see `core/access.rs`).
     access: Arc<AccessCache>,
     master: Arc<Master>,
@@ -113,6 +138,9 @@ impl KeyVerifier {
             }),
             key_writes: tokio::sync::Mutex::new(0),
             last_used: DashMap::new(),
+            rate_local: KeyWindows::new(),
+            rate_shared: OnceLock::new(),
+            usage: Usage::default(),
             access,
             master,
             store,
@@ -139,6 +167,19 @@ impl KeyVerifier {
         });
     }
 
+    /// Keys' rate limits are counted in `limit` (shared by the nodes)
+    /// rather than on this node. Set once, before serving.
+    pub fn set_key_rate_limit(&self, limit: Arc<dyn KeyRateLimit>) {
+        let _ = self.rate_shared.set(limit);
+    }
+
+    fn key_rate_limit(&self) -> &dyn KeyRateLimit {
+        match self.rate_shared.get() {
+            Some(shared) => shared.as_ref(),
+            None => &self.rate_local,
+        }
+    }
+
     /// The channel to the other nodes, if any.
     fn invalidation(&self) -> Option<&Arc<dyn Invalidation>> {
         self.claims.shared.get().map(|s| &s.invalidation)
@@ -159,6 +200,7 @@ impl KeyVerifier {
         removals: u64,
         owner_active: bool,
         id: KeyIdentity,
+        rules: Option<Restrictions>,
         secret: &[u8],
     ) -> Result<(), Error> {
         let user_id = id.user_id;
@@ -166,8 +208,10 @@ impl KeyVerifier {
             let guard = self.key_writes.lock().await;
             let unchanged = *guard == removals && owner_active;
             if unchanged {
-                self.keys
-                    .insert(Arc::new(CachedKey::new(id)), SigningKey::from_bytes(secret));
+                self.keys.insert(
+                    Arc::new(CachedKey::with_rules(id, rules)),
+                    SigningKey::from_bytes(secret),
+                );
             }
             unchanged
         };
@@ -207,13 +251,16 @@ impl KeyVerifier {
         let mut fresh = std::collections::HashSet::with_capacity(rows.len());
         for row in rows {
             fresh.insert(row.id.clone());
+            let rules = Restrictions::from_rules(&row.rules);
             // A key's secret never changes (a rotation only re-seals it):
-            // one already cached for the same owner is kept as it is.
-            if self
-                .keys
-                .get(&row.id)
-                .is_some_and(|k| k.id.user_id == row.user_id && k.id.account_id == row.account_id)
-            {
+            // one already cached for the same owner and restrictions (a
+            // roll shortens the old key's life) is kept as it is.
+            let cached = self.keys.get(&row.id);
+            if cached.as_ref().is_some_and(|k| {
+                k.id.user_id == row.user_id
+                    && k.id.account_id == row.account_id
+                    && k.rules.as_deref() == rules.as_ref()
+            }) {
                 continue;
             }
             let sealed = row.sealed();
@@ -222,14 +269,23 @@ impl KeyVerifier {
             }
             let secret = master.open(&row.id, &sealed)?;
             let signing = SigningKey::from_bytes(&secret);
-            self.keys.insert(
-                Arc::new(CachedKey::new(KeyIdentity {
+            let key = CachedKey::with_rules(
+                KeyIdentity {
                     key_id: row.id,
                     user_id: row.user_id,
                     account_id: row.account_id,
-                })),
-                signing,
+                    permissions: None,
+                },
+                rules,
             );
+            // Its last use carries over to the new entry.
+            if let Some(old) = cached {
+                key.used
+                    .store(old.used.load(Ordering::Relaxed), Ordering::Relaxed);
+                key.queued
+                    .store(old.queued.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            self.keys.insert(Arc::new(key), signing);
         }
         let n = fresh.len();
         if self.drop_keys(|k| {
@@ -249,6 +305,7 @@ impl KeyVerifier {
             let kept = keep(k);
             if !kept {
                 self.queue_exact(k);
+                self.usage.drain(&k.id.key_id, &k.usage);
                 dropped = true;
             }
             kept
@@ -318,6 +375,7 @@ impl KeyVerifier {
         })?;
         if let Err(err) = self.verifier.check_time(&creds, self.clock.now()) {
             self.metrics.refused(err.code());
+            self.count_refused(&self.keys.lookup(creds.key_id()), err.code());
             return Err(err.into());
         }
         // An unknown key id gets a borrowed state, found and copied like a
@@ -327,15 +385,19 @@ impl KeyVerifier {
     }
 
     /// Steps 5–6: verify against every accepted form, then claim the nonce
-    /// and signature. Returns the key's identity.
+    /// and signature, then apply the key's restrictions (expiry, networks,
+    /// routes, rate) to the request from `origin`. Returns the key's
+    /// identity.
     pub async fn psk_finish(
         &self,
         creds: &Credentials<'_>,
         found: &keycache::Found,
         req: &Request<'_>,
+        origin: &Origin,
     ) -> Result<KeyIdentity, Error> {
         let refuse = |err: armor_psk::Error| {
             self.metrics.refused(err.code());
+            self.count_refused(found, err.code());
             let detail = matches!(err, armor_psk::Error::InvalidSignature).then(|| {
                 format!(
                     "The server signed over: {}. Check the secret, and that the method, path (without the query string), nonce, timestamp and body match what you signed.",
@@ -366,7 +428,7 @@ impl KeyVerifier {
         let fp = fingerprints.fingerprints(creds);
         let now = self.clock.now();
         match replay
-            .claim(&fp, creds.timestamp(), until, now)
+            .claim(creds.key_id(), &fp, creds.timestamp(), until, now)
             .outcome()
             .await
         {
@@ -381,8 +443,20 @@ impl KeyVerifier {
                 return Err(refuse(armor_psk::Error::ReplayStoreUnavailable))
             }
         }
+        if let Some(rules) = &key.rules {
+            let target = origin.target(req.method, req.path);
+            restrictions::admit(rules, &key.id.key_id, &target, now, self.key_rate_limit())
+                .await
+                .map_err(|(err, code)| {
+                    self.metrics.refused(code);
+                    self.usage.refused(&key.id.key_id, &key.usage, now, code);
+                    err
+                })?;
+        }
         self.metrics.psk_accepted.fetch_add(1, Ordering::Relaxed);
-        self.note_use(&key, self.clock.now());
+        let now = self.clock.now();
+        self.usage.accepted(&key.id.key_id, &key.usage, now);
+        self.note_use(&key, now);
         Ok(key.id.clone())
     }
 
@@ -440,5 +514,59 @@ impl KeyVerifier {
             self.last_used.remove_if(k, |_, v| v == at);
         }
         self.store.record_last_used(&batch).await
+    }
+
+    // ---- usage counts (see `core/usage.rs`) ----
+
+    /// Counts a refusal for the key `found` was looked up for, if it is a
+    /// cached key (also for refusals decided between `psk_begin` and
+    /// `psk_finish`). The key is fetched whether or not the id was found,
+    /// so a refusal costs about the same for a real and an unknown id.
+    pub fn count_refused(&self, found: &keycache::Found, code: &'static str) {
+        let key = self.keys.key_of(found);
+        if let Some(key) = key.filter(|_| found.is_own()) {
+            self.usage
+                .refused(&key.id.key_id, &key.usage, self.clock.now(), code);
+        }
+    }
+
+    /// Counts a refusal decided after verification (expiry, restrictions,
+    /// rate limits...) for a verified key, by its error code.
+    pub fn count_refused_key(&self, key_id: &str, code: &'static str) {
+        if let Some(key) = self.keys.get(key_id) {
+            self.usage
+                .refused(&key.id.key_id, &key.usage, self.clock.now(), code);
+        }
+    }
+
+    /// Writes the pending usage counts to the store.
+    pub async fn flush_usage(&self) -> Result<(), Error> {
+        self.usage
+            .flush(&self.store, |u| {
+                self.keys.for_each(|k| u.drain(&k.id.key_id, &k.usage));
+            })
+            .await
+    }
+
+    /// A key's counts in buckets of `grain` seconds starting in
+    /// `[from, to)`: stored, pending and current on this node.
+    pub async fn usage_of(
+        &self,
+        key_id: &str,
+        grain: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<std::collections::BTreeMap<u64, Counts>, Error> {
+        let live = self.keys.get(key_id);
+        self.usage
+            .read(
+                &self.store,
+                key_id,
+                live.as_ref().map(|k| &k.usage),
+                grain,
+                from,
+                to,
+            )
+            .await
     }
 }

@@ -2,6 +2,13 @@
 //! at the key's own rate, else its role's (in the account the request acts
 //! in), else the default; none of them: no limit. Password callers are not
 //! limited here.
+//!
+//! With Redis, every node also counts the key's requests in one shared
+//! fixed window of `burst` requests per `burst / rate` seconds (one `INCR`
+//! per request that passed this node's bucket): N nodes together allow at
+//! most `burst` per window (up to twice that across a window boundary),
+//! not N times the limit. If Redis does not answer, the node's own bucket
+//! still applies.
 
 use super::Gateway;
 use crate::core::{Core, Principal, Via};
@@ -27,6 +34,27 @@ impl Gateway {
             .update(key_id.as_str(), rate, |bucket, now| bucket.take(rate, now))
             .map_err(|wait| Error::RateLimited {
                 retry_after: retry_after(wait),
-            })
+            })?;
+        let Some(counters) = &core.counters else {
+            return Ok(());
+        };
+        let limit = u64::from(rate.burst.max(1));
+        let window = if rate.per_second > 0.0 {
+            ((limit as f64) / rate.per_second).ceil().max(1.0) as u64
+        } else {
+            86_400
+        };
+        let now = core.now();
+        match counters
+            .hit(&format!("g:{key_id}"), limit, window, now)
+            .await
+        {
+            Ok(hit) if !hit.allowed => Err(Error::RateLimited {
+                retry_after: retry_after(std::time::Duration::from_secs(
+                    hit.reset.saturating_sub(now).max(1),
+                )),
+            }),
+            _ => Ok(()),
+        }
     }
 }

@@ -42,8 +42,10 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 /// The failure limiter of one server.
 #[derive(Debug)]
 pub struct AuthFailureLimiter {
-    rate: Rate,
+    pub(super) rate: Rate,
     buckets: RateLimiter<(IpAddr, String)>,
+    /// Refusals counted on every node too (limit/shared.rs).
+    pub(super) shared: Option<super::shared::SharedFailures>,
 }
 
 impl AuthFailureLimiter {
@@ -51,6 +53,7 @@ impl AuthFailureLimiter {
         AuthFailureLimiter {
             rate,
             buckets: RateLimiter::bounded(MAX_TRACKED),
+            shared: None,
         }
     }
 
@@ -62,6 +65,13 @@ impl AuthFailureLimiter {
 
     /// Refuses with 429 when `key_id` has no failures left from `addr`.
     pub fn check(&self, addr: IpAddr, key_id: &str) -> Result<(), Error> {
+        if let Some(wait) = self
+            .shared
+            .as_ref()
+            .and_then(|s| s.blocked_for(addr, key_id))
+        {
+            return Err(Self::refused(wait));
+        }
         let rate = self.rate;
         self.buckets
             .update_existing(&(client_key(addr), key_id.to_owned()), |b, now| {

@@ -16,9 +16,14 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+mod counters;
 mod failures;
+mod shared;
+mod windows;
 
+pub use counters::MemoryCounters;
 pub use failures::{client_key, AuthFailureLimiter};
+pub use windows::{KeyWindows, SharedKeyWindows};
 
 /// Requests per second and burst of one token bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]

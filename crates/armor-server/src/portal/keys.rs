@@ -8,9 +8,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
 
+use super::keyform::{self, KeyForm};
 use super::layout::{self, Nav, KEY_PERMISSIONS};
 use super::session::{CsrfForm, Session};
 use crate::core::perm;
+use crate::core::restrictions::{effective_expiry, status};
 use crate::error::Error;
 use crate::store::KeyRow;
 use crate::web::auth::ClientAddr;
@@ -24,6 +26,12 @@ fn can_delete(s: &Session, owner: i64) -> bool {
 
 async fn rows(core: &AppState, s: &Session) -> Result<Vec<Row>, Error> {
     core.keys.visible_keys(&s.p, &s.user.email).await
+}
+
+/// A date in a table cell: the day, the minute in its title.
+fn day(secs: i64) -> Markup {
+    let full = super::when(secs);
+    html! { time.nowrap title=(full) { (full[..10]) } }
 }
 
 fn explanation(s: &Session) -> Markup {
@@ -77,7 +85,7 @@ pub async fn page(
                     p.card-sub.muted {
                         @if all { "Every user's keys in " (s.account.name) "." }
                         @else { "Your keys in " (s.account.name) "." }
-                        " A key signs requests to the Armor API with an ARMOR-PSK header; it does not expire."
+                        " A key signs requests to the Armor API with an ARMOR-PSK header; it can be given an expiry and restrictions when it is created."
                     }
                 }
                 @if can_self {
@@ -99,18 +107,28 @@ pub async fn page(
                         thead { tr {
                             th { "Name" } th { "Key ID" }
                             @if all { th { "User" } }
-                            th { "Created" } th { "Last used" } th.actions { span.sr-only { "Actions" } }
+                            th { "Created" } th { "Last used" } th { "Expires" }
+                            th.actions { span.sr-only { "Actions" } }
                         } }
                         tbody {
                             @for r in &rows {
                                 tr.row-new[r.key.id == new] data-key-id=(r.key.id) {
-                                    td.name-cell data-label="Name" { strong { (r.key.name) } }
+                                    td.name-cell data-label="Name" {
+                                        a.key-link href={ "/portal/keys/" (r.key.id) } { strong { (r.key.name) } }
+                                        " " (super::keypage::status_badge(status(&r.key.rules, core.now())))
+                                    }
                                     td data-label="Key ID" { code.key-id { (r.key.id) } }
                                     @if all { td data-label="User" { (r.owner) } }
-                                    td data-label="Created" { span.nowrap { (super::when(r.key.created_at)) } }
+                                    td data-label="Created" { (day(r.key.created_at)) }
                                     td data-label="Last used" {
                                         @match r.last_used {
-                                            Some(t) => { span.nowrap { (super::when(i64::try_from(t).unwrap_or(i64::MAX))) } }
+                                            Some(t) => { (day(i64::try_from(t).unwrap_or(i64::MAX))) }
+                                            None => { span.muted { "Never" } }
+                                        }
+                                    }
+                                    td data-label="Expires" {
+                                        @match effective_expiry(&r.key.rules) {
+                                            Some(t) => { (day(i64::try_from(t).unwrap_or(i64::MAX))) }
                                             None => { span.muted { "Never" } }
                                         }
                                     }
@@ -142,7 +160,7 @@ pub async fn page(
     )
 }
 
-fn new_key_form(s: &Session, name: &str, error: Option<&str>) -> Markup {
+fn new_key_form(s: &Session, form: &KeyForm, error: Option<&str>) -> Markup {
     let body = html! {
         (layout::user_tabs(Nav::Keys))
         section.card.card-form {
@@ -151,15 +169,19 @@ fn new_key_form(s: &Session, name: &str, error: Option<&str>) -> Markup {
                 "Creating a key generates a Secret Key. It is shown once: Armor cannot retrieve it for you later."
             }
             @if let Some(err) = error {
-                div.callout.callout-error role="alert" { (layout::icon_alert()) span { (err) } }
+                div.callout.callout-error #key-error role="alert" { (layout::icon_alert()) span { (err) } }
             }
             form.stack method="post" action="/portal/keys" {
                 (layout::csrf(s))
                 label.field {
                     span.field-label { "Name" }
-                    input #key-name type="text" name="name" value=(name) required maxlength="100"
+                    input #key-name type="text" name="name" value=(form.name) required maxlength="100"
                         autofocus autocomplete="off" placeholder="e.g. Nightly backup script";
                     span.field-help.muted { "A descriptive name: where or by what the key will be used." }
+                }
+                details.restrictions #key-restrictions open[error.is_some()] {
+                    summary { "Expiry and restrictions (optional)" }
+                    div.stack { (keyform::fields(s, form)) }
                 }
                 div.form-actions {
                     a.btn.btn-ghost href="/portal/keys" { "Cancel" }
@@ -176,10 +198,10 @@ pub async fn new_form(s: Session) -> Response {
     if !s.p.has(perm::KEYS_SELF_MANAGE) {
         return forbidden(&s);
     }
-    super::html(StatusCode::OK, new_key_form(&s, "", None))
+    super::html(StatusCode::OK, new_key_form(&s, &KeyForm::default(), None))
 }
 
-fn forbidden(s: &Session) -> Response {
+pub(super) fn forbidden(s: &Session) -> Response {
     let body = html! { (layout::user_tabs(Nav::Keys)) (explanation(s)) };
     super::html(
         StatusCode::FORBIDDEN,
@@ -187,40 +209,54 @@ fn forbidden(s: &Session) -> Response {
     )
 }
 
-#[derive(Deserialize)]
-pub struct NewKey {
-    #[serde(default)]
-    name: String,
-}
-
 /// `POST /portal/keys`: creates the key and shows its Key ID and Secret
 /// Key, the only time the secret is shown (steps 5 to 7).
 pub async fn create(
     State(core): State<AppState>,
     ClientAddr(addr): ClientAddr,
-    CsrfForm { session: s, form }: CsrfForm<NewKey>,
+    CsrfForm { session: s, form }: CsrfForm<Vec<(String, String)>>,
 ) -> Response {
+    let form = KeyForm::from_pairs(&form);
+    let refused = |msg: &str| {
+        let msg = format!("The key was not created: {msg}.");
+        super::html(StatusCode::BAD_REQUEST, new_key_form(&s, &form, Some(&msg)))
+    };
+    let spec = match form.spec() {
+        Ok(spec) => spec,
+        Err(msg) => return refused(&msg),
+    };
     let new = match core
         .keys
-        .create_key(&s.p, s.p.user_id, &form.name, addr)
+        .create_key(&s.p, s.p.user_id, &form.name, &spec, addr)
         .await
     {
         Ok(n) => n,
-        Err(Error::BadRequest(msg)) => {
-            let msg = format!("The key was not created: {msg}.");
-            return super::html(
-                StatusCode::BAD_REQUEST,
-                new_key_form(&s, &form.name, Some(&msg)),
-            );
-        }
+        Err(Error::BadRequest(msg)) => return refused(&msg),
         Err(Error::PermissionDenied(_)) => return forbidden(&s),
         Err(e) => return super::error_page(&e),
     };
+    secret_page(&s, &new, None)
+}
+
+/// The one page that shows a Secret Key: after creating a key, or rolling
+/// one (`rolled_from`).
+pub(super) fn secret_page(
+    s: &Session,
+    new: &crate::core::NewKey,
+    rolled_from: Option<&str>,
+) -> Response {
     let id = &new.row.id;
     let body = html! {
         (layout::user_tabs(Nav::Keys))
         section.card.card-form #key-created {
-            h2.card-title { "API key created" }
+            h2.card-title {
+                @if rolled_from.is_some() { "API key rolled" } @else { "API key created" }
+            }
+            @if let Some(old) = rolled_from {
+                p.muted #rolled-note {
+                    "This key replaces " code { (old) } ", which keeps working until the end of its grace period."
+                }
+            }
             div.callout.callout-warn #secret-warning role="alert" {
                 (layout::icon_alert())
                 div {
@@ -255,10 +291,7 @@ pub async fn create(
             }
         }
     };
-    super::html(
-        StatusCode::OK,
-        layout::page(&s, Nav::Keys, "API Keys", body),
-    )
+    super::html(StatusCode::OK, layout::page(s, Nav::Keys, "API Keys", body))
 }
 
 /// The key `id` in the session's account, if the user may delete it.

@@ -21,10 +21,13 @@
 
 mod account;
 mod audit;
+mod keyform;
+mod keypage;
 mod keys;
 mod layout;
 mod login;
 mod session;
+mod usage;
 mod users;
 
 use std::sync::OnceLock;
@@ -60,6 +63,8 @@ pub fn router() -> Router<AppState> {
         .route("/portal/users/{id}/{action}", post(users::action))
         .route("/portal/keys", get(keys::page).post(keys::create))
         .route("/portal/keys/new", get(keys::new_form))
+        .route("/portal/keys/{id}", get(keypage::page))
+        .route("/portal/keys/{id}/roll", post(keypage::roll))
         .route(
             "/portal/keys/{id}/delete",
             get(keys::confirm_delete).post(keys::delete),

@@ -1,22 +1,36 @@
 //! API keys: sealed secrets, listing, deletion, re-sealing, last use.
 
-use super::{secs, KeyRow, SealedKeyRow, Store, LAST_USED_CHUNK};
+use super::{secs, KeyRow, KeyRules, SealedKeyRow, Store, KEY_RULE_COLUMNS, LAST_USED_CHUNK};
+
+/// A key to write ([`Store::insert_key`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewKeyRow<'a> {
+    pub id: &'a str,
+    pub user_id: i64,
+    pub account_id: i64,
+    pub name: &'a str,
+    pub created_at: u64,
+    pub sealed: &'a Sealed,
+    pub rules: &'a KeyRules,
+}
 use crate::crypto::Sealed;
 use crate::error::Error;
 
 impl Store {
-    pub async fn insert_key(
-        &self,
-        id: &str,
-        user_id: i64,
-        account_id: i64,
-        name: &str,
-        now: u64,
-        sealed: &Sealed,
-    ) -> Result<(), Error> {
+    pub async fn insert_key(&self, k: &NewKeyRow<'_>) -> Result<(), Error> {
+        let NewKeyRow {
+            id,
+            user_id,
+            account_id,
+            name,
+            created_at: now,
+            sealed,
+            rules,
+        } = *k;
         sqlx::query(
-            "INSERT INTO api_keys (id, user_id, account_id, name, created_at, status, mk_version, nonce, ciphertext)
-             VALUES ($1, $2, $3, $4, $5, 'Active', $6, $7, $8)",
+            "INSERT INTO api_keys (id, user_id, account_id, name, created_at, status, mk_version, nonce, ciphertext,
+                 expires_at, permissions, allowed_routes, allowed_ips, rate_limit, rate_window, rolled_from, rolled_until)
+             VALUES ($1, $2, $3, $4, $5, 'Active', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(id)
         .bind(user_id)
@@ -26,16 +40,47 @@ impl Store {
         .bind(i64::from(sealed.version))
         .bind(&sealed.nonce)
         .bind(&sealed.ciphertext)
+        .bind(rules.expires_at)
+        .bind(rules.permissions.as_deref())
+        .bind(rules.allowed_routes.as_deref())
+        .bind(rules.allowed_ips.as_deref())
+        .bind(rules.rate_limit)
+        .bind(rules.rate_window)
+        .bind(rules.rolled_from.as_deref())
+        .bind(rules.rolled_until)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    pub async fn keys_of_user(&self, user_id: i64, account_id: i64) -> Result<Vec<KeyRow>, Error> {
-        Ok(sqlx::query_as(
-            "SELECT id, user_id, account_id, name, created_at, last_used, status FROM api_keys
-             WHERE user_id = $1 AND account_id = $2 AND status = 'Active' ORDER BY created_at, id",
+    /// Ends a key's life at `until` (the grace period of a roll), unless it
+    /// was rolled already. Whether it was.
+    pub async fn mark_rolled(&self, id: &str, until: u64) -> Result<bool, Error> {
+        let r = sqlx::query(
+            "UPDATE api_keys SET rolled_until = $1
+             WHERE id = $2 AND status = 'Active' AND rolled_until IS NULL",
         )
+        .bind(secs(until))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Undoes [`Store::mark_rolled`] (the new key could not be written).
+    pub async fn unmark_rolled(&self, id: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE api_keys SET rolled_until = NULL WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn keys_of_user(&self, user_id: i64, account_id: i64) -> Result<Vec<KeyRow>, Error> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT id, user_id, account_id, name, created_at, last_used, status, {KEY_RULE_COLUMNS} FROM api_keys
+             WHERE user_id = $1 AND account_id = $2 AND status = 'Active' ORDER BY created_at, id",
+        ))
         .bind(user_id)
         .bind(account_id)
         .fetch_all(&self.pool)
@@ -43,10 +88,10 @@ impl Store {
     }
 
     pub async fn key(&self, id: &str) -> Result<Option<KeyRow>, Error> {
-        Ok(sqlx::query_as(
-            "SELECT id, user_id, account_id, name, created_at, last_used, status FROM api_keys
+        Ok(sqlx::query_as(&format!(
+            "SELECT id, user_id, account_id, name, created_at, last_used, status, {KEY_RULE_COLUMNS} FROM api_keys
              WHERE id = $1 AND status = 'Active'",
-        )
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?)
@@ -82,7 +127,9 @@ impl Store {
         user_id: Option<i64>,
     ) -> Result<Vec<SealedKeyRow>, Error> {
         Ok(sqlx::query_as(
-            "SELECT k.id, k.user_id, k.account_id, k.mk_version, k.nonce, k.ciphertext
+            "SELECT k.id, k.user_id, k.account_id, k.mk_version, k.nonce, k.ciphertext,
+                 k.expires_at, k.permissions, k.allowed_routes, k.allowed_ips, k.rate_limit,
+                 k.rate_window, k.rolled_from, k.rolled_until
              FROM api_keys k JOIN users u ON u.id = k.user_id
              WHERE k.status = 'Active' AND u.status = 'active' AND ($1 IS NULL OR k.user_id = $1)",
         )
@@ -97,10 +144,10 @@ impl Store {
         version: u32,
         limit: i64,
     ) -> Result<Vec<SealedKeyRow>, Error> {
-        Ok(sqlx::query_as(
-            "SELECT id, user_id, account_id, mk_version, nonce, ciphertext FROM api_keys
+        Ok(sqlx::query_as(&format!(
+            "SELECT id, user_id, account_id, mk_version, nonce, ciphertext, {KEY_RULE_COLUMNS} FROM api_keys
              WHERE status = 'Active' AND mk_version <> $1 LIMIT $2",
-        )
+        ))
         .bind(i64::from(version))
         .bind(limit)
         .fetch_all(&self.pool)

@@ -125,7 +125,11 @@ async fn authenticate_parts(
                         .map(|c| c.0.ip()),
                 );
             if let Some((l, ip)) = &limiter {
-                l.check(*ip, creds.key_id())?;
+                if let Err(e) = l.check(*ip, creds.key_id()) {
+                    core.verifier
+                        .count_refused(&key, crate::web::error::classify(&e).1);
+                    return Err(e);
+                }
             }
             let bytes = read_body(body.take().unwrap_or_default(), core.config.max_body).await?;
             let psk_req = armor_psk::Request {
@@ -134,12 +138,23 @@ async fn authenticate_parts(
                 query: parts.uri.query(),
                 body: &bytes,
             };
-            let id = match core.verifier.psk_finish(&creds, &key, &psk_req).await {
+            let origin = crate::core::restrictions::Origin {
+                peer: parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0.ip()),
+                armor_route: super::is_armor_route,
+            };
+            let id = match core
+                .verifier
+                .psk_finish(&creds, &key, &psk_req, &origin)
+                .await
+            {
                 Ok(id) => id,
                 Err(e) => {
                     if let (Some((l, ip)), Error::Psk { err, .. }) = (&limiter, &e) {
                         if *err == armor_psk::Error::InvalidSignature {
-                            l.failed(*ip, creds.key_id());
+                            l.failed_everywhere(*ip, creds.key_id()).await;
                         }
                     }
                     return Err(e);
@@ -154,6 +169,7 @@ async fn authenticate_parts(
                     Via::ApiKey { key_id: id.key_id },
                 )
                 .await?
+                .narrowed(id.permissions.as_deref())
         }
     };
     Ok(Auth::Principal(principal))

@@ -76,6 +76,21 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
             "api_key_not_allowed",
             "API keys cannot be used on this route.",
         ),
+        Error::KeyExpired => (
+            StatusCode::UNAUTHORIZED,
+            "key_expired",
+            "This API key has expired.",
+        ),
+        Error::IpNotAllowed => (
+            StatusCode::FORBIDDEN,
+            "ip_not_allowed",
+            "This API key may not be used from this address.",
+        ),
+        Error::RouteNotAllowed => (
+            StatusCode::FORBIDDEN,
+            "route_not_allowed",
+            "This API key may not call this route.",
+        ),
         Error::PermissionDenied(_) => (
             StatusCode::FORBIDDEN,
             "permission_denied",
@@ -122,7 +137,7 @@ pub fn classify(e: &Error) -> (StatusCode, &'static str, &'static str) {
             "store_unavailable",
             "The service is unavailable; try again shortly.",
         ),
-        Error::RateLimited { .. } => (
+        Error::RateLimited { .. } | Error::KeyRateLimited { .. } => (
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             "Too many requests; slow down.",
@@ -204,6 +219,13 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
+        if let Error::KeyRateLimited { limit, reset } = self.0 {
+            let h = resp.headers_mut();
+            h.insert(header::RETRY_AFTER, HeaderValue::from(reset));
+            h.insert("ratelimit-limit", HeaderValue::from(limit));
+            h.insert("ratelimit-remaining", HeaderValue::from(0u32));
+            h.insert("ratelimit-reset", HeaderValue::from(reset));
+        }
         if status == StatusCode::UNAUTHORIZED {
             let scheme = match self.0 {
                 Error::InvalidToken => "FH-AUTH",
@@ -271,6 +293,14 @@ mod tests {
             (Error::StoreUnavailable, 503, "store_unavailable"),
             (Error::Internal("x".into()), 500, "internal_error"),
             (Error::RateLimited { retry_after: 2 }, 429, "rate_limited"),
+            (Error::KeyExpired, 401, "key_expired"),
+            (Error::IpNotAllowed, 403, "ip_not_allowed"),
+            (Error::RouteNotAllowed, 403, "route_not_allowed"),
+            (
+                Error::KeyRateLimited { limit: 5, reset: 7 },
+                429,
+                "rate_limited",
+            ),
             (
                 Error::UpstreamUnavailable("x".into()),
                 502,
@@ -312,6 +342,16 @@ mod tests {
         let resp = ApiError(Error::RateLimited { retry_after: 3 }).into_response();
         assert_eq!(resp.status(), 429);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "3");
+        let resp = ApiError(Error::KeyRateLimited { limit: 5, reset: 7 }).into_response();
+        assert_eq!(resp.status(), 429);
+        for (name, value) in [
+            ("retry-after", "7"),
+            ("ratelimit-limit", "5"),
+            ("ratelimit-remaining", "0"),
+            ("ratelimit-reset", "7"),
+        ] {
+            assert_eq!(resp.headers()[name], value, "{name}");
+        }
         for (e, status, code) in [
             (
                 Error::UpstreamUnavailable("down".into()),

@@ -17,9 +17,13 @@ use super::{ApiJson, ApiQuery, AppState};
 use crate::clock::rfc3339;
 use crate::core::{perm, CODE_TTL, TOKEN_IDLE_TTL};
 use crate::error::Error;
-use crate::store::{AccountRow, AuditFilter, KeyRow, Role, UserRow};
+use crate::store::{AccountRow, AuditFilter, Role, UserRow};
 
+mod keys;
+mod usage;
 mod users;
+pub use keys::*;
+pub use usage::key_usage;
 pub use users::*;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -402,109 +406,6 @@ pub async fn user(
     let id = int_id(&id)?;
     let (u, role) = core.access.user(&p, id).await?;
     Ok(Json(user_json(&u, &role)))
-}
-
-// ---- API keys ----
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KeyItem {
-    id: String,
-    name: String,
-    user_id: i64,
-    created_date: String,
-    last_used: Option<String>,
-    key_status: String,
-}
-
-fn key_item(core: &AppState, k: KeyRow) -> KeyItem {
-    let last = core.keys.last_used(&k);
-    KeyItem {
-        created_date: rfc3339(k.created_at.max(0) as u64),
-        last_used: last.map(rfc3339),
-        key_status: k.status.to_string(),
-        user_id: k.user_id,
-        id: k.id,
-        name: k.name,
-    }
-}
-
-pub async fn list_keys(
-    State(core): State<AppState>,
-    PasswordCaller(p): PasswordCaller,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Vec<KeyItem>>> {
-    let id = int_id(&id)?;
-    let keys = core.keys.list_keys(&p, id).await?;
-    Ok(Json(keys.into_iter().map(|k| key_item(&core, k)).collect()))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateKeyBody {
-    name: Option<String>,
-    user_id: Option<i64>,
-}
-
-pub async fn create_key(
-    State(core): State<AppState>,
-    PasswordCaller(p): PasswordCaller,
-    ClientAddr(addr): ClientAddr,
-    Path(id): Path<String>,
-    ApiJson(body): ApiJson<CreateKeyBody>,
-) -> ApiResult<Response> {
-    let id = int_id(&id)?;
-    if body.user_id.is_some_and(|u| u != id) {
-        return Err(Error::BadRequest("userId in the body must match the path".into()).into());
-    }
-    let name = body
-        .name
-        .ok_or_else(|| Error::BadRequest("name is required".into()))?;
-    let new = core.keys.create_key(&p, id, &name, addr).await?;
-    let body = json!({
-        "id": new.row.id,
-        "apiKey": new.secret.as_str(),
-        "name": new.row.name,
-        "userId": new.row.user_id,
-        "createdDate": rfc3339(new.row.created_at.max(0) as u64),
-    });
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RenameKeyBody {
-    api_key_id: Option<String>,
-    prev_api_key_name: Option<String>,
-    new_api_key_name: Option<String>,
-}
-
-pub async fn rename_key(
-    State(core): State<AppState>,
-    PasswordCaller(p): PasswordCaller,
-    Path(id): Path<String>,
-    ApiJson(body): ApiJson<RenameKeyBody>,
-) -> ApiResult<Json<KeyItem>> {
-    let id = int_id(&id)?;
-    let (Some(key), Some(new)) = (body.api_key_id, body.new_api_key_name) else {
-        return Err(Error::BadRequest("apiKeyId and newApiKeyName are required".into()).into());
-    };
-    let row = core
-        .keys
-        .rename_key(&p, id, &key, body.prev_api_key_name.as_deref(), &new)
-        .await?;
-    Ok(Json(key_item(&core, row)))
-}
-
-pub async fn delete_key(
-    State(core): State<AppState>,
-    PasswordCaller(p): PasswordCaller,
-    ClientAddr(addr): ClientAddr,
-    Path((id, key)): Path<(String, String)>,
-) -> ApiResult<Json<bool>> {
-    let id = int_id(&id)?;
-    core.keys.delete_key(&p, id, &key, addr).await?;
-    Ok(Json(true))
 }
 
 // ---- audit ----

@@ -33,6 +33,9 @@ pub fn document() -> Value {
         if route.path == "/auditlog" {
             params.extend(audit_query());
         }
+        if route.path.ends_with("/usage") {
+            params.extend(usage_query());
+        }
         let ok = match route.reply {
             Reply::Json(body) => {
                 json!({"description": "OK", "content": {"application/json": {"schema": schema::reference(body)}}})
@@ -110,6 +113,29 @@ fn path_param(name: &str) -> Value {
     } else {
         json!({"type": "string", "pattern": "^(?!\\.{1,2}$)[^/\\\\]+$"})
     }
+}
+
+/// A key usage query's range and bucket.
+fn usage_query() -> Vec<Value> {
+    let q = |name: &str, schema: Value, description: &str| json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description});
+    let time = || json!({"type": "string", "description": "RFC 3339 (2026-01-31T12:00:00Z) or Unix seconds"});
+    vec![
+        q(
+            "from",
+            time(),
+            "start of the range (default: an hour, a day or 30 days before to, by bucket)",
+        ),
+        q(
+            "to",
+            time(),
+            "end of the range, its bucket included (default: now)",
+        ),
+        q(
+            "bucket",
+            json!({"type": "string", "enum": ["minute", "hour", "day"]}),
+            "bucket length (default hour); at most 1440 buckets per answer",
+        ),
+    ]
 }
 
 /// The audit log's filters and cursor.

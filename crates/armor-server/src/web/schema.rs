@@ -35,7 +35,10 @@ pub mod name {
     pub const API_KEYS: &str = "ApiKeys";
     pub const CREATE_KEY_REQUEST: &str = "CreateKeyRequest";
     pub const NEW_API_KEY: &str = "NewApiKey";
+    pub const KEY_USAGE: &str = "KeyUsage";
+    pub const USAGE_BUCKET: &str = "UsageBucket";
     pub const RENAME_KEY_REQUEST: &str = "RenameKeyRequest";
+    pub const ROLL_KEY_REQUEST: &str = "RollKeyRequest";
     pub const ACTIVATION_CODE: &str = "ActivationCode";
     pub const RESET_REQUEST: &str = "ResetPasswordRequest";
     pub const RESET_RESPONSE: &str = "ResetPasswordResponse";
@@ -336,38 +339,112 @@ pub fn components() -> Map<String, Value> {
     let mut edit = request(&[], user_fields);
     edit["not"] = one_role;
     put(USER_REQUEST, edit);
+    // A key's restrictions and status, in every representation of a key.
+    let rules = json!({
+        "expiresAt": {"type": [STRING, "null"], "format": "date-time",
+            "description": "when the key stops working (its expiry, or the end of its grace period once rolled); null: never"},
+        "permissions": {"type": ["array", "null"], "items": s(),
+            "description": "the permissions the key may use (its user's still apply); null: all of its user's"},
+        "allowedRoutes": {"type": ["array", "null"], "items": s(),
+            "description": "\"METHOD /path\" or \"METHOD /prefix/*\" (METHOD may be *); null: any"},
+        "allowedIps": {"type": ["array", "null"], "items": s(),
+            "description": "CIDRs the request's peer address must be in; null: any"},
+        "rateLimit": {"anyOf": [closed(&["limit", "windowSeconds"],
+            json!({"limit": int(), "windowSeconds": int()})), {"type": "null"}]},
+        "keyStatus": {"type": STRING, "enum": ["Active", "Expired", "Rolled"]},
+        "rolledFrom": {"type": [STRING, "null"], "description": "the key this one replaced"},
+    });
+    let rule_names = [
+        "expiresAt",
+        "permissions",
+        "allowedRoutes",
+        "allowedIps",
+        "rateLimit",
+        "keyStatus",
+        "rolledFrom",
+    ];
+    let with_rules = |base: &[&str], props: Value| {
+        let mut props = props;
+        if let (Some(p), Some(r)) = (props.as_object_mut(), rules.as_object()) {
+            p.extend(r.clone());
+        }
+        let required: Vec<&str> = base.iter().chain(rule_names.iter()).copied().collect();
+        closed(&required, props)
+    };
     put(
         API_KEY,
-        closed(
-            &[
-                "id",
-                "name",
-                "userId",
-                "createdDate",
-                "lastUsed",
-                "keyStatus",
-            ],
+        with_rules(
+            &["id", "name", "userId", "createdDate", "lastUsed"],
             json!({
                 "id": s(),
                 "name": s(),
                 "userId": int(),
                 "createdDate": date(),
                 "lastUsed": date_or_null(),
-                "keyStatus": s(),
             }),
         ),
     );
     put(API_KEYS, list_of(API_KEY));
     put(
+        USAGE_BUCKET,
+        closed(
+            &["start", "accepted", "refused"],
+            json!({
+                "start": date(),
+                "accepted": int(),
+                "refused": {
+                    "type": "object",
+                    "description": "refused requests by error code (invalid_signature, nonce_reused, ...)",
+                    "additionalProperties": int(),
+                },
+            }),
+        ),
+    );
+    put(
+        KEY_USAGE,
+        closed(
+            &["keyId", "bucket", "buckets"],
+            json!({
+                "keyId": s(),
+                "bucket": {"type": STRING, "enum": ["minute", "hour", "day"]},
+                "buckets": list_of(USAGE_BUCKET),
+            }),
+        ),
+    );
+    put(
         CREATE_KEY_REQUEST,
         request(
             &["name"],
-            json!({"name": text(100), "userId": {"type": "integer", "description": "if given, the user of the path"}}),
+            json!({
+                "name": text(100),
+                "userId": {"type": "integer", "description": "if given, the user of the path"},
+                "expiresAt": {"type": STRING, "format": "date-time",
+                    "description": "RFC 3339; 60 s to 10 years from now (not with expiresIn)"},
+                "expiresIn": {"type": "integer", "minimum": 60, "maximum": crate::core::keyspec::MAX_LIFETIME,
+                    "description": "seconds from now (not with expiresAt)"},
+                "permissions": {"type": "array", "items": s(),
+                    "description": "each held by the key's user now"},
+                "allowedRoutes": {"type": "array", "items": s(), "minItems": 1, "maxItems": 100},
+                "allowedIps": {"type": "array", "items": s(), "minItems": 1, "maxItems": 100},
+                "rateLimit": {"type": "object", "required": ["limit", "windowSeconds"],
+                    "properties": {
+                        "limit": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                        "windowSeconds": {"type": "integer", "minimum": 1, "maximum": 86_400},
+                    }},
+            }),
+        ),
+    );
+    put(
+        ROLL_KEY_REQUEST,
+        request(
+            &[],
+            json!({"graceSeconds": {"type": "integer", "minimum": 0, "maximum": 604_800,
+                "description": "how long the old key keeps working; default 86400"}}),
         ),
     );
     put(
         NEW_API_KEY,
-        closed(
+        with_rules(
             &["id", "apiKey", "name", "userId", "createdDate"],
             json!({
                 "id": s(),

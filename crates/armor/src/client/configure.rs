@@ -26,6 +26,10 @@ pub struct ConfigureArgs {
     /// Base URL for `armor call /path` (default: keep the current one).
     #[arg(long, env = "ARMOR_ENDPOINT")]
     endpoint: Option<String>,
+    /// Account e-mail `armor keys` signs in with (default: keep the
+    /// current one).
+    #[arg(long, env = "ARMOR_EMAIL")]
+    email: Option<String>,
 }
 
 /// Runs `armor configure`.
@@ -87,6 +91,13 @@ pub fn configure(a: ConfigureArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(e) = &endpoint {
         set.push(("endpoint", e.as_str()));
+    }
+    let email = a.email.map(|e| e.trim().to_owned());
+    if let Some(e) = &email {
+        if e.is_empty() || e.chars().any(char::is_control) {
+            bail!("invalid --email {e:?}");
+        }
+        set.push(("email", e.as_str()));
     }
     let path = profile::update(name, &set)?;
     eprintln!("armor: saved profile [{name}] in {}", path.display());

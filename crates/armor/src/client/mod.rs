@@ -1,8 +1,9 @@
-//! Client commands: `sign`, `call`, `configure`.
+//! Client commands: `sign`, `call`, `configure`, `keys`.
 //!
 //! - `sign.rs`: `armor sign`, print one `Authorization` value.
 //! - `call.rs`: `armor call`, sign and send one request.
 //! - `configure.rs`: `armor configure`, write a credentials profile.
+//! - `keys.rs`: `armor keys ...`, API keys of a server (password sign-in).
 //! - `profile.rs`: the credentials file (`~/.config/armor/credentials`).
 //!
 //! Where values come from, first match wins: the command-line flag, its
@@ -13,6 +14,7 @@
 
 mod call;
 mod configure;
+mod keys;
 mod profile;
 mod sign;
 
@@ -24,6 +26,7 @@ use armor_psk::{SecretKey, MAX_FIELD_LEN};
 
 pub use call::{call, CallArgs};
 pub use configure::{configure, ConfigureArgs};
+pub use keys::{keys, KeysArgs};
 pub use sign::{sign, SignArgs};
 
 /// Env var holding the secret key (there is deliberately no flag).

@@ -59,6 +59,8 @@ pub struct Profile {
     pub key_id: Option<String>,
     pub secret_key: Option<SecretKey>,
     pub endpoint: Option<String>,
+    /// The account e-mail `armor keys` signs in with.
+    pub email: Option<String>,
 }
 
 impl fmt::Debug for Profile {
@@ -70,6 +72,7 @@ impl fmt::Debug for Profile {
                 &self.secret_key.as_ref().map(|_| "<redacted>"),
             )
             .field("endpoint", &self.endpoint)
+            .field("email", &self.email)
             .finish()
     }
 }
@@ -174,6 +177,7 @@ impl Section {
             key_id: get("key_id").map(str::to_owned),
             secret_key: get("secret_key").map(|s| SecretKey::new(s.to_owned())),
             endpoint: get("endpoint").map(str::to_owned),
+            email: get("email").map(str::to_owned),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `armor sign`, `armor call` and `armor configure`, run as the built binary.
+//! `armor sign`, `armor call`, `armor configure` and `armor keys`
+//! (`cli/keys.rs`), run as the built binary.
 //!
 //! Every run starts from an empty environment (no `ARMOR_*`, no proxies, no
 //! HOME) with `ARMOR_CREDENTIALS_FILE` pointing into a temp dir, so a
@@ -15,6 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use armor_psk::{Credentials, Request, SecretKey, SigningKey, Variant, Verifier};
 use serde_json::Value;
+
+mod keys;
 
 const KEY_ID: &str = "20a37099-4a0b-432f-bf46-5fa690a0405c";
 const SECRET: &str = "apsk_3q8Vd0mXQ2yZkP7rT1wL9sB4nH6cJ5eF0gA2uK8iO3x";

@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use crate::api::{fresh_nonce, now, sign, spawn_app_with, Key, TestApp};
 
+mod distributed;
 mod faults;
+mod procs;
+mod usage;
 
 /// A private `redis-server` without persistence.
 pub struct Redis {
@@ -312,7 +315,7 @@ async fn a_refused_claim_leaves_its_other_fingerprint_free() {
         let cluster = cluster.clone();
         async move {
             let fp = Fingerprints { pair, signature };
-            cluster.claim(&fp, ts, ts + 300, ts).await
+            cluster.claim("key", &fp, ts, ts + 300, ts).await
         }
     };
     assert_eq!(claim(1, 2).await, Ok(()));
@@ -354,6 +357,33 @@ async fn a_key_deleted_through_one_node_is_refused_by_the_other_within_a_second(
     eprintln!("key deletion seen by node B after {took:?}");
     let (s, v) = signed(&c.b, &fresh_auth(&key)).await;
     assert_eq!((s, v["error"].as_str()), (401, Some("invalid_signature")));
+}
+
+/// A roll through one node shortens the old key's life on the other: the
+/// restrictions cached there are read again.
+#[tokio::test]
+async fn a_key_rolled_through_one_node_expires_on_the_other() {
+    let c = cluster().await;
+    let token = c.a.login().await;
+    let old = c.a.create_key(&token, 1, "rolled").await;
+    until_status(&c.b, &old, 200, NEW_KEY_SEEN).await;
+    let (s, v) =
+        c.a.post_json(
+            &format!("/users/1/keys/{}/roll", old.id),
+            serde_json::json!({"graceSeconds": 0}),
+            Some(&fh(&token)),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let new = Key {
+        id: v["id"].as_str().unwrap().to_owned(),
+        secret: v["apiKey"].as_str().unwrap().to_owned(),
+    };
+    c.a.remember_secret(&new.secret);
+    until_status(&c.b, &old, 401, NEW_KEY_SEEN).await;
+    let (s, v) = signed(&c.b, &fresh_auth(&old)).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("key_expired")));
+    until_status(&c.b, &new, 200, NEW_KEY_SEEN).await;
 }
 
 #[tokio::test]

@@ -41,7 +41,7 @@ async fn verdict(
         body,
     };
     core.verifier
-        .psk_finish(&creds, &key, &req)
+        .psk_finish(&creds, &key, &req, &Default::default())
         .await
         .map(|id| id.key_id)
         .map_err(|e| e.to_string())
@@ -75,12 +75,16 @@ type Change = (
 async fn client_signer_and_server_verifier_agree_on_10k_requests_and_refuse_every_change() {
     let dir = tempfile::tempdir().unwrap();
     let (core, owner) = Core::scratch(dir.path(), T0, 1 << 20).await.unwrap();
-    let created = core.keys.create_key(&owner, 1, "diff", None).await.unwrap();
+    let created = core
+        .keys
+        .create_key(&owner, 1, "diff", &Default::default(), None)
+        .await
+        .unwrap();
     let key_id = created.row.id.clone();
     let key = SigningKey::new(&SecretKey::new(created.secret.to_string()));
     let other_key = core
         .keys
-        .create_key(&owner, 1, "other", None)
+        .create_key(&owner, 1, "other", &Default::default(), None)
         .await
         .unwrap();
     let wrong = SigningKey::new(&SecretKey::new(other_key.secret.to_string()));

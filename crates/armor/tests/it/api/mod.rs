@@ -6,6 +6,7 @@ mod battery;
 mod codes;
 pub(crate) mod connections;
 mod durability;
+mod key_rules;
 mod keys;
 mod login_limits;
 pub mod pg;
@@ -14,6 +15,7 @@ mod routes;
 mod smtp;
 mod throttle;
 mod trace;
+mod usage;
 mod users;
 
 use std::io::{BufRead as _, BufReader};
@@ -97,9 +99,15 @@ impl TestApp {
     fn start(&mut self) {
         self.starts += 1;
         let log = std::fs::File::create(self.log_path(self.starts)).unwrap();
+        // A test may listen elsewhere (`--listen [::1]:0`).
+        let listen: &[&str] = if self.extra_args.iter().any(|a| a == "--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(armor_bin())
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(listen)
             .arg("--data-dir")
             .arg(self.data.path())
             .args(&self.backend_args)

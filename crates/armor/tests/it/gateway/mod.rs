@@ -10,13 +10,14 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::api::{fresh_nonce, now, sign, spawn_app_with, Key, TestApp};
 
+mod key_rules;
 mod request_id;
 mod scrub;
 mod slow;
 
 /// One request as the upstream saw it.
 #[derive(Debug, Clone)]
-struct Seen {
+pub(crate) struct Seen {
     method: String,
     target: String,
     headers: Vec<(String, String)>,
@@ -33,13 +34,13 @@ impl Seen {
     }
 }
 
-struct Upstream {
-    url: String,
+pub(crate) struct Upstream {
+    pub(crate) url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Upstream {
-    fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
     fn last(&self) -> Seen {
@@ -53,7 +54,7 @@ impl Upstream {
 /// Records every request; `/slow` answers after 3 s; `/download?n=N`
 /// answers N bytes; `…/set-cookie` tries to set armor's session cookie;
 /// `…/pause` streams `first`, pauses 3 s, then streams `second`.
-async fn spawn_upstream() -> Upstream {
+pub(crate) async fn spawn_upstream() -> Upstream {
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let rec = seen.clone();
     let handler = move |req: axum::extract::Request| {

@@ -2,12 +2,14 @@
 //! Chromium (screenshots in `target/portal-artifacts/`), the key read off
 //! the page used for real, the permission explanation, and CSRF refusals.
 
+mod keys;
 mod session;
+mod usage;
 mod webdriver;
 
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::api::{spawn_app, Key, TestApp, ADMIN_EMAIL, ADMIN_PASSWORD};
 use webdriver::Browser;

@@ -1,0 +1,462 @@
+//! Usage counts per API key: requests accepted, and refused by error code,
+//! per minute (stored also per hour; days are summed from hours).
+//!
+//! The hot path neither allocates nor takes a lock: each cached key
+//! ([`super::CachedKey`]) holds a [`KeyUsage`], two minute windows of
+//! atomic counters (the current minute and the one before, by the
+//! minute's parity). Counting adds to the current window; the first count
+//! of a new minute moves what the window held (its minute two minutes
+//! back) into the node's pending batch, under the key's own small lock.
+//! [`Usage::flush`] (every few seconds, and at shutdown) moves every
+//! window into the batch and adds the batch to the store (one upsert per
+//! row that adds, so several nodes add to the same bucket). A read
+//! ([`Usage::read`]) sums the store, the batch and the windows, under the
+//! flush's lock, so what this node counted shows at once, never twice.
+//!
+//! A count lands in the minute read from the clock when it was made; a
+//! thread stalled for more than a minute between reading the window and
+//! adding to it would put its one count in a later minute.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use super::keys::KeyAdmin;
+use super::Principal;
+use crate::error::Error;
+use crate::store::{Store, UsageRow};
+
+/// The error codes counted in a fixed slot each (the verifier's and the
+/// per-key restrictions'); any other code is counted in a small list
+/// beside them (taking the key's lock).
+const CODES: [&str; 10] = [
+    "invalid_signature",
+    "nonce_reused",
+    "timestamp_out_of_window",
+    "query_not_signed",
+    "replay_store_unavailable",
+    "key_expired",
+    "route_not_allowed",
+    "ip_not_allowed",
+    "rate_limited",
+    "permission_denied",
+];
+
+/// Seconds in a minute bucket and an hour bucket.
+pub const MINUTE: u64 = 60;
+pub const HOUR: u64 = 3600;
+pub const DAY: u64 = 86_400;
+
+/// Counts of one bucket: accepted, and refused by code.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub accepted: u64,
+    pub refused: BTreeMap<String, u64>,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.accepted += other.accepted;
+        for (code, n) in &other.refused {
+            *self.refused.entry(code.clone()).or_default() += n;
+        }
+    }
+}
+
+/// One minute's counters of one key.
+#[derive(Default)]
+struct Window {
+    /// The minute counted (Unix seconds / 60); 0: never used.
+    minute: AtomicU64,
+    accepted: AtomicU64,
+    refused: [AtomicU64; CODES.len()],
+    /// Codes outside [`CODES`] (under `KeyUsage::lock`).
+    other: Mutex<Vec<(&'static str, u64)>>,
+}
+
+impl Window {
+    /// Takes the counts out (zeroing them), with their minute.
+    fn take(&self) -> (u64, Counts) {
+        let mut c = Counts {
+            accepted: self.accepted.swap(0, Ordering::Relaxed),
+            refused: BTreeMap::new(),
+        };
+        for (code, n) in CODES.iter().zip(&self.refused) {
+            let n = n.swap(0, Ordering::Relaxed);
+            if n > 0 {
+                c.refused.insert((*code).to_owned(), n);
+            }
+        }
+        let other = std::mem::take(&mut *self.other.lock().unwrap_or_else(PoisonError::into_inner));
+        for (code, n) in other {
+            *c.refused.entry(code.to_owned()).or_default() += n;
+        }
+        (self.minute.load(Ordering::Relaxed), c)
+    }
+
+    /// The counts as they are (a read).
+    fn peek(&self) -> (u64, Counts) {
+        let mut c = Counts {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            refused: BTreeMap::new(),
+        };
+        for (code, n) in CODES.iter().zip(&self.refused) {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                c.refused.insert((*code).to_owned(), n);
+            }
+        }
+        for (code, n) in self
+            .other
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            *c.refused.entry((*code).to_owned()).or_default() += n;
+        }
+        (self.minute.load(Ordering::Relaxed), c)
+    }
+}
+
+/// A key's counters, kept in its cache entry.
+#[derive(Default)]
+pub struct KeyUsage {
+    windows: [Window; 2],
+    /// Taken to move a window's counts out (a new minute, a flush).
+    lock: Mutex<()>,
+}
+
+/// What is counted: an accepted request or a refusal's code.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Accepted,
+    Refused(&'static str),
+}
+
+/// The node's usage counting: pending counts not yet in the store.
+#[derive(Default)]
+pub struct Usage {
+    /// (key id, minute) → counts moved out of the windows, not yet stored.
+    pending: Mutex<HashMap<(String, u64), Counts>>,
+    /// Held by a flush from taking the batch until it is stored, and by a
+    /// read: a read sees each count once.
+    flush: tokio::sync::Mutex<()>,
+}
+
+impl Usage {
+    /// Counts an accepted request of `key_id` at `now` (Unix seconds).
+    pub fn accepted(&self, key_id: &str, usage: &KeyUsage, now: u64) {
+        self.count(key_id, usage, now, Outcome::Accepted);
+    }
+
+    /// Counts a refused request of `key_id` at `now`, by its error code.
+    pub fn refused(&self, key_id: &str, usage: &KeyUsage, now: u64, code: &'static str) {
+        self.count(key_id, usage, now, Outcome::Refused(code));
+    }
+
+    fn count(&self, key_id: &str, usage: &KeyUsage, now: u64, what: Outcome) {
+        let minute = now / MINUTE;
+        let w = &usage.windows[(minute & 1) as usize];
+        if w.minute.load(Ordering::Relaxed) != minute {
+            let _g = usage.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            if w.minute.load(Ordering::Relaxed) != minute {
+                self.move_out(key_id, w);
+                w.minute.store(minute, Ordering::Relaxed);
+            }
+        }
+        match what {
+            Outcome::Accepted => {
+                w.accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Refused(code) => match CODES.iter().position(|c| *c == code) {
+                Some(i) => {
+                    w.refused[i].fetch_add(1, Ordering::Relaxed);
+                }
+                None => {
+                    let _g = usage.lock.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut other = w.other.lock().unwrap_or_else(PoisonError::into_inner);
+                    match other.iter_mut().find(|(c, _)| *c == code) {
+                        Some((_, n)) => *n += 1,
+                        None => other.push((code, 1)),
+                    }
+                }
+            },
+        }
+    }
+
+    /// Moves a window's counts into the pending batch (the caller holds
+    /// the key's lock). The batch's lock is taken before the counts are
+    /// taken out, so a read never misses them in between.
+    fn move_out(&self, key_id: &str, w: &Window) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let (minute, c) = w.take();
+        if minute != 0 && (c.accepted > 0 || !c.refused.is_empty()) {
+            pending
+                .entry((key_id.to_owned(), minute))
+                .or_default()
+                .add(&c);
+        }
+    }
+
+    /// Moves both windows of a key into the pending batch (a flush, or a
+    /// key leaving the cache).
+    pub fn drain(&self, key_id: &str, usage: &KeyUsage) {
+        let _g = usage.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        for w in &usage.windows {
+            self.move_out(key_id, w);
+        }
+    }
+
+    /// Writes the pending counts (after `drain_all` moved every key's
+    /// windows in): minute and hour rows, added to what the store holds.
+    /// On failure the counts stay pending.
+    pub async fn flush(&self, store: &Store, drain_all: impl FnOnce(&Usage)) -> Result<(), Error> {
+        let _f = self.flush.lock().await;
+        drain_all(self);
+        let batch =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let rows = rows_of(&batch);
+        if let Err(e) = store.add_usage(&rows).await {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            for (k, c) in batch {
+                pending.entry(k).or_default().add(&c);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The counts of `key_id` in buckets of `grain` seconds (a minute, an
+    /// hour or a day) starting in `[from, to)` (both multiples of the
+    /// grain): the store's, plus this node's pending and current ones.
+    pub async fn read(
+        &self,
+        store: &Store,
+        key_id: &str,
+        live: Option<&KeyUsage>,
+        grain: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<BTreeMap<u64, Counts>, Error> {
+        let _f = self.flush.lock().await;
+        let stored_grain = if grain == MINUTE { MINUTE } else { HOUR };
+        let stored = store.usage_of_key(key_id, stored_grain, from, to).await?;
+        let mut out: BTreeMap<u64, Counts> = BTreeMap::new();
+        for (start, codes) in stored {
+            let c = out.entry(start / grain * grain).or_default();
+            for (code, n) in codes {
+                if code.is_empty() {
+                    c.accepted += n;
+                } else {
+                    *c.refused.entry(code).or_default() += n;
+                }
+            }
+        }
+        let mut add = |minute: u64, c: &Counts| {
+            let start = minute * MINUTE / grain * grain;
+            if minute != 0 && (from..to).contains(&start) {
+                out.entry(start).or_default().add(c);
+            }
+        };
+        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        for ((k, minute), c) in pending.iter() {
+            if k == key_id {
+                add(*minute, c);
+            }
+        }
+        if let Some(u) = live {
+            for w in &u.windows {
+                let (minute, c) = w.peek();
+                add(minute, &c);
+            }
+        }
+        drop(pending);
+        Ok(out)
+    }
+}
+
+/// The rows of a batch: each minute, and each hour summed from its
+/// minutes; every (key, grain, start, code) once.
+fn rows_of(batch: &HashMap<(String, u64), Counts>) -> Vec<UsageRow> {
+    let mut sums: BTreeMap<(&str, u64, u64, &str), u64> = BTreeMap::new();
+    for ((key, minute), c) in batch {
+        let start = minute * MINUTE;
+        for grain in [MINUTE, HOUR] {
+            let b = start / grain * grain;
+            if c.accepted > 0 {
+                *sums.entry((key, grain, b, "")).or_default() += c.accepted;
+            }
+            for (code, n) in &c.refused {
+                *sums.entry((key, grain, b, code)).or_default() += n;
+            }
+        }
+    }
+    sums.into_iter()
+        .map(|((k, g, s, code), n)| (k.to_owned(), g, s, code.to_owned(), n))
+        .collect()
+}
+
+/// How long buckets are kept (seconds), and the clean-up of older ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub minutes: u64,
+    pub hours: u64,
+}
+
+impl Default for Retention {
+    /// 48 hours of minute buckets, 90 days of hour buckets.
+    fn default() -> Self {
+        Retention {
+            minutes: 48 * HOUR,
+            hours: 90 * DAY,
+        }
+    }
+}
+
+/// Rows deleted per statement by the clean-up.
+const PURGE_BATCH: i64 = 5000;
+
+impl Retention {
+    /// Rows the clean-up at `now` would delete.
+    pub async fn due(&self, store: &Store, now: u64) -> Result<u64, Error> {
+        Ok(store
+            .count_usage_before(MINUTE, now.saturating_sub(self.minutes))
+            .await?
+            + store
+                .count_usage_before(HOUR, now.saturating_sub(self.hours))
+                .await?)
+    }
+
+    /// Deletes the buckets older than kept at `now`, in batches;
+    /// `progress` is told the rows deleted so far after each. Returns the
+    /// rows deleted.
+    pub async fn clean_up(
+        &self,
+        store: &Store,
+        now: u64,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, Error> {
+        let mut total = 0;
+        for (grain, keep) in [(MINUTE, self.minutes), (HOUR, self.hours)] {
+            let before = now.saturating_sub(keep);
+            loop {
+                let n = store.purge_usage(grain, before, PURGE_BATCH).await?;
+                total += n;
+                progress(total);
+                if n < PURGE_BATCH as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+impl KeyAdmin {
+    /// The usage of the key `key_id` of `user_id`, under the rule for
+    /// listing that user's keys (their own with Self Manage, anyone's in
+    /// the account with Keys All Read): buckets of `grain` seconds starting
+    /// in `[from, to)`. A key that is not that user's (or deleted) is not
+    /// found.
+    pub async fn key_usage(
+        &self,
+        p: &Principal,
+        user_id: i64,
+        key_id: &str,
+        grain: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<BTreeMap<u64, Counts>, Error> {
+        let key_id = key_id.to_ascii_lowercase();
+        let key = self
+            .list_keys(p, user_id)
+            .await?
+            .into_iter()
+            .find(|k| k.id == key_id)
+            .ok_or(Error::NotFound("key"))?;
+        self.verifier.usage_of(&key.id, grain, from, to).await
+    }
+
+    /// Deletes the usage buckets older than `retention` keeps; `progress`
+    /// is told the rows deleted so far.
+    pub async fn clean_up_usage(
+        &self,
+        retention: &Retention,
+        progress: impl FnMut(u64),
+    ) -> Result<u64, Error> {
+        retention
+            .clean_up(&self.store, self.clock.now(), progress)
+            .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_sum_minutes_into_hours() {
+        let mut batch = HashMap::new();
+        let c = |a, r: &[(&str, u64)]| Counts {
+            accepted: a,
+            refused: r.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        };
+        batch.insert(("k".to_owned(), 60), c(2, &[("nonce_reused", 1)]));
+        batch.insert(("k".to_owned(), 61), c(3, &[]));
+        let rows = rows_of(&batch);
+        assert!(rows.contains(&("k".into(), HOUR, 3600, String::new(), 5)));
+        assert!(rows.contains(&("k".into(), MINUTE, 3600, String::new(), 2)));
+        assert!(rows.contains(&("k".into(), MINUTE, 3660, String::new(), 3)));
+        assert!(rows.contains(&("k".into(), HOUR, 3600, "nonce_reused".into(), 1)));
+        assert_eq!(rows.len(), 5);
+    }
+
+    fn pending(u: &Usage) -> Vec<(u64, u64, BTreeMap<String, u64>)> {
+        let mut v: Vec<_> = u
+            .pending
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|((_, m), c)| (*m, c.accepted, c.refused.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn counts_fall_in_the_minute_they_were_made() {
+        let u = Usage::default();
+        let k = KeyUsage::default();
+        // 119 is the last second of minute 1, 120 the first of minute 2.
+        u.accepted("k", &k, 119);
+        u.refused("k", &k, 119, "nonce_reused");
+        u.accepted("k", &k, 120);
+        u.refused("k", &k, 120, "some_new_code");
+        assert!(pending(&u).is_empty(), "nothing moved out yet");
+        // Minute 3 reuses minute 1's window: minute 1 moves to the batch.
+        u.accepted("k", &k, 180);
+        assert_eq!(
+            pending(&u),
+            vec![(1, 1, [("nonce_reused".to_owned(), 1)].into())]
+        );
+        u.drain("k", &k);
+        assert_eq!(
+            pending(&u),
+            vec![
+                (1, 1, [("nonce_reused".to_owned(), 1)].into()),
+                (2, 1, [("some_new_code".to_owned(), 1)].into()),
+                (3, 1, BTreeMap::new()),
+            ]
+        );
+        // Drained windows are empty: draining again adds nothing.
+        u.drain("k", &k);
+        assert_eq!(pending(&u).len(), 3);
+        let rows = rows_of(&u.pending.lock().unwrap());
+        // Minutes 1 and 2 are in hour 0; 3 too (minute 60 would not be).
+        assert!(rows.contains(&("k".into(), HOUR, 0, String::new(), 3)));
+    }
+}
