@@ -345,21 +345,19 @@ impl Application {
                 }
             })
         });
-        let mut app = web::app(core.clone(), metrics.is_none());
-        if let Some(gw) = self.gateway {
-            app = app.layer(axum::Extension(gw));
-        }
-        if let Some(rate) = self.auth_failure_limit {
+        let limiter = self.auth_failure_limit.map(|rate| {
             let limiter = limit::AuthFailureLimiter::new(rate);
-            let limiter = match self.counters {
+            Arc::new(match self.counters {
                 Some(c) => limiter.with_counters(c, core.clock.clone()),
                 None => limiter,
-            };
-            app = app.layer(axum::Extension(Arc::new(limiter)));
-        }
+            })
+        });
+        let app = web::app(core.clone(), metrics.is_none(), self.gateway, limiter);
         let served = axum::serve(
             conn::InspectingListener::new(self.listener, self.connection_limits),
-            app.into_make_service_with_connect_info::<conn::PeerInfo>(),
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                conn::PeerInfo,
+            >(app),
         )
         .with_graceful_shutdown(shutdown)
         .await;

@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 use crate::core::Core;
 use crate::error::Error;
 use crate::gateway::{self, Gateway};
+use crate::limit::AuthFailureLimiter;
 use error::ApiError;
 pub use routes::{is_armor_route, Policy, Reply, Route, ROUTES};
 
@@ -37,17 +38,38 @@ pub type AppState = Arc<Core>;
 
 /// The router, with the front layer; testable with `oneshot`.
 /// `with_metrics`: serve `/metrics` here (else it answers 404, being
-/// served by [`metrics_app`] on a listener of its own).
-pub fn app(core: AppState, with_metrics: bool) -> Router {
+/// served by [`metrics_app`] on a listener of its own). With a gateway,
+/// requests for none of armor's routes go to its upstream; with a limiter,
+/// refused ARMOR-PSK attempts are counted per key and address.
+///
+/// The layers wrap the router as one service (not through
+/// `Router::layer`, which would wrap each route and the fallback in boxed
+/// services cloned, level by level, on every request).
+pub fn app(
+    core: AppState,
+    with_metrics: bool,
+    gateway: Option<Arc<Gateway>>,
+    limiter: Option<Arc<AuthFailureLimiter>>,
+) -> impl tower::Service<
+    Request,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
     let routes = routes::register(Router::new(), with_metrics)
         .merge(crate::portal::router())
         .fallback(fallback)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(core.clone());
-    Router::new()
-        .fallback_service(routes)
-        .layer(axum::middleware::from_fn_with_state(core, front))
+    tower::ServiceBuilder::new()
+        .layer(tower::util::option_layer(gateway.map(axum::Extension)))
+        .layer(tower::util::option_layer(limiter.map(axum::Extension)))
         .layer(axum::middleware::from_fn(trace::layer))
+        .layer(axum::middleware::from_fn_with_state(core, front))
+        .service(routes)
 }
 
 /// `/metrics` alone, for a listener of its own (`--metrics-listen`).
@@ -119,6 +141,12 @@ async fn front(State(core): State<AppState>, mut req: Request, next: Next) -> Re
             Err(e) => return ApiError(e).into_response(),
         }
     }
+    // The upstream's requests go straight to the gateway rather than
+    // through the router to its fallback: a path that is none of armor's
+    // routes and not the portal's (which takes all of `/portal/...`).
+    if let Some(gw) = gateway.filter(|_| !is_armor_route(&routed) && !is_portal(&routed)) {
+        return gw.handle(&core, auth::take_principal(&mut req), req).await;
+    }
     if routed != req.uri().path() {
         let pq = match req.uri().query() {
             Some(q) => format!("{routed}?{q}"),
@@ -130,6 +158,13 @@ async fn front(State(core): State<AppState>, mut req: Request, next: Next) -> Re
         }
     }
     next.run(req).await
+}
+
+/// Whether a routing-form path is `/portal` or under it.
+fn is_portal(routed: &str) -> bool {
+    routed
+        .strip_prefix("/portal")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Whether `ROUTES` marks this method and routing-form path as public.
@@ -203,7 +238,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_public;
+    use super::{is_portal, is_public};
+
+    #[test]
+    fn the_portal_keeps_everything_under_portal_from_the_gateway() {
+        for p in [
+            "/portal",
+            "/portal/",
+            "/portal/keys",
+            "/portal/no/such/page",
+        ] {
+            assert!(is_portal(p), "{p}");
+        }
+        for p in ["/portalx", "/", "/api/portal", "/portal-like"] {
+            assert!(!is_portal(p), "{p}");
+        }
+    }
 
     #[test]
     fn public_routes_and_the_portal_skip_api_authentication() {
