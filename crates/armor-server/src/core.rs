@@ -187,9 +187,6 @@ pub struct Core {
     pub metrics: Arc<Metrics>,
     pub config: CoreConfig,
     pub clock: Arc<dyn Clock>,
-    /// Counters shared by every node (Redis), for limits that count
-    /// across them; `None` on one node.
-    pub counters: Option<Arc<dyn crate::ports::Counters>>,
 }
 
 impl Core {
@@ -315,7 +312,6 @@ impl Core {
             metrics,
             config,
             clock,
-            counters: None,
         };
         core.verifier.load_keys(None).await?;
         // Outbox bodies written in clear before they were sealed.
@@ -342,13 +338,12 @@ impl Core {
     /// nodes share. Cache changes are published to the other nodes.
     /// Limits that count across the nodes count there too.
     pub fn with_cluster<S: ReplayStore + Invalidation + crate::ports::Counters + 'static>(
-        mut self,
+        self,
         shared: Arc<S>,
     ) -> Self {
         self.verifier.set_shared(shared.clone(), shared.clone());
         self.verifier
-            .set_key_rate_limit(Arc::new(crate::limit::SharedKeyWindows(shared.clone())));
-        self.counters = Some(shared);
+            .set_key_rate_limit(Arc::new(crate::limit::SharedKeyWindows(shared)));
         self
     }
 

@@ -234,8 +234,13 @@ impl Application {
             Some(rate) => core.with_login_limit(rate),
             None => core,
         };
+        let counters = cluster
+            .clone()
+            .map(|c| c as Arc<dyn crate::ports::Counters>);
         let gateway = match settings.gateway.clone() {
-            Some(g) => Some(Arc::new(gateway::Gateway::new(g, web::is_armor_route)?)),
+            Some(g) => Some(Arc::new(
+                gateway::Gateway::new(g, web::is_armor_route)?.with_counters(counters.clone()),
+            )),
             None => None,
         };
         let mailer = match &settings.smtp_url {
@@ -265,9 +270,7 @@ impl Application {
             connection_limits: settings.connection_limits,
             metrics_listener,
             auth_failure_limit: settings.auth_failure_limit,
-            counters: cluster
-                .clone()
-                .map(|c| c as Arc<dyn crate::ports::Counters>),
+            counters,
             mailer,
             usage_retention: settings.usage_retention,
         })

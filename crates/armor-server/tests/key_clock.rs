@@ -105,7 +105,7 @@ impl Env {
             .unwrap();
         let peer: SocketAddr = peer.parse().unwrap();
         req.extensions_mut().insert(ConnectInfo(peer));
-        let resp = armor_server::web::app(self.core.clone(), false)
+        let resp = armor_server::web::app(self.core.clone(), false, None, None)
             .oneshot(req)
             .await
             .unwrap();

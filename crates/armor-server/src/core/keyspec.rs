@@ -146,11 +146,20 @@ fn json(list: Vec<String>) -> String {
 /// A network (`10.0.0.0/8`, `2001:db8::/32`) or one address.
 fn parse_net(text: &str) -> Result<IpNet, String> {
     let t = text.trim();
-    t.parse::<IpNet>()
+    let net = t
+        .parse::<IpNet>()
         .or_else(|_| t.parse::<std::net::IpAddr>().map(IpNet::from))
         .map_err(|_| {
             format!("allowedIps: {text:?} is not a CIDR such as 203.0.113.0/24 or 2001:db8::/32")
-        })
+        })?;
+    // Peers are compared as IPv4 when they are IPv4-mapped, so a mapped
+    // network would never match: it is asked for as IPv4.
+    match net {
+        IpNet::V6(n) if n.prefix_len() >= 96 && n.addr().to_ipv4_mapped().is_some() => Err(format!(
+            "allowedIps: {text:?} is an IPv4-mapped range; write it as IPv4 (peers are compared as IPv4)"
+        )),
+        net => Ok(net),
+    }
 }
 
 /// Unix seconds of an RFC 3339 date-time (`2027-01-31T12:00:00Z`,
@@ -273,6 +282,15 @@ mod tests {
             ..Default::default()
         })
         .contains("10.0.0.0/33"));
+        assert!(err(KeySpec {
+            allowed_ips: Some(vec!["::ffff:10.0.0.0/104".into()]),
+            ..Default::default()
+        })
+        .contains("IPv4-mapped"));
+        assert!(
+            parse_net("::/0").is_ok(),
+            "all of IPv6 is not a mapped range"
+        );
         assert!(err(KeySpec {
             allowed_routes: Some(vec![]),
             ..Default::default()

@@ -218,7 +218,13 @@ impl KeyVerifier {
 
     /// Drops one key from the cache (counted as a removal).
     pub(super) async fn remove_key(&self, key_id: &str) {
+        let old = self.keys.get(key_id);
         self.remove_keys(|| self.keys.remove(key_id)).await;
+        // Its unwritten usage counts are kept: the key's rows stay readable
+        // until retention removes them.
+        if let Some(old) = old {
+            self.usage.drain(&old.id.key_id, &old.usage);
+        }
     }
 
     /// (Re)loads active keys of active users into the cache: all of them, or
@@ -274,13 +280,19 @@ impl KeyVerifier {
                 rules,
             );
             // Its last use carries over to the new entry.
-            if let Some(old) = cached {
+            if let Some(old) = &cached {
                 key.used
                     .store(old.used.load(Ordering::Relaxed), Ordering::Relaxed);
                 key.queued
                     .store(old.queued.load(Ordering::Relaxed), Ordering::Relaxed);
             }
             self.keys.insert(Arc::new(key), signing);
+            // And its unwritten usage counts go to the pending batch,
+            // after the swap, so that only requests still in flight on the
+            // old entry can miss them.
+            if let Some(old) = &cached {
+                self.usage.drain(&old.id.key_id, &old.usage);
+            }
         }
         let n = fresh.len();
         if self.drop_keys(|k| {

@@ -7,8 +7,11 @@ use axum::http::header;
 use axum::http::{uri, Method, Uri, Version};
 use axum::response::Response;
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use std::sync::Arc;
 
 use super::headers::{self, strip_hop_by_hop};
+use super::pool::Pool;
 use super::{refusal, Gateway, OriginalTarget};
 use crate::core::Principal;
 use crate::error::Error;
@@ -101,7 +104,9 @@ impl Gateway {
         *out.version_mut() = Version::HTTP_11;
         *out.headers_mut() = headers;
 
-        let resp = match tokio::time::timeout(self.config.timeout, self.pool.send(out)).await {
+        let (resp, conn) = match tokio::time::timeout(self.config.timeout, self.pool.send(out))
+            .await
+        {
             Err(_) => return Err(Error::UpstreamTimeout(self.config.timeout.as_secs())),
             Ok(Err(e)) => {
                 if source_is::<http_body_util::LengthLimitError>(&e) {
@@ -124,13 +129,15 @@ impl Gateway {
                     "the upstream could not be reached or closed the connection".into(),
                 ));
             }
-            Ok(Ok(resp)) => resp,
+            Ok(Ok(sent)) => sent,
         };
         let (mut rparts, rbody) = resp.into_parts();
         strip_hop_by_hop(&mut rparts.headers);
         headers::remove_armor_set_cookies(&mut rparts.headers);
         let body = Streamed {
             body: rbody,
+            ended: false,
+            conn: Some((conn, self.pool.clone())),
             _busy: busy,
         };
         Ok(Response::from_parts(rparts, Body::new(body)))
@@ -138,10 +145,25 @@ impl Gateway {
 }
 
 /// An upstream's answer body, holding its connection's in-flight mark
-/// until it ends or is dropped (boxed once, as the bare body was).
+/// until it ends or is dropped (boxed once, as the bare body was). When
+/// it is dropped having been read to the end, the upstream connection goes
+/// back to the pool; dropped before (the client went away), the connection
+/// is closed.
 struct Streamed {
     body: Incoming,
+    ended: bool,
+    conn: Option<(SendRequest<Body>, Arc<Pool>)>,
     _busy: Option<crate::conn::InFlight>,
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        if let Some((tx, pool)) = self.conn.take() {
+            if self.ended || self.body.is_end_stream() {
+                pool.release(tx);
+            }
+        }
+    }
 }
 
 impl axum::body::HttpBody for Streamed {
@@ -152,7 +174,11 @@ impl axum::body::HttpBody for Streamed {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        let frame = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = frame {
+            self.ended = true;
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

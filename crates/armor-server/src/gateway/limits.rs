@@ -35,7 +35,7 @@ impl Gateway {
             .map_err(|wait| Error::RateLimited {
                 retry_after: retry_after(wait),
             })?;
-        let Some(counters) = &core.counters else {
+        let Some(counters) = &self.counters else {
             return Ok(());
         };
         let limit = u64::from(rate.burst.max(1));

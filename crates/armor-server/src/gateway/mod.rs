@@ -73,6 +73,9 @@ pub struct Gateway {
     buckets: RateLimiter<String>,
     /// Whether a path (as received) is one of armor's own routes.
     own_route: fn(&str) -> bool,
+    /// Counters shared by every node (Redis), for rate limits that hold
+    /// across them (`gateway/limits.rs`); `None` on one node.
+    counters: Option<Arc<dyn crate::ports::Counters>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -134,7 +137,14 @@ impl Gateway {
             pool,
             buckets: RateLimiter::default(),
             own_route,
+            counters: None,
         })
+    }
+
+    /// Rate limits also count in `counters`, shared by every node.
+    pub fn with_counters(mut self, counters: Option<Arc<dyn crate::ports::Counters>>) -> Self {
+        self.counters = counters;
+        self
     }
 
     pub fn config(&self) -> &GatewayConfig {

@@ -74,21 +74,20 @@ impl std::error::Error for UpstreamError {
 }
 
 impl Pool {
-    /// Sends `req` and waits for the answer head.
+    /// Sends `req` and waits for the answer head. The connection comes
+    /// back with it, to be handed to [`Pool::release`] once the answer's
+    /// body has been read to the end.
     pub(super) async fn send(
         self: &Arc<Self>,
         mut req: axum::http::Request<Body>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<(Response<Incoming>, SendRequest<Body>), UpstreamError> {
         loop {
             let (mut tx, reused) = match self.checkout() {
                 Some(tx) => (tx, true),
                 None => (self.connect().await?, false),
             };
             match tx.try_send_request(req).await {
-                Ok(resp) => {
-                    self.release(tx);
-                    return Ok(resp);
-                }
+                Ok(resp) => return Ok((resp, tx)),
                 Err(mut e) => match e.take_message() {
                     // Not sent: the reused connection had been closed.
                     Some(unsent) if reused => req = unsent,
@@ -109,9 +108,10 @@ impl Pool {
         None
     }
 
-    /// Back into the pool once idle: now, or when the answer's body has
-    /// been read.
-    fn release(self: &Arc<Self>, mut tx: SendRequest<Body>) {
+    /// Back into the pool once idle: at once when its answer has been read
+    /// to the end (the usual case: no task, no wake-up), else when the
+    /// connection says it is ready.
+    pub(super) fn release(self: &Arc<Self>, mut tx: SendRequest<Body>) {
         if tx.is_ready() {
             self.put(tx);
         } else if !tx.is_closed() {

@@ -2,6 +2,7 @@
 //! node ([`KeyWindows`]), or in shared [`Counters`] when the nodes share
 //! Redis ([`SharedKeyWindows`]).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -17,6 +18,8 @@ const SWEEP_AT: usize = 4096;
 #[derive(Debug, Default)]
 pub struct KeyWindows {
     counts: DashMap<String, (u64, u64, u32)>,
+    /// The map's size after the last sweep.
+    swept_to: AtomicUsize,
 }
 
 impl KeyWindows {
@@ -29,10 +32,16 @@ impl KeyWindows {
         let window = window.max(1);
         let start = now - now % window;
         let reset = (start + window - now).max(1);
-        if self.counts.len() > SWEEP_AT {
+        let len = self.counts.len();
+        if len > SWEEP_AT && len >= 2 * self.swept_to.load(Ordering::Relaxed) {
             // Each entry ends with its own window: a key with a short
             // window must not sweep away the count of one with a long one.
+            // A sweep runs again only once the map has doubled since the
+            // last one left it, so many long windows do not make every
+            // request sweep.
             self.counts.retain(|_, (_, end, _)| *end > now);
+            self.swept_to
+                .store(self.counts.len().max(SWEEP_AT / 2), Ordering::Relaxed);
         }
         let mut entry = self
             .counts
@@ -143,14 +152,30 @@ mod tests {
     fn a_sweep_keeps_the_windows_that_have_not_ended() {
         let w = KeyWindows::new();
         assert!(w.count("hourly", 1, 3600, 3600).allowed);
-        for i in 0..=SWEEP_AT + 1 {
+        for i in 0..SWEEP_AT {
             w.count(&format!("k{i}"), 1, 1, 3601);
         }
         w.count("trigger", 1, 1, 3602);
+        assert!(w.counts.len() < 10, "the ended windows were not swept");
         assert!(
             !w.count("hourly", 1, 3600, 3603).allowed,
             "a sweep by a one-second key reset an hour's count"
         );
+    }
+
+    #[test]
+    fn long_windows_do_not_make_every_request_sweep() {
+        let w = KeyWindows::new();
+        for i in 0..=SWEEP_AT {
+            w.count(&format!("k{i}"), 1, 86_400, 0);
+        }
+        w.count("one more", 1, 86_400, 1);
+        assert_eq!(w.swept_to.load(Ordering::Relaxed), SWEEP_AT + 1);
+        // Nothing ended: the next sweep waits for the map to double.
+        for i in 0..100 {
+            w.count(&format!("m{i}"), 1, 86_400, 2);
+        }
+        assert_eq!(w.swept_to.load(Ordering::Relaxed), SWEEP_AT + 1);
     }
 
     #[tokio::test]

@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 use crate::core::Core;
 use crate::error::Error;
 use crate::gateway::{self, Gateway};
+use crate::limit::AuthFailureLimiter;
 use error::ApiError;
 pub use routes::{is_armor_route, Policy, Reply, Route, ROUTES};
 
@@ -46,10 +47,18 @@ pub fn router(core: AppState, with_metrics: bool) -> Router {
         .with_state(core)
 }
 
-/// The whole application as one router, for calls in process
+/// The whole application as one service, for calls in process
 /// (`oneshot`): the front service ([`front::App`]) without a connection.
-pub fn app(core: AppState, with_metrics: bool) -> Router {
-    Router::new().fallback_service(front::App::new(core, with_metrics, None, None).service())
+/// With a gateway, requests for none of armor's routes go to its
+/// upstream; with a limiter, refused ARMOR-PSK attempts are counted per key
+/// and address.
+pub fn app(
+    core: AppState,
+    with_metrics: bool,
+    gateway: Option<Arc<Gateway>>,
+    limiter: Option<Arc<AuthFailureLimiter>>,
+) -> front::Connection {
+    front::App::new(core, with_metrics, gateway, limiter).service()
 }
 
 /// `/metrics` alone, for a listener of its own (`--metrics-listen`).
@@ -122,6 +131,12 @@ async fn front(core: &AppState, mut req: Request, routes: &Router) -> Response {
             Err(e) => return ApiError(e).into_response(),
         }
     }
+    // The upstream's requests go straight to the gateway rather than
+    // through the router to its fallback: a path that is none of armor's
+    // routes and not the portal's (which takes all of `/portal/...`).
+    if let Some(gw) = gateway.filter(|_| !is_armor_route(&routed) && !is_portal(&routed)) {
+        return gw.handle(&core, auth::take_principal(&mut req), req).await;
+    }
     if routed != req.uri().path() {
         let pq = match req.uri().query() {
             Some(q) => format!("{routed}?{q}"),
@@ -136,6 +151,13 @@ async fn front(core: &AppState, mut req: Request, routes: &Router) -> Response {
         Ok(resp) => resp,
         Err(never) => match never {},
     }
+}
+
+/// Whether a routing-form path is `/portal` or under it.
+fn is_portal(routed: &str) -> bool {
+    routed
+        .strip_prefix("/portal")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Whether `ROUTES` marks this method and routing-form path as public.
@@ -233,7 +255,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_public;
+    use super::{is_portal, is_public};
+
+    #[test]
+    fn the_portal_keeps_everything_under_portal_from_the_gateway() {
+        for p in [
+            "/portal",
+            "/portal/",
+            "/portal/keys",
+            "/portal/no/such/page",
+        ] {
+            assert!(is_portal(p), "{p}");
+        }
+        for p in ["/portalx", "/", "/api/portal", "/portal-like"] {
+            assert!(!is_portal(p), "{p}");
+        }
+    }
 
     #[test]
     fn public_routes_and_the_portal_skip_api_authentication() {

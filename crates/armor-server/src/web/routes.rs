@@ -221,16 +221,47 @@ pub fn router_path(path: &str) -> String {
 /// (case-insensitive, trailing slash ignored, `{x}` any one segment): the
 /// gateway never forwards these, nor treats them as public.
 pub fn is_armor_route(path: &str) -> bool {
-    let routed = super::path::routing_form(path);
-    let segs: Vec<&str> = routed.split('/').collect();
-    ROUTES.iter().any(|r| {
-        let pattern = super::path::routing_form(r.path);
-        let pat: Vec<&str> = pattern.split('/').collect();
-        pat.len() == segs.len()
-            && pat
-                .iter()
-                .zip(&segs)
-                .all(|(p, s)| (p.starts_with('{') && p.ends_with('}') && !s.is_empty()) || p == s)
+    /// Most segments a route has (a test checks it): a longer path is
+    /// none of them.
+    const MAX: usize = 16;
+    /// `ROUTES`' paths as segments (`None`: a `{x}` placeholder), built once.
+    static PATTERNS: std::sync::OnceLock<Vec<Vec<Option<&'static str>>>> =
+        std::sync::OnceLock::new();
+    let patterns = PATTERNS.get_or_init(|| {
+        ROUTES
+            .iter()
+            .map(|r| {
+                trimmed(r.path)
+                    .split('/')
+                    .map(|seg| (!(seg.starts_with('{') && seg.ends_with('}'))).then_some(seg))
+                    .collect()
+            })
+            .collect()
+    });
+    // As `path::routing_form` on both sides, without allocating.
+    fn trimmed(p: &str) -> &str {
+        if p.len() > 1 {
+            p.strip_suffix('/').unwrap_or(p)
+        } else {
+            p
+        }
+    }
+    let mut segs = [""; MAX];
+    let mut n = 0;
+    for seg in trimmed(path).split('/') {
+        if n == MAX {
+            return false;
+        }
+        segs[n] = seg;
+        n += 1;
+    }
+    let segs = &segs[..n];
+    patterns.iter().any(|pat| {
+        pat.len() == n
+            && pat.iter().zip(segs).all(|(p, s)| match p {
+                None => !s.is_empty(),
+                Some(p) => p.eq_ignore_ascii_case(s),
+            })
     })
 }
 
@@ -265,11 +296,14 @@ mod tests {
 
     #[test]
     fn armor_routes() {
+        assert!(ROUTES.iter().all(|r| r.path.split('/').count() <= 16));
         assert!(is_armor_route("/me"));
         assert!(is_armor_route("/USERS/12/keys/"));
         assert!(is_armor_route("/users/12/ActivationCode"));
         assert!(!is_armor_route("/users/12/orders"));
         assert!(!is_armor_route("/api/me"));
+        assert!(!is_armor_route("/users//keys"));
+        assert!(!is_armor_route(&"/a".repeat(40)));
     }
 
     #[test]

@@ -561,3 +561,27 @@ async fn usage_counts_refusals_of_a_keys_restrictions_by_their_codes() {
         (2, refused(&[("rate_limited", 1), ("route_not_allowed", 1)]))
     );
 }
+
+#[tokio::test]
+async fn usage_counted_just_before_a_roll_is_kept() {
+    let app = spawn_app().await;
+    let token = app.login().await;
+    let rolled = app.create_key(&token, 1, "rolled").await;
+    for _ in 0..3 {
+        assert_eq!(app.psk(&rolled, "GET", "/me", b"").await.0, 200);
+    }
+    // Within the write interval: the counts are still only in memory, in
+    // the cache entry that the roll replaces.
+    let (s, v) = app
+        .post_json(
+            &format!("/users/1/keys/{}/roll", rolled.id),
+            json!({"graceSeconds": 60}),
+            Some(&fh(&token)),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    app.remember_secret(v["apiKey"].as_str().unwrap());
+    let (s, body) = usage(&app, &fh(&token), 1, &rolled.id, "?bucket=day").await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(totals(&body), (3, refused(&[])), "{body}");
+}
