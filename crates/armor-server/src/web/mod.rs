@@ -135,7 +135,7 @@ async fn front(core: &AppState, mut req: Request, routes: &Router) -> Response {
     // through the router to its fallback: a path that is none of armor's
     // routes and not the portal's (which takes all of `/portal/...`).
     if let Some(gw) = gateway.filter(|_| !is_armor_route(&routed) && !is_portal(&routed)) {
-        return gw.handle(&core, auth::take_principal(&mut req), req).await;
+        return gw.handle(core, auth::take_principal(&mut req), req).await;
     }
     if routed != req.uri().path() {
         let pq = match req.uri().query() {
