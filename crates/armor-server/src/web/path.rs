@@ -4,8 +4,10 @@
 use crate::error::Error;
 
 /// Refuses a path that could be read as another one: empty, `.` or `..`
-/// segments, backslashes, percent-encoded `/`, `\`, or unreserved
-/// characters, and bad percent-escapes.
+/// segments (also with path parameters, `..;x`, which servlet containers
+/// read as `..`), backslashes, percent-encoded `/`, `\`, or unreserved
+/// characters, a percent-encoded `%` before one of those (`%252e`, read
+/// as `.` by an upstream that decodes twice), and bad percent-escapes.
 pub fn check(path: &str) -> Result<(), Error> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(Error::MalformedTarget("it must start with '/'"));
@@ -20,7 +22,8 @@ pub fn check(path: &str) -> Result<(), Error> {
         if seg.is_empty() && !(last && i > 0) && !(i == 0 && last) {
             return Err(Error::MalformedTarget("empty segment ('//')"));
         }
-        if seg == "." || seg == ".." {
+        let name = seg.split(';').next().unwrap_or(seg);
+        if name == "." || name == ".." {
             return Err(Error::MalformedTarget("'.' or '..' segment"));
         }
     }
@@ -43,12 +46,27 @@ pub fn check(path: &str) -> Result<(), Error> {
                     "percent-encoded '/', '\\' or unreserved character",
                 ));
             }
+            if value == b'%' && double_encoded(bytes.get(i + 3..i + 5)) {
+                return Err(Error::MalformedTarget(
+                    "percent-encoded '%' before '2e', '2f' or '5c'",
+                ));
+            }
             i += 3;
         } else {
             i += 1;
         }
     }
     Ok(())
+}
+
+/// Whether `next` (the two bytes after a `%25`) spell `.`, `/` or `\\` in
+/// hex: a second decoding would turn them into a dot segment or a
+/// separator.
+fn double_encoded(next: Option<&[u8]>) -> bool {
+    matches!(
+        next.map(|h| [h[0].to_ascii_lowercase(), h[1].to_ascii_lowercase()]),
+        Some([b'2', b'e'] | [b'2', b'f'] | [b'5', b'c'])
+    )
 }
 
 /// The path the router matches: lowercase, without a trailing slash.
@@ -90,6 +108,9 @@ mod tests {
             "/users/",
             "/users/1/keys",
             "/users/LockedOut/2/jane%40example.com",
+            "/files/a;v=1",
+            "/files/100%25",
+            "/files/100%25off",
         ] {
             assert!(check(p).is_ok(), "{p}");
         }
@@ -112,6 +133,13 @@ mod tests {
             "/users/1/keys/%2E%2E",
             "/users/%",
             "/users/%zz",
+            "/public/..;/admin",
+            "/public/..;jsessionid=1/admin",
+            "/public/.;x/admin",
+            "/public/%252e%252e/admin",
+            "/public/%252E%252E/admin",
+            "/public%252fadmin",
+            "/public%255cadmin",
         ] {
             assert!(check(p).is_err(), "{p}");
         }

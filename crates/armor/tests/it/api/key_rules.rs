@@ -216,9 +216,24 @@ async fn allowed_ips_match_the_peer_address_over_ipv4() {
     let outside = restricted(
         &app,
         &token,
-        json!({"allowedIps": ["10.0.0.0/8", "::1/128", "::ffff:0:0/96"]}),
+        json!({"allowedIps": ["10.0.0.0/8", "::1/128"]}),
     )
     .await;
+    // Peers are compared as IPv4 when IPv4-mapped: a mapped range could
+    // never match, so it is refused at creation rather than kept silently.
+    let (s, v) = create_with(&app, &token, 1, json!({"allowedIps": ["::ffff:0:0/96"]})).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{v}"
+    );
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("IPv4-mapped"),
+        "{v}"
+    );
     assert_eq!(app.psk(&inside, "GET", "/me", b"").await.0, 200);
     let (s, v) = app.psk(&outside, "GET", "/me", b"").await;
     assert_eq!(

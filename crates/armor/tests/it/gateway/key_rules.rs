@@ -107,3 +107,29 @@ async fn an_expired_key_is_refused_before_the_upstream() {
     assert_eq!((s, v["error"].as_str()), (401, Some("key_expired")), "{v}");
     assert_eq!(up.seen().len(), seen);
 }
+
+#[tokio::test]
+async fn a_route_prefix_cannot_be_left_with_path_parameters_or_double_encoding() {
+    let (app, up, _) = gateway_with(&[]).await;
+    let key = restricted(&app, json!({"allowedRoutes": ["GET /public/*"]})).await;
+    let (s, _, v) = signed(&app, &key, "GET", "/public/page", &[], b"").await;
+    assert_eq!(s, 200, "{v}");
+    let forwarded = up.seen().len();
+    // Each starts with the allowed prefix, and an upstream that reads
+    // `..;` as `..` (servlet containers) or decodes twice would serve
+    // /admin.
+    for path in [
+        "/public/..;/admin",
+        "/public/..;jsessionid=x/admin",
+        "/public/%252e%252e/admin",
+        "/public/%252E%252E%252Fadmin",
+    ] {
+        let (s, _, v) = signed(&app, &key, "GET", path, &[], b"").await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (400, Some("malformed_request_target")),
+            "{path}: {v}"
+        );
+    }
+    assert_eq!(up.seen().len(), forwarded, "a refused path was forwarded");
+}
