@@ -221,8 +221,15 @@ fn user_json(u: &UserRow, role: &Role) -> Value {
 
 pub async fn me(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<SizedJson<Me, 1024>> {
     let profile = core.access.profile(p.user_id).await?;
+    // A key with its own permission list shows what it may do: in each
+    // account, its user's permissions that the list also names.
+    let narrowed_to = match &p.via {
+        crate::core::Via::ApiKey { key_id } => core.verifier.key_permissions(key_id),
+        _ => None,
+    };
     Ok(SizedJson(Me {
         profile,
+        narrowed_to,
         account_context: p.account_id,
         authentication: if p.is_api_key() {
             "ARMOR-PSK"
@@ -235,6 +242,7 @@ pub async fn me(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<Si
 /// The body of `GET /me`, serialised straight from the cached profile.
 pub struct Me {
     profile: std::sync::Arc<crate::core::Profile>,
+    narrowed_to: Option<std::sync::Arc<[String]>>,
     account_context: i64,
     authentication: &'static str,
 }
@@ -257,7 +265,16 @@ impl Serialize for Me {
         struct Links {
             user_id: i64,
         }
-        struct Permissions<'a>(&'a crate::core::Profile);
+        struct Permissions<'a>(&'a crate::core::Profile, Option<&'a [String]>);
+        struct Narrowed<'a>(&'a [String], Option<&'a [String]>);
+        impl Serialize for Narrowed<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self.1 {
+                    None => s.collect_seq(self.0),
+                    Some(key) => s.collect_seq(self.0.iter().filter(|p| key.contains(p))),
+                }
+            }
+        }
         impl Serialize for Permissions<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_map(
@@ -265,7 +282,7 @@ impl Serialize for Me {
                         .accounts
                         .iter()
                         .zip(&self.0.permissions)
-                        .map(|(a, p)| (a.id.to_string(), &**p)),
+                        .map(|(a, p)| (a.id.to_string(), Narrowed(p, self.1))),
                 )
             }
         }
@@ -286,7 +303,7 @@ impl Serialize for Me {
             "accounts",
             &p.accounts.iter().map(AccountJson).collect::<Vec<_>>(),
         )?;
-        m.serialize_entry("permissions", &Permissions(p))?;
+        m.serialize_entry("permissions", &Permissions(p, self.narrowed_to.as_deref()))?;
         m.serialize_entry("features", &[(); 0])?;
         m.serialize_entry("accountContext", &self.account_context)?;
         m.serialize_entry("authentication", self.authentication)?;

@@ -169,6 +169,14 @@ async fn a_key_acts_with_its_permissions_and_its_users_only() {
     let (s, v) = app.psk(&read, "GET", "/permissions", b"").await;
     assert_eq!(s, 200);
     assert_eq!(v["permissions"], json!(["Users Read"]));
+    // GET /me shows what the key may do, not all of its user's.
+    let (s, v) = app.psk(&read, "GET", "/me", b"").await;
+    assert_eq!(s, 200);
+    assert_eq!(v["permissions"], json!({"1": ["Users Read"]}), "{v}");
+    let (_, v) = app.psk(&none, "GET", "/me", b"").await;
+    assert_eq!(v["permissions"], json!({"1": []}), "{v}");
+    let (_, v) = app.psk(&all, "GET", "/me", b"").await;
+    assert_eq!(v["permissions"]["1"].as_array().unwrap().len(), 6, "{v}");
     let keys = list(&app, &token).await;
     assert_eq!(item(&keys, &read.id)["permissions"], json!(["Users Read"]));
 }
