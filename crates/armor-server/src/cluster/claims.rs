@@ -95,9 +95,11 @@ const SIGNATURE_SPLIT_CLUSTER: u32 = 1;
 /// compact list.
 const SIGNATURE_FIELDS: u32 = 128;
 
-/// Bytes of the pair fingerprint in its key: `a{bb}` and 9 bytes is 14,
-/// the longest key Redis stores in a 16-byte allocation. 72 bits: two live
-/// pairs of one bucket share them with a chance of about one in 10^15.
+/// Bytes of the pair fingerprint in its key (its last ones): `a{bb}` and
+/// 9 bytes is 14, the longest key Redis stores in a 16-byte allocation.
+/// A new pair matches one of N live pairs of its bucket with a chance of
+/// N / 2^72 (10^6 live: one in 4 × 10^15), which refuses it (never the
+/// other way round).
 const PAIR_BYTES: usize = 9;
 
 /// A bucket's hash tag.
@@ -242,11 +244,11 @@ impl Cluster {
             SIGNATURE_SPLIT_SINGLE
         };
         let mut call = self.script.prepare_invoke();
-        call.key(bucket_key(bucket, b"e"))
-            .key(bucket_key(bucket, b"p"));
+        call.key(bucket_key(bucket, b"m"))
+            .key(bucket_key(bucket, b"r"));
         for p in claims {
             let until = p.until;
-            call.key(bucket_key(bucket, &p.fp.pair.to_be_bytes()[..PAIR_BYTES]))
+            call.key(bucket_key(bucket, &p.fp.pair.to_be_bytes()[16 - PAIR_BYTES..]))
                 .key(bucket_key(bucket, format!("s{until}:").as_bytes()));
         }
         call.arg(now).arg(split).arg(SIGNATURE_FIELDS);

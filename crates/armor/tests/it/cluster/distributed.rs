@@ -308,7 +308,7 @@ async fn a_promoted_replica_missing_the_last_claims_still_refuses_their_replay()
     assert_eq!(signed(&nodes.apps[0], &auth).await.0, 200);
 
     assert_eq!(cli(redis.port, &["DEBUG", "CHANGE-REPL-ID"]), "OK");
-    // Every claim gone, the markers (`a{..}e`, `a{..}p`) kept.
+    // Every claim gone, the markers (`a{..}m`, `a{..}r`) kept.
     let lost: usize = cli(
         redis.port,
         &[
