@@ -14,13 +14,16 @@ use crate::ports::{Claim, ClaimAnswer, ClaimError, ClaimWait, ReplayStore};
 /// with it), then for each claim in order both fingerprints if its
 /// timestamp is after the marker and neither is held.
 ///
-/// The pair is a key (`SET NX` with a relative expiry). The signature is
-/// a field of a small hash of its bucket and `until`, found by walking
-/// levels: level `k` has `split × 2^k` hashes, and the signature's hash at
-/// each level is chosen by its bits (`sub`). A signature is stored at the
+/// The pair is a key (`SET NX` with a relative expiry, undone if the
+/// signature turns out held). The signature is a field (`HSETNX`) of a
+/// small hash of its bucket and `until`, found by walking levels: level
+/// `k` has `split × 2^k` hashes, and the signature's hash at each level is
+/// chosen by its bits (`sub`). A signature is stored at the
 /// first level whose hash on its path is not full ([`SIGNATURE_FIELDS`]),
-/// and a hash once full stays full until it expires; each claim stored at
-/// level `k` extends the expiry of the hashes on its path below `k`, so
+/// and a hash once full stays full until it expires; a claim that must
+/// extend the expiry of its hash extends those on its path below it too
+/// (by a second more than needed, so that the next claims of the second
+/// need not; a signature's timestamp is out of the window by then), so
 /// those outlive it. A replay of a signature therefore walks the same path
 /// of full hashes to the one that holds it. Few requests fill one hash
 /// per bucket and second; many spread over more hashes, each kept under
@@ -51,17 +54,18 @@ for i = 1, (#KEYS - 2) / 2 do
   if tonumber(ts) <= e then
     out[i + 2] = 2
   else
-    -- The signature's path: held somewhere on it, or the first hash
-    -- not full (level 12, the last, takes it whatever its size).
+    -- The signature's path: the full hashes it passes (held in one of
+    -- them: a replay), then the first one not full (level 12, the last,
+    -- takes it whatever its size).
     local path, held, n, base = {}, false, split, 0
     for level = 0, 12 do
       local h = prefix .. (base + sub % n)
       path[#path + 1] = h
-      if redis.call('HEXISTS', h, f) == 1 then
-        held = true
+      if level == 12 or redis.call('HLEN', h) < full then
         break
       end
-      if redis.call('HLEN', h) < full then
+      if redis.call('HEXISTS', h, f) == 1 then
+        held = true
         break
       end
       base = base + n
@@ -69,11 +73,20 @@ for i = 1, (#KEYS - 2) / 2 do
     end
     if held or not redis.call('SET', p, '1', 'NX', 'PX', ttl) then
       out[i + 2] = 1
+    elseif redis.call('HSETNX', path[#path], f, '1') == 0 then
+      -- The pair was free and is claimed again by nobody: undo it.
+      redis.call('DEL', p)
+      out[i + 2] = 1
     else
-      redis.call('HSET', path[#path], f, '1')
-      for _, h in ipairs(path) do
-        if redis.call('PTTL', h) < tonumber(ttl) then
-          redis.call('PEXPIRE', h, ttl)
+      -- Hashes below on the path live at least as long as this one: when
+      -- it must last longer, all of them are extended, a second more than
+      -- needed so the next claims of this second need not.
+      ttl = tonumber(ttl)
+      if redis.call('PTTL', path[#path]) < ttl then
+        for _, h in ipairs(path) do
+          if redis.call('PTTL', h) < ttl + 1000 then
+            redis.call('PEXPIRE', h, ttl + 1000)
+          end
         end
       end
       out[i + 2] = 0
@@ -248,8 +261,11 @@ impl Cluster {
             .key(bucket_key(bucket, b"r"));
         for p in claims {
             let until = p.until;
-            call.key(bucket_key(bucket, &p.fp.pair.to_be_bytes()[16 - PAIR_BYTES..]))
-                .key(bucket_key(bucket, format!("s{until}:").as_bytes()));
+            call.key(bucket_key(
+                bucket,
+                &p.fp.pair.to_be_bytes()[16 - PAIR_BYTES..],
+            ))
+            .key(bucket_key(bucket, format!("s{until}:").as_bytes()));
         }
         call.arg(now).arg(split).arg(SIGNATURE_FIELDS);
         for p in claims {
