@@ -12,16 +12,34 @@ use crate::ports::{Claim, ClaimAnswer, ClaimError, ClaimWait, ReplayStore};
 /// Claims a batch of one bucket: first the epoch marker (moved to now when
 /// missing or when the primary's replication id is not the one recorded
 /// with it), then for each claim in order both fingerprints if its
-/// timestamp is after the marker and neither is held (`SET NX` of the
-/// pair, `HSETNX` of the signature in its hash, the pair undone if the
-/// signature is held).
-/// KEYS: epoch, primary id, then pair key and signature hash of each claim.
-/// ARGV: now (s), then timestamp (s), expiry (ms) and signature field of
-/// each claim.
+/// timestamp is after the marker and neither is held.
+///
+/// The pair is a key (`SET NX` with a relative expiry, undone if the
+/// signature turns out held). The signature is a field (`HSETNX`) of a
+/// small hash of its bucket and `until`, found by walking levels: level
+/// `k` has `split × 2^k` hashes, and the signature's hash at each level is
+/// chosen by its bits (`sub`). A signature is stored at the
+/// first level whose hash on its path is not full ([`SIGNATURE_FIELDS`]),
+/// and a hash once full stays full until it expires; a claim that must
+/// extend the expiry of its hash extends those on its path below it too
+/// (by a second more than needed, so that the next claims of the second
+/// need not; a signature's timestamp is out of the window by then), so
+/// those outlive it. A replay of a signature therefore walks the same path
+/// of full hashes to the one that holds it. Few requests fill one hash
+/// per bucket and second; many spread over more hashes, each kept under
+/// the size Redis stores as one compact list.
+/// KEYS: epoch, primary id, then pair key and signature key prefix
+/// (`a{bb}s<until>:`) of each claim.
+/// ARGV: now (s), hashes at level 0, fields per hash, the last level,
+/// then timestamp (s),
+/// expiry (ms), signature field and `sub` of each claim.
 /// Returns the marker, 1 if this call moved it (else 0), then one code per
 /// claim: 0 claimed, 1 held (replay), 2 at or before the epoch.
 pub(super) const CLAIM_SCRIPT: &str = r"
 local now = tonumber(ARGV[1])
+local split = tonumber(ARGV[2])
+local full = tonumber(ARGV[3])
+local levels = tonumber(ARGV[4])
 local id = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or '?'
 local e = tonumber(redis.call('GET', KEYS[1]))
 local moved = 0
@@ -33,31 +51,76 @@ if not e or redis.call('GET', KEYS[2]) ~= id then
 end
 local out = {e, moved}
 for i = 1, (#KEYS - 2) / 2 do
-  local p, h = KEYS[2 * i + 1], KEYS[2 * i + 2]
-  local ts, ttl, f = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  local p, prefix = KEYS[2 * i + 1], KEYS[2 * i + 2]
+  local ts, ttl, f, sub = ARGV[4 * i + 1], ARGV[4 * i + 2], ARGV[4 * i + 3], tonumber(ARGV[4 * i + 4])
   if tonumber(ts) <= e then
     out[i + 2] = 2
-  elseif not redis.call('SET', p, '1', 'NX', 'PX', ttl) then
-    out[i + 2] = 1
-  elseif redis.call('HSETNX', h, f, '1') == 0 then
-    -- The pair was free and is claimed again by nobody: undo it.
-    redis.call('DEL', p)
-    out[i + 2] = 1
   else
-    if redis.call('PTTL', h) < tonumber(ttl) then
-      redis.call('PEXPIRE', h, ttl)
+    -- The signature's path: the full hashes it passes (held in one of
+    -- them: a replay), then the first one not full (the last level takes
+    -- it whatever its size).
+    local path, held, n, base = {}, false, split, 0
+    for level = 0, levels do
+      local h = prefix .. (base + sub % n)
+      path[#path + 1] = h
+      if level == levels or redis.call('HLEN', h) < full then
+        break
+      end
+      if redis.call('HEXISTS', h, f) == 1 then
+        held = true
+        break
+      end
+      base = base + n
+      n = n * 2
     end
-    out[i + 2] = 0
+    if held or not redis.call('SET', p, '1', 'NX', 'PX', ttl) then
+      out[i + 2] = 1
+    elseif redis.call('HSETNX', path[#path], f, '1') == 0 then
+      -- The pair was free and is claimed again by nobody: undo it.
+      redis.call('DEL', p)
+      out[i + 2] = 1
+    else
+      -- Hashes below on the path live at least as long as this one: when
+      -- it must last longer, all of them are extended, a second more than
+      -- needed so the next claims of this second need not.
+      ttl = tonumber(ttl)
+      if redis.call('PTTL', path[#path]) < ttl then
+        for _, h in ipairs(path) do
+          if redis.call('PTTL', h) < ttl + 1000 then
+            redis.call('PEXPIRE', h, ttl + 1000)
+          end
+        end
+      end
+      out[i + 2] = 0
+    end
   end
 end
 return out
 ";
 
-/// Signature hashes per bucket and second: enough that each stays small
-/// (Redis keeps a hash of up to 128 fields as one compact list) at the
-/// rates one bucket sees.
-const SIGNATURE_SPLIT_SINGLE: u128 = 64;
-const SIGNATURE_SPLIT_CLUSTER: u128 = 4;
+/// Signature hashes at level 0, per bucket and second, and the last
+/// level. On one server (one bucket) 64 hashes and no further level: each
+/// hash holds few fields at low rates, and past 8,192 requests a second
+/// they become real hash tables (about 40 B more per request) rather than
+/// making each claim look through full hashes (which doubles the script's
+/// time at 50,000 a second). On a cluster one hash, then levels: each of
+/// its 64 buckets sees a fraction of the rate.
+const SIGNATURE_SPLIT_SINGLE: u32 = 64;
+const SIGNATURE_LEVELS_SINGLE: u32 = 0;
+const SIGNATURE_SPLIT_CLUSTER: u32 = 1;
+const SIGNATURE_LEVELS_CLUSTER: u32 = 12;
+
+/// Fields a signature hash takes before the next level is used: Redis
+/// keeps a hash of up to 128 fields (`hash-max-listpack-entries`) as one
+/// compact list.
+const SIGNATURE_FIELDS: u32 = 128;
+
+/// Bytes of the pair fingerprint in its key (its last ones): `a{bb}` and
+/// 9 bytes is 14, the longest key Redis stores in a 16-byte allocation.
+/// A new pair matches one of N live pairs of its bucket with a chance of
+/// N / 2^72 (10^6 live: one in 4 × 10^15), which refuses it (never the
+/// other way round).
+const PAIR_BYTES: usize = 9;
 
 /// A bucket's hash tag.
 fn tag(bucket: u16) -> [u8; 4] {
@@ -195,25 +258,28 @@ impl Cluster {
         now: u64,
     ) -> Option<(u64, bool, Vec<i64>)> {
         let (slot, mut conn) = self.conn()?;
-        let split = if self.buckets > 1 {
-            SIGNATURE_SPLIT_CLUSTER
+        let (split, levels) = if self.buckets > 1 {
+            (SIGNATURE_SPLIT_CLUSTER, SIGNATURE_LEVELS_CLUSTER)
         } else {
-            SIGNATURE_SPLIT_SINGLE
+            (SIGNATURE_SPLIT_SINGLE, SIGNATURE_LEVELS_SINGLE)
         };
         let mut call = self.script.prepare_invoke();
-        call.key(bucket_key(bucket, b"e"))
-            .key(bucket_key(bucket, b"p"));
+        call.key(bucket_key(bucket, b"m"))
+            .key(bucket_key(bucket, b"r"));
         for p in claims {
             let until = p.until;
-            let sub = p.fp.signature % split;
-            call.key(bucket_key(bucket, &p.fp.pair.to_be_bytes()))
-                .key(bucket_key(bucket, format!("s{until}:{sub}").as_bytes()));
+            call.key(bucket_key(
+                bucket,
+                &p.fp.pair.to_be_bytes()[16 - PAIR_BYTES..],
+            ))
+            .key(bucket_key(bucket, format!("s{until}:").as_bytes()));
         }
-        call.arg(now);
+        call.arg(now).arg(split).arg(SIGNATURE_FIELDS).arg(levels);
         for p in claims {
             call.arg(p.timestamp)
                 .arg(p.ttl_ms)
-                .arg(&p.fp.signature.to_be_bytes()[..]);
+                .arg(&p.fp.signature.to_be_bytes()[..])
+                .arg((p.fp.signature >> 96) as u32);
         }
         let answer =
             tokio::time::timeout(ROUND_TRIP, call.invoke_async::<Vec<i64>>(&mut conn)).await;

@@ -8,10 +8,11 @@
 //! neither is held, atomically, within [`ROUND_TRIP`]. Both live in one
 //! hash-tag bucket chosen by the key id (one bucket on a single server,
 //! [`CLUSTER_BUCKETS`] on a cluster), so one script call in one slot
-//! claims both: the pair as a key `a{bb}<16 bytes>` with a relative
+//! claims both: the pair as a key `a{bb}<9 bytes>` with a relative
 //! expiry until the timestamp leaves the window, the signature as a field
 //! of a small hash `a{bb}s<until>:<n>` (every request whose signature is
-//! the same has the same timestamp, so the same `until`) that expires with
+//! the same has the same timestamp, so the same `until`; more hashes per
+//! second only as the first fill up, see `CLAIM_SCRIPT`) that expires with
 //! its last claim. Claims made at the same moment are batched: a few
 //! worker tasks each take whatever claims are waiting (up to
 //! [`BATCH_MAX`]) and send one script call per bucket, all at once; Redis
@@ -23,8 +24,8 @@
 //! topology changes are handled by the client.
 //!
 //! # Epoch markers
-//! Each bucket has an epoch marker `a{bb}e` (a Unix second) and the
-//! replication id of the primary that set it, `a{bb}p`. The claim script
+//! Each bucket has an epoch marker `a{bb}m` (a Unix second) and the
+//! replication id of the primary that set it, `a{bb}r`. The claim script
 //! compares that id with its primary's (`INFO replication`) before any
 //! claim: if the marker is missing (a fresh, restarted or flushed shard)
 //! or the id differs (a replica was promoted: replication is
@@ -80,7 +81,7 @@ use claims::{claim_worker, ClaimQueue, Pending, CLAIM_QUEUE, CLAIM_SCRIPT, CLAIM
 /// whose slot holds every claim made with that key id.
 pub fn epoch_key_of(key_id: &str) -> String {
     let bucket = claims::bucket_of(key_id, CLUSTER_BUCKETS);
-    String::from_utf8_lossy(&claims::bucket_key(bucket, b"e")).into_owned()
+    String::from_utf8_lossy(&claims::bucket_key(bucket, b"m")).into_owned()
 }
 
 /// The longest one claim (or publish) may take before the request is

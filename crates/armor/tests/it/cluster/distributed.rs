@@ -4,7 +4,8 @@
 //! request accepted by one node is refused by every other; the primary
 //! holding a claim killed with `kill -9`: 503 `replay_store_unavailable`
 //! meanwhile, service back on its own, the replay still refused; a
-//! reshard under traffic; a primary that lost the last claims; refused
+//! reshard under traffic; a primary that lost the last claims; one
+//! second's claims overflowing a signature hash; refused
 //! attempts counted across the nodes.
 
 use std::time::{Duration, Instant};
@@ -182,6 +183,59 @@ async fn three_nodes_on_a_redis_cluster_refuse_a_replay_everywhere_and_a_deleted
     }
 }
 
+/// More claims of one key with one timestamp than one signature hash
+/// takes (128), through a node's `Cluster` (in process) on a Redis
+/// Cluster: their signatures spread over further hashes, and each one
+/// claimed again with a new pair (a re-split request) is still refused,
+/// as is each pair with a new signature; a claim with both new is taken.
+#[tokio::test]
+async fn a_signature_is_refused_when_one_seconds_claims_overflow_its_hash() {
+    use armor_psk::Fingerprints;
+    use armor_server::cluster::{ClaimError, Cluster, RedisMode};
+    use armor_server::core::Core;
+    use std::sync::Arc;
+
+    let redis = RedisCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let now = now();
+    let (core, _) = Core::scratch(dir.path(), now, 1024).await.unwrap();
+    let cluster = Cluster::with_mode(&redis.url(), &RedisMode::Cluster, 1)
+        .await
+        .unwrap();
+    let core = Arc::new(core.with_cluster(cluster.clone()));
+    cluster.spawn(Arc::downgrade(&core), core.clock.clone());
+    cluster.start_up(core.clock.as_ref()).await;
+    let started = Instant::now();
+    while !cluster.ready() {
+        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // After the epoch marker the start-up set: a timestamp one second on.
+    let ts = now + 1;
+    let claim = |pair: u128, signature: u128| {
+        let cluster = cluster.clone();
+        async move {
+            let fp = Fingerprints { pair, signature };
+            cluster.claim("key", &fp, ts, ts + 300, ts).await
+        }
+    };
+    // Spread fingerprints, as keyed hashes are.
+    let fp = |i: u128, salt: u128| {
+        (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835) ^ salt
+    };
+    let n = 600;
+    for i in 0..n {
+        assert_eq!(claim(fp(i, 1), fp(i, 2)).await, Ok(()), "claim {i}");
+    }
+    for i in 0..n {
+        let again = claim(fp(i + n, 1), fp(i, 2)).await;
+        assert_eq!(again, Err(ClaimError::Reused), "signature {i}");
+        let again = claim(fp(i, 1), fp(i + n, 2)).await;
+        assert_eq!(again, Err(ClaimError::Reused), "pair {i}");
+    }
+    assert_eq!(claim(fp(3 * n, 1), fp(3 * n, 2)).await, Ok(()));
+}
+
 #[tokio::test]
 async fn a_cluster_primary_killed_after_a_claim_fails_closed_then_resumes_and_refuses_the_replay() {
     let mut redis = RedisCluster::start();
@@ -254,7 +308,7 @@ async fn a_promoted_replica_missing_the_last_claims_still_refuses_their_replay()
     assert_eq!(signed(&nodes.apps[0], &auth).await.0, 200);
 
     assert_eq!(cli(redis.port, &["DEBUG", "CHANGE-REPL-ID"]), "OK");
-    // Every claim gone, the markers (`a{..}e`, `a{..}p`) kept.
+    // Every claim gone, the markers (`a{..}m`, `a{..}r`) kept.
     let lost: usize = cli(
         redis.port,
         &[
