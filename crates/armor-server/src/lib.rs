@@ -306,13 +306,20 @@ impl Application {
     ) -> Result<(), Error> {
         let core = self.core.clone();
         let retention = self.usage_retention;
+        // The periodic writer stops between two rounds, never in the middle
+        // of a write: a batch taken from memory and dropped unwritten would
+        // be lost.
+        let (stop_flusher, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let flusher = tokio::spawn({
             let core = core.clone();
             async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
                 let mut cleaned_at = 0;
                 loop {
-                    tick.tick().await;
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = &mut stopped => break,
+                    }
                     if let Err(e) = core.verifier.flush_last_used().await {
                         tracing::warn!(error = %e, "could not write last-used times");
                     }
@@ -365,7 +372,8 @@ impl Application {
         )
         .with_graceful_shutdown(shutdown)
         .await;
-        flusher.abort();
+        let _ = stop_flusher.send(());
+        let _ = flusher.await;
         if let Some(m) = metrics {
             m.abort();
         }
@@ -373,10 +381,13 @@ impl Application {
             m.abort();
         }
         core.verifier.queue_exact_last_used();
-        core.verifier.flush_last_used().await?;
-        core.sessions.flush_token_touches().await?;
-        core.verifier.flush_usage().await?;
+        // Each is written even if another fails; the first error is the
+        // answer.
+        let last_used = core.verifier.flush_last_used().await;
+        let touches = core.sessions.flush_token_touches().await;
+        let usage = core.verifier.flush_usage().await;
         core.access.close().await;
+        last_used.and(touches).and(usage)?;
         served.map_err(|e| Error::Internal(format!("server: {e}")))
     }
 }
