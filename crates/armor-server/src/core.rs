@@ -199,13 +199,25 @@ impl Core {
         now: u64,
         replay_entries: usize,
     ) -> Result<(Core, Principal), Error> {
+        let clock = Arc::new(crate::clock::ManualClock::new(now));
+        Self::scratch_on(dir, clock, replay_entries).await
+    }
+
+    /// [`Core::scratch`] on a clock the caller keeps (to move it).
+    pub async fn scratch_on(
+        dir: &std::path::Path,
+        clock: Arc<dyn Clock>,
+        replay_entries: usize,
+    ) -> Result<(Core, Principal), Error> {
         let store = Store::open(&dir.join("armor.db").to_string_lossy()).await?;
         let hash = crypto::hash_password("scratch-owner-password")?;
-        store.bootstrap("owner@example.com", &hash, now).await?;
+        store
+            .bootstrap("owner@example.com", &hash, clock.now())
+            .await?;
         let core = Core::new(
             store,
             &dir.join("master.key"),
-            Arc::new(crate::clock::ManualClock::new(now)),
+            clock,
             Arc::new(armor_psk::MemoryReplayGuard::new(replay_entries)),
             CoreConfig {
                 max_body: 1 << 20,

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use armor_psk::{SecretKey, SignableRequest, SigningKey};
 use armor_server::clock::ManualClock;
 use armor_server::core::keyspec::{KeySpec, RateLimitSpec};
-use armor_server::core::{Core, CoreConfig, NewKey, Principal, Via};
-use armor_server::crypto;
-use armor_server::store::Store;
+use armor_server::core::{Core, NewKey, Principal};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
@@ -29,40 +27,8 @@ struct Env {
 
 async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("armor.db").to_str().unwrap())
-        .await
-        .unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    store
-        .bootstrap(
-            "owner@example.com",
-            &crypto::hash_password("a long enough password").unwrap(),
-            T0,
-        )
-        .await
-        .unwrap();
-    let core = Core::new(
-        store,
-        &dir.path().join("master.key"),
-        clock.clone(),
-        Arc::new(armor_psk::MemoryReplayGuard::new(1024)),
-        CoreConfig {
-            max_body: 1 << 20,
-            require_signed_query: false,
-        },
-    )
-    .await
-    .unwrap();
-    let owner = core
-        .access
-        .principal(
-            1,
-            1,
-            None,
-            Via::Password {
-                token_hash: vec![0; 32],
-            },
-        )
+    let (core, owner) = Core::scratch_on(dir.path(), clock.clone(), 1024)
         .await
         .unwrap();
     Env {

@@ -106,78 +106,10 @@ pub fn parse_instant(t: &str) -> Option<u64> {
     if !t.is_empty() && t.len() <= 12 && t.bytes().all(|b| b.is_ascii_digit()) {
         return t.parse().ok();
     }
-    let b = t.as_bytes();
-    if b.len() < 20 || !b.is_ascii() {
+    if t.trim() != t {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let s = &t[r];
-        s.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    if b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=days_in(y, mo)).contains(&d) || h > 23 || mi > 59 || s > 60
-    {
-        return None;
-    }
-    let mut rest = &t[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
-            let sign = match rest.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let oh = rest[1..3].parse::<i64>().ok()?;
-            let om = rest[4..6].parse::<i64>().ok()?;
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            sign * (oh * 3600 + om * 60)
-        }
-        _ => return None,
-    };
-    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s - offset;
-    u64::try_from(secs).ok()
-}
-
-fn days_in(y: i64, m: i64) -> i64 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a civil date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    u64::try_from(crate::core::keyspec::parse_rfc3339(t)?).ok()
 }
 
 #[cfg(test)]
@@ -197,6 +129,7 @@ mod tests {
         for bad in [
             "",
             "x",
+            "2026-11-23T10:33:43+-1:00",
             "2026-02-30T00:00:00Z",
             "2026-11-23T10:33:43",
             "1969-12-31T23:59:59Z",

@@ -37,6 +37,20 @@ fn totals(body: &Value) -> (u64, std::collections::BTreeMap<String, u64>) {
     (accepted, refused)
 }
 
+/// A key of user 1 created with `fields`.
+async fn key_with(app: &TestApp, token: &str, fields: Value) -> Key {
+    let (s, v) = app
+        .post_json("/users/1/keys", fields, Some(&fh(token)))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let key = Key {
+        id: v["id"].as_str().unwrap().to_owned(),
+        secret: v["apiKey"].as_str().unwrap().to_owned(),
+    };
+    app.remember_secret(&key.secret);
+    key
+}
+
 fn refused(pairs: &[(&str, u64)]) -> std::collections::BTreeMap<String, u64> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
 }
@@ -508,40 +522,22 @@ async fn refusals_of_the_failed_attempt_limit_are_counted_as_rate_limited() {
 async fn usage_counts_refusals_of_a_keys_restrictions_by_their_codes() {
     let app = spawn_app().await;
     let token = app.login().await;
-    let (s, v) = app
-        .post_json(
-            "/users/1/keys",
-            json!({
-                "name": "restricted",
-                "allowedRoutes": ["GET /me"],
-                "allowedIps": ["10.0.0.0/8"],
-            }),
-            Some(&fh(&token)),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
-    let fenced = Key {
-        id: v["id"].as_str().unwrap().to_owned(),
-        secret: v["apiKey"].as_str().unwrap().to_owned(),
-    };
-    app.remember_secret(&fenced.secret);
-    let (s, v) = app
-        .post_json(
-            "/users/1/keys",
-            json!({
-                "name": "metered",
-                "allowedRoutes": ["GET /me"],
-                "rateLimit": {"limit": 2, "windowSeconds": 86_400},
-            }),
-            Some(&fh(&token)),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
-    let metered = Key {
-        id: v["id"].as_str().unwrap().to_owned(),
-        secret: v["apiKey"].as_str().unwrap().to_owned(),
-    };
-    app.remember_secret(&metered.secret);
+    let fenced = key_with(
+        &app,
+        &token,
+        json!({"name": "restricted", "allowedRoutes": ["GET /me"], "allowedIps": ["10.0.0.0/8"]}),
+    )
+    .await;
+    let metered = key_with(
+        &app,
+        &token,
+        json!({
+            "name": "metered",
+            "allowedRoutes": ["GET /me"],
+            "rateLimit": {"limit": 2, "windowSeconds": 86_400},
+        }),
+    )
+    .await;
 
     let (s, b) = app.psk(&fenced, "GET", "/me", b"").await;
     assert_eq!((s, b["error"].as_str()), (403, Some("ip_not_allowed")));
