@@ -28,19 +28,30 @@ use crate::ports::{Claim, ClaimAnswer, ClaimError, ClaimWait, ReplayStore};
 /// of full hashes to the one that holds it. Few requests fill one hash
 /// per bucket and second; many spread over more hashes, each kept under
 /// the size Redis stores as one compact list.
+/// Expiries are set on Redis's clock (`TIME`), from each claim's `until`
+/// (its timestamp plus the window, which no clock changes): a node whose
+/// clock runs behind cannot claim a request whose window has ended there,
+/// and one whose clock runs ahead cannot make claims expire early. A
+/// claim whose `until` has passed on Redis's clock is refused as before
+/// the epoch, and a moved marker is at least Redis's now. An `INFO`
+/// without `master_replid` is an error (the claim is unavailable), never
+/// a check skipped.
 /// KEYS: epoch, primary id, then pair key and signature key prefix
 /// (`a{bb}s<until>:`) of each claim.
 /// ARGV: now (s), hashes at level 0, fields per hash, the last level,
-/// then timestamp (s),
-/// expiry (ms), signature field and `sub` of each claim.
+/// then timestamp (s), until (s), signature field and `sub` of each claim.
 /// Returns the marker, 1 if this call moved it (else 0), then one code per
 /// claim: 0 claimed, 1 held (replay), 2 at or before the epoch.
 pub(super) const CLAIM_SCRIPT: &str = r"
-local now = tonumber(ARGV[1])
+local rnow = tonumber(redis.call('TIME')[1])
+local now = math.max(tonumber(ARGV[1]), rnow)
 local split = tonumber(ARGV[2])
 local full = tonumber(ARGV[3])
 local levels = tonumber(ARGV[4])
-local id = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or '?'
+local id = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+if not id then
+  return redis.error_reply('armor: INFO replication has no master_replid')
+end
 local e = tonumber(redis.call('GET', KEYS[1]))
 local moved = 0
 if not e or redis.call('GET', KEYS[2]) ~= id then
@@ -52,8 +63,10 @@ end
 local out = {e, moved}
 for i = 1, (#KEYS - 2) / 2 do
   local p, prefix = KEYS[2 * i + 1], KEYS[2 * i + 2]
-  local ts, ttl, f, sub = ARGV[4 * i + 1], ARGV[4 * i + 2], ARGV[4 * i + 3], tonumber(ARGV[4 * i + 4])
-  if tonumber(ts) <= e then
+  local ts, f, sub = ARGV[4 * i + 1], ARGV[4 * i + 3], tonumber(ARGV[4 * i + 4])
+  -- Kept through the last second of the window, on Redis's clock.
+  local ttl = (tonumber(ARGV[4 * i + 2]) - rnow + 1) * 1000
+  if tonumber(ts) <= e or ttl <= 0 then
     out[i + 2] = 2
   else
     -- The signature's path: the full hashes it passes (held in one of
@@ -83,7 +96,6 @@ for i = 1, (#KEYS - 2) / 2 do
       -- Hashes below on the path live at least as long as this one: when
       -- it must last longer, all of them are extended, a second more than
       -- needed so the next claims of this second need not.
-      ttl = tonumber(ttl)
       if redis.call('PTTL', path[#path]) < ttl then
         for _, h in ipairs(path) do
           if redis.call('PTTL', h) < ttl + 1000 then
@@ -169,7 +181,6 @@ pub(super) struct Pending {
     fp: Fingerprints,
     timestamp: u64,
     until: u64,
-    ttl_ms: u64,
     now: u64,
     answer: ClaimAnswer,
 }
@@ -204,15 +215,12 @@ impl Cluster {
         if !self.in_sync.load(Ordering::Acquire) {
             return Claim::Done(Err(ClaimError::Unavailable));
         }
-        // Kept through the last second of the window, whatever the clocks.
-        let ttl_ms = until.saturating_sub(now).saturating_add(1).max(1) * 1000;
         let (answer, wait) = ClaimWait::channel(ROUND_TRIP);
         let pending = Pending {
             bucket: bucket_of(key_id, self.buckets),
             fp: *fp,
             timestamp,
             until,
-            ttl_ms,
             now,
             answer,
         };
@@ -277,7 +285,7 @@ impl Cluster {
         call.arg(now).arg(split).arg(SIGNATURE_FIELDS).arg(levels);
         for p in claims {
             call.arg(p.timestamp)
-                .arg(p.ttl_ms)
+                .arg(p.until)
                 .arg(&p.fp.signature.to_be_bytes()[..])
                 .arg((p.fp.signature >> 96) as u32);
         }

@@ -534,3 +534,39 @@ async fn a_keys_rate_limit_holds_across_three_nodes() {
     // eight of its own.
     assert_eq!(accepted, 5, "the key's limit is not shared: {answers:?}");
 }
+
+/// A node whose clock runs 400 s behind accepts, by its own clock, a
+/// timestamp whose window has already ended: Redis's clock decides, so
+/// the claim is refused (and no claim can expire before its window ends
+/// on Redis's clock, whatever the claiming node's clock says).
+#[tokio::test]
+async fn a_node_whose_clock_runs_behind_cannot_claim_a_request_whose_window_has_ended() {
+    use armor_psk::Fingerprints;
+    use armor_server::cluster::{ClaimError, Cluster, RedisMode};
+    use armor_server::core::Core;
+    use std::sync::Arc;
+
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let behind = now() - 400;
+    let (core, _) = Core::scratch(dir.path(), behind, 1024).await.unwrap();
+    let cluster = Cluster::with_mode(&redis.url(), &RedisMode::Single, 1)
+        .await
+        .unwrap();
+    let core = Arc::new(core.with_cluster(cluster.clone()));
+    cluster.spawn(Arc::downgrade(&core), core.clock.clone());
+    cluster.start_up(core.clock.as_ref()).await;
+    let started = Instant::now();
+    while !cluster.ready() {
+        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // 50 s inside the slow node's window, 50 s past its end in truth.
+    let ts = behind + 50;
+    let fp = Fingerprints {
+        pair: 0x1234_5678_9abc_def0_1234_5678_9abc_def0,
+        signature: 0x0fed_cba9_8765_4321_0fed_cba9_8765_4321,
+    };
+    let answer = cluster.claim("key", &fp, ts, ts + 300, behind + 1).await;
+    assert_eq!(answer, Err(ClaimError::BeforeEpoch));
+}
