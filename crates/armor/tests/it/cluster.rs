@@ -293,23 +293,12 @@ async fn concurrent_copies_of_a_request_are_accepted_once() {
 #[tokio::test]
 async fn a_refused_claim_leaves_its_other_fingerprint_free() {
     use armor_psk::Fingerprints;
-    use armor_server::cluster::{ClaimError, Cluster};
-    use armor_server::core::Core;
-    use std::sync::Arc;
+    use armor_server::cluster::{ClaimError, RedisMode};
 
     let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
     let now = now();
-    let (core, _) = Core::scratch(dir.path(), now, 1024).await.unwrap();
-    let cluster = Cluster::new(&redis.url(), 1).await.unwrap();
-    let core = Arc::new(core.with_cluster(cluster.clone()));
-    cluster.spawn(Arc::downgrade(&core), core.clock.clone());
-    cluster.start_up(core.clock.as_ref()).await;
-    let started = Instant::now();
-    while !cluster.ready() {
-        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let node = InProcessNode::start(&redis.url(), &RedisMode::Single, now).await;
+    let cluster = node.cluster.clone();
     // After the epoch marker the start-up set: a timestamp one second on.
     let ts = now + 1;
     let claim = |pair: u128, signature: u128| {
@@ -530,4 +519,38 @@ async fn reset_mails_asked_through_both_nodes_count_towards_one_limit() {
     }
     let pending = c.admin(&["outbox"], &[]);
     assert_eq!(pending.lines().count(), 3, "{pending}");
+}
+
+/// A core in this process with its clock at `now`, on the Redis at `url`,
+/// once its cluster client is ready: claims made through `cluster` are
+/// this node's.
+pub struct InProcessNode {
+    pub cluster: std::sync::Arc<armor_server::cluster::Cluster>,
+    _core: std::sync::Arc<armor_server::core::Core>,
+    _dir: tempfile::TempDir,
+}
+
+impl InProcessNode {
+    pub async fn start(url: &str, mode: &armor_server::cluster::RedisMode, now: u64) -> Self {
+        use armor_server::cluster::Cluster;
+        use armor_server::core::Core;
+        use std::sync::Arc;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (core, _) = Core::scratch(dir.path(), now, 1024).await.unwrap();
+        let cluster = Cluster::with_mode(url, mode, 1).await.unwrap();
+        let core = Arc::new(core.with_cluster(cluster.clone()));
+        cluster.spawn(Arc::downgrade(&core), core.clock.clone());
+        cluster.start_up(core.clock.as_ref()).await;
+        let started = Instant::now();
+        while !cluster.ready() {
+            assert!(started.elapsed() < Duration::from_secs(10), "never ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        InProcessNode {
+            cluster,
+            _core: core,
+            _dir: dir,
+        }
+    }
 }

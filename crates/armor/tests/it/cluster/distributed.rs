@@ -11,7 +11,9 @@
 use std::time::{Duration, Instant};
 
 use super::procs::{cli, RedisCluster, RedisSentinel};
-use super::{fh, fresh_auth, shared_db, signed, until_status, Redis, SharedDb, NEW_KEY_SEEN};
+use super::{
+    fh, fresh_auth, shared_db, signed, until_status, InProcessNode, Redis, SharedDb, NEW_KEY_SEEN,
+};
 use crate::api::{fresh_nonce, now, sign, spawn_app_with, Key, TestApp};
 
 /// Three nodes on one database and one Redis deployment.
@@ -191,25 +193,12 @@ async fn three_nodes_on_a_redis_cluster_refuse_a_replay_everywhere_and_a_deleted
 #[tokio::test]
 async fn a_signature_is_refused_when_one_seconds_claims_overflow_its_hash() {
     use armor_psk::Fingerprints;
-    use armor_server::cluster::{ClaimError, Cluster, RedisMode};
-    use armor_server::core::Core;
-    use std::sync::Arc;
+    use armor_server::cluster::{ClaimError, RedisMode};
 
     let redis = RedisCluster::start();
-    let dir = tempfile::tempdir().unwrap();
     let now = now();
-    let (core, _) = Core::scratch(dir.path(), now, 1024).await.unwrap();
-    let cluster = Cluster::with_mode(&redis.url(), &RedisMode::Cluster, 1)
-        .await
-        .unwrap();
-    let core = Arc::new(core.with_cluster(cluster.clone()));
-    cluster.spawn(Arc::downgrade(&core), core.clock.clone());
-    cluster.start_up(core.clock.as_ref()).await;
-    let started = Instant::now();
-    while !cluster.ready() {
-        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let node = InProcessNode::start(&redis.url(), &RedisMode::Cluster, now).await;
+    let cluster = node.cluster.clone();
     // After the epoch marker the start-up set: a timestamp one second on.
     let ts = now + 1;
     let claim = |pair: u128, signature: u128| {
@@ -542,25 +531,12 @@ async fn a_keys_rate_limit_holds_across_three_nodes() {
 #[tokio::test]
 async fn a_node_whose_clock_runs_behind_cannot_claim_a_request_whose_window_has_ended() {
     use armor_psk::Fingerprints;
-    use armor_server::cluster::{ClaimError, Cluster, RedisMode};
-    use armor_server::core::Core;
-    use std::sync::Arc;
+    use armor_server::cluster::{ClaimError, RedisMode};
 
     let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
     let behind = now() - 400;
-    let (core, _) = Core::scratch(dir.path(), behind, 1024).await.unwrap();
-    let cluster = Cluster::with_mode(&redis.url(), &RedisMode::Single, 1)
-        .await
-        .unwrap();
-    let core = Arc::new(core.with_cluster(cluster.clone()));
-    cluster.spawn(Arc::downgrade(&core), core.clock.clone());
-    cluster.start_up(core.clock.as_ref()).await;
-    let started = Instant::now();
-    while !cluster.ready() {
-        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let node = InProcessNode::start(&redis.url(), &RedisMode::Single, behind).await;
+    let cluster = &node.cluster;
     // 50 s inside the slow node's window, 50 s past its end in truth.
     let ts = behind + 50;
     let fp = Fingerprints {
