@@ -118,7 +118,7 @@ fn path_param(name: &str) -> Value {
 /// A key usage query's range and bucket.
 fn usage_query() -> Vec<Value> {
     let q = |name: &str, schema: Value, description: &str| json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description});
-    let time = || json!({"type": "string", "description": "RFC 3339 (2026-01-31T12:00:00Z) or Unix seconds"});
+    let time = || json!({"type": "string", "minLength": 1, "description": "RFC 3339 (2026-01-31T12:00:00Z) or Unix seconds"});
     vec![
         q(
             "from",
