@@ -1,7 +1,7 @@
 //! Route matching: the server's target check and routing form
 //! (`crates/armor-server/src/web/path.rs`, compiled here from source so the
 //! target stays pure and quick to build) against every route of the
-//! server's `ROUTES` table (read from `web/mod.rs`).
+//! server's `ROUTES` table (read from `web/routes.rs`).
 //!
 //! For any path the check accepts:
 //! - percent-decoding it (as an upstream, a proxy or a log reader would)
@@ -29,27 +29,29 @@ mod error {
 #[allow(dead_code)]
 mod path;
 
-/// `(method, template)` of every `r("METHOD", "/template", ...)` in ROUTES.
+/// `(method, template)` of every `route!(METHOD "/template", ...)` in the
+/// server's route table.
 fn routes() -> &'static [(String, String)] {
     static ROUTES: OnceLock<Vec<(String, String)>> = OnceLock::new();
     ROUTES.get_or_init(|| {
-        let src = include_str!("../../crates/armor-server/src/web/mod.rs");
+        let src = include_str!("../../crates/armor-server/src/web/routes.rs");
         let start = src.find("pub const ROUTES").unwrap_or(0);
         let src = &src[start..];
         let end = src.find("];").unwrap_or(src.len());
         let mut out = Vec::new();
         let mut rest = &src[..end];
-        while let Some(i) = rest.find("r(") {
-            rest = &rest[i + 2..];
-            let mut lits = rest.splitn(5, '"');
-            let (_, Some(method), _, Some(path)) =
-                (lits.next(), lits.next(), lits.next(), lits.next())
-            else {
+        while let Some(i) = rest.find("route!(") {
+            rest = &rest[i + "route!(".len()..];
+            let Some((method, after)) = rest.split_once(' ') else {
+                break;
+            };
+            let mut lits = after.splitn(3, '"');
+            let (Some(""), Some(path)) = (lits.next(), lits.next()) else {
                 break;
             };
             out.push((method.to_owned(), path.to_owned()));
         }
-        assert!(out.len() >= 20, "found {} routes", out.len());
+        assert!(out.len() >= 40, "found {} routes", out.len());
         out
     })
 }
