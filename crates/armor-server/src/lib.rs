@@ -326,7 +326,7 @@ impl Application {
                     if let Err(e) = core.sessions.flush_token_touches().await {
                         tracing::warn!(error = %e, "could not write tokens' last uses");
                     }
-                    if let Err(e) = core.verifier.flush_usage().await {
+                    if let Err(e) = core.verifier.flush_usage(false).await {
                         tracing::warn!(error = %e, "could not write key usage counts");
                     }
                     let now = core.clock.now();
@@ -385,7 +385,7 @@ impl Application {
         // answer.
         let last_used = core.verifier.flush_last_used().await;
         let touches = core.sessions.flush_token_touches().await;
-        let usage = core.verifier.flush_usage().await;
+        let usage = core.verifier.flush_usage(true).await;
         core.access.close().await;
         last_used.and(touches).and(usage)?;
         served.map_err(|e| Error::Internal(format!("server: {e}")))

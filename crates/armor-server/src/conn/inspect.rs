@@ -82,19 +82,36 @@ impl Inspector {
         if self.state == State::Off {
             return;
         }
-        self.buf.extend_from_slice(data);
+        // Usually nothing is left over from the last read: the new bytes
+        // are followed where they are, and only an unfinished element's
+        // bytes are kept.
+        if self.buf.is_empty() {
+            let used = self.follow(data);
+            if self.state != State::Off {
+                self.buf.extend_from_slice(&data[used..]);
+            }
+        } else {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.extend_from_slice(data);
+            let used = self.follow(&buf);
+            if self.state != State::Off {
+                buf.drain(..used);
+                self.buf = buf;
+            }
+        }
+    }
+
+    /// Follows the framing through `hay` (the unfinished element's bytes,
+    /// then the new ones); returns how many bytes are done with.
+    fn follow(&mut self, hay: &[u8]) -> usize {
         let mut cur = 0;
         loop {
-            if self.state == State::Off {
-                // `off` has dropped the buffer.
-                return;
-            }
-            let avail = self.buf.len() - cur;
+            let avail = hay.len() - cur;
             match self.state {
-                State::Off => return,
+                State::Off => return cur,
                 State::Body(n) | State::ChunkData(n) => {
                     if avail == 0 {
-                        break;
+                        return cur;
                     }
                     let take = n.min(avail as u64);
                     cur += take as usize;
@@ -109,32 +126,31 @@ impl Inspector {
                 State::Head | State::ChunkSize | State::Trailers => {
                     if self.state == State::Head {
                         // Empty lines before a request line are allowed.
-                        while cur < self.buf.len() && matches!(self.buf[cur], b'\r' | b'\n') {
+                        while cur < hay.len() && matches!(hay[cur], b'\r' | b'\n') {
                             cur += 1;
                             self.scanned = 0;
                         }
                     }
-                    match self.element(cur) {
+                    match self.element(hay, cur) {
                         Some(end) => {
                             cur = end;
                             self.scanned = 0;
                         }
                         None => {
                             if self.state == State::Off {
-                                // Flagged: `off` has dropped the buffer.
-                                return;
+                                return cur;
                             }
-                            if self.buf.len() - cur >= MAX_HEAD {
-                                return self.refuse(Refusal::Uninspectable);
+                            if hay.len() - cur >= MAX_HEAD {
+                                self.refuse(Refusal::Uninspectable);
+                                return cur;
                             }
-                            self.scanned = self.buf.len() - cur;
-                            break;
+                            self.scanned = hay.len() - cur;
+                            return cur;
                         }
                     }
                 }
             }
         }
-        self.buf.drain(..cur);
     }
 
     /// Request heads completed so far on this connection.
@@ -174,7 +190,7 @@ impl Inspector {
 
     /// Tries to complete the current line-based element starting at `cur`;
     /// returns where it ends.
-    fn element(&mut self, cur: usize) -> Option<usize> {
+    fn element(&mut self, hay: &[u8], cur: usize) -> Option<usize> {
         let from = cur + self.scanned.saturating_sub(3);
         match self.state {
             State::Head => {
@@ -182,21 +198,23 @@ impl Inspector {
                 // not, and "\r\n\r\n" would never show where it ends.
                 // Only the head is searched: body bytes that arrived in the
                 // same read are the body's business.
-                let end = find(&self.buf, b"\r\n\r\n", from).map(|p| p + 4);
-                let limit = end.unwrap_or(self.buf.len());
+                let end = find(hay, b"\r\n\r\n", from).map(|p| p + 4);
+                let limit = end.unwrap_or(hay.len());
                 let fresh = (cur + self.scanned).max(cur + 1);
-                if (fresh..limit).any(|i| self.buf[i] == b'\n' && self.buf[i - 1] != b'\r') {
+                if fresh < limit
+                    && memchr::memchr_iter(b'\n', &hay[fresh..limit])
+                        .any(|i| hay[fresh + i - 1] != b'\r')
+                {
                     self.refuse(Refusal::AmbiguousFraming);
                     return None;
                 }
                 let end = end?;
-                let head = self.buf[cur..end].to_vec();
-                self.head(&head);
+                self.head(&hay[cur..end]);
                 Some(end)
             }
             State::ChunkSize => {
-                let eol = find(&self.buf, b"\r\n", from)?;
-                let line = &self.buf[cur..eol];
+                let eol = find(hay, b"\r\n", from)?;
+                let line = &hay[cur..eol];
                 if line.is_empty() {
                     // The CRLF that closes a chunk's data.
                     return Some(eol + 2);
@@ -213,10 +231,10 @@ impl Inspector {
                 Some(eol + 2)
             }
             State::Trailers => {
-                let end = if self.buf[cur..].starts_with(b"\r\n") {
+                let end = if hay[cur..].starts_with(b"\r\n") {
                     cur + 2
                 } else {
-                    find(&self.buf, b"\r\n\r\n", from)? + 4
+                    find(hay, b"\r\n\r\n", from)? + 4
                 };
                 self.state = State::Head;
                 Some(end)
@@ -228,9 +246,10 @@ impl Inspector {
     /// Looks at one complete request head and sets the next state.
     fn head(&mut self, bytes: &[u8]) {
         self.heads += 1;
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(bytes) {
+        // Left uninitialised: only the parsed ones are written.
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse_with_uninit_headers(bytes, &mut headers) {
             Ok(httparse::Status::Complete(_)) => {}
             // hyper refuses it, or it is beyond what is inspected.
             _ => return self.refuse(Refusal::Uninspectable),
@@ -278,10 +297,7 @@ impl Inspector {
 }
 
 fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    hay.get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p + from)
+    memchr::memmem::find(hay.get(from..)?, needle).map(|p| p + from)
 }
 
 #[cfg(test)]

@@ -7,9 +7,11 @@
 //! minute's parity). Counting adds to the current window; the first count
 //! of a new minute moves what the window held (its minute two minutes
 //! back) into the node's pending batch, under the key's own small lock.
-//! [`Usage::flush`] (every few seconds, and at shutdown) moves every
-//! window into the batch and adds the batch to the store (one upsert per
-//! row that adds, so several nodes add to the same bucket). A read
+//! [`Usage::flush`] (every few seconds) moves the windows of minutes that
+//! have ended into the batch (at shutdown, every window) and adds the
+//! batch to the store (one upsert per row that adds, so several nodes add
+//! to the same bucket): a key in use costs a minute row and an hour row
+//! per minute, however often the flush runs. A read
 //! ([`Usage::read`]) sums the store, the batch and the windows, under the
 //! flush's lock, so what this node counted shows at once, never twice.
 //!
@@ -198,7 +200,7 @@ impl Usage {
         }
     }
 
-    /// Moves both windows of a key into the pending batch (a flush, or a
+    /// Moves both windows of a key into the pending batch (shutdown, or a
     /// key leaving the cache).
     pub fn drain(&self, key_id: &str, usage: &KeyUsage) {
         let _g = usage.lock.lock().unwrap_or_else(PoisonError::into_inner);
@@ -207,7 +209,27 @@ impl Usage {
         }
     }
 
-    /// Writes the pending counts (after `drain_all` moved every key's
+    /// Moves a key's windows of minutes before `minute` (Unix seconds / 60)
+    /// into the pending batch: the periodic flush. The current minute
+    /// stays in its window until it has ended, so an active key costs one
+    /// row per minute and grain rather than one per flush; reads on this
+    /// node see it at once (they sum the windows), other nodes once it has
+    /// ended and been written.
+    pub fn drain_ended(&self, key_id: &str, usage: &KeyUsage, minute: u64) {
+        let ended = |w: &Window| {
+            let m = w.minute.load(Ordering::Relaxed);
+            m != 0 && m < minute
+        };
+        if !usage.windows.iter().any(ended) {
+            return;
+        }
+        let _g = usage.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        for w in usage.windows.iter().filter(|w| ended(w)) {
+            self.move_out(key_id, w);
+        }
+    }
+
+    /// Writes the pending counts (after `drain_all` moved the keys'
     /// windows in): minute and hour rows, added to what the store holds.
     /// On failure the counts stay pending.
     pub async fn flush(&self, store: &Store, drain_all: impl FnOnce(&Usage)) -> Result<(), Error> {
@@ -458,5 +480,23 @@ mod tests {
         let rows = rows_of(&u.pending.lock().unwrap());
         // Minutes 1 and 2 are in hour 0; 3 too (minute 60 would not be).
         assert!(rows.contains(&("k".into(), HOUR, 0, String::new(), 3)));
+    }
+
+    #[test]
+    fn a_periodic_flush_leaves_the_current_minute_in_its_window() {
+        let u = Usage::default();
+        let k = KeyUsage::default();
+        u.accepted("k", &k, 60);
+        u.accepted("k", &k, 125);
+        // During minute 2: only minute 1 has ended.
+        u.drain_ended("k", &k, 2);
+        assert_eq!(pending(&u), vec![(1, 1, BTreeMap::new())]);
+        // Once minute 2 has ended, it goes too; a further flush adds nothing.
+        u.drain_ended("k", &k, 3);
+        u.drain_ended("k", &k, 3);
+        assert_eq!(
+            pending(&u),
+            vec![(1, 1, BTreeMap::new()), (2, 1, BTreeMap::new())]
+        );
     }
 }

@@ -461,7 +461,6 @@ impl KeyVerifier {
                 })?;
         }
         self.metrics.psk_accepted.fetch_add(1, Ordering::Relaxed);
-        let now = self.clock.now();
         self.usage.accepted(&key.id.key_id, &key.usage, now);
         self.note_use(&key, now);
         Ok(key.id.clone())
@@ -552,11 +551,19 @@ impl KeyVerifier {
         }
     }
 
-    /// Writes the pending usage counts to the store.
-    pub async fn flush_usage(&self) -> Result<(), Error> {
+    /// Writes the usage counts of minutes that have ended (`all`: every
+    /// count, at shutdown) to the store.
+    pub async fn flush_usage(&self, all: bool) -> Result<(), Error> {
+        let minute = self.clock.now() / super::usage::MINUTE;
         self.usage
             .flush(&self.store, |u| {
-                self.keys.for_each(|k| u.drain(&k.id.key_id, &k.usage));
+                self.keys.for_each(|k| {
+                    if all {
+                        u.drain(&k.id.key_id, &k.usage)
+                    } else {
+                        u.drain_ended(&k.id.key_id, &k.usage, minute)
+                    }
+                });
             })
             .await
     }

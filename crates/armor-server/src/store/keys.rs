@@ -186,12 +186,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for chunk in sorted.chunks(LAST_USED_CHUNK) {
             let mut sql = String::from("WITH v(id, t) AS (VALUES ");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
-            }
+            sql.push_str(&self.value_rows(chunk.len(), 2));
             sql.push_str(
                 ") UPDATE api_keys SET last_used = v.t FROM v
                  WHERE api_keys.id = v.id AND (api_keys.last_used IS NULL OR api_keys.last_used < v.t)",

@@ -12,7 +12,8 @@ use crate::error::Error;
 pub type UsageRow = (String, u64, u64, String, u64);
 
 /// Rows per upsert statement: five parameters each, well under SQLite's
-/// 32 766 and PostgreSQL's 65 535 parameters per statement.
+/// 32 766 and PostgreSQL's 65 535 parameters per statement (see
+/// `Store::value_rows` for why many parameters are cheap to bind).
 const USAGE_CHUNK: usize = 500;
 
 impl Store {
@@ -27,20 +28,7 @@ impl Store {
         for chunk in rows.chunks(USAGE_CHUNK) {
             let mut sql =
                 String::from("INSERT INTO key_usage (key_id, grain, start, code, n) VALUES ");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                let b = 5 * i;
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5
-                ));
-            }
+            sql.push_str(&self.value_rows(chunk.len(), 5));
             sql.push_str(
                 " ON CONFLICT (key_id, grain, start, code) DO UPDATE SET n = key_usage.n + excluded.n",
             );

@@ -167,7 +167,11 @@ async fn authenticate_parts(
                     return Err(e);
                 }
             };
-            *body = Some(Body::from(bytes.clone()));
+            *body = Some(if bytes.is_empty() {
+                Body::empty()
+            } else {
+                Body::from(bytes.clone())
+            });
             core.access
                 .principal(
                     id.user_id,
@@ -203,6 +207,11 @@ fn account_context(headers: &HeaderMap) -> Result<Option<String>, Error> {
 /// Reads a body up to `max` bytes: refused as soon as the declared length
 /// or the bytes received pass the limit.
 pub async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, Error> {
+    use axum::body::HttpBody as _;
+    // No body (most GETs): nothing to collect.
+    if body.is_end_stream() {
+        return Ok(bytes::Bytes::new());
+    }
     match Limited::new(body, max).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::BodyTooLarge(max)),

@@ -335,21 +335,25 @@ pub async fn whoami(
     Caller(p): Caller,
     method: axum::http::Method,
     body: axum::body::Body,
-) -> ApiResult<SizedJson<WhoAmI, 512>> {
+) -> ApiResult<WhoAmI> {
     use sha2::Digest as _;
     let bytes = super::auth::read_body(body, core.config.max_body).await?;
     let (credential, key_id) = match p.via {
         crate::core::Via::ApiKey { key_id } => ("ARMOR-PSK", Some(key_id)),
         crate::core::Via::Password { .. } => ("FH-AUTH", None),
     };
-    let digest = sha2::Sha256::digest(&bytes);
     let mut hex = [0u8; 64];
-    for (pair, b) in hex.chunks_exact_mut(2).zip(digest.iter()) {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 15)];
+    if bytes.is_empty() {
+        hex.copy_from_slice(EMPTY_SHA256.as_bytes());
+    } else {
+        let digest = sha2::Sha256::digest(&bytes);
+        for (pair, b) in hex.chunks_exact_mut(2).zip(digest.iter()) {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 15)];
+        }
     }
-    Ok(SizedJson(WhoAmI {
+    Ok(WhoAmI {
         user_id: p.user_id,
         account_id: p.account_id,
         credential,
@@ -357,30 +361,60 @@ pub async fn whoami(
         method,
         body_length: bytes.len(),
         body_sha256: hex,
-    }))
+    })
 }
 
-/// The body of `/auth/whoami`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
+/// The SHA-256 of no bytes, in hex.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// The body of `/auth/whoami`, written as JSON straight into a buffer of
+/// its size: its strings are an id (escaped), a method token and hex
+/// digits (neither needs escaping).
 pub struct WhoAmI {
     user_id: i64,
     account_id: i64,
     credential: &'static str,
     key_id: Option<String>,
-    #[serde(serialize_with = "method_str")]
     method: axum::http::Method,
     body_length: usize,
-    #[serde(serialize_with = "ascii_str")]
     body_sha256: [u8; 64],
 }
 
-fn method_str<S: serde::Serializer>(m: &axum::http::Method, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(m.as_str())
+impl WhoAmI {
+    fn to_json(&self) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut out = Vec::with_capacity(256);
+        // Writes to a Vec cannot fail.
+        let _ = write!(
+            out,
+            r#"{{"userId":{},"accountId":{},"credential":"{}","keyId":"#,
+            self.user_id, self.account_id, self.credential
+        );
+        let _ = serde_json::to_writer(&mut out, &self.key_id);
+        // A method is a token: no quote, backslash or control character.
+        let _ = write!(
+            out,
+            r#","method":"{}","bodyLength":{},"bodySha256":""#,
+            self.method.as_str(),
+            self.body_length
+        );
+        out.extend_from_slice(&self.body_sha256);
+        out.extend_from_slice(b"\"}");
+        out
+    }
 }
 
-fn ascii_str<S: serde::Serializer>(b: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(std::str::from_utf8(b).unwrap_or_default())
+impl axum::response::IntoResponse for WhoAmI {
+    fn into_response(self) -> Response {
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            self.to_json(),
+        )
+            .into_response()
+    }
 }
 
 pub async fn permissions(Caller(p): Caller) -> Json<Value> {
@@ -482,4 +516,46 @@ pub async fn audit_log(
         }
     }
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WhoAmI;
+
+    #[test]
+    fn whoami_is_json_with_every_field() {
+        let w = WhoAmI {
+            user_id: -3,
+            account_id: 42,
+            credential: "ARMOR-PSK",
+            key_id: Some("k\"\\\u{1}é".to_owned()),
+            method: axum::http::Method::from_bytes(b"PURGE").unwrap(),
+            body_length: 7,
+            body_sha256: [b'a'; 64],
+        };
+        let v: serde_json::Value = serde_json::from_slice(&w.to_json()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "userId": -3,
+                "accountId": 42,
+                "credential": "ARMOR-PSK",
+                "keyId": "k\"\\\u{1}é",
+                "method": "PURGE",
+                "bodyLength": 7,
+                "bodySha256": "a".repeat(64),
+            })
+        );
+        let none = WhoAmI { key_id: None, ..w };
+        let v: serde_json::Value = serde_json::from_slice(&none.to_json()).unwrap();
+        assert_eq!(v["keyId"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn the_empty_digest_is_sha256_of_nothing() {
+        use sha2::Digest as _;
+        let d = sha2::Sha256::digest(b"");
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, super::EMPTY_SHA256);
+    }
 }

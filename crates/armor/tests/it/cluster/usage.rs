@@ -32,6 +32,10 @@ async fn totals(app: &TestApp, auth: &str, key: &Key) -> (u64, u64) {
     )
 }
 
+/// The rest of the current minute, the flush period (5 s) and a margin
+/// for a loaded machine.
+const WRITTEN_WITHIN: Duration = Duration::from_secs(90);
+
 #[tokio::test]
 async fn usage_counted_on_two_nodes_adds_up_in_the_same_buckets() {
     let c = cluster().await;
@@ -50,8 +54,8 @@ async fn usage_counted_on_two_nodes_adds_up_in_the_same_buckets() {
     assert_eq!(signed(&c.b, &replayed).await.0, 401);
 
     // A shows its own counts at once, and B's once B has written them
-    // (every few seconds): 3 accepted on A, 1 accepted and the replay
-    // refused on B.
+    // (a minute's counts go to the store within seconds of its end): 3
+    // accepted on A, 1 accepted and the replay refused on B.
     let want = (4, 1);
     let start = Instant::now();
     loop {
@@ -60,7 +64,7 @@ async fn usage_counted_on_two_nodes_adds_up_in_the_same_buckets() {
             break;
         }
         assert!(
-            got.0 >= 3 && start.elapsed() < Duration::from_secs(30),
+            got.0 >= 3 && start.elapsed() < WRITTEN_WITHIN,
             "A answers {got:?}, expected {want:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -68,7 +72,7 @@ async fn usage_counted_on_two_nodes_adds_up_in_the_same_buckets() {
     // B says the same (its own pending counts plus what A wrote).
     let start = Instant::now();
     while totals(&c.b, &auth, &key).await != want {
-        assert!(start.elapsed() < Duration::from_secs(30), "B never agreed");
+        assert!(start.elapsed() < WRITTEN_WITHIN, "B never agreed");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
