@@ -199,7 +199,7 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; 64]) -> Option<&[u8]> {
 }
 
 /// Writes `n` in decimal at the start of `out`; its length.
-fn decimal(mut n: u64, out: &mut [u8]) -> Option<usize> {
+pub(super) fn decimal(mut n: u64, out: &mut [u8]) -> Option<usize> {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
