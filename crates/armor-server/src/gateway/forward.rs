@@ -57,6 +57,9 @@ impl Gateway {
         };
 
         let mut headers = parts.headers;
+        // Room for what is added (Host, the forwarding and identity
+        // headers) at once, rather than growing the map on the way.
+        headers.reserve(10);
         let original_host = headers.remove(header::HOST);
         strip_hop_by_hop(&mut headers);
         for name in [

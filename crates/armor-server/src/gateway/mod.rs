@@ -15,13 +15,13 @@
 //! - Rate limits: a token bucket per API key (default, per role, per key).
 //! - Connections: HTTP/1.1 keep-alive, reused while idle for up to 30 s
 //!   (see `Pool`); the request's own header map is scrubbed in place and
-//!   sent on, so a forwarded request copies no more than it adds.
-
+//!   written out from there, so a forwarded request copies no more than it
+//!   adds.
 //!
 //! Modules: `config` (what the command line sets), `forward` (one request
 //! out and its answer back), `headers` (what is scrubbed and added, both
-//! ways), `pool` (upstream connections), `limits` (token buckets per API
-//! key, on [`crate::limit`]). The gateway knows nothing of the web layer:
+//! ways), `pool` (upstream connections), `h1` (the HTTP/1.1 client on
+//! them), `limits` (token buckets per API key, on [`crate::limit`]). The gateway knows nothing of the web layer:
 //! the front hands it the caller's principal, and which paths are armor's
 //! own routes is a predicate given at start-up; refusals become responses
 //! through one function (`refusal`).

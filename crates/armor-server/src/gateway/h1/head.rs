@@ -22,6 +22,8 @@
 //! without `Connection: close`, HTTP/1.0 with `Connection: keep-alive`),
 //! its body is framed by length or chunks, and nothing follows it.
 
+use std::mem::MaybeUninit;
+
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{response, Method, Response, StatusCode, Version};
 use bytes::Buf as _;
@@ -94,17 +96,28 @@ enum Parsed {
 /// Offsets of one field's name and value in the head.
 #[derive(Clone, Copy, Default)]
 struct Span {
-    name: (usize, usize),
-    value: (usize, usize),
+    name: (u32, u32),
+    value: (u32, u32),
 }
+
+/// Fields whose offsets are kept on the stack; more go in a vector.
+const INLINE_SPANS: usize = 24;
 
 fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, UpstreamError> {
     let malformed = UpstreamError::Malformed;
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut spans = [Span::default(); MAX_HEADERS];
+    // Left uninitialised (httparse's own way): zeroing 100 slots on every
+    // answer cost more than parsing it.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut inline = [Span::default(); INLINE_SPANS];
+    let mut more: Vec<Span> = Vec::new();
     let (len, code, version, count) = {
-        let mut resp = httparse::Response::new(&mut slots);
-        let len = match resp.parse(&buf[..]) {
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            &buf[..],
+            &mut slots,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
             Err(httparse::Error::TooManyHeaders) => {
@@ -112,14 +125,20 @@ fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, UpstreamError> {
             }
             Err(_) => return Err(malformed("unparseable answer head")),
         };
+        // Offsets fit in u32: the buffer is parsed only while under
+        // MAX_HEAD plus one read.
         let base = buf.as_ptr() as usize;
-        for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            *span = Span {
-                name: (name, name + h.name.len()),
-                value: (value, value + h.value.len()),
+        let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+        for (i, h) in resp.headers.iter().enumerate() {
+            let (name, value) = (offset(h.name.as_bytes()), offset(h.value));
+            let span = Span {
+                name: (name, name + h.name.len() as u32),
+                value: (value, value + h.value.len() as u32),
             };
+            match inline.get_mut(i) {
+                Some(slot) => *slot = span,
+                None => more.push(span),
+            }
         }
         (len, resp.code, resp.version, resp.headers.len())
     };
@@ -142,10 +161,11 @@ fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, UpstreamError> {
     };
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(count);
-    for span in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
+    let at = |(start, end): (u32, u32)| start as usize..end as usize;
+    for span in inline[..count.min(INLINE_SPANS)].iter().chain(&more) {
+        let name = HeaderName::from_bytes(&head[at(span.name)])
             .map_err(|_| malformed("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
+        let value = HeaderValue::from_maybe_shared(head.slice(at(span.value)))
             .map_err(|_| malformed("bad header value"))?;
         headers.append(name, value);
     }
