@@ -158,3 +158,20 @@ impl Pool {
         idle.push(conn);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_and_ports_are_taken_from_the_authority() {
+        for (authority, host, port) in [
+            ("127.0.0.1:9000", "127.0.0.1", 9000),
+            ("[::1]:8080", "::1", 8080),
+            ("app.internal", "app.internal", 80),
+        ] {
+            let pool = Pool::new(&authority.parse().unwrap());
+            assert_eq!((pool.host.as_str(), pool.port), (host, port), "{authority}");
+        }
+    }
+}
