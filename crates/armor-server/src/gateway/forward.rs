@@ -4,14 +4,11 @@
 use axum::body::{Body, HttpBody as _};
 use axum::extract::{ConnectInfo, Request};
 use axum::http::header;
-use axum::http::{uri, Method, Uri, Version};
+use axum::http::{uri, Method};
 use axum::response::Response;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use std::sync::Arc;
 
+use super::h1::{self, Answer, Outgoing, Target};
 use super::headers::{self, strip_hop_by_hop};
-use super::pool::Pool;
 use super::{refusal, Gateway, OriginalTarget};
 use crate::core::Principal;
 use crate::error::Error;
@@ -52,16 +49,17 @@ impl Gateway {
                 .map_err(|_| Error::MalformedTarget("unparseable path"))?
         };
         // The request line: origin-form, or (CONNECT) the upstream's
-        // authority, as hyper's pooled client wrote them.
-        let uri = if parts.method == Method::CONNECT {
-            let mut up = uri::Parts::default();
-            up.authority = Some(self.authority.clone());
-            Uri::from_parts(up).map_err(|e| Error::Internal(format!("upstream URI: {e}")))?
+        // authority.
+        let target = if parts.method == Method::CONNECT {
+            Target::Authority(self.authority.clone())
         } else {
-            Uri::from(target)
+            Target::Origin(target)
         };
 
         let mut headers = parts.headers;
+        // Room for what is added (Host, the forwarding and identity
+        // headers) at once, rather than growing the map on the way.
+        headers.reserve(10);
         let original_host = headers.remove(header::HOST);
         strip_hop_by_hop(&mut headers);
         for name in [
@@ -98,14 +96,14 @@ impl Gateway {
         } else {
             Body::new(http_body_util::Limited::new(body, max_body))
         };
-        let mut out = axum::http::Request::new(body);
-        *out.method_mut() = parts.method;
-        *out.uri_mut() = uri;
-        *out.version_mut() = Version::HTTP_11;
-        *out.headers_mut() = headers;
+        let out = Outgoing {
+            method: parts.method,
+            target,
+            headers,
+            body,
+        };
 
-        let (resp, conn) = match tokio::time::timeout(self.config.timeout, self.pool.send(out))
-            .await
+        let resp = match tokio::time::timeout(self.config.timeout, h1::send(&self.pool, out)).await
         {
             Err(_) => return Err(Error::UpstreamTimeout(self.config.timeout.as_secs())),
             Ok(Err(e)) => {
@@ -125,9 +123,11 @@ impl Gateway {
                     ));
                 }
                 tracing::warn!(error = %chain(&e), connect = e.is_connect(), "upstream request failed");
-                return Err(Error::UpstreamUnavailable(
-                    "the upstream could not be reached or closed the connection".into(),
-                ));
+                return Err(Error::UpstreamUnavailable(if e.is_malformed() {
+                    "the upstream's answer could not be relayed".into()
+                } else {
+                    "the upstream could not be reached or closed the connection".into()
+                }));
             }
             Ok(Ok(sent)) => sent,
         };
@@ -136,8 +136,6 @@ impl Gateway {
         headers::remove_armor_set_cookies(&mut rparts.headers);
         let body = Streamed {
             body: rbody,
-            ended: false,
-            conn: Some((conn, self.pool.clone())),
             _busy: busy,
         };
         Ok(Response::from_parts(rparts, Body::new(body)))
@@ -145,47 +143,30 @@ impl Gateway {
 }
 
 /// An upstream's answer body, holding its connection's in-flight mark
-/// until it ends or is dropped (boxed once, as the bare body was). When
-/// it is dropped having been read to the end, the upstream connection goes
-/// back to the pool; dropped before (the client went away), the connection
-/// is closed.
+/// until it ends or is dropped (boxed once, as the bare body was). The
+/// upstream connection's fate (back to the pool at the end, closed when
+/// dropped before) is the body's own (`h1::Answer`).
 struct Streamed {
-    body: Incoming,
-    ended: bool,
-    conn: Option<(SendRequest<Body>, Arc<Pool>)>,
+    body: Answer,
     _busy: Option<crate::conn::InFlight>,
-}
-
-impl Drop for Streamed {
-    fn drop(&mut self) {
-        if let Some((tx, pool)) = self.conn.take() {
-            if self.ended || self.body.is_end_stream() {
-                pool.release(tx);
-            }
-        }
-    }
 }
 
 impl axum::body::HttpBody for Streamed {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        let frame = std::pin::Pin::new(&mut self.body).poll_frame(cx);
-        if let std::task::Poll::Ready(None) = frame {
-            self.ended = true;
-        }
-        frame
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
         self.body.is_end_stream()
     }
 
-    fn size_hint(&self) -> hyper::body::SizeHint {
+    fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
     }
 }

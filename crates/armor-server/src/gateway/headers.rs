@@ -199,7 +199,7 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; 64]) -> Option<&[u8]> {
 }
 
 /// Writes `n` in decimal at the start of `out`; its length.
-fn decimal(mut n: u64, out: &mut [u8]) -> Option<usize> {
+pub(super) fn decimal(mut n: u64, out: &mut [u8]) -> Option<usize> {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -325,8 +325,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         header::TRANSFER_ENCODING,
         header::UPGRADE,
     ];
-    // Usually none: one pass over the names instead of eight removals.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // Usually few or none: one pass over the names finds which are
+    // there, and only those are removed.
+    let mut present = 0u8;
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
     // The names `Connection` lists go by name as text (no copies); the
@@ -340,8 +347,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(n.trim());
         }
     }
-    for n in HOP_BY_HOP {
-        headers.remove(n);
+    for (i, n) in HOP_BY_HOP.into_iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(n);
+        }
     }
 }
 

@@ -15,13 +15,13 @@
 //! - Rate limits: a token bucket per API key (default, per role, per key).
 //! - Connections: HTTP/1.1 keep-alive, reused while idle for up to 30 s
 //!   (see `Pool`); the request's own header map is scrubbed in place and
-//!   sent on, so a forwarded request copies no more than it adds.
-
+//!   written out from there, so a forwarded request copies no more than it
+//!   adds.
 //!
 //! Modules: `config` (what the command line sets), `forward` (one request
 //! out and its answer back), `headers` (what is scrubbed and added, both
-//! ways), `pool` (upstream connections), `limits` (token buckets per API
-//! key, on [`crate::limit`]). The gateway knows nothing of the web layer:
+//! ways), `pool` (upstream connections), `h1` (the HTTP/1.1 client on
+//! them), `limits` (token buckets per API key, on [`crate::limit`]). The gateway knows nothing of the web layer:
 //! the front hands it the caller's principal, and which paths are armor's
 //! own routes is a predicate given at start-up; refusals become responses
 //! through one function (`refusal`).
@@ -32,10 +32,10 @@ use axum::extract::Request;
 use axum::http::header::HeaderValue;
 use axum::http::{uri, Uri};
 use axum::response::{IntoResponse, Response};
-use hyper_util::client::legacy::connect::HttpConnector;
 
 mod config;
 mod forward;
+mod h1;
 mod headers;
 mod limits;
 mod pool;
@@ -96,8 +96,8 @@ impl Gateway {
             .upstream
             .parse()
             .map_err(|_| bad("not a valid URL"))?;
-        let scheme = uri.scheme().cloned().ok_or_else(|| bad("needs http://"))?;
-        if scheme != uri::Scheme::HTTP {
+        let scheme = uri.scheme().ok_or_else(|| bad("needs http://"))?;
+        if *scheme != uri::Scheme::HTTP {
             return Err(bad(
                 "only http:// upstreams are supported (put TLS in front, or run the upstream on loopback)",
             ));
@@ -118,17 +118,7 @@ impl Gateway {
                 )));
             }
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.timeout));
-        let mut dst = uri::Parts::default();
-        dst.scheme = Some(scheme.clone());
-        dst.authority = Some(authority.clone());
-        dst.path_and_query = Some(uri::PathAndQuery::from_static("/"));
-        let pool = Arc::new(Pool::new(
-            connector,
-            Uri::from_parts(dst).map_err(|_| bad("not a valid URL"))?,
-        ));
+        let pool = Arc::new(Pool::new(&authority));
         Ok(Gateway {
             authority,
             base_path,

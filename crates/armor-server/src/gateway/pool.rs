@@ -1,32 +1,29 @@
-//! The upstream connection pool.
+//! The upstream's connections: making new ones, keeping idle ones.
+//!
+//! A connection ([`Conn`]) is a TCP stream (Nagle off) with its read
+//! buffer and a write buffer kept from one request to the next; what is
+//! said on it is `h1`'s business. No task runs per connection: an idle one
+//! sits in the pool, a busy one is owned by the request using it.
+//!
+//! - Idle connections are taken most recently used first; one idle for
+//!   longer than [`POOL_IDLE_TIMEOUT`] is dropped when found, and past
+//!   [`POOL_MAX_IDLE`] the oldest is closed.
+//! - Before reuse, a connection must read as open and silent: closed by
+//!   the upstream meanwhile, or holding bytes nobody asked for, it is
+//!   closed instead.
+//! - Only a connection whose answer was read to its end, with nothing
+//!   after it, comes back (`h1::Answer` decides).
 
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::future::Future as _;
+use std::io;
+use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::Uri;
-use axum::response::Response;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::client::legacy::connect::HttpConnector;
-use tower::Service as _;
-
-/// Keep-alive HTTP/1.1 connections to the upstream, most recently used
-/// last (taken first). What hyper-util's pooled client did for one
-/// destination, without its per-request bookkeeping (pool key, checkout
-/// race, connection info in every response).
-///
-/// - A connection is reused only when idle and open; one idle for longer
-///   than [`POOL_IDLE_TIMEOUT`] is dropped when found.
-/// - A request that a reused connection refused before sending any of it
-///   (closed meanwhile by the upstream) is sent again on a new one.
-/// - A connection goes back once its answer has been read to the end.
-pub(super) struct Pool {
-    connector: HttpConnector,
-    /// `http://authority/`, what the connector resolves.
-    dst: Uri,
-    idle: Mutex<Vec<Idle>>,
-}
+use axum::http::uri;
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt as _;
+use tokio::net::TcpStream;
 
 /// How long an idle connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,99 +32,117 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// does not leave its connections open for good.
 const POOL_MAX_IDLE: usize = 256;
 
+/// A write buffer grown past this (a long head, many small chunks) is not
+/// kept for the next request.
+const WBUF_KEEP: usize = 16 * 1024;
+
+/// Smallest and largest read into the read buffer.
+const MIN_READ: usize = 8 * 1024;
+const MAX_READ: usize = 256 * 1024;
+
+/// One connection to the upstream.
+pub(super) struct Conn {
+    pub(super) stream: TcpStream,
+    /// Bytes read and not yet handed on; empty between requests.
+    pub(super) rbuf: BytesMut,
+    /// The request head (and small body parts) before they are written.
+    pub(super) wbuf: Vec<u8>,
+}
+
+impl Conn {
+    /// Reads what the socket has into the read buffer, with room for
+    /// about `want` bytes (within [`MIN_READ`]..[`MAX_READ`]); `Ok(0)` at
+    /// the end of the stream.
+    pub(super) fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        want: usize,
+    ) -> Poll<io::Result<usize>> {
+        self.rbuf.reserve(want.clamp(MIN_READ, MAX_READ));
+        let read = self.stream.read_buf(&mut self.rbuf);
+        std::pin::pin!(read).as_mut().poll(cx)
+    }
+
+    /// Still open, and nothing waiting to be read. The probe costs no
+    /// system call unless the socket was reported readable since the last
+    /// read (which is when the upstream closed it or sent something).
+    fn usable(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
 struct Idle {
-    tx: SendRequest<Body>,
-    since: std::time::Instant,
+    conn: Conn,
+    since: Instant,
 }
 
-/// Why the upstream gave no answer head.
-#[derive(Debug)]
-pub(super) enum UpstreamError {
-    /// No TCP connection.
-    Connect(Box<dyn std::error::Error + Send + Sync>),
-    /// The HTTP exchange failed (handshake, request, answer head).
-    Send(hyper::Error),
-}
-
-impl UpstreamError {
-    pub(super) fn is_connect(&self) -> bool {
-        matches!(self, UpstreamError::Connect(_))
-    }
-}
-
-impl std::fmt::Display for UpstreamError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            UpstreamError::Connect(_) => f.write_str("client error (Connect)"),
-            UpstreamError::Send(_) => f.write_str("client error (SendRequest)"),
-        }
-    }
-}
-
-impl std::error::Error for UpstreamError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            UpstreamError::Connect(e) => Some(&**e),
-            UpstreamError::Send(e) => Some(e),
-        }
-    }
+/// Keep-alive HTTP/1.1 connections to one upstream, most recently used
+/// last (taken first).
+pub(super) struct Pool {
+    /// The upstream's host (an IPv6 address without its brackets).
+    host: String,
+    port: u16,
+    idle: Mutex<Vec<Idle>>,
 }
 
 impl Pool {
-    /// Sends `req` and waits for the answer head. The connection comes
-    /// back with it, to be handed to [`Pool::release`] once the answer's
-    /// body has been read to the end.
-    pub(super) async fn send(
-        self: &Arc<Self>,
-        mut req: axum::http::Request<Body>,
-    ) -> Result<(Response<Incoming>, SendRequest<Body>), UpstreamError> {
+    /// No connection yet: they are made on demand, to `authority`.
+    pub(super) fn new(authority: &uri::Authority) -> Self {
+        let host = authority.host();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        Pool {
+            host: host.to_owned(),
+            port: authority.port_u16().unwrap_or(80),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The most recently used idle connection that is still usable.
+    pub(super) fn checkout(&self) -> Option<Conn> {
         loop {
-            let (mut tx, reused) = match self.checkout() {
-                Some(tx) => (tx, true),
-                None => (self.connect().await?, false),
-            };
-            match tx.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, tx)),
-                Err(mut e) => match e.take_message() {
-                    // Not sent: the reused connection had been closed.
-                    Some(unsent) if reused => req = unsent,
-                    _ => return Err(UpstreamError::Send(e.into_error())),
-                },
-            }
-        }
-    }
-
-    /// The most recently used idle connection that is still open.
-    fn checkout(&self) -> Option<SendRequest<Body>> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(conn) = idle.pop() {
-            if conn.tx.is_ready() && conn.since.elapsed() <= POOL_IDLE_TIMEOUT {
-                return Some(conn.tx);
-            }
-        }
-        None
-    }
-
-    /// Back into the pool once idle: at once when its answer has been read
-    /// to the end (the usual case: no task, no wake-up), else when the
-    /// connection says it is ready.
-    pub(super) fn release(self: &Arc<Self>, mut tx: SendRequest<Body>) {
-        if tx.is_ready() {
-            self.put(tx);
-        } else if !tx.is_closed() {
-            let pool = Arc::clone(self);
-            tokio::spawn(async move {
-                if tx.ready().await.is_ok() {
-                    pool.put(tx);
+            let conn = {
+                let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                loop {
+                    let c = idle.pop()?;
+                    if c.since.elapsed() <= POOL_IDLE_TIMEOUT {
+                        break c.conn;
+                    }
                 }
-            });
+            };
+            if conn.usable() {
+                return Some(conn);
+            }
         }
     }
 
-    fn put(&self, tx: SendRequest<Body>) {
+    /// A new connection (the host name resolved anew, each address tried
+    /// in turn).
+    pub(super) async fn connect(&self) -> io::Result<Conn> {
+        let stream = TcpStream::connect((self.host.as_str(), self.port)).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            rbuf: BytesMut::new(),
+            wbuf: Vec::new(),
+        })
+    }
+
+    /// Back into the pool: a connection whose answer was read to its end
+    /// and whose read buffer is empty.
+    pub(super) fn put(&self, mut conn: Conn) {
+        if !conn.rbuf.is_empty() {
+            return;
+        }
+        if conn.wbuf.capacity() > WBUF_KEEP {
+            conn.wbuf = Vec::new();
+        }
         let conn = Idle {
-            tx,
-            since: std::time::Instant::now(),
+            conn,
+            since: Instant::now(),
         };
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         // The oldest are at the front: drop those expired, and one past
@@ -142,43 +157,21 @@ impl Pool {
         }
         idle.push(conn);
     }
-
-    /// A new connection, ready for a request.
-    async fn connect(&self) -> Result<SendRequest<Body>, UpstreamError> {
-        let io = self
-            .connector
-            .clone()
-            .call(self.dst.clone())
-            .await
-            .map_err(|e| UpstreamError::Connect(e.into()))?;
-        let (mut tx, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(UpstreamError::Send)?;
-        let (err_tx, err_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!("upstream connection error: {e:?}");
-                let _ = err_tx.send(e);
-            }
-        });
-        match tx.ready().await {
-            Ok(()) => Ok(tx),
-            // Closed before it was ready: the connection's own error says why.
-            Err(e) if e.is_closed() => Err(UpstreamError::Send(err_rx.await.unwrap_or(e))),
-            Err(e) => Err(UpstreamError::Send(e)),
-        }
-    }
 }
 
-impl Pool {
-    /// No connection yet: they are made on demand, to `dst`
-    /// (`http://authority/`).
-    pub(super) fn new(connector: HttpConnector, dst: Uri) -> Self {
-        Pool {
-            connector,
-            dst,
-            idle: Mutex::new(Vec::new()),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_and_ports_are_taken_from_the_authority() {
+        for (authority, host, port) in [
+            ("127.0.0.1:9000", "127.0.0.1", 9000),
+            ("[::1]:8080", "::1", 8080),
+            ("app.internal", "app.internal", 80),
+        ] {
+            let pool = Pool::new(&authority.parse().unwrap());
+            assert_eq!((pool.host.as_str(), pool.port), (host, port), "{authority}");
         }
     }
 }

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::api::{fresh_nonce, now, sign, spawn_app_with, Key, TestApp};
 
 mod key_rules;
+mod raw_upstream;
 mod request_id;
 mod scrub;
 mod slow;
