@@ -382,22 +382,23 @@ pub struct WhoAmI {
 
 impl WhoAmI {
     fn to_json(&self) -> Vec<u8> {
-        use std::io::Write as _;
+        // Writes to a Vec cannot fail; numbers and the id go through
+        // serde_json (no `fmt` machinery), the rest is copied.
         let mut out = Vec::with_capacity(256);
-        // Writes to a Vec cannot fail.
-        let _ = write!(
-            out,
-            r#"{{"userId":{},"accountId":{},"credential":"{}","keyId":"#,
-            self.user_id, self.account_id, self.credential
-        );
+        out.extend_from_slice(br#"{"userId":"#);
+        let _ = serde_json::to_writer(&mut out, &self.user_id);
+        out.extend_from_slice(br#","accountId":"#);
+        let _ = serde_json::to_writer(&mut out, &self.account_id);
+        out.extend_from_slice(br#","credential":""#);
+        out.extend_from_slice(self.credential.as_bytes());
+        out.extend_from_slice(br#"","keyId":"#);
         let _ = serde_json::to_writer(&mut out, &self.key_id);
         // A method is a token: no quote, backslash or control character.
-        let _ = write!(
-            out,
-            r#","method":"{}","bodyLength":{},"bodySha256":""#,
-            self.method.as_str(),
-            self.body_length
-        );
+        out.extend_from_slice(br#","method":""#);
+        out.extend_from_slice(self.method.as_str().as_bytes());
+        out.extend_from_slice(br#"","bodyLength":"#);
+        let _ = serde_json::to_writer(&mut out, &self.body_length);
+        out.extend_from_slice(br#","bodySha256":""#);
         out.extend_from_slice(&self.body_sha256);
         out.extend_from_slice(b"\"}");
         out
