@@ -63,12 +63,17 @@ impl Conn {
         std::pin::pin!(read).as_mut().poll(cx)
     }
 
-    /// Still open, and nothing waiting to be read. The probe costs no
-    /// system call unless the socket was reported readable since the last
-    /// read (which is when the upstream closed it or sent something).
+    /// Still open, and nothing waiting to be read: asked of the socket
+    /// itself (one `recv(MSG_PEEK)`), not of the runtime's readiness,
+    /// which may not have seen bytes or a close that arrived after the
+    /// last answer ended (a HEAD answer followed by a body, say): those
+    /// must never be read as the next caller's answer.
     fn usable(&self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        matches!(
+            socket2::SockRef::from(&self.stream).peek(&mut probe),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock
+        )
     }
 }
 
@@ -139,6 +144,10 @@ impl Pool {
         }
         if conn.wbuf.capacity() > WBUF_KEEP {
             conn.wbuf = Vec::new();
+        }
+        // A long body read leaves a large buffer behind: not kept idle.
+        if conn.rbuf.capacity() > 2 * MIN_READ {
+            conn.rbuf = BytesMut::new();
         }
         let conn = Idle {
             conn,

@@ -146,7 +146,7 @@ pub(super) async fn send(
         headers,
         body,
     } = req;
-    let mut payload = write::Payload::new(body).await?;
+    let mut payload = write::Payload::new(body, &method).await?;
     let (mut conn, mut reused) = match pool.checkout() {
         Some(conn) => (conn, true),
         None => (pool.connect().await.map_err(UpstreamError::Connect)?, false),

@@ -58,12 +58,19 @@ async fn frame_now(body: &mut Body) -> Option<Polled> {
 }
 
 impl Payload {
-    /// Looks at the body: ended, whole in memory, or to be streamed.
-    pub(super) async fn new(mut body: Body) -> Result<Payload, UpstreamError> {
+    /// Looks at the body: ended, whole in memory, or to be streamed. A
+    /// GET, HEAD or CONNECT body of unknown length is not sent at all (as
+    /// hyper's client did): chunked framing on those methods is where an
+    /// upstream that ignores their bodies would read a second request,
+    /// one whose headers armor never scrubbed.
+    pub(super) async fn new(mut body: Body, method: &Method) -> Result<Payload, UpstreamError> {
         if body.is_end_stream() {
             return Ok(Payload::Empty);
         }
         let len = body.size_hint().exact();
+        if len.is_none() && matches!(*method, Method::GET | Method::HEAD | Method::CONNECT) {
+            return Ok(Payload::Empty);
+        }
         let first = match frame_now(&mut body).await {
             None => None,
             Some(None) => return Ok(Payload::Empty),

@@ -430,3 +430,53 @@ async fn a_streamed_body_over_the_limit_is_413_and_a_chunked_one_arrives_whole()
     assert_eq!(resp.bytes().await.unwrap(), "plain");
     assert_eq!(log.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_get_with_a_chunked_body_goes_upstream_without_it() {
+    // An upstream that records everything it receives on its one
+    // connection: the head, then whatever follows within a moment.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let received = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before a head");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(300), s.read(&mut chunk)).await
+        {
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    let app = spawn_app_with(&["--upstream", &url, "--public-path", "/t"]).await;
+    let addr = app.url.trim_start_matches("http://").to_owned();
+    let mut client = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // The chunk holds a second request: an upstream that ignored a GET's
+    // body would serve it, with an identity armor never checked.
+    let smuggled = "GET /t/admin HTTP/1.1\r\nX-Armor-User-Id: 1\r\n\r\n";
+    let req = format!(
+        "GET /t/x HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{smuggled}\r\n0\r\n\r\n",
+        smuggled.len()
+    );
+    client.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+        .await
+        .expect("no answer within 10 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let upstream = received.await.unwrap();
+    assert!(upstream.starts_with("GET /t/x HTTP/1.1\r\n"), "{upstream}");
+    let lower = upstream.to_ascii_lowercase();
+    assert!(!lower.contains("transfer-encoding"), "{upstream}");
+    assert!(!upstream.contains("/t/admin"), "{upstream}");
+}
