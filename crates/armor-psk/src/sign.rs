@@ -118,7 +118,7 @@ impl Signature {
     /// barrier 64 times).
     pub fn ct_eq(&self, other: &Signature) -> bool {
         // Whole words only: `chunks_exact` would skip a remainder.
-        const _: () = assert!(SIGNATURE_LEN % 8 == 0);
+        const _: () = assert!(SIGNATURE_LEN.is_multiple_of(8));
         let mut diff = 0u64;
         for (a, b) in self.0.chunks_exact(8).zip(other.0.chunks_exact(8)) {
             let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
