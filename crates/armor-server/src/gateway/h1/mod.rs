@@ -126,6 +126,10 @@ impl Failure {
     }
 }
 
+/// How long an answer is waited for after the upstream stopped taking the
+/// request (it answers at once or not at all: it has closed).
+const EARLY_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// RFC 9110 §9.2.2.
 fn idempotent(method: &Method) -> bool {
     matches!(
@@ -173,7 +177,7 @@ async fn exchange(
     payload: &mut write::Payload,
 ) -> Result<head::Head, Failure> {
     let mut written = false;
-    write::request(
+    let sent = write::request(
         conn,
         method,
         target.as_str(),
@@ -181,12 +185,25 @@ async fn exchange(
         payload,
         &mut written,
     )
-    .await
-    .map_err(|error| Failure {
-        error,
-        written,
-        answered: false,
-    })?;
+    .await;
+    if let Err(error) = sent {
+        // An upstream may answer before it has read the whole request (an
+        // early 413) and then close: its answer may be waiting here. It is
+        // relayed, and the connection not reused.
+        if written && matches!(error, UpstreamError::Io(_)) {
+            if let Ok(Ok(mut head)) =
+                tokio::time::timeout(EARLY_ANSWER_WAIT, head::read(conn, method)).await
+            {
+                head.reuse = false;
+                return Ok(head);
+            }
+        }
+        return Err(Failure {
+            error,
+            written,
+            answered: false,
+        });
+    }
     head::read(conn, method)
         .await
         .map_err(|(error, answered)| Failure {
