@@ -292,22 +292,14 @@ async fn concurrent_copies_of_a_request_are_accepted_once() {
 /// claim leaves nothing behind (the pair it set first is undone).
 #[tokio::test]
 async fn a_refused_claim_leaves_its_other_fingerprint_free() {
-    use armor_psk::Fingerprints;
     use armor_server::cluster::{ClaimError, RedisMode};
 
     let redis = Redis::start();
     let now = now();
     let node = InProcessNode::start(&redis.url(), &RedisMode::Single, now).await;
-    let cluster = node.cluster.clone();
     // After the epoch marker the start-up set: a timestamp one second on.
     let ts = now + 1;
-    let claim = |pair: u128, signature: u128| {
-        let cluster = cluster.clone();
-        async move {
-            let fp = Fingerprints { pair, signature };
-            cluster.claim("key", &fp, ts, ts + 300, ts).await
-        }
-    };
+    let claim = |pair: u128, signature: u128| node.claim(pair, signature, ts);
     assert_eq!(claim(1, 2).await, Ok(()));
     assert_eq!(claim(1, 3).await, Err(ClaimError::Reused), "pair held");
     assert_eq!(claim(4, 2).await, Err(ClaimError::Reused), "signature held");
@@ -365,10 +357,7 @@ async fn a_key_rolled_through_one_node_expires_on_the_other() {
         )
         .await;
     assert_eq!(s, 200, "{v}");
-    let new = Key {
-        id: v["id"].as_str().unwrap().to_owned(),
-        secret: v["apiKey"].as_str().unwrap().to_owned(),
-    };
+    let new = Key::from_answer(&v);
     c.a.remember_secret(&new.secret);
     until_status(&c.b, &old, 401, NEW_KEY_SEEN).await;
     let (s, v) = signed(&c.b, &fresh_auth(&old)).await;
@@ -552,5 +541,17 @@ impl InProcessNode {
             _core: core,
             _dir: dir,
         }
+    }
+
+    /// Claims `(pair, signature)` of key `key` signed at `ts`, with the
+    /// window's 300 s, at `ts` on this node's clock.
+    pub async fn claim(
+        &self,
+        pair: u128,
+        signature: u128,
+        ts: u64,
+    ) -> Result<(), armor_server::cluster::ClaimError> {
+        let fp = armor_psk::Fingerprints { pair, signature };
+        self.cluster.claim("key", &fp, ts, ts + 300, ts).await
     }
 }

@@ -461,10 +461,7 @@ async fn kill_9_at_a_random_moment_during_1000_concurrent_key_creations() {
                 let s = r.status().as_u16();
                 if s == 200 {
                     if let Ok(v) = r.json::<Value>().await {
-                        acked.lock().unwrap().push(Key {
-                            id: v["id"].as_str().unwrap().to_owned(),
-                            secret: v["apiKey"].as_str().unwrap().to_owned(),
-                        });
+                        acked.lock().unwrap().push(Key::from_answer(&v));
                     }
                 }
                 s

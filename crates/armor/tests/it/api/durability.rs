@@ -53,10 +53,7 @@ async fn kill_9_during_key_creation_loses_no_acknowledged_key() {
             if let Ok(r) = resp {
                 if r.status() == 200 {
                     if let Ok(v) = r.json::<serde_json::Value>().await {
-                        acked.lock().unwrap().push(Key {
-                            id: v["id"].as_str().unwrap().to_owned(),
-                            secret: v["apiKey"].as_str().unwrap().to_owned(),
-                        });
+                        acked.lock().unwrap().push(Key::from_answer(&v));
                     }
                 }
             }

@@ -26,17 +26,10 @@ async fn create_with(app: &TestApp, token: &str, user: i64, fields: Value) -> (u
     (s, v)
 }
 
-fn key_of(v: &Value) -> Key {
-    Key {
-        id: v["id"].as_str().unwrap().to_owned(),
-        secret: v["apiKey"].as_str().unwrap().to_owned(),
-    }
-}
-
 async fn restricted(app: &TestApp, token: &str, fields: Value) -> Key {
     let (s, v) = create_with(app, token, 1, fields).await;
     assert_eq!(s, 200, "{v}");
-    key_of(&v)
+    Key::from_answer(&v)
 }
 
 async fn roll(app: &TestApp, token: &str, key: &Key, grace: Value) -> (u16, Value) {
@@ -347,7 +340,7 @@ async fn a_rolled_key_works_through_its_grace_period_then_expires_mid_run() {
     assert_eq!(v["allowedRoutes"], json!(["GET /me"]));
     assert_eq!(v["keyStatus"], "Active");
     assert!(v["expiresAt"].is_string());
-    let new = key_of(&v);
+    let new = Key::from_answer(&v);
     assert_ne!(new.id, old.id);
     assert_eq!(app.psk(&new, "GET", "/me", b"").await.0, 200);
     let keys = list(&app, &token).await;
@@ -375,7 +368,7 @@ async fn rolling_keeps_both_keys_working_during_the_grace_period() {
     let old = app.create_key(&token, 1, "ci").await;
     let (s, v) = roll(&app, &token, &old, json!({})).await;
     assert_eq!(s, 200, "{v}");
-    let new = key_of(&v);
+    let new = Key::from_answer(&v);
     for _ in 0..2 {
         assert_eq!(app.psk(&old, "GET", "/me", b"").await.0, 200);
         assert_eq!(app.psk(&new, "GET", "/me", b"").await.0, 200);
@@ -408,7 +401,7 @@ async fn a_key_loses_a_permission_when_its_user_does() {
     let token = app.login_as("second@example.com", ADMIN_PASSWORD).await;
     let (s, v) = create_with(&app, &token, uid, json!({"permissions": ["Users Read"]})).await;
     assert_eq!(s, 200, "{v}");
-    let key = key_of(&v);
+    let key = Key::from_answer(&v);
     assert_eq!(app.psk(&key, "GET", "/users", b"").await.0, 200);
     let (s, v) = super::users::j(
         &app,

@@ -57,6 +57,16 @@ pub struct Key {
     pub secret: String,
 }
 
+impl Key {
+    /// The key an answer that created it (or rolled to it) shows.
+    pub fn from_answer(v: &Value) -> Key {
+        Key {
+            id: v["id"].as_str().unwrap().to_owned(),
+            secret: v["apiKey"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
 pub fn armor_bin() -> &'static str {
     env!("CARGO_BIN_EXE_armor")
 }
@@ -281,18 +291,21 @@ impl TestApp {
 
     /// Creates a key for `user` with an FH-AUTH token.
     pub async fn create_key(&self, token: &str, user: i64, name: &str) -> Key {
+        self.create_key_with(token, user, json!({"name": name}))
+            .await
+    }
+
+    /// A key of `user` created with `fields` (the request body).
+    pub async fn create_key_with(&self, token: &str, user: i64, fields: Value) -> Key {
         let (s, body) = self
             .post_json(
                 &format!("/users/{user}/keys"),
-                json!({"name": name}),
+                fields,
                 Some(&format!("FH-AUTH {token}")),
             )
             .await;
         assert_eq!(s, 200, "{body}");
-        let key = Key {
-            id: body["id"].as_str().unwrap().to_owned(),
-            secret: body["apiKey"].as_str().unwrap().to_owned(),
-        };
+        let key = Key::from_answer(&body);
         self.remember_secret(&key.secret);
         key
     }

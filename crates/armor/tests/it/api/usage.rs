@@ -39,16 +39,7 @@ fn totals(body: &Value) -> (u64, std::collections::BTreeMap<String, u64>) {
 
 /// A key of user 1 created with `fields`.
 async fn key_with(app: &TestApp, token: &str, fields: Value) -> Key {
-    let (s, v) = app
-        .post_json("/users/1/keys", fields, Some(&fh(token)))
-        .await;
-    assert_eq!(s, 200, "{v}");
-    let key = Key {
-        id: v["id"].as_str().unwrap().to_owned(),
-        secret: v["apiKey"].as_str().unwrap().to_owned(),
-    };
-    app.remember_secret(&key.secret);
-    key
+    app.create_key_with(token, 1, fields).await
 }
 
 fn refused(pairs: &[(&str, u64)]) -> std::collections::BTreeMap<String, u64> {

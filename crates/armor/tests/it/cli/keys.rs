@@ -45,10 +45,7 @@ async fn keys_create_list_usage_delete_against_a_server() {
             .args(["create", "--name", "cli key", "--json"])
             .run(),
     );
-    let key = Key {
-        id: created["id"].as_str().unwrap().to_owned(),
-        secret: created["apiKey"].as_str().unwrap().to_owned(),
-    };
+    let key = Key::from_answer(&created);
     app.remember_secret(&key.secret);
     assert_eq!(created["name"], "cli key");
     // Readable: one field a line, the secret last with a warning.
@@ -268,10 +265,7 @@ async fn keys_create_with_restrictions_and_roll_against_a_server() {
             .args(["--rate-limit", "100/60"])
             .run(),
     );
-    let key = Key {
-        id: created["id"].as_str().unwrap().to_owned(),
-        secret: created["apiKey"].as_str().unwrap().to_owned(),
-    };
+    let key = Key::from_answer(&created);
     app.remember_secret(&key.secret);
     assert_eq!(created["permissions"], json!(["Users Read"]), "{created}");
     assert_eq!(created["allowedRoutes"], json!(["GET /me"]));
@@ -300,10 +294,7 @@ async fn keys_create_with_restrictions_and_roll_against_a_server() {
             .args(["roll", &key.id, "--grace", "0", "--json"])
             .run(),
     );
-    let new = Key {
-        id: rolled["id"].as_str().unwrap().to_owned(),
-        secret: rolled["apiKey"].as_str().unwrap().to_owned(),
-    };
+    let new = Key::from_answer(&rolled);
     app.remember_secret(&new.secret);
     assert_eq!(rolled["rolledFrom"], key.id.as_str(), "{rolled}");
     assert_eq!(rolled["allowedRoutes"], json!(["GET /me"]));

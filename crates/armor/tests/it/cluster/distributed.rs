@@ -192,22 +192,14 @@ async fn three_nodes_on_a_redis_cluster_refuse_a_replay_everywhere_and_a_deleted
 /// as is each pair with a new signature; a claim with both new is taken.
 #[tokio::test]
 async fn a_signature_is_refused_when_one_seconds_claims_overflow_its_hash() {
-    use armor_psk::Fingerprints;
     use armor_server::cluster::{ClaimError, RedisMode};
 
     let redis = RedisCluster::start();
     let now = now();
     let node = InProcessNode::start(&redis.url(), &RedisMode::Cluster, now).await;
-    let cluster = node.cluster.clone();
     // After the epoch marker the start-up set: a timestamp one second on.
     let ts = now + 1;
-    let claim = |pair: u128, signature: u128| {
-        let cluster = cluster.clone();
-        async move {
-            let fp = Fingerprints { pair, signature };
-            cluster.claim("key", &fp, ts, ts + 300, ts).await
-        }
-    };
+    let claim = |pair: u128, signature: u128| node.claim(pair, signature, ts);
     // Spread fingerprints, as keyed hashes are.
     let fp = |i: u128, salt: u128| {
         (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835) ^ salt

@@ -13,16 +13,7 @@ async fn restricted(app: &TestApp, fields: Value) -> Key {
     if let (Some(b), Some(f)) = (body.as_object_mut(), fields.as_object()) {
         b.extend(f.clone());
     }
-    let (s, v) = app
-        .post_json("/users/1/keys", body, Some(&format!("FH-AUTH {token}")))
-        .await;
-    assert_eq!(s, 200, "{v}");
-    let key = Key {
-        id: v["id"].as_str().unwrap().to_owned(),
-        secret: v["apiKey"].as_str().unwrap().to_owned(),
-    };
-    app.remember_secret(&key.secret);
-    key
+    app.create_key_with(&token, 1, body).await
 }
 
 #[tokio::test]
