@@ -43,10 +43,15 @@ impl KeyWindows {
             self.swept_to
                 .store(self.counts.len().max(SWEEP_AT / 2), Ordering::Relaxed);
         }
-        let mut entry = self
-            .counts
-            .entry(key_id.to_owned())
-            .or_insert((start, start + window, 0));
+        // A key already counted is found by its borrowed id: no allocation
+        // per request.
+        let mut entry = match self.counts.get_mut(key_id) {
+            Some(entry) => entry,
+            None => self
+                .counts
+                .entry(key_id.to_owned())
+                .or_insert((start, start + window, 0)),
+        };
         if entry.0 != start {
             *entry = (start, start + window, 0);
         }
