@@ -295,10 +295,9 @@ async fn a_refused_claim_leaves_its_other_fingerprint_free() {
     use armor_server::cluster::{ClaimError, RedisMode};
 
     let redis = Redis::start();
-    let now = now();
-    let node = InProcessNode::start(&redis.url(), &RedisMode::Single, now).await;
-    // After the epoch marker the start-up set: a timestamp one second on.
-    let ts = now + 1;
+    let node = InProcessNode::start(&redis.url(), &RedisMode::Single, now()).await;
+    // One second after the epoch marker the start-up set.
+    let ts = node.epoch + 1;
     let claim = |pair: u128, signature: u128| node.claim(pair, signature, ts);
     assert_eq!(claim(1, 2).await, Ok(()));
     assert_eq!(claim(1, 3).await, Err(ClaimError::Reused), "pair held");
@@ -515,6 +514,9 @@ async fn reset_mails_asked_through_both_nodes_count_towards_one_limit() {
 /// this node's.
 pub struct InProcessNode {
     pub cluster: std::sync::Arc<armor_server::cluster::Cluster>,
+    /// The latest epoch marker once started: Redis's second when the
+    /// start-up set it, which may be past the `now` the node was given.
+    pub epoch: u64,
     _core: std::sync::Arc<armor_server::core::Core>,
     _dir: tempfile::TempDir,
 }
@@ -536,8 +538,10 @@ impl InProcessNode {
             assert!(started.elapsed() < Duration::from_secs(10), "never ready");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        let (epoch, _) = cluster.ensure_epoch(now).await.unwrap();
         InProcessNode {
             cluster,
+            epoch,
             _core: core,
             _dir: dir,
         }

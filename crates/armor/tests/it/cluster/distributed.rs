@@ -195,10 +195,9 @@ async fn a_signature_is_refused_when_one_seconds_claims_overflow_its_hash() {
     use armor_server::cluster::{ClaimError, RedisMode};
 
     let redis = RedisCluster::start();
-    let now = now();
-    let node = InProcessNode::start(&redis.url(), &RedisMode::Cluster, now).await;
-    // After the epoch marker the start-up set: a timestamp one second on.
-    let ts = now + 1;
+    let node = InProcessNode::start(&redis.url(), &RedisMode::Cluster, now()).await;
+    // One second after the epoch marker the start-up set.
+    let ts = node.epoch + 1;
     let claim = |pair: u128, signature: u128| node.claim(pair, signature, ts);
     // Spread fingerprints, as keyed hashes are.
     let fp = |i: u128, salt: u128| {
@@ -529,6 +528,11 @@ async fn a_node_whose_clock_runs_behind_cannot_claim_a_request_whose_window_has_
     let behind = now() - 400;
     let node = InProcessNode::start(&redis.url(), &RedisMode::Single, behind).await;
     let cluster = &node.cluster;
+    // The marker the start-up set is Redis's now, which alone would refuse
+    // any timestamp of the slow node's: moved back to the slow node's now,
+    // so that only the window's end on Redis's clock can refuse the claim.
+    let marker = "a{00}m";
+    assert_eq!(cli(redis.port, &["SET", marker, &behind.to_string()]), "OK");
     // 50 s inside the slow node's window, 50 s past its end in truth.
     let ts = behind + 50;
     let fp = Fingerprints {
