@@ -97,7 +97,7 @@ async fn authenticate_parts(
 ) -> Result<Auth, Error> {
     let header = match parts.headers.get(header::AUTHORIZATION) {
         None => return Ok(Auth::Anonymous),
-        Some(v) => v.to_str().map_err(|_| {
+        Some(v) => visible_text(v.as_bytes()).ok_or_else(|| {
             Error::from(armor_psk::Error::Parse(armor_psk::ParseError::Malformed(
                 "the Authorization header must be visible ASCII",
             )))
@@ -193,8 +193,20 @@ fn token_of(header: &str) -> Option<&str> {
         .then(|| rest.trim())
 }
 
+/// A header value as text if it is visible ASCII, spaces and tabs (what
+/// `HeaderValue::to_str` accepts), checked without an early exit so that
+/// the check vectorises.
+fn visible_text(value: &[u8]) -> Option<&str> {
+    let visible = value.iter().fold(true, |ok, &b| {
+        ok & ((0x20..0x7f).contains(&b) | (b == b'\t'))
+    });
+    visible.then(|| std::str::from_utf8(value).ok()).flatten()
+}
+
+const ACCOUNT_CONTEXT: header::HeaderName = header::HeaderName::from_static("x-account-context");
+
 fn account_context(headers: &HeaderMap) -> Result<Option<String>, Error> {
-    match headers.get("x-account-context") {
+    match headers.get(ACCOUNT_CONTEXT) {
         None => Ok(None),
         // An empty header is the same as none (some clients always send it).
         Some(v) => v
@@ -281,5 +293,26 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         // Formatted only for the handlers that record it.
         Ok(client_addr(&parts.extensions))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::visible_text;
+    use axum::http::HeaderValue;
+
+    /// `visible_text` takes exactly what `HeaderValue::to_str` takes, byte
+    /// by byte and in a longer value.
+    #[test]
+    fn visible_text_accepts_what_to_str_accepts() {
+        for b in 0..=255u8 {
+            let value = [b'a', b, b'z'];
+            let Ok(header) = HeaderValue::from_bytes(&value) else {
+                continue;
+            };
+            assert_eq!(visible_text(&value), header.to_str().ok(), "byte {b:#x}");
+        }
+        let long = "ARMOR-PSK k:".repeat(20);
+        assert_eq!(visible_text(long.as_bytes()), Some(long.as_str()));
     }
 }
