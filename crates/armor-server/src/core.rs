@@ -96,8 +96,13 @@ pub const TOKEN_MAX_TTL: u64 = 12 * 3600;
 pub enum Via {
     /// An FH-AUTH (or Bearer) token; the SHA-256 of the token.
     Password { token_hash: Vec<u8> },
-    /// An ARMOR-PSK signature with this key.
-    ApiKey { key_id: String },
+    /// An ARMOR-PSK signature with this key, and the key's own permission
+    /// list if it has one (the caller then acts with the permissions in
+    /// both it and its user's).
+    ApiKey {
+        key_id: String,
+        key_permissions: Option<Arc<[String]>>,
+    },
 }
 
 /// An authenticated caller acting in one account.
@@ -128,8 +133,12 @@ impl Principal {
     }
     /// The principal acting with only those of its permissions a key's own
     /// list also names (`None`: all of them).
-    pub fn narrowed(mut self, key_permissions: Option<&[String]>) -> Self {
-        if let Some(allowed) = key_permissions {
+    pub fn narrowed(mut self) -> Self {
+        if let Via::ApiKey {
+            key_permissions: Some(allowed),
+            ..
+        } = &self.via
+        {
             self.permissions = self
                 .permissions
                 .iter()
@@ -143,7 +152,7 @@ impl Principal {
     pub fn credential(&self) -> String {
         match &self.via {
             Via::Password { .. } => "password".into(),
-            Via::ApiKey { key_id } => format!("key:{key_id}"),
+            Via::ApiKey { key_id, .. } => format!("key:{key_id}"),
         }
     }
 }

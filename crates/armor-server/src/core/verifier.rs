@@ -536,12 +536,6 @@ impl KeyVerifier {
         }
     }
 
-    /// A cached key's own permission list (`None`: it has none, or the key
-    /// is not cached).
-    pub fn key_permissions(&self, key_id: &str) -> Option<Arc<[String]>> {
-        self.keys.get(key_id)?.id.permissions.clone()
-    }
-
     /// Counts a refusal decided after verification (expiry, restrictions,
     /// rate limits...) for a verified key, by its error code.
     pub fn count_refused_key(&self, key_id: &str, code: &'static str) {

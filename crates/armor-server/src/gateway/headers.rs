@@ -288,7 +288,7 @@ pub(super) fn identity_headers(headers: &mut HeaderMap, p: &Principal) {
     headers.insert(USER_ID_HEADER, number(p.user_id));
     headers.insert(ACCOUNT_ID_HEADER, number(p.account_id));
     match &p.via {
-        Via::ApiKey { key_id } => {
+        Via::ApiKey { key_id, .. } => {
             if let Ok(v) = HeaderValue::from_str(key_id) {
                 headers.insert(KEY_ID_HEADER, v);
             }
@@ -514,6 +514,7 @@ mod tests {
             account_id: i64::MAX,
             via: Via::ApiKey {
                 key_id: "k1".into(),
+                key_permissions: None,
             },
             permissions: ["A", "B c"].iter().map(|s| s.to_string()).collect(),
         };

@@ -18,7 +18,7 @@ use crate::limit::retry_after;
 impl Gateway {
     /// Takes one token from the caller's bucket (API keys only).
     pub(super) async fn rate_limit(&self, core: &Core, p: &Principal) -> Result<(), Error> {
-        let Via::ApiKey { key_id } = &p.via else {
+        let Via::ApiKey { key_id, .. } = &p.via else {
             return Ok(());
         };
         let mut rate = self.config.key_rate_limits.get(key_id).copied();

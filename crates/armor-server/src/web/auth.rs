@@ -177,10 +177,13 @@ async fn authenticate_parts(
                     id.user_id,
                     id.account_id,
                     context.as_deref(),
-                    Via::ApiKey { key_id: id.key_id },
+                    Via::ApiKey {
+                        key_id: id.key_id,
+                        key_permissions: id.permissions,
+                    },
                 )
                 .await?
-                .narrowed(id.permissions.as_deref())
+                .narrowed()
         }
     };
     Ok(Auth::Principal(principal))

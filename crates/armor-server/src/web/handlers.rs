@@ -224,8 +224,10 @@ pub async fn me(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<Si
     // A key with its own permission list shows what it may do: in each
     // account, its user's permissions that the list also names.
     let narrowed_to = match &p.via {
-        crate::core::Via::ApiKey { key_id } => core.verifier.key_permissions(key_id),
-        _ => None,
+        crate::core::Via::ApiKey {
+            key_permissions, ..
+        } => key_permissions.clone(),
+        crate::core::Via::Password { .. } => None,
     };
     Ok(SizedJson(Me {
         profile,
@@ -339,7 +341,7 @@ pub async fn whoami(
     use sha2::Digest as _;
     let bytes = super::auth::read_body(body, core.config.max_body).await?;
     let (credential, key_id) = match p.via {
-        crate::core::Via::ApiKey { key_id } => ("ARMOR-PSK", Some(key_id)),
+        crate::core::Via::ApiKey { key_id, .. } => ("ARMOR-PSK", Some(key_id)),
         crate::core::Via::Password { .. } => ("FH-AUTH", None),
     };
     let mut hex = [0u8; 64];
