@@ -131,8 +131,9 @@ impl Principal {
             Err(Error::PermissionDenied(permission.to_owned()))
         }
     }
-    /// The principal acting with only those of its permissions a key's own
-    /// list also names (`None`: all of them).
+    /// The principal acting with only those of its permissions its key's
+    /// own list also names (a password caller, or a key without a list:
+    /// all of them).
     pub fn narrowed(mut self) -> Self {
         if let Via::ApiKey {
             key_permissions: Some(allowed),

@@ -533,6 +533,17 @@ async fn a_node_whose_clock_runs_behind_cannot_claim_a_request_whose_window_has_
     // so that only the window's end on Redis's clock can refuse the claim.
     let marker = "a{00}m";
     assert_eq!(cli(redis.port, &["SET", marker, &behind.to_string()]), "OK");
+    // The marker moved: a claim at the second the start-up had set, inside
+    // its window on every clock, is now taken.
+    let control = Fingerprints {
+        pair: 0x0bad_cafe_0bad_cafe_0bad_cafe_0bad_cafe,
+        signature: 0x0dec_afba_d0de_cafb_ad0d_ecaf_bad0_deca,
+    };
+    let at = node.epoch;
+    assert_eq!(
+        cluster.claim("key", &control, at, at + 300, at).await,
+        Ok(())
+    );
     // 50 s inside the slow node's window, 50 s past its end in truth.
     let ts = behind + 50;
     let fp = Fingerprints {
