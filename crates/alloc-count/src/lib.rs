@@ -3,9 +3,17 @@
 //! [`count_this_thread`]. Other threads cost one thread-local read per
 //! allocation.
 //!
-//! ```ignore
+//! ```
 //! #[global_allocator]
 //! static ALLOC: alloc_count::Counting = alloc_count::Counting;
+//!
+//! fn main() {
+//!     alloc_count::count_this_thread();
+//!     let before = alloc_count::allocations();
+//!     let v = std::hint::black_box(vec![1u8; 64]);
+//!     assert_eq!(alloc_count::allocations() - before, 1);
+//!     drop(v);
+//! }
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
