@@ -212,7 +212,7 @@ impl Cluster {
         until: u64,
         now: u64,
     ) -> Claim {
-        if !self.in_sync.load(Ordering::Acquire) {
+        if !self.in_sync.load(Ordering::Acquire) || self.evicting() {
             return Claim::Done(Err(ClaimError::Unavailable));
         }
         let (answer, wait) = ClaimWait::channel(ROUND_TRIP);

@@ -37,6 +37,11 @@
 //! the server (timestamp later than the new marker) and accepted before
 //! the loss.
 //!
+//! # Eviction
+//! A claim Redis evicts is a replay reopened, so a server with a memory
+//! limit and an evicting policy is refused: claims are unavailable while
+//! any bucket's server reports one (`eviction.rs`).
+//!
 //! # Invalidation
 //! Nodes cache keys (the HMAC state). A change that affects a user's keys
 //! (key created or deleted, user disabled, enabled or deleted) is published
@@ -70,6 +75,7 @@ mod backend;
 mod channel;
 mod claims;
 mod counters;
+mod eviction;
 
 use backend::{Backend, Conn};
 pub use backend::{RedisMode, CLUSTER_BUCKETS};
@@ -98,6 +104,8 @@ pub struct Cluster {
     /// The subscription is live and the key cache was re-read since it
     /// (re)started.
     in_sync: AtomicBool,
+    /// A server may evict claims (see `eviction.rs`): claims are refused.
+    evicting: AtomicBool,
     script: redis::Script,
     counter_script: redis::Script,
     claims: tokio::sync::mpsc::Sender<Pending>,
@@ -137,6 +145,7 @@ impl Cluster {
             pool: (0..connections.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
             in_sync: AtomicBool::new(false),
+            evicting: AtomicBool::new(false),
             script: redis::Script::new(CLAIM_SCRIPT),
             counter_script: redis::Script::new(counters::COUNTER_SCRIPT),
             claims,
@@ -195,9 +204,9 @@ impl Cluster {
     }
 
     /// Whether claims can be answered now (connected, subscribed, cache
-    /// re-read).
+    /// re-read, and no server may evict them).
     pub fn ready(&self) -> bool {
-        self.in_sync.load(Ordering::Acquire) && self.conn().is_some()
+        self.in_sync.load(Ordering::Acquire) && !self.evicting() && self.conn().is_some()
     }
 
     /// Checks every bucket's epoch marker (setting it where missing or
@@ -236,6 +245,7 @@ impl Cluster {
                 tracing::warn!(error = %e, "Redis not reachable at start-up: ARMOR-PSK requests get 503 until it is")
             }
         }
+        self.check_eviction().await;
         for _ in 0..60 {
             if self.ready() {
                 return;
@@ -266,6 +276,9 @@ impl Cluster {
                     if let Err(e) = me.ensure_epoch(clock.now()).await {
                         tracing::debug!(error = %e, "epoch markers not checked");
                     }
+                }
+                if all && (made || rounds.is_multiple_of(120) || me.evicting()) {
+                    me.check_eviction().await;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if watched.strong_count() == 0 {

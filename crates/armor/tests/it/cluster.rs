@@ -56,6 +56,15 @@ impl Redis {
         Redis::start_with(extra)
     }
 
+    /// With a memory limit and a policy that evicts any key under it.
+    pub fn start_evicting() -> Redis {
+        Redis::start_with(
+            ["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"]
+                .map(String::from)
+                .to_vec(),
+        )
+    }
+
     fn start_with(extra: Vec<String>) -> Redis {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -390,6 +399,29 @@ async fn redis_down_fails_closed_on_both_nodes_and_service_resumes() {
     c.redis.up();
     for node in [&c.a, &c.b] {
         until_status(node, &key, 200, Duration::from_secs(15)).await;
+    }
+}
+
+/// A Redis that may evict (a memory limit and `allkeys-lru`) could drop a
+/// claim and so let its request be replayed: every node refuses signed
+/// requests with 503 until its policy is `noeviction`, then serves them.
+#[tokio::test]
+async fn a_redis_that_may_evict_claims_is_refused_until_it_is_noeviction() {
+    let c = cluster_on(Redis::start_evicting()).await;
+    let token = c.a.login().await;
+    let key = c.a.create_key(&token, 1, "evicting").await;
+    for node in [&c.a, &c.b] {
+        let (s, v) = signed(node, &fresh_auth(&key)).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (503, Some("replay_store_unavailable")),
+            "{v}"
+        );
+    }
+    let set = ["CONFIG", "SET", "maxmemory-policy", "noeviction"];
+    assert_eq!(procs::cli(c.redis.port, &set), "OK");
+    for node in [&c.a, &c.b] {
+        until_status(node, &key, 200, Duration::from_secs(10)).await;
     }
 }
 
