@@ -84,6 +84,11 @@ pub struct Settings {
     pub redis_connections: usize,
     /// Forward requests that match no armor route to an upstream.
     pub gateway: Option<gateway::GatewayConfig>,
+    /// Proxies in front of armor: from them, the client is the address
+    /// `X-Forwarded-For` names (see [`conn::client`]), and the gateway
+    /// keeps their `Forwarded` and `X-Forwarded-*` values (and appends to
+    /// them); from any other peer those are replaced.
+    pub trusted_proxies: Vec<gateway::IpNet>,
     /// Time limits of a request's head, its body and an idle connection,
     /// and the connections allowed per client address (see [`conn`]).
     pub connection_limits: conn::Limits,
@@ -125,6 +130,7 @@ impl Default for Settings {
             redis_mode: cluster::RedisMode::Single,
             redis_connections: 4,
             gateway: None,
+            trusted_proxies: Vec::new(),
             connection_limits: conn::Limits::default(),
             metrics_listen: None,
             auth_failure_limit: Some(gateway::Rate {
@@ -155,6 +161,7 @@ pub struct Application {
     core: Arc<Core>,
     first_start: Option<FirstStart>,
     gateway: Option<Arc<gateway::Gateway>>,
+    trusted_proxies: conn::client::TrustedProxies,
     connection_limits: conn::Limits,
     metrics_listener: Option<tokio::net::TcpListener>,
     auth_failure_limit: Option<gateway::Rate>,
@@ -267,6 +274,7 @@ impl Application {
             core,
             first_start,
             gateway,
+            trusted_proxies: conn::client::TrustedProxies::new(settings.trusted_proxies),
             connection_limits: settings.connection_limits,
             metrics_listener,
             auth_failure_limit: settings.auth_failure_limit,
@@ -365,7 +373,13 @@ impl Application {
                 None => limiter,
             })
         });
-        let app = web::front::App::new(core.clone(), metrics.is_none(), self.gateway, limiter);
+        let app = web::front::App::new(
+            core.clone(),
+            metrics.is_none(),
+            self.gateway,
+            limiter,
+            self.trusted_proxies,
+        );
         let served = axum::serve(
             conn::InspectingListener::new(self.listener, self.connection_limits),
             app,

@@ -3,7 +3,6 @@
 //! life can run out between two requests to the second.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use armor_psk::{SecretKey, SignableRequest, SigningKey};
@@ -11,7 +10,6 @@ use armor_server::clock::ManualClock;
 use armor_server::core::keyspec::{KeySpec, RateLimitSpec};
 use armor_server::core::{Core, NewKey, Principal};
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::Request;
 use tower::ServiceExt as _;
 
@@ -69,8 +67,13 @@ impl Env {
             .header("authorization", auth)
             .body(Body::empty())
             .unwrap();
-        let peer: SocketAddr = peer.parse().unwrap();
-        req.extensions_mut().insert(ConnectInfo(peer));
+        let peer = peer.parse::<std::net::SocketAddr>().unwrap().ip();
+        req.extensions_mut()
+            .insert(armor_server::conn::client::Client {
+                peer,
+                peer_trusted: false,
+                ip: peer,
+            });
         let resp = armor_server::web::app(self.core.clone(), false, None, None)
             .oneshot(req)
             .await

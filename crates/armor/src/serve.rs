@@ -99,9 +99,12 @@ pub struct ServeArgs {
     #[arg(long = "key-rate-limit", env = "ARMOR_KEY_RATE_LIMITS", value_delimiter = ',',
         value_parser = armor_server::gateway::parse_named_rate, value_name = "KEY_ID=RPS:BURST")]
     key_rate_limits: Vec<(String, armor_server::gateway::Rate)>,
-    /// Gateway: a proxy in front of armor (address or CIDR) whose
-    /// `Forwarded`/`X-Forwarded-*` headers are kept and appended to;
-    /// repeatable. From other peers they are replaced.
+    /// A proxy in front of armor (address or CIDR), repeatable. From it,
+    /// the client is the last address of `X-Forwarded-For` that is not a
+    /// trusted proxy (for a key's allowed networks, the per-client limits
+    /// and the audit log), and the gateway keeps its `Forwarded` and
+    /// `X-Forwarded-*` values and appends to them. From other peers they
+    /// are ignored and replaced.
     #[arg(long = "trusted-proxy", env = "ARMOR_TRUSTED_PROXIES", value_delimiter = ',',
         value_parser = armor_server::gateway::parse_net, value_name = "CIDR")]
     trusted_proxies: Vec<armor_server::gateway::IpNet>,
@@ -205,17 +208,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             rate_limit: args.rate_limit,
             role_rate_limits: args.role_rate_limits.into_iter().collect(),
             key_rate_limits: args.key_rate_limits.into_iter().collect(),
-            trusted_proxies: args.trusted_proxies,
         }),
         None => {
             if !args.public_paths.is_empty()
                 || args.rate_limit.is_some()
                 || !args.role_rate_limits.is_empty()
                 || !args.key_rate_limits.is_empty()
-                || !args.trusted_proxies.is_empty()
             {
                 anyhow::bail!(
-                    "--public-path, --trusted-proxy and the rate limits apply to the gateway: give --upstream too"
+                    "--public-path and the rate limits apply to the gateway: give --upstream too"
                 );
             }
             None
@@ -256,6 +257,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         )?,
         redis_connections: usize::from(args.redis_connections),
         gateway,
+        trusted_proxies: args.trusted_proxies,
         connection_limits: armor_server::conn::Limits {
             header_timeout: std::time::Duration::from_secs(args.header_timeout),
             body_timeout: std::time::Duration::from_secs(args.body_timeout),

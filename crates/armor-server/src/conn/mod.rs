@@ -37,8 +37,10 @@
 //!
 //! **Addresses.** At most `--max-connections-per-ip` open connections per
 //! client address (an IPv6 /64 counts as one); one more is answered
-//! `503 too_many_connections` and closed at once.
+//! `503 too_many_connections` and closed at once. Which address a request
+//! is from, behind trusted proxies, is [`client`]'s.
 
+pub mod client;
 mod inspect;
 
 use std::collections::HashMap;
@@ -235,18 +237,17 @@ pub fn busy(extensions: &axum::http::Extensions) -> Option<InFlight> {
     Some(InFlight(peer.conn.clone()))
 }
 
-/// In front of everything: exposes the peer as `ConnectInfo<SocketAddr>`,
-/// marks the request in flight, and refuses any request on a connection
-/// that was flagged, closing it.
+/// In front of everything: marks the request in flight, and refuses any
+/// request on a connection that was flagged, closing it. (Who sent the
+/// request is [`client::Client`], which the front inserts.)
 pub fn screen(req: &mut Request) -> Result<Option<InFlight>, Box<Response>> {
-    let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<PeerInfo>>().cloned() else {
+    let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<PeerInfo>>() else {
         return Ok(None);
     };
-    req.extensions_mut().insert(ConnectInfo(peer.addr));
     let refused = match Refusal::from_u8(peer.conn.refusal.load(Ordering::Acquire)) {
         None => {
             peer.conn.in_flight.fetch_add(1, Ordering::AcqRel);
-            return Ok(Some(InFlight(peer.conn)));
+            return Ok(Some(InFlight(peer.conn.clone())));
         }
         Some(Refusal::AmbiguousFraming) => Error::BadRequest(
             "ambiguous framing: a request may not carry both Content-Length and Transfer-Encoding, nor more than one Content-Length, nor end a header line with a bare LF".into(),

@@ -42,9 +42,6 @@ pub struct GatewayConfig {
     pub role_rate_limits: HashMap<String, Rate>,
     /// Per key id; wins over the role's and the default.
     pub key_rate_limits: HashMap<String, Rate>,
-    /// Peers whose `Forwarded` and `X-Forwarded-*` headers are kept (and
-    /// appended to); from any other peer they are replaced.
-    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl GatewayConfig {
@@ -56,7 +53,6 @@ impl GatewayConfig {
             rate_limit: None,
             role_rate_limits: HashMap::new(),
             key_rate_limits: HashMap::new(),
-            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! body under the size limit, and the answer streamed back.
 
 use axum::body::{Body, HttpBody as _};
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::header;
 use axum::http::{uri, Method};
 use axum::response::Response;
@@ -72,11 +72,9 @@ impl Gateway {
         headers::remove_spoofable(&mut headers);
         headers::remove_armor_cookies(&mut headers);
         headers.insert(header::HOST, self.host.clone());
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<std::net::SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
-        let trusted = peer.is_some_and(|ip| self.trusts(ip));
+        let client = parts.extensions.get::<crate::conn::client::Client>();
+        let peer = client.map(|c| c.peer);
+        let trusted = client.is_some_and(|c| c.peer_trusted);
         headers::set_forwarding(&mut headers, peer, trusted, original_host);
         // The connection stays busy until the answer has streamed out.
         let busy = crate::conn::busy(&parts.extensions);

@@ -141,16 +141,6 @@ impl Gateway {
         &self.config
     }
 
-    /// Whether `ip` is a trusted proxy (an IPv4-mapped IPv6 address counts
-    /// as its IPv4 address).
-    fn trusts(&self, ip: std::net::IpAddr) -> bool {
-        let ip = match ip {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-            v4 => v4,
-        };
-        self.config.trusted_proxies.iter().any(|n| n.contains(&ip))
-    }
-
     /// Whether `path` (as received) is under a public prefix and not one of
     /// armor's own routes.
     pub fn is_public(&self, path: &str) -> bool {

@@ -4,15 +4,16 @@
 //! an API-key caller cannot produce one) and [`NoApiKey`] (anonymous or
 //! password).
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use http_body_util::{BodyExt as _, Limited};
 
+use crate::conn::client::Client;
 use crate::core::{Core, Principal, Via};
 use crate::error::Error;
 use crate::limit::AuthFailureLimiter;
@@ -59,12 +60,14 @@ impl Refusal {
     }
 }
 
+/// The request's client address: the peer's, or the one a trusted proxy
+/// names (see [`crate::conn::client`]).
+fn client_ip(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    extensions.get::<Client>().map(|c| c.ip)
+}
+
 fn client_addr(extensions: &axum::http::Extensions) -> ClientAddr {
-    ClientAddr(
-        extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string()),
-    )
+    ClientAddr(client_ip(extensions).map(|ip| ip.to_string()))
 }
 
 /// Marks a request as anonymous (public routes).
@@ -125,12 +128,7 @@ async fn authenticate_parts(
                 .extensions
                 .get::<Arc<AuthFailureLimiter>>()
                 .cloned()
-                .zip(
-                    parts
-                        .extensions
-                        .get::<ConnectInfo<SocketAddr>>()
-                        .map(|c| c.0.ip()),
-                );
+                .zip(client_ip(&parts.extensions));
             if let Some((l, ip)) = &limiter {
                 if let Err(e) = l.check(*ip, creds.key_id()) {
                     core.verifier
@@ -146,10 +144,7 @@ async fn authenticate_parts(
                 body: &bytes,
             };
             let origin = crate::core::restrictions::Origin {
-                peer: parts
-                    .extensions
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0.ip()),
+                peer: client_ip(&parts.extensions),
                 armor_route: super::is_armor_route,
             };
             let id = match core

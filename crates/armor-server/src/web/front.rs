@@ -5,8 +5,9 @@
 //!
 //! Per connection it holds the peer (`ConnectInfo<PeerInfo>`, as axum's
 //! `into_make_service_with_connect_info` would insert) and per request it
-//! inserts the gateway and the refusal limiter, when configured, as the
-//! `Extension` layers did.
+//! inserts the sender ([`crate::conn::client::Client`]: the peer, or the
+//! client a trusted proxy names), and the gateway and the refusal limiter
+//! when configured, as the `Extension` layers did.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,6 +22,7 @@ use axum::Router;
 use tower::Service;
 
 use super::AppState;
+use crate::conn::client::TrustedProxies;
 use crate::conn::{InspectingListener, PeerInfo};
 use crate::gateway::Gateway;
 use crate::limit::AuthFailureLimiter;
@@ -30,6 +32,7 @@ struct Inner {
     routes: Router,
     gateway: Option<Arc<Gateway>>,
     limiter: Option<Arc<AuthFailureLimiter>>,
+    trusted: TrustedProxies,
 }
 
 /// The application, as served on the main listener.
@@ -43,6 +46,7 @@ impl App {
         with_metrics: bool,
         gateway: Option<Arc<Gateway>>,
         limiter: Option<Arc<AuthFailureLimiter>>,
+        trusted: TrustedProxies,
     ) -> Self {
         let routes = super::router(core.clone(), with_metrics);
         App(Arc::new(Inner {
@@ -50,6 +54,7 @@ impl App {
             routes,
             gateway,
             limiter,
+            trusted,
         }))
     }
 }
@@ -102,10 +107,13 @@ impl Service<Request> for Connection {
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         let inner = &self.app.0;
-        let ext = req.extensions_mut();
         if let Some(peer) = &self.peer {
+            let client = inner.trusted.client(peer.addr.ip(), req.headers());
+            let ext = req.extensions_mut();
+            ext.insert(client);
             ext.insert(ConnectInfo(peer.clone()));
         }
+        let ext = req.extensions_mut();
         if let Some(gw) = &inner.gateway {
             ext.insert(gw.clone());
         }

@@ -51,14 +51,15 @@ pub fn router(core: AppState, with_metrics: bool) -> Router {
 /// (`oneshot`): the front service ([`front::App`]) without a connection.
 /// With a gateway, requests for none of armor's routes go to its
 /// upstream; with a limiter, refused ARMOR-PSK attempts are counted per key
-/// and address.
+/// and address. Without a connection, the caller puts the request's
+/// sender ([`crate::conn::client::Client`]) in its extensions.
 pub fn app(
     core: AppState,
     with_metrics: bool,
     gateway: Option<Arc<Gateway>>,
     limiter: Option<Arc<AuthFailureLimiter>>,
 ) -> front::Connection {
-    front::App::new(core, with_metrics, gateway, limiter).service()
+    front::App::new(core, with_metrics, gateway, limiter, Default::default()).service()
 }
 
 /// `/metrics` alone, for a listener of its own (`--metrics-listen`).

@@ -242,6 +242,19 @@ async fn allowed_ips_match_the_peer_address_over_ipv4() {
         (403, Some("ip_not_allowed")),
         "{v}"
     );
+    // Without --trusted-proxy, a forwarded address is the client's own
+    // claim and is ignored.
+    let auth = sign(&outside, "GET", "/me", b"", &fresh_nonce(), now());
+    let forwarded = [
+        ("Authorization", auth.as_str()),
+        ("X-Forwarded-For", "10.1.2.3"),
+    ];
+    let (s, _, v) = app.send("GET", "/me", &forwarded, vec![]).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (403, Some("ip_not_allowed")),
+        "{v}"
+    );
     let keys = list(&app, &token).await;
     assert_eq!(
         item(&keys, &inside.id)["allowedIps"],
@@ -420,4 +433,49 @@ async fn a_key_loses_a_permission_when_its_user_does() {
     );
     let (_, v) = app.psk(&key, "GET", "/permissions", b"").await;
     assert_eq!(v["permissions"], json!([]));
+}
+
+/// Behind a `--trusted-proxy` (here the tests' own loopback), the client is
+/// the last address `X-Forwarded-For` names that is not a trusted proxy: a
+/// key's allowed networks are checked against it, and refused attempts
+/// are counted per forwarded client, not for everyone behind the proxy.
+/// Without the flag the header is ignored (the test above).
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_checked_and_limited() {
+    let app = spawn_app_with(&[
+        "--trusted-proxy",
+        "127.0.0.0/8,::1",
+        "--auth-failure-limit",
+        "0.001:2",
+    ])
+    .await;
+    let token = app.login().await;
+    let key = restricted(&app, &token, json!({"allowedIps": ["198.51.100.0/24"]})).await;
+    let from = |key: &Key, forwarded: Option<&'static str>| {
+        let auth = sign(key, "GET", "/me", b"", &fresh_nonce(), now());
+        let app = &app;
+        async move {
+            let mut headers = vec![("Authorization", auth.as_str())];
+            headers.extend(forwarded.map(|f| ("X-Forwarded-For", f)));
+            let (s, _, v) = app.send("GET", "/me", &headers, vec![]).await;
+            (s, v["error"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+    // The client's own claim sits left of the address the proxy saw.
+    assert_eq!(from(&key, Some("203.0.113.9, 198.51.100.7")).await.0, 200);
+    let refused = (403, "ip_not_allowed".to_owned());
+    assert_eq!(from(&key, Some("198.51.100.7, 203.0.113.9")).await, refused);
+    assert_eq!(from(&key, None).await, refused, "the proxy itself");
+
+    let wrong = Key {
+        id: key.id.clone(),
+        secret: format!("{}x", key.secret),
+    };
+    for _ in 0..2 {
+        assert_eq!(from(&wrong, Some("198.51.100.7")).await.0, 401);
+    }
+    let limited = (429, "rate_limited".to_owned());
+    assert_eq!(from(&key, Some("198.51.100.7")).await, limited);
+    // Another client behind the same proxy keeps its own budget.
+    assert_eq!(from(&key, Some("198.51.100.8")).await.0, 200);
 }
