@@ -245,11 +245,13 @@ pub struct PasswordCaller(pub Principal);
 #[derive(Debug, Clone)]
 pub struct NoApiKey(pub Option<Principal>);
 
-fn auth_of(parts: &Parts) -> Auth {
+/// Takes the caller out of the request (nothing after the handler's
+/// extractors reads it), so a handler has at most one of [`Caller`],
+/// [`PasswordCaller`] and [`NoApiKey`]: a second would see no caller.
+fn auth_of(parts: &mut Parts) -> Auth {
     parts
         .extensions
-        .get::<Auth>()
-        .cloned()
+        .remove::<Auth>()
         .unwrap_or(Auth::Anonymous)
 }
 
