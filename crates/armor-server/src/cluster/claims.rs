@@ -301,6 +301,7 @@ impl Cluster {
                         epoch,
                         "epoch marker moved: the shard is new, lost its memory or its primary changed"
                     );
+                    self.recheck_eviction.store(true, Ordering::Release);
                 }
                 Some((epoch, moved, codes[2..].to_vec()))
             }

@@ -2,8 +2,11 @@
 //! (`maxmemory` above 0) and any policy but `noeviction`, Redis drops keys
 //! when memory runs short, and a claim it dropped would let its request be
 //! replayed. Such a Redis is refused: claims are unavailable (503) until
-//! the policy is `noeviction` or the limit is lifted. Checked on each
-//! bucket's server at start-up, after each new connection, once a minute,
+//! the policy is `noeviction` or the limit is lifted. Refused too until
+//! the first check has read every bucket's server, and while a server
+//! answers the check with an error (the settings cannot be read). Checked
+//! at start-up, after each new connection, within half a second of an
+//! epoch marker moving (a restarted or promoted server), every 10 seconds,
 //! and every half second while refused.
 
 use std::sync::atomic::Ordering;
@@ -39,9 +42,11 @@ impl Cluster {
         self.evicting.load(Ordering::Acquire)
     }
 
-    /// Asks every bucket's server for its memory settings and refuses
-    /// claims while any of them may evict. A server that does not answer
-    /// leaves the state as it was (its claims fail on their own).
+    /// Asks every bucket's server for its memory settings. Any server that
+    /// may evict, or answers with an error, refuses claims; all of them
+    /// safe lets them through; a server that does not answer in time (or
+    /// cannot be reached) leaves the state as it was, unless another one
+    /// refuses (its claims fail on their own meanwhile).
     pub(super) async fn check_eviction(&self) {
         let script = redis::Script::new(MEMORY_SCRIPT);
         let checks = (0..self.buckets).map(|bucket| {
@@ -53,29 +58,40 @@ impl Cluster {
                 let answer = call.invoke_async::<(String, String)>(&mut conn);
                 match tokio::time::timeout(ROUND_TRIP * 4, answer).await {
                     Ok(Ok((maxmemory, policy))) => Some(eviction_risk(&maxmemory, &policy)),
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "eviction settings not read");
-                        None
-                    }
+                    Ok(Err(e)) if unanswered(&e) => None,
+                    Ok(Err(e)) => Some(Some(format!("its memory settings cannot be read: {e}"))),
                     Err(_) => None,
                 }
             }
         });
         let answers = futures_util::future::join_all(checks).await;
-        if answers.iter().any(Option::is_none) {
+        let risk = answers.iter().flatten().flatten().next().cloned();
+        if risk.is_none() && answers.iter().any(Option::is_none) {
             return;
         }
-        let risk = answers.into_iter().flatten().flatten().next();
-        let was = self.evicting.swap(risk.is_some(), Ordering::AcqRel);
-        match (&risk, was) {
-            (Some(why), false) => tracing::error!(
+        self.evicting.store(risk.is_some(), Ordering::Release);
+        // Logged once per refusal, not per check.
+        match risk {
+            Some(why) if !self.eviction_logged.swap(true, Ordering::AcqRel) => tracing::error!(
                 reason = %why,
                 "ARMOR-PSK requests refused (503) until Redis's maxmemory-policy is noeviction or maxmemory is 0"
             ),
-            (None, true) => tracing::info!("Redis no longer evicts: replay claims accepted again"),
+            None if self.eviction_logged.swap(false, Ordering::AcqRel) => {
+                tracing::info!("Redis no longer evicts: replay claims accepted again")
+            }
             _ => {}
         }
     }
+}
+
+/// An error that says nothing of the server's settings: it was not
+/// reached or did not answer.
+fn unanswered(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
 }
 
 #[cfg(test)]

@@ -40,7 +40,8 @@
 //! # Eviction
 //! A claim Redis evicts is a replay reopened, so a server with a memory
 //! limit and an evicting policy is refused: claims are unavailable while
-//! any bucket's server reports one (`eviction.rs`).
+//! any bucket's server reports one, or until every one has been read
+//! (`eviction.rs`).
 //!
 //! # Invalidation
 //! Nodes cache keys (the HMAC state). A change that affects a user's keys
@@ -104,8 +105,13 @@ pub struct Cluster {
     /// The subscription is live and the key cache was re-read since it
     /// (re)started.
     in_sync: AtomicBool,
-    /// A server may evict claims (see `eviction.rs`): claims are refused.
+    /// A server may evict claims, or that is not known yet (see
+    /// `eviction.rs`): claims are refused.
     evicting: AtomicBool,
+    /// The refusal for eviction was logged.
+    eviction_logged: AtomicBool,
+    /// An epoch marker moved (a new server): check eviction again.
+    recheck_eviction: AtomicBool,
     script: redis::Script,
     counter_script: redis::Script,
     claims: tokio::sync::mpsc::Sender<Pending>,
@@ -145,7 +151,9 @@ impl Cluster {
             pool: (0..connections.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
             in_sync: AtomicBool::new(false),
-            evicting: AtomicBool::new(false),
+            evicting: AtomicBool::new(true),
+            eviction_logged: AtomicBool::new(false),
+            recheck_eviction: AtomicBool::new(false),
             script: redis::Script::new(CLAIM_SCRIPT),
             counter_script: redis::Script::new(counters::COUNTER_SCRIPT),
             claims,
@@ -277,7 +285,8 @@ impl Cluster {
                         tracing::debug!(error = %e, "epoch markers not checked");
                     }
                 }
-                if all && (made || rounds.is_multiple_of(120) || me.evicting()) {
+                let recheck = me.recheck_eviction.swap(false, Ordering::AcqRel);
+                if all && (made || recheck || rounds.is_multiple_of(20) || me.evicting()) {
                     me.check_eviction().await;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;

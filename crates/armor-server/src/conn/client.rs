@@ -45,6 +45,8 @@ impl TrustedProxies {
         } else {
             peer
         };
+        // An IPv4-mapped address is its IPv4 address, for every rule.
+        let ip = ip.to_canonical();
         Client {
             peer,
             peer_trusted,
@@ -73,11 +75,14 @@ impl TrustedProxies {
 }
 
 /// An `X-Forwarded-For` entry: an address, or an address and port
-/// (`192.0.2.1:4711`, `[2001:db8::1]:4711`), spaces around it allowed.
+/// (`192.0.2.1:4711`, `[2001:db8::1]:4711`), an IPv6 address in brackets,
+/// spaces around it allowed.
 fn address(entry: &[u8]) -> Option<IpAddr> {
     let text = std::str::from_utf8(entry).ok()?.trim();
+    let bare = text.strip_prefix('[').and_then(|t| t.strip_suffix(']'));
     text.parse::<IpAddr>()
         .ok()
+        .or_else(|| bare?.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6))
         .or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }
 
@@ -129,6 +134,10 @@ mod tests {
         let h = with_xff(&[" 198.51.100.1:4711 ,[2001:db8::1]:80"]);
         assert_eq!(t.client(peer, &h).ip, ip("2001:db8::1"));
         assert_eq!(t.client(ip("::ffff:10.0.0.2"), &h).ip, ip("2001:db8::1"));
+        let h = with_xff(&["[2001:db8::2], ::ffff:198.51.100.3"]);
+        assert_eq!(t.client(peer, &h).ip, ip("198.51.100.3"), "mapped: as IPv4");
+        let h = with_xff(&["[2001:db8::2]"]);
+        assert_eq!(t.client(peer, &h).ip, ip("2001:db8::2"));
         // Only trusted hops: the leftmost one.
         assert_eq!(
             t.client(peer, &with_xff(&["10.0.0.9, 10.0.0.5"])).ip,

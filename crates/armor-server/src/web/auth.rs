@@ -249,10 +249,7 @@ pub struct NoApiKey(pub Option<Principal>);
 /// extractors reads it), so a handler has at most one of [`Caller`],
 /// [`PasswordCaller`] and [`NoApiKey`]: a second would see no caller.
 fn auth_of(parts: &mut Parts) -> Auth {
-    parts
-        .extensions
-        .remove::<Auth>()
-        .unwrap_or(Auth::Anonymous)
+    parts.extensions.remove::<Auth>().unwrap_or(Auth::Anonymous)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {

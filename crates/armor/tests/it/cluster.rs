@@ -404,25 +404,29 @@ async fn redis_down_fails_closed_on_both_nodes_and_service_resumes() {
 
 /// A Redis that may evict (a memory limit and `allkeys-lru`) could drop a
 /// claim and so let its request be replayed: every node refuses signed
-/// requests with 503 until its policy is `noeviction`, then serves them.
+/// requests with 503 until its policy is `noeviction`, then serves them,
+/// and refuses them again once the policy is changed back while it runs.
 #[tokio::test]
 async fn a_redis_that_may_evict_claims_is_refused_until_it_is_noeviction() {
     let c = cluster_on(Redis::start_evicting()).await;
     let token = c.a.login().await;
     let key = c.a.create_key(&token, 1, "evicting").await;
-    for node in [&c.a, &c.b] {
-        let (s, v) = signed(node, &fresh_auth(&key)).await;
-        assert_eq!(
-            (s, v["error"].as_str()),
-            (503, Some("replay_store_unavailable")),
-            "{v}"
-        );
-    }
-    let set = ["CONFIG", "SET", "maxmemory-policy", "noeviction"];
-    assert_eq!(procs::cli(c.redis.port, &set), "OK");
+    let (s, v) = signed(&c.a, &fresh_auth(&key)).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (503, Some("replay_store_unavailable")),
+        "{v}"
+    );
+    // The other node refuses it the same way once it serves the key.
+    until_status(&c.b, &key, 503, NEW_KEY_SEEN).await;
+    let policy = |p: &str| procs::cli(c.redis.port, &["CONFIG", "SET", "maxmemory-policy", p]);
+    assert_eq!(policy("noeviction"), "OK");
     for node in [&c.a, &c.b] {
         until_status(node, &key, 200, Duration::from_secs(10)).await;
     }
+    // Checked again every 10 s while serving.
+    assert_eq!(policy("volatile-lru"), "OK");
+    until_status(&c.a, &key, 503, Duration::from_secs(15)).await;
 }
 
 #[tokio::test]
