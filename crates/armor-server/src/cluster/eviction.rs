@@ -85,13 +85,18 @@ impl Cluster {
 }
 
 /// An error that says nothing of the server's settings: it was not
-/// reached or did not answer.
+/// reached, did not answer, or is busy (loading, in a failover, a slot
+/// moving). Only an error the script itself met (a command not allowed,
+/// say) or an answer of another shape means they cannot be read.
 fn unanswered(e: &redis::RedisError) -> bool {
-    e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_unrecoverable_error()
+    use redis::ErrorKind;
+    !matches!(
+        e.kind(),
+        ErrorKind::ResponseError
+            | ErrorKind::ExtensionError
+            | ErrorKind::TypeError
+            | ErrorKind::ParseError
+    )
 }
 
 #[cfg(test)]
