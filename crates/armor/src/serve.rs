@@ -65,6 +65,14 @@ pub struct ServeArgs {
     /// Sentinel mode: the name the sentinels know the primary by.
     #[arg(long, env = "ARMOR_REDIS_SENTINEL_MASTER", value_name = "NAME")]
     redis_sentinel_master: Option<String>,
+    /// Sentinel mode: the ACL user to reach the primary as, with the
+    /// password in ARMOR_REDIS_SENTINEL_MASTER_PASSWORD (never a flag).
+    #[arg(
+        long,
+        env = "ARMOR_REDIS_SENTINEL_MASTER_USERNAME",
+        value_name = "USER"
+    )]
+    redis_sentinel_master_username: Option<String>,
     /// Pooled Redis connections per node (each carries many requests).
     #[arg(long, env = "ARMOR_REDIS_CONNECTIONS", default_value_t = default_redis_connections(),
         value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -251,9 +259,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         admin_password,
         replay_max_entries: args.replay_max_entries,
         redis_url: args.redis_url,
-        redis_mode: armor_server::cluster::RedisMode::parse(
+        redis_mode: redis_mode(
             &args.redis_mode,
             args.redis_sentinel_master.as_deref(),
+            args.redis_sentinel_master_username,
         )?,
         redis_connections: usize::from(args.redis_connections),
         gateway,
@@ -319,5 +328,35 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The Redis mode, with the primary's credentials in Sentinel mode: the
+/// password only from the environment, so it lands in no shell history.
+fn redis_mode(
+    mode: &str,
+    master: Option<&str>,
+    username: Option<String>,
+) -> anyhow::Result<armor_server::cluster::RedisMode> {
+    use armor_server::cluster::{MasterAuth, RedisMode};
+    let password = std::env::var("ARMOR_REDIS_SENTINEL_MASTER_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(SecretString::from);
+    match (RedisMode::parse(mode, master)?, password) {
+        (RedisMode::Sentinel { master, .. }, Some(password)) => Ok(RedisMode::Sentinel {
+            master,
+            auth: Some(MasterAuth { username, password }),
+        }),
+        (_, Some(_)) => anyhow::bail!(
+            "ARMOR_REDIS_SENTINEL_MASTER_PASSWORD applies to --redis-mode sentinel (in the other modes the password goes in --redis-url)"
+        ),
+        (RedisMode::Sentinel { .. }, None) if username.is_some() => anyhow::bail!(
+            "--redis-sentinel-master-username needs ARMOR_REDIS_SENTINEL_MASTER_PASSWORD"
+        ),
+        (_, None) if username.is_some() => {
+            anyhow::bail!("--redis-sentinel-master-username applies to --redis-mode sentinel")
+        }
+        (mode, None) => Ok(mode),
     }
 }

@@ -6,8 +6,10 @@ use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::SentinelNodeConnectionInfo;
 use redis::sentinel::{SentinelClient, SentinelServerType};
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{Cmd, Pipeline, RedisConnectionInfo, RedisFuture, RedisResult, Value};
+use secrecy::{ExposeSecret as _, SecretString};
 
 use super::ROUND_TRIP;
 use crate::error::Error;
@@ -20,9 +22,40 @@ pub enum RedisMode {
     Single,
     /// A Redis Cluster: comma-separated seed nodes.
     Cluster,
-    /// Comma-separated sentinels watching the primary with this name.
-    Sentinel { master: String },
+    /// Comma-separated sentinels watching the primary with this name,
+    /// reached with `auth` when it needs a password (the sentinels' own,
+    /// if any, is in their URLs).
+    Sentinel {
+        master: String,
+        auth: Option<MasterAuth>,
+    },
 }
+
+/// The credentials of a primary found through Sentinel (its replicas
+/// share them). Never shown: `Debug` redacts the password.
+#[derive(Clone)]
+pub struct MasterAuth {
+    pub username: Option<String>,
+    pub password: SecretString,
+}
+
+impl std::fmt::Debug for MasterAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl PartialEq for MasterAuth {
+    fn eq(&self, other: &Self) -> bool {
+        self.username == other.username
+            && self.password.expose_secret() == other.password.expose_secret()
+    }
+}
+
+impl Eq for MasterAuth {}
 
 impl RedisMode {
     /// From `single`, `cluster` or `sentinel` (which needs the primary's
@@ -31,7 +64,10 @@ impl RedisMode {
         match (mode, master) {
             ("single", _) => Ok(RedisMode::Single),
             ("cluster", _) => Ok(RedisMode::Cluster),
-            ("sentinel", Some(m)) if !m.is_empty() => Ok(RedisMode::Sentinel { master: m.into() }),
+            ("sentinel", Some(m)) if !m.is_empty() => Ok(RedisMode::Sentinel {
+                master: m.into(),
+                auth: None,
+            }),
             ("sentinel", _) => Err(Error::Config(
                 "sentinel mode needs the primary's name (ARMOR_REDIS_SENTINEL_MASTER)".into(),
             )),
@@ -98,10 +134,20 @@ impl Backend {
                     .map_err(bad)?;
                 Backend::Cluster { client, seeds }
             }
-            RedisMode::Sentinel { master } => Backend::Sentinel(tokio::sync::Mutex::new(
-                SentinelClient::build(list, master.clone(), None, SentinelServerType::Master)
-                    .map_err(bad)?,
-            )),
+            RedisMode::Sentinel { master, auth } => {
+                let node = auth.as_ref().map(|a| SentinelNodeConnectionInfo {
+                    tls_mode: None,
+                    redis_connection_info: Some(RedisConnectionInfo {
+                        username: a.username.clone(),
+                        password: Some(a.password.expose_secret().to_owned()),
+                        ..Default::default()
+                    }),
+                });
+                Backend::Sentinel(tokio::sync::Mutex::new(
+                    SentinelClient::build(list, master.clone(), node, SentinelServerType::Master)
+                        .map_err(bad)?,
+                ))
+            }
         })
     }
 
@@ -207,7 +253,8 @@ mod tests {
         assert_eq!(
             RedisMode::parse("sentinel", Some("main")).unwrap(),
             RedisMode::Sentinel {
-                master: "main".into()
+                master: "main".into(),
+                auth: None,
             }
         );
         assert!(RedisMode::parse("sentinel", None).is_err());

@@ -79,7 +79,7 @@ mod counters;
 mod eviction;
 
 use backend::{Backend, Conn};
-pub use backend::{RedisMode, CLUSTER_BUCKETS};
+pub use backend::{MasterAuth, RedisMode, CLUSTER_BUCKETS};
 pub use channel::{user_message, CHANNEL};
 pub use claims::BATCH_MAX;
 use claims::{claim_worker, ClaimQueue, Pending, CLAIM_QUEUE, CLAIM_SCRIPT, CLAIM_WORKERS};

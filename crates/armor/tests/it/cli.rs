@@ -651,3 +651,49 @@ fn call_refuses_bad_input_before_sending() {
         assert!(stderr(&out).starts_with("armor: "), "{}", stderr(&out));
     }
 }
+
+/// The Sentinel primary's credentials are refused where they cannot
+/// apply, before anything starts: a password outside Sentinel mode, a
+/// user name without a password.
+#[test]
+fn serve_refuses_sentinel_credentials_outside_sentinel_mode() {
+    let (dir, creds) = scratch();
+    let data = dir.path().join("data");
+    let data = data.to_string_lossy();
+    let base = ["serve", "--listen", "127.0.0.1:0", "--data-dir", &data];
+    let cases: [(&[&str], Option<&str>, &str); 3] = [
+        (
+            &["--redis-url", "redis://127.0.0.1:1"],
+            Some("a-primary-password"),
+            "ARMOR_REDIS_SENTINEL_MASTER_PASSWORD applies to --redis-mode sentinel",
+        ),
+        (
+            &["--redis-sentinel-master-username", "armor"],
+            None,
+            "--redis-sentinel-master-username applies to --redis-mode sentinel",
+        ),
+        (
+            &[
+                "--redis-mode",
+                "sentinel",
+                "--redis-sentinel-master",
+                "main",
+                "--redis-url",
+                "redis://127.0.0.1:1",
+                "--redis-sentinel-master-username",
+                "armor",
+            ],
+            None,
+            "--redis-sentinel-master-username needs ARMOR_REDIS_SENTINEL_MASTER_PASSWORD",
+        ),
+    ];
+    for (args, password, says) in cases {
+        let mut armor = Armor::new(&creds).args(base).args(args);
+        if let Some(p) = password {
+            armor = armor.env("ARMOR_REDIS_SENTINEL_MASTER_PASSWORD", p);
+        }
+        let out = armor.run();
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+}

@@ -38,6 +38,8 @@ pub struct TestApp {
     child: Option<Child>,
     starts: u32,
     extra_args: Vec<String>,
+    /// Environment variables the server is started with.
+    extra_env: Vec<(String, String)>,
     /// `RUST_LOG` of the server: `trace` unless a test says otherwise.
     log_level: &'static str,
     /// `--database-url` and `--redis-url` when the suite runs on PostgreSQL
@@ -93,6 +95,7 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         child: None,
         starts: 0,
         extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        extra_env: Vec::new(),
         log_level: "trace",
         backend_args: pg::backend_args().await,
         http: reqwest::Client::builder()
@@ -126,6 +129,7 @@ impl TestApp {
             .env("ARMOR_ADMIN_EMAIL", ADMIN_EMAIL)
             .env("ARMOR_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("RUST_LOG", self.log_level)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .env_remove("ARMOR_DATABASE_URL")
             .env_remove("ARMOR_MASTER_KEY_FILE")
             .stdout(Stdio::piped())
@@ -162,6 +166,13 @@ impl TestApp {
     pub fn restart(&mut self) {
         self.stop(false);
         self.start();
+    }
+
+    /// SIGTERM, wait, start again on the same data directory with one
+    /// more environment variable.
+    pub fn restart_with_env(&mut self, name: &str, value: &str) {
+        self.extra_env.push((name.to_owned(), value.to_owned()));
+        self.restart();
     }
 
     /// kill -9, then start again on the same data directory.

@@ -237,6 +237,37 @@ async fn a_cluster_primary_killed_after_a_claim_fails_closed_then_resumes_and_re
     assert!(f.unavailable > 0, "no request met the failover: {f:?}");
 }
 
+/// A primary behind Sentinel that needs a password: without
+/// `ARMOR_REDIS_SENTINEL_MASTER_PASSWORD` signed requests get 503 (nothing
+/// is accepted unchecked); with it they are served. The password is never
+/// logged (the scan on drop).
+#[tokio::test]
+async fn a_sentinel_primary_with_a_password_is_reached_with_the_masters_password() {
+    const PASSWORD: &str = "sentinel-primary-password-7f3a";
+    let redis = RedisSentinel::start_with_password(Some(PASSWORD));
+    let url = redis.url();
+    let mut app = spawn_app_with(&[
+        "--redis-mode",
+        "sentinel",
+        "--redis-sentinel-master",
+        RedisSentinel::MASTER,
+        "--redis-url",
+        &url,
+    ])
+    .await;
+    app.remember_secret(PASSWORD);
+    let token = app.login().await;
+    let key = app.create_key(&token, 1, "sentinel-auth").await;
+    let (s, v) = signed(&app, &fresh_auth(&key)).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (503, Some("replay_store_unavailable")),
+        "{v}"
+    );
+    app.restart_with_env("ARMOR_REDIS_SENTINEL_MASTER_PASSWORD", PASSWORD);
+    until_status(&app, &key, 200, Duration::from_secs(10)).await;
+}
+
 #[tokio::test]
 async fn a_sentinel_failover_fails_closed_then_resumes_and_refuses_the_replay() {
     let mut redis = RedisSentinel::start();

@@ -261,6 +261,12 @@ impl RedisSentinel {
     pub const MASTER: &'static str = "armor";
 
     pub fn start() -> RedisSentinel {
+        Self::start_with_password(None)
+    }
+
+    /// With `password` on the primary and the replica (the sentinels have
+    /// none).
+    pub fn start_with_password(password: Option<&str>) -> RedisSentinel {
         let dir = tempfile::tempdir().unwrap();
         let pp = free_port();
         let rp = free_port();
@@ -268,14 +274,24 @@ impl RedisSentinel {
         let rd = dir.path().join("replica");
         std::fs::create_dir(&pd).unwrap();
         std::fs::create_dir(&rd).unwrap();
-        let primary = Server::spawn(&pd, pp, &node_args(pp, &[]));
-        let replica = Server::spawn(
-            &rd,
-            rp,
-            &node_args(rp, &["--replicaof".into(), format!("127.0.0.1 {pp}")]),
-        );
+        let auth: Vec<String> = password
+            .map(|p| {
+                ["--requirepass", p, "--masterauth", p]
+                    .map(String::from)
+                    .to_vec()
+            })
+            .unwrap_or_default();
+        let primary = Server::spawn(&pd, pp, &node_args(pp, &auth));
+        let mut replica_args = vec!["--replicaof".into(), format!("127.0.0.1 {pp}")];
+        replica_args.extend_from_slice(&auth);
+        let replica = Server::spawn(&rd, rp, &node_args(rp, &replica_args));
+        let login: Vec<&str> = password.map_or(vec![], |p| vec!["-a", p, "--no-auth-warning"]);
         wait_until("replica in sync", Duration::from_secs(20), || {
-            cli(rp, &["INFO", "replication"]).contains("master_link_status:up")
+            let info = [login.as_slice(), &["INFO", "replication"]].concat();
+            cli(rp, &info).contains("master_link_status:up")
+        });
+        let auth_pass = password.map_or(String::new(), |p| {
+            format!("sentinel auth-pass {} {p}\n", Self::MASTER)
         });
         let mut sentinels = Vec::new();
         for i in 0..3 {
@@ -290,7 +306,7 @@ impl RedisSentinel {
                      sentinel monitor {m} 127.0.0.1 {pp} 2\n\
                      sentinel down-after-milliseconds {m} 1000\n\
                      sentinel failover-timeout {m} 4000\n\
-                     sentinel parallel-syncs {m} 1\n",
+                     sentinel parallel-syncs {m} 1\n{auth_pass}",
                     d.display(),
                     m = Self::MASTER
                 ),
