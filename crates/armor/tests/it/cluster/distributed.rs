@@ -245,16 +245,8 @@ async fn a_cluster_primary_killed_after_a_claim_fails_closed_then_resumes_and_re
 async fn a_sentinel_primary_with_a_password_is_reached_with_the_masters_password() {
     const PASSWORD: &str = "sentinel-primary-password-7f3a";
     let redis = RedisSentinel::start_with_password(Some(PASSWORD));
-    let url = redis.url();
-    let mut app = spawn_app_with(&[
-        "--redis-mode",
-        "sentinel",
-        "--redis-sentinel-master",
-        RedisSentinel::MASTER,
-        "--redis-url",
-        &url,
-    ])
-    .await;
+    let args = redis.serve_args();
+    let mut app = spawn_app_with(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     app.remember_secret(PASSWORD);
     let token = app.login().await;
     let key = app.create_key(&token, 1, "sentinel-auth").await;
@@ -271,19 +263,8 @@ async fn a_sentinel_primary_with_a_password_is_reached_with_the_masters_password
 #[tokio::test]
 async fn a_sentinel_failover_fails_closed_then_resumes_and_refuses_the_replay() {
     let mut redis = RedisSentinel::start();
-    let url = redis.url();
-    let nodes = three_nodes(
-        &[
-            "--redis-mode",
-            "sentinel",
-            "--redis-sentinel-master",
-            RedisSentinel::MASTER,
-            "--redis-url",
-            &url,
-        ],
-        &[],
-    )
-    .await;
+    let args = redis.serve_args();
+    let nodes = three_nodes(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]).await;
     let key = nodes.key("sentinel").await;
     let auth = fresh_auth(&key);
     assert_eq!(signed(&nodes.apps[0], &auth).await.0, 200);

@@ -335,6 +335,20 @@ impl RedisSentinel {
         s
     }
 
+    /// `armor serve`'s flags for this set-up.
+    pub fn serve_args(&self) -> Vec<String> {
+        let mut args = [
+            "--redis-mode",
+            "sentinel",
+            "--redis-sentinel-master",
+            Self::MASTER,
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(["--redis-url".into(), self.url()]);
+        args
+    }
+
     /// The sentinels, as `ARMOR_REDIS_URL` takes them.
     pub fn url(&self) -> String {
         self.sentinels
