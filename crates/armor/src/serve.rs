@@ -54,7 +54,12 @@ pub struct ServeArgs {
     /// Redis for several nodes (`redis://host:port[/db]`): the shared replay
     /// store and key-cache invalidation. Unreachable: ARMOR-PSK requests get
     /// 503 `replay_store_unavailable` until it is back (docs/deployment.md).
-    #[arg(long, env = "ARMOR_REDIS_URL", value_name = "URL")]
+    #[arg(
+        long,
+        env = "ARMOR_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     redis_url: Option<String>,
     /// How --redis-url is read: `single` (one server), `cluster` (Redis
     /// Cluster: comma-separated seed nodes) or `sentinel` (comma-separated
@@ -339,10 +344,15 @@ fn redis_mode(
     username: Option<String>,
 ) -> anyhow::Result<armor_server::cluster::RedisMode> {
     use armor_server::cluster::{MasterAuth, RedisMode};
-    let password = std::env::var("ARMOR_REDIS_SENTINEL_MASTER_PASSWORD")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .map(SecretString::from);
+    let password = match std::env::var("ARMOR_REDIS_SENTINEL_MASTER_PASSWORD") {
+        Ok(p) if p.is_empty() => None,
+        Ok(p) => Some(SecretString::from(p)),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => {
+            anyhow::bail!("ARMOR_REDIS_SENTINEL_MASTER_PASSWORD is not valid UTF-8")
+        }
+    };
+    let username = username.filter(|u| !u.is_empty());
     match (RedisMode::parse(mode, master)?, password) {
         (RedisMode::Sentinel { master, .. }, Some(password)) => Ok(RedisMode::Sentinel {
             master,

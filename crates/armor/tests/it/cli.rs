@@ -652,18 +652,28 @@ fn call_refuses_bad_input_before_sending() {
     }
 }
 
-/// The Sentinel primary's credentials are refused where they cannot
-/// apply, before anything starts: a password outside Sentinel mode, a
-/// user name without a password.
+/// The Sentinel primary's credentials are refused where they cannot be
+/// used, before anything starts: a password or a user name outside
+/// Sentinel mode, a user name without a password.
 #[test]
-fn serve_refuses_sentinel_credentials_outside_sentinel_mode() {
+fn serve_refuses_sentinel_credentials_it_cannot_use() {
     let (dir, creds) = scratch();
     let data = dir.path().join("data");
     let data = data.to_string_lossy();
     let base = ["serve", "--listen", "127.0.0.1:0", "--data-dir", &data];
-    let cases: [(&[&str], Option<&str>, &str); 3] = [
+    let cases: [(&[&str], Option<&str>, &str); 4] = [
         (
             &["--redis-url", "redis://127.0.0.1:1"],
+            Some("a-primary-password"),
+            "ARMOR_REDIS_SENTINEL_MASTER_PASSWORD applies to --redis-mode sentinel",
+        ),
+        (
+            &[
+                "--redis-mode",
+                "cluster",
+                "--redis-url",
+                "redis://127.0.0.1:1",
+            ],
             Some("a-primary-password"),
             "ARMOR_REDIS_SENTINEL_MASTER_PASSWORD applies to --redis-mode sentinel",
         ),
