@@ -373,6 +373,8 @@ impl Application {
                 None => limiter,
             })
         });
+        let listener = conn::InspectingListener::new(self.listener, self.connection_limits)
+            .uncapped(self.trusted_proxies.clone());
         let app = web::front::App::new(
             core.clone(),
             metrics.is_none(),
@@ -380,10 +382,7 @@ impl Application {
             limiter,
             self.trusted_proxies,
         );
-        let served = axum::serve(
-            conn::InspectingListener::new(self.listener, self.connection_limits),
-            app,
-        )
+        let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
         let _ = stop_flusher.send(());

@@ -37,8 +37,9 @@
 //!
 //! **Addresses.** At most `--max-connections-per-ip` open connections per
 //! client address (an IPv6 /64 counts as one); one more is answered
-//! `503 too_many_connections` and closed at once. Which address a request
-//! is from, behind trusted proxies, is [`client`]'s.
+//! `503 too_many_connections` and closed at once. A `--trusted-proxy` is
+//! not counted: it carries many clients' connections. Which address a
+//! request is from, behind trusted proxies, is [`client`]'s.
 
 pub mod client;
 mod inspect;
@@ -101,6 +102,9 @@ pub struct InspectingListener {
     listener: TcpListener,
     limits: Limits,
     open: Arc<OpenPerIp>,
+    /// Peers the per-address cap does not count (trusted proxies, which
+    /// carry many clients' connections).
+    uncapped: client::TrustedProxies,
 }
 
 impl InspectingListener {
@@ -112,7 +116,16 @@ impl InspectingListener {
                 counts: Mutex::new(HashMap::new()),
                 max: limits.max_per_ip,
             }),
+            uncapped: client::TrustedProxies::default(),
         }
+    }
+
+    /// Connections from `proxies` are not counted against the per-address
+    /// cap (each client behind them is, in the limiters, by its own
+    /// address); the time limits still apply.
+    pub fn uncapped(mut self, proxies: client::TrustedProxies) -> Self {
+        self.uncapped = proxies;
+        self
     }
 }
 
@@ -179,8 +192,14 @@ impl axum::serve::Listener for InspectingListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             let (io, addr) = axum::serve::Listener::accept(&mut self.listener).await;
-            // IPv6 clients count per /64, as in the limiters.
-            let Some(slot) = self.open.enter(crate::limit::client_key(addr.ip())) else {
+            // IPv6 clients count per /64, as in the limiters; a trusted
+            // proxy is not counted (`Some(None)`).
+            let slot = if self.uncapped.trusts(addr.ip()) {
+                Some(None)
+            } else {
+                self.open.enter(crate::limit::client_key(addr.ip())).map(Some)
+            };
+            let Some(slot) = slot else {
                 // Best effort into a fresh socket's send buffer, then closed.
                 let _ = io.try_write(TOO_MANY_CONNECTIONS);
                 tracing::info!(peer = %addr.ip(), error = "too_many_connections", "connection refused");
@@ -327,7 +346,7 @@ pub struct Inspected<T> {
     heads: u64,
     /// A limit passed: reads end.
     ended: bool,
-    _slot: Slot,
+    _slot: Option<Slot>,
 }
 
 impl<T> Inspected<T> {

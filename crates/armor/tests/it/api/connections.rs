@@ -193,6 +193,29 @@ async fn connections_past_the_per_address_cap_are_refused() {
     assert!(ok.is_some(), "no connection accepted after one closed");
 }
 
+/// A trusted proxy carries many clients' connections: the per-address cap
+/// does not count it.
+#[tokio::test]
+async fn a_trusted_proxy_is_not_held_to_the_per_address_cap() {
+    let app = spawn_app_with(&[
+        "--max-connections-per-ip",
+        "2",
+        "--trusted-proxy",
+        "127.0.0.0/8,::1",
+    ])
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        let mut s = connect(&app).await;
+        s.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_answer(&mut s).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        open.push(s);
+    }
+}
+
 #[tokio::test]
 async fn framing_inspection_survives_an_upgrade_header_and_refuses_what_it_cannot_follow() {
     let app = spawn_app_with(&[]).await;
