@@ -383,8 +383,8 @@ impl Application {
             self.trusted_proxies,
         );
         let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+            .with_graceful_shutdown(shutdown)
+            .await;
         let _ = stop_flusher.send(());
         let _ = flusher.await;
         if let Some(m) = metrics {

@@ -197,7 +197,9 @@ impl axum::serve::Listener for InspectingListener {
             let slot = if self.uncapped.trusts(addr.ip()) {
                 Some(None)
             } else {
-                self.open.enter(crate::limit::client_key(addr.ip())).map(Some)
+                self.open
+                    .enter(crate::limit::client_key(addr.ip()))
+                    .map(Some)
             };
             let Some(slot) = slot else {
                 // Best effort into a fresh socket's send buffer, then closed.
