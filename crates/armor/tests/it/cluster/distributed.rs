@@ -216,6 +216,32 @@ async fn a_signature_is_refused_when_one_seconds_claims_overflow_its_hash() {
     assert_eq!(claim(fp(3 * n, 1), fp(3 * n, 2)).await, Ok(()));
 }
 
+/// On a Redis Cluster every shard's settings are read: one primary that
+/// may evict, not the one holding the key's claims, refuses every signed
+/// request until it is back to `noeviction`.
+#[tokio::test]
+async fn one_cluster_primary_that_may_evict_refuses_claims_until_it_is_noeviction() {
+    let redis = RedisCluster::start();
+    let url = redis.url();
+    let app = spawn_app_with(&["--redis-mode", "cluster", "--redis-url", &url]).await;
+    let token = app.login().await;
+    let key = app.create_key(&token, 1, "evicting-shard").await;
+    assert_eq!(signed(&app, &fresh_auth(&key)).await.0, 200);
+
+    let holder = redis.primary_of(&armor_server::cluster::epoch_key_of(&key.id));
+    let other = (0..redis.nodes.len())
+        .find(|&i| i != holder && !redis.ranges_of(i).is_empty())
+        .expect("another primary");
+    let port = redis.nodes[other].port;
+    let set = |k: &str, v: &str| cli(port, &["CONFIG", "SET", k, v]);
+    assert_eq!(set("maxmemory", "64mb"), "OK");
+    assert_eq!(set("maxmemory-policy", "allkeys-lru"), "OK");
+    // Read within the 10 s period of the check.
+    until_status(&app, &key, 503, Duration::from_secs(15)).await;
+    assert_eq!(set("maxmemory-policy", "noeviction"), "OK");
+    until_status(&app, &key, 200, Duration::from_secs(5)).await;
+}
+
 #[tokio::test]
 async fn a_cluster_primary_killed_after_a_claim_fails_closed_then_resumes_and_refuses_the_replay() {
     let mut redis = RedisCluster::start();
