@@ -193,15 +193,12 @@ impl axum::serve::Listener for InspectingListener {
         loop {
             let (io, addr) = axum::serve::Listener::accept(&mut self.listener).await;
             // IPv6 clients count per /64, as in the limiters; a trusted
-            // proxy is not counted (`Some(None)`).
+            // proxy is not counted.
             let slot = if self.uncapped.trusts(addr.ip()) {
-                Some(None)
+                None
+            } else if let Some(slot) = self.open.enter(crate::limit::client_key(addr.ip())) {
+                Some(slot)
             } else {
-                self.open
-                    .enter(crate::limit::client_key(addr.ip()))
-                    .map(Some)
-            };
-            let Some(slot) = slot else {
                 // Best effort into a fresh socket's send buffer, then closed.
                 let _ = io.try_write(TOO_MANY_CONNECTIONS);
                 tracing::info!(peer = %addr.ip(), error = "too_many_connections", "connection refused");

@@ -123,12 +123,13 @@ async fn authenticate_parts(
         }
         None => {
             let (creds, key) = core.verifier.psk_begin(header)?;
+            let client = client_ip(&parts.extensions);
             // Too many refusals for this key from this address: 429, unread.
             let limiter = parts
                 .extensions
                 .get::<Arc<AuthFailureLimiter>>()
                 .cloned()
-                .zip(client_ip(&parts.extensions));
+                .zip(client);
             if let Some((l, ip)) = &limiter {
                 if let Err(e) = l.check(*ip, creds.key_id()) {
                     core.verifier
@@ -144,7 +145,7 @@ async fn authenticate_parts(
                 body: &bytes,
             };
             let origin = crate::core::restrictions::Origin {
-                peer: client_ip(&parts.extensions),
+                peer: client,
                 armor_route: super::is_armor_route,
             };
             let id = match core
