@@ -16,7 +16,7 @@ use super::{Cluster, ROUND_TRIP};
 
 /// Returns the server's `maxmemory` and `maxmemory-policy`, as `INFO
 /// memory` reports them (empty when it does not).
-const MEMORY_SCRIPT: &str = r"
+pub(super) const MEMORY_SCRIPT: &str = r"
 local info = redis.call('INFO', 'memory')
 return {
   string.match(info, 'maxmemory:(%d+)') or '',
@@ -48,20 +48,16 @@ impl Cluster {
     /// cannot be reached) leaves the state as it was, unless another one
     /// refuses (its claims fail on their own meanwhile).
     pub(super) async fn check_eviction(&self) {
-        let script = redis::Script::new(MEMORY_SCRIPT);
-        let checks = (0..self.buckets).map(|bucket| {
-            let script = &script;
-            async move {
-                let (_, mut conn) = self.conn()?;
-                let mut call = script.prepare_invoke();
-                call.key(bucket_key(bucket, b"m"));
-                let answer = call.invoke_async::<(String, String)>(&mut conn);
-                match tokio::time::timeout(ROUND_TRIP * 4, answer).await {
-                    Ok(Ok((maxmemory, policy))) => Some(eviction_risk(&maxmemory, &policy)),
-                    Ok(Err(e)) if unanswered(&e) => None,
-                    Ok(Err(e)) => Some(Some(format!("its memory settings cannot be read: {e}"))),
-                    Err(_) => None,
-                }
+        let checks = (0..self.buckets).map(|bucket| async move {
+            let (_, mut conn) = self.conn()?;
+            let mut call = self.memory_script.prepare_invoke();
+            call.key(bucket_key(bucket, b"m"));
+            let answer = call.invoke_async::<(String, String)>(&mut conn);
+            match tokio::time::timeout(ROUND_TRIP * 4, answer).await {
+                Ok(Ok((maxmemory, policy))) => Some(eviction_risk(&maxmemory, &policy)),
+                Ok(Err(e)) if unanswered(&e) => None,
+                Ok(Err(e)) => Some(Some(format!("its memory settings cannot be read: {e}"))),
+                Err(_) => None,
             }
         });
         let answers = futures_util::future::join_all(checks).await;

@@ -114,6 +114,7 @@ pub struct Cluster {
     recheck_eviction: AtomicBool,
     script: redis::Script,
     counter_script: redis::Script,
+    memory_script: redis::Script,
     claims: tokio::sync::mpsc::Sender<Pending>,
 }
 
@@ -156,6 +157,7 @@ impl Cluster {
             recheck_eviction: AtomicBool::new(false),
             script: redis::Script::new(CLAIM_SCRIPT),
             counter_script: redis::Script::new(counters::COUNTER_SCRIPT),
+            memory_script: redis::Script::new(eviction::MEMORY_SCRIPT),
             claims,
         });
         let queue: ClaimQueue = Arc::new(tokio::sync::Mutex::new(queue));
