@@ -109,17 +109,14 @@ impl Pool {
     /// The most recently used idle connection that is still usable.
     pub(super) fn checkout(&self) -> Option<Conn> {
         loop {
-            let conn = {
-                let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-                loop {
-                    let c = idle.pop()?;
-                    if c.since.elapsed() <= POOL_IDLE_TIMEOUT {
-                        break c.conn;
-                    }
-                }
-            };
-            if conn.usable() {
-                return Some(conn);
+            // The lock is held for the pop only, not the socket check.
+            let c = self
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop()?;
+            if c.since.elapsed() <= POOL_IDLE_TIMEOUT && c.conn.usable() {
+                return Some(c.conn);
             }
         }
     }

@@ -60,12 +60,13 @@ pub(super) fn answer(conn: Conn, head: Head, pool: Arc<Pool>) -> Response<Answer
 }
 
 impl Answer {
-    /// The end: the connection back to the pool if it can serve another
-    /// request (nothing left over), else closed.
+    /// The end: the connection back to the pool if it may serve another
+    /// request (the pool keeps it only with nothing left over), else
+    /// closed.
     fn finish(&mut self) {
         self.kind = Kind::Done;
         if let Some(conn) = self.conn.take() {
-            if self.reuse && conn.rbuf.is_empty() {
+            if self.reuse {
                 self.pool.put(conn);
             }
         }
