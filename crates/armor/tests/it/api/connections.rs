@@ -149,15 +149,7 @@ async fn a_trickled_body_is_answered_408_and_closed() {
 #[tokio::test]
 async fn connections_past_the_per_address_cap_are_refused() {
     let app = spawn_app_with(&["--max-connections-per-ip", "3"]).await;
-    let mut open = Vec::new();
-    for _ in 0..3 {
-        let mut s = connect(&app).await;
-        s.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        assert!(read_answer(&mut s).await.starts_with("HTTP/1.1 200"));
-        open.push(s);
-    }
+    let mut open = pinged_connections(&app, 3).await;
     let mut fourth = connect(&app).await;
     let answer = read_until_closed(&mut fourth, Duration::from_secs(10))
         .await
@@ -204,9 +196,14 @@ async fn a_trusted_proxy_is_not_held_to_the_per_address_cap() {
         "127.0.0.0/8,::1",
     ])
     .await;
+    pinged_connections(&app, 5).await;
+}
+
+/// `n` connections kept open, each answered 200 to a `/ping`.
+async fn pinged_connections(app: &TestApp, n: usize) -> Vec<TcpStream> {
     let mut open = Vec::new();
-    for _ in 0..5 {
-        let mut s = connect(&app).await;
+    for _ in 0..n {
+        let mut s = connect(app).await;
         s.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
@@ -214,6 +211,7 @@ async fn a_trusted_proxy_is_not_held_to_the_per_address_cap() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         open.push(s);
     }
+    open
 }
 
 #[tokio::test]
