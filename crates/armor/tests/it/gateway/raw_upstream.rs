@@ -292,11 +292,7 @@ async fn interim_answers_are_skipped_and_101_is_refused() {
     let (s, _, body) = get(&app, "GET", "/t/continue").await;
     assert_eq!((s, body.unwrap()), (200, b"final".to_vec()));
     let (s, _, body) = get(&app, "GET", "/t/switch").await;
-    let body: serde_json::Value = serde_json::from_slice(&body.unwrap()).unwrap();
-    assert_eq!(
-        (s, body["error"].as_str()),
-        (502, Some("upstream_unavailable"))
-    );
+    assert_upstream_unavailable(s, body, "");
 }
 
 #[tokio::test]
@@ -304,12 +300,7 @@ async fn invalid_or_conflicting_content_length_is_502() {
     let (app, _log) = gateway(script).await;
     for path in ["/t/cl-list", "/t/cl-twice", "/t/cl-negative", "/t/cl-text"] {
         let (s, h, body) = get(&app, "GET", path).await;
-        let body: serde_json::Value = serde_json::from_slice(&body.unwrap()).unwrap();
-        assert_eq!(
-            (s, body["error"].as_str()),
-            (502, Some("upstream_unavailable")),
-            "{path}: {body}"
-        );
+        assert_upstream_unavailable(s, body, path);
         assert_eq!(h["content-type"], "application/problem+json");
     }
     // The same length repeated is one length.
@@ -323,12 +314,7 @@ async fn an_oversized_answer_head_is_502() {
     let (app, _log) = gateway(script).await;
     for path in ["/t/big-head", "/t/many-headers"] {
         let (s, _, body) = get(&app, "GET", path).await;
-        let body: serde_json::Value = serde_json::from_slice(&body.unwrap()).unwrap();
-        assert_eq!(
-            (s, body["error"].as_str()),
-            (502, Some("upstream_unavailable")),
-            "{path}"
-        );
+        assert_upstream_unavailable(s, body, path);
     }
     let (s, _, body) = get(&app, "GET", "/t/plain").await;
     assert_eq!((s, body.unwrap()), (200, b"plain".to_vec()));
@@ -383,11 +369,7 @@ async fn a_request_dropped_on_a_reused_connection_is_sent_again_when_safe() {
     assert_eq!(conns(&log), [0, 0, 1]);
     // A POST is not: the upstream may have acted on it.
     let (s, _, body) = get(&app, "POST", "/t/once").await;
-    let body: serde_json::Value = serde_json::from_slice(&body.unwrap()).unwrap();
-    assert_eq!(
-        (s, body["error"].as_str()),
-        (502, Some("upstream_unavailable"))
-    );
+    assert_upstream_unavailable(s, body, "");
     assert_eq!(conns(&log), [0, 0, 1, 1]);
 }
 
@@ -530,4 +512,14 @@ async fn an_upstream_that_answers_early_and_closes_is_relayed() {
     .unwrap();
     assert_eq!(resp.status(), 413);
     assert_eq!(resp.bytes().await.unwrap(), "too long");
+}
+
+/// A 502 `upstream_unavailable` answer (`what` names the case on failure).
+fn assert_upstream_unavailable(s: u16, body: Result<Vec<u8>, String>, what: &str) {
+    let body: serde_json::Value = serde_json::from_slice(&body.unwrap()).unwrap();
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (502, Some("upstream_unavailable")),
+        "{what}: {body}"
+    );
 }
