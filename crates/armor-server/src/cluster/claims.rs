@@ -40,8 +40,10 @@ use crate::ports::{Claim, ClaimAnswer, ClaimError, ClaimWait, ReplayStore};
 /// (`a{bb}s<until>:`) of each claim.
 /// ARGV: now (s), hashes at level 0, fields per hash, the last level,
 /// then timestamp (s), until (s), signature field and `sub` of each claim.
-/// Returns the marker, 1 if this call moved it (else 0), then one code per
-/// claim: 0 claimed, 1 held (replay), 2 at or before the epoch.
+/// Returns the marker, 1 if this call moved it (else 0), and the claims'
+/// codes as one string, a digit per claim: 0 claimed, 1 held (replay), 2
+/// at or before the epoch (one bulk string for the batch, rather than an
+/// integer per claim, for Redis to write and for armor to read).
 pub(super) const CLAIM_SCRIPT: &str = r"
 local rnow = tonumber(redis.call('TIME')[1])
 local now = math.max(tonumber(ARGV[1]), rnow)
@@ -60,14 +62,14 @@ if not e or redis.call('GET', KEYS[2]) ~= id then
   redis.call('SET', KEYS[2], id)
   moved = 1
 end
-local out = {e, moved}
+local out = {}
 for i = 1, (#KEYS - 2) / 2 do
   local p, prefix = KEYS[2 * i + 1], KEYS[2 * i + 2]
   local ts, f, sub = ARGV[4 * i + 1], ARGV[4 * i + 3], tonumber(ARGV[4 * i + 4])
   -- Kept through the last second of the window, on Redis's clock.
   local ttl = (tonumber(ARGV[4 * i + 2]) - rnow + 1) * 1000
   if tonumber(ts) <= e or ttl <= 0 then
-    out[i + 2] = 2
+    out[i] = 2
   else
     -- The signature's path: the full hashes it passes (held in one of
     -- them: a replay), then the first one not full (the last level takes
@@ -87,11 +89,11 @@ for i = 1, (#KEYS - 2) / 2 do
       n = n * 2
     end
     if held or not redis.call('SET', p, '1', 'NX', 'PX', ttl) then
-      out[i + 2] = 1
+      out[i] = 1
     elseif redis.call('HSETNX', path[#path], f, '1') == 0 then
       -- The pair was free and is claimed again by nobody: undo it.
       redis.call('DEL', p)
-      out[i + 2] = 1
+      out[i] = 1
     else
       -- Hashes below on the path live at least as long as this one: when
       -- it must last longer, all of them are extended, a second more than
@@ -103,11 +105,11 @@ for i = 1, (#KEYS - 2) / 2 do
           end
         end
       end
-      out[i + 2] = 0
+      out[i] = 0
     end
   end
 end
-return out
+return {e, moved, table.concat(out)}
 ";
 
 /// Signature hashes at level 0, per bucket and second, and the last
@@ -148,10 +150,32 @@ fn tag(bucket: u16) -> [u8; 4] {
 /// A bucket's key with `suffix`: `a{bb}<suffix>`.
 pub(super) fn bucket_key(bucket: u16, suffix: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(5 + suffix.len());
-    k.push(b'a');
-    k.extend_from_slice(&tag(bucket));
-    k.extend_from_slice(suffix);
+    key_prefix(&mut k, bucket).extend_from_slice(suffix);
     k
+}
+
+/// Clears `key` and starts it as a key of `bucket` (`a{bb}`), for the
+/// suffix to follow.
+fn key_prefix(key: &mut Vec<u8>, bucket: u16) -> &mut Vec<u8> {
+    key.clear();
+    key.push(b'a');
+    key.extend_from_slice(&tag(bucket));
+    key
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// The bucket of a key id: FNV-1a, so every node agrees.
@@ -232,9 +256,9 @@ impl Cluster {
     }
 
     /// Sends one batch of claims: one script call per bucket, all at once.
-    /// One answer per claim, `None` where Redis gave no clear answer in
-    /// time.
-    async fn claim_batch(&self, batch: &[Pending]) -> Vec<Option<i64>> {
+    /// One answer code per claim, `None` where Redis gave no clear answer
+    /// in time.
+    async fn claim_batch(&self, batch: &[Pending]) -> Vec<Option<u8>> {
         let mut answers = vec![None; batch.len()];
         let now = batch.iter().map(|p| p.now).max().unwrap_or(0);
         let mut order: Vec<usize> = (0..batch.len()).collect();
@@ -259,42 +283,60 @@ impl Cluster {
 
     /// One script call for one bucket: the epoch marker, whether the call
     /// moved it, and one code per claim; `None` without a clear answer.
+    /// The `EVALSHA` is written straight into one command buffer (no
+    /// allocation per key or argument), and the script is loaded only when
+    /// Redis does not know it (`NOSCRIPT`: a new or restarted server).
     pub(super) async fn run_claims(
         &self,
         bucket: u16,
         claims: &[&Pending],
         now: u64,
-    ) -> Option<(u64, bool, Vec<i64>)> {
+    ) -> Option<(u64, bool, Vec<u8>)> {
         let (slot, mut conn) = self.conn()?;
         let (split, levels) = if self.buckets > 1 {
             (SIGNATURE_SPLIT_CLUSTER, SIGNATURE_LEVELS_CLUSTER)
         } else {
             (SIGNATURE_SPLIT_SINGLE, SIGNATURE_LEVELS_SINGLE)
         };
-        let mut call = self.script.prepare_invoke();
-        call.key(bucket_key(bucket, b"m"))
-            .key(bucket_key(bucket, b"r"));
+        let n = claims.len();
+        let mut cmd = redis::Cmd::with_capacity(7 + 6 * n, 128 + 96 * n);
+        cmd.arg("EVALSHA")
+            .arg(self.script.get_hash())
+            .arg(2 + 2 * n);
+        let mut key = Vec::with_capacity(32);
+        key_prefix(&mut key, bucket).push(b'm');
+        cmd.arg(&key[..]);
+        key_prefix(&mut key, bucket).push(b'r');
+        cmd.arg(&key[..]);
         for p in claims {
-            let until = p.until;
-            call.key(bucket_key(
-                bucket,
-                &p.fp.pair.to_be_bytes()[16 - PAIR_BYTES..],
-            ))
-            .key(bucket_key(bucket, format!("s{until}:").as_bytes()));
+            key_prefix(&mut key, bucket)
+                .extend_from_slice(&p.fp.pair.to_be_bytes()[16 - PAIR_BYTES..]);
+            cmd.arg(&key[..]);
+            let k = key_prefix(&mut key, bucket);
+            k.push(b's');
+            push_decimal(k, p.until);
+            k.push(b':');
+            cmd.arg(&key[..]);
         }
-        call.arg(now).arg(split).arg(SIGNATURE_FIELDS).arg(levels);
+        cmd.arg(now).arg(split).arg(SIGNATURE_FIELDS).arg(levels);
         for p in claims {
-            call.arg(p.timestamp)
+            cmd.arg(p.timestamp)
                 .arg(p.until)
                 .arg(&p.fp.signature.to_be_bytes()[..])
                 .arg((p.fp.signature >> 96) as u32);
         }
-        let answer =
-            tokio::time::timeout(ROUND_TRIP, call.invoke_async::<Vec<i64>>(&mut conn)).await;
-        match answer {
-            Ok(Ok(codes)) if codes.len() == claims.len() + 2 => {
-                let epoch = u64::try_from(codes[0]).unwrap_or(0);
-                let moved = codes[1] == 1;
+        let call = async {
+            match cmd.query_async::<(u64, i64, Vec<u8>)>(&mut conn).await {
+                Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                    self.script.load_async(&mut conn).await?;
+                    cmd.query_async(&mut conn).await
+                }
+                answer => answer,
+            }
+        };
+        match tokio::time::timeout(ROUND_TRIP, call).await {
+            Ok(Ok((epoch, moved, codes))) if codes.len() == n => {
+                let moved = moved == 1;
                 if moved {
                     tracing::warn!(
                         bucket,
@@ -303,12 +345,12 @@ impl Cluster {
                     );
                     self.recheck_eviction.store(true, Ordering::Release);
                 }
-                Some((epoch, moved, codes[2..].to_vec()))
+                Some((epoch, moved, codes))
             }
-            Ok(Ok(codes)) => {
+            Ok(Ok((_, _, codes))) => {
                 tracing::error!(
                     answers = codes.len(),
-                    claims = claims.len(),
+                    claims = n,
                     "the claim script answered a different number of claims"
                 );
                 None
@@ -328,11 +370,11 @@ impl Cluster {
 }
 
 /// A claim script's answer code.
-fn outcome(code: Option<i64>) -> Result<(), ClaimError> {
+fn outcome(code: Option<u8>) -> Result<(), ClaimError> {
     match code {
-        Some(0) => Ok(()),
-        Some(1) => Err(ClaimError::Reused),
-        Some(2) => Err(ClaimError::BeforeEpoch),
+        Some(b'0') => Ok(()),
+        Some(b'1') => Err(ClaimError::Reused),
+        Some(b'2') => Err(ClaimError::BeforeEpoch),
         Some(other) => {
             tracing::error!(answer = other, "unexpected answer from the claim script");
             Err(ClaimError::Unavailable)
@@ -381,5 +423,27 @@ pub(super) async fn claim_worker(cluster: Weak<Cluster>, queue: ClaimQueue) {
         for (p, a) in batch.drain(..).zip(answers) {
             p.answer.send(outcome(a));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_are_written_as_format_writes_them() {
+        for n in [0, 7, 10, 99, 100, 1_796_527_376, u64::MAX] {
+            let mut out = b"s".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("s{n}").into_bytes());
+        }
+    }
+
+    #[test]
+    fn a_bucket_key_starts_with_its_hash_tag() {
+        assert_eq!(bucket_key(0x2f, b"m"), b"a{2f}m");
+        let mut key = b"left over".to_vec();
+        key_prefix(&mut key, 3).push(b'r');
+        assert_eq!(key, b"a{03}r");
     }
 }
