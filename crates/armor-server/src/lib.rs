@@ -82,6 +82,9 @@ pub struct Settings {
     pub redis_mode: cluster::RedisMode,
     /// Pooled Redis connections (each multiplexed).
     pub redis_connections: usize,
+    /// The authorities `rediss://` servers' certificates are checked
+    /// against, instead of the system's.
+    pub redis_ca: Option<cluster::RedisCa>,
     /// Forward requests that match no armor route to an upstream.
     pub gateway: Option<gateway::GatewayConfig>,
     /// Proxies in front of armor: from them, the client is the address
@@ -129,6 +132,7 @@ impl Default for Settings {
             redis_url: None,
             redis_mode: cluster::RedisMode::Single,
             redis_connections: 4,
+            redis_ca: None,
             gateway: None,
             trusted_proxies: Vec::new(),
             connection_limits: conn::Limits::default(),
@@ -228,8 +232,13 @@ impl Application {
         .await?;
         let cluster = match &settings.redis_url {
             Some(url) => Some(
-                cluster::Cluster::with_mode(url, &settings.redis_mode, settings.redis_connections)
-                    .await?,
+                cluster::Cluster::with_tls(
+                    url,
+                    &settings.redis_mode,
+                    settings.redis_ca.as_ref(),
+                    settings.redis_connections,
+                )
+                .await?,
             ),
             None => None,
         };

@@ -78,6 +78,10 @@ pub struct ServeArgs {
         value_name = "USER"
     )]
     redis_sentinel_master_username: Option<String>,
+    /// TLS to Redis (`rediss://` URLs): a PEM file of the authorities the
+    /// servers' certificates are checked against, instead of the system's.
+    #[arg(long, env = "ARMOR_REDIS_CA_FILE", value_name = "FILE")]
+    redis_ca_file: Option<PathBuf>,
     /// Pooled Redis connections per node (each carries many requests).
     #[arg(long, env = "ARMOR_REDIS_CONNECTIONS", default_value_t = default_redis_connections(),
         value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -253,6 +257,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("--login-failure-limit: {e}"))?,
         )
     };
+    let redis_ca = redis_ca(args.redis_ca_file.as_deref(), args.redis_url.as_deref())?;
     let settings = Settings {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -270,6 +275,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             args.redis_sentinel_master_username,
         )?,
         redis_connections: usize::from(args.redis_connections),
+        redis_ca,
         gateway,
         trusted_proxies: args.trusted_proxies,
         connection_limits: armor_server::conn::Limits {
@@ -338,6 +344,29 @@ async fn shutdown_signal() {
 
 /// The Redis mode, with the primary's credentials in Sentinel mode: the
 /// password only from the environment, so it lands in no shell history.
+/// The `--redis-ca-file`, read: it must hold at least one PEM certificate
+/// and go with a Redis URL (whose scheme `Backend` checks).
+fn redis_ca(
+    file: Option<&std::path::Path>,
+    url: Option<&str>,
+) -> anyhow::Result<Option<armor_server::cluster::RedisCa>> {
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    if url.is_none() {
+        anyhow::bail!("--redis-ca-file needs --redis-url");
+    }
+    let pem = std::fs::read(file)
+        .map_err(|e| anyhow::anyhow!("cannot read --redis-ca-file {}: {e}", file.display()))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        anyhow::bail!(
+            "--redis-ca-file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            file.display()
+        );
+    }
+    Ok(Some(armor_server::cluster::RedisCa(pem)))
+}
+
 fn redis_mode(
     mode: &str,
     master: Option<&str>,

@@ -7,8 +7,11 @@ use redis::aio::{
 };
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::SentinelNodeConnectionInfo;
-use redis::sentinel::{SentinelClient, SentinelServerType};
-use redis::{Cmd, Pipeline, RedisConnectionInfo, RedisFuture, RedisResult, Value};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{
+    Cmd, IntoConnectionInfo as _, Pipeline, RedisConnectionInfo, RedisFuture, RedisResult,
+    TlsCertificates, TlsMode, Value,
+};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::ROUND_TRIP;
@@ -100,8 +103,44 @@ pub(super) enum Backend {
     Sentinel(tokio::sync::Mutex<SentinelClient>),
 }
 
+/// The certificate authorities a `rediss://` server's certificate is
+/// checked against, when not the system's (`--redis-ca-file`): PEM text.
+#[derive(Clone)]
+pub struct RedisCa(pub Vec<u8>);
+
+impl std::fmt::Debug for RedisCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisCa({} bytes of PEM)", self.0.len())
+    }
+}
+
+impl RedisCa {
+    fn certs(&self) -> TlsCertificates {
+        TlsCertificates {
+            client_tls: None,
+            root_cert: Some(self.0.clone()),
+        }
+    }
+}
+
+/// Whether a Redis URL asks for TLS.
+fn is_tls(url: &str) -> bool {
+    url.get(..9)
+        .is_some_and(|s| s.eq_ignore_ascii_case("rediss://"))
+}
+
+/// The rustls crypto provider Redis's TLS connections use, installed once
+/// for the process (a no-op when one already is).
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl Backend {
-    pub(super) fn new(urls: &str, mode: &RedisMode) -> Result<Backend, Error> {
+    pub(super) fn new(
+        urls: &str,
+        mode: &RedisMode,
+        ca: Option<&RedisCa>,
+    ) -> Result<Backend, Error> {
         let bad = |e: redis::RedisError| Error::Config(format!("bad Redis URL: {e}"));
         let list: Vec<&str> = urls
             .split(',')
@@ -111,6 +150,25 @@ impl Backend {
         if list.is_empty() {
             return Err(Error::Config("empty Redis URL".into()));
         }
+        let tls = list.iter().filter(|u| is_tls(u)).count();
+        if tls != 0 && tls != list.len() {
+            return Err(Error::Config(
+                "the Redis URLs mix redis:// and rediss://: use one scheme for all".into(),
+            ));
+        }
+        let tls = tls != 0;
+        if ca.is_some() && !tls {
+            return Err(Error::Config(
+                "a Redis CA file applies to rediss:// URLs (TLS) only".into(),
+            ));
+        }
+        if tls {
+            install_crypto_provider();
+        }
+        let client = |url: &str| match ca {
+            Some(ca) => redis::Client::build_with_tls(url, ca.certs()),
+            None => redis::Client::open(url),
+        };
         Ok(match mode {
             RedisMode::Single => {
                 if list.len() > 1 {
@@ -118,36 +176,30 @@ impl Backend {
                         "several Redis URLs need ARMOR_REDIS_MODE=cluster or sentinel".into(),
                     ));
                 }
-                Backend::Single(redis::Client::open(list[0]).map_err(bad)?)
+                Backend::Single(client(list[0]).map_err(bad)?)
             }
             RedisMode::Cluster => {
                 let seeds = list
                     .iter()
-                    .map(|u| redis::Client::open(*u))
+                    .map(|u| client(u))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(bad)?;
-                let client = redis::cluster::ClusterClient::builder(list.clone())
+                let mut builder = redis::cluster::ClusterClient::builder(list.clone())
                     .connection_timeout(ROUND_TRIP * 2)
                     .response_timeout(ROUND_TRIP)
-                    .retries(2)
-                    .build()
-                    .map_err(bad)?;
+                    .retries(2);
+                if tls {
+                    builder = builder.tls(TlsMode::Secure);
+                }
+                if let Some(ca) = ca {
+                    builder = builder.certs(ca.certs());
+                }
+                let client = builder.build().map_err(bad)?;
                 Backend::Cluster { client, seeds }
             }
-            RedisMode::Sentinel { master, auth } => {
-                let node = auth.as_ref().map(|a| SentinelNodeConnectionInfo {
-                    tls_mode: None,
-                    redis_connection_info: Some(RedisConnectionInfo {
-                        username: a.username.clone(),
-                        password: Some(a.password.expose_secret().to_owned()),
-                        ..Default::default()
-                    }),
-                });
-                Backend::Sentinel(tokio::sync::Mutex::new(
-                    SentinelClient::build(list, master.clone(), node, SentinelServerType::Master)
-                        .map_err(bad)?,
-                ))
-            }
+            RedisMode::Sentinel { master, auth } => Backend::Sentinel(tokio::sync::Mutex::new(
+                sentinel_client(&list, master, auth.as_ref(), tls, ca).map_err(bad)?,
+            )),
         })
     }
 
@@ -198,6 +250,62 @@ impl Backend {
     pub(super) fn reconnects_itself(&self) -> bool {
         !matches!(self, Backend::Sentinel(_))
     }
+}
+
+/// A client of the primary the sentinels name. With TLS (`rediss://`
+/// sentinels), the primary and its replicas are reached with TLS too, and
+/// both are checked against `ca` when given. Each sentinel's credentials
+/// are those in its URL, or with a CA file the first URL's for all.
+fn sentinel_client(
+    list: &[&str],
+    master: &str,
+    auth: Option<&MasterAuth>,
+    tls: bool,
+    ca: Option<&RedisCa>,
+) -> RedisResult<SentinelClient> {
+    let Some(ca) = ca else {
+        let node = (tls || auth.is_some()).then(|| SentinelNodeConnectionInfo {
+            tls_mode: tls.then_some(TlsMode::Secure),
+            redis_connection_info: auth.map(|a| RedisConnectionInfo {
+                username: a.username.clone(),
+                password: Some(a.password.expose_secret().to_owned()),
+                ..Default::default()
+            }),
+        });
+        return SentinelClient::build(
+            list.to_vec(),
+            master.to_owned(),
+            node,
+            SentinelServerType::Master,
+        );
+    };
+    let infos = list
+        .iter()
+        .map(|u| u.into_connection_info())
+        .collect::<RedisResult<Vec<_>>>()?;
+    let sentinel_auth = infos[0].redis.clone();
+    let mut builder = SentinelClientBuilder::new(
+        infos.into_iter().map(|i| i.addr),
+        master.to_owned(),
+        SentinelServerType::Master,
+    )?
+    .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+    .set_client_to_sentinel_certificates(ca.certs())
+    .set_client_to_redis_tls_mode(TlsMode::Secure)
+    .set_client_to_redis_certificates(ca.certs());
+    if let Some(user) = sentinel_auth.username {
+        builder = builder.set_client_to_sentinel_username(user);
+    }
+    if let Some(password) = sentinel_auth.password {
+        builder = builder.set_client_to_sentinel_password(password);
+    }
+    if let Some(a) = auth {
+        if let Some(user) = &a.username {
+            builder = builder.set_client_to_redis_username(user.clone());
+        }
+        builder = builder.set_client_to_redis_password(a.password.expose_secret().to_owned());
+    }
+    builder.build()
 }
 
 /// A pooled connection, of whichever kind the mode uses.
@@ -259,6 +367,6 @@ mod tests {
         );
         assert!(RedisMode::parse("sentinel", None).is_err());
         assert!(RedisMode::parse("ring", None).is_err());
-        assert!(Backend::new("redis://a:1,redis://b:2", &RedisMode::Single).is_err());
+        assert!(Backend::new("redis://a:1,redis://b:2", &RedisMode::Single, None).is_err());
     }
 }

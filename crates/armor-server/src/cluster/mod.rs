@@ -79,7 +79,7 @@ mod counters;
 mod eviction;
 
 use backend::{Backend, Conn};
-pub use backend::{MasterAuth, RedisMode, CLUSTER_BUCKETS};
+pub use backend::{MasterAuth, RedisCa, RedisMode, CLUSTER_BUCKETS};
 pub use channel::{user_message, CHANNEL};
 pub use claims::BATCH_MAX;
 use claims::{claim_worker, ClaimQueue, Pending, CLAIM_QUEUE, CLAIM_SCRIPT, CLAIM_WORKERS};
@@ -144,7 +144,18 @@ impl Cluster {
         mode: &RedisMode,
         connections: usize,
     ) -> Result<Arc<Self>, Error> {
-        let backend = Backend::new(url, mode)?;
+        Self::with_tls(url, mode, None, connections).await
+    }
+
+    /// [`Cluster::with_mode`], checking `rediss://` servers' certificates
+    /// against `ca` rather than the system's authorities.
+    pub async fn with_tls(
+        url: &str,
+        mode: &RedisMode,
+        ca: Option<&RedisCa>,
+        connections: usize,
+    ) -> Result<Arc<Self>, Error> {
+        let backend = Backend::new(url, mode, ca)?;
         let (claims, queue) = tokio::sync::mpsc::channel(CLAIM_QUEUE);
         let cluster = Arc::new(Cluster {
             backend,

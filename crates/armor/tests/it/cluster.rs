@@ -17,6 +17,7 @@ use crate::api::{fresh_nonce, now, sign, spawn_app_with, Key, TestApp};
 mod distributed;
 mod faults;
 mod procs;
+mod tls;
 mod tokens;
 mod usage;
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -34,7 +34,16 @@ fn server_bin() -> String {
 
 /// `redis-cli -p port args...`: its standard output.
 pub fn cli(port: u16, args: &[&str]) -> String {
+    cli_tls(None, port, args)
+}
+
+/// [`cli`], over TLS checked against `ca` when given.
+pub fn cli_tls(ca: Option<&Path>, port: u16, args: &[&str]) -> String {
+    let tls: Vec<String> = ca.map_or(Vec::new(), |ca| {
+        vec!["--tls".into(), "--cacert".into(), ca.display().to_string()]
+    });
     let out: Output = Command::new("redis-cli")
+        .args(tls)
         .args(["-p", &port.to_string()])
         .args(args)
         .stderr(Stdio::null())
@@ -58,7 +67,8 @@ pub struct Server {
 }
 
 impl Server {
-    fn spawn(dir: &Path, port: u16, args: &[String]) -> Server {
+    /// `redis-server args...` in `dir`, once `port` takes connections.
+    pub fn spawn(dir: &Path, port: u16, args: &[String]) -> Server {
         let child = Command::new(server_bin())
             .args(args)
             .current_dir(dir)
@@ -116,11 +126,47 @@ fn node_args(port: u16, extra: &[String]) -> Vec<String> {
 /// A Redis Cluster: 3 primaries, 3 replicas.
 pub struct RedisCluster {
     pub nodes: Vec<Server>,
+    /// With TLS: the authority the nodes' certificate is checked against.
+    ca: Option<std::path::PathBuf>,
     _dir: tempfile::TempDir,
 }
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
+        Self::start_with(None)
+    }
+
+    /// Every node speaking TLS only (the cluster bus and replication
+    /// included), with the certificate in `tls` (`server.pem`,
+    /// `server.key`, signed by `ca.pem`).
+    pub fn start_tls(tls: &Path) -> RedisCluster {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&Path>) -> RedisCluster {
+        let ca = tls.map(|t| t.join("ca.pem"));
+        let tls_args: Vec<String> = match tls {
+            Some(t) => [
+                ("tls-cert-file", "server.pem"),
+                ("tls-key-file", "server.key"),
+                ("tls-ca-cert-file", "ca.pem"),
+            ]
+            .iter()
+            .flat_map(|(k, f)| [format!("--{k}"), t.join(f).display().to_string()])
+            .chain(
+                [
+                    "--tls-auth-clients",
+                    "no",
+                    "--tls-replication",
+                    "yes",
+                    "--tls-cluster",
+                    "yes",
+                ]
+                .map(String::from),
+            )
+            .collect(),
+            None => Vec::new(),
+        };
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
         for i in 0..6 {
@@ -142,13 +188,29 @@ impl RedisCluster {
             .map(|s| s.to_string())
             .chain([d.to_string_lossy().into_owned()])
             .collect();
-            nodes.push(Server::spawn(&d, port, &node_args(port, &extra)));
+            let mut args = node_args(port, &extra);
+            if tls.is_some() {
+                args.extend([
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port.to_string(),
+                ]);
+                args.extend_from_slice(&tls_args);
+            }
+            nodes.push(Server::spawn(&d, port, &args));
         }
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let out = Command::new("redis-cli")
+        let tls_cli: Vec<String> = ca.as_ref().map_or(Vec::new(), |ca| {
+            vec!["--tls".into(), "--cacert".into(), ca.display().to_string()]
+        });
+        // `--cluster create` waits for the nodes to meet, without a limit.
+        let out = Command::new("timeout")
+            .args(["60", "redis-cli"])
+            .args(&tls_cli)
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -162,7 +224,11 @@ impl RedisCluster {
             "redis-cli --cluster create: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        let c = RedisCluster { nodes, _dir: dir };
+        let c = RedisCluster {
+            nodes,
+            ca,
+            _dir: dir,
+        };
         c.wait_ok();
         c
     }
@@ -172,8 +238,10 @@ impl RedisCluster {
     pub fn wait_ok(&self) {
         wait_until("cluster_state:ok", Duration::from_secs(30), || {
             self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
-                cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
-                    && cli(n.port, &["CLUSTER", "NODES"])
+                self.cli(n.port, &["CLUSTER", "INFO"])
+                    .contains("cluster_state:ok")
+                    && self
+                        .cli(n.port, &["CLUSTER", "NODES"])
                         .lines()
                         .filter(|l| l.contains("master") && !l.contains("fail"))
                         .count()
@@ -182,18 +250,27 @@ impl RedisCluster {
         });
     }
 
+    /// [`cli`] on a node, over TLS when the cluster speaks it.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        cli_tls(self.ca.as_deref(), port, args)
+    }
+
     /// The seed nodes, as `ARMOR_REDIS_URL` takes them.
     pub fn url(&self) -> String {
         self.nodes
             .iter()
-            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .map(|n| {
+                let scheme = if self.ca.is_some() { "rediss" } else { "redis" };
+                format!("{scheme}://127.0.0.1:{}", n.port)
+            })
             .collect::<Vec<_>>()
             .join(",")
     }
 
     /// The index of the live primary serving `key`.
     pub fn primary_of(&self, key: &str) -> usize {
-        let slot: u16 = cli(self.nodes[0].port, &["CLUSTER", "KEYSLOT", key])
+        let slot: u16 = self
+            .cli(self.nodes[0].port, &["CLUSTER", "KEYSLOT", key])
             .parse()
             .unwrap();
         self.primary_of_slot(slot)
@@ -201,15 +278,15 @@ impl RedisCluster {
 
     /// The slot of `key`.
     pub fn slot_of(&self, key: &str) -> u16 {
-        cli(self.nodes[0].port, &["CLUSTER", "KEYSLOT", key])
+        self.cli(self.nodes[0].port, &["CLUSTER", "KEYSLOT", key])
             .parse()
             .unwrap()
     }
 
     /// The slot ranges node `i` serves.
     pub fn ranges_of(&self, i: usize) -> Vec<(u16, u16)> {
-        let me = cli(self.nodes[i].port, &["CLUSTER", "MYID"]);
-        let nodes = cli(self.nodes[i].port, &["CLUSTER", "NODES"]);
+        let me = self.cli(self.nodes[i].port, &["CLUSTER", "MYID"]);
+        let nodes = self.cli(self.nodes[i].port, &["CLUSTER", "NODES"]);
         let line = nodes.lines().find(|l| l.starts_with(&me)).unwrap();
         line.split(' ')
             .skip(8)
@@ -223,7 +300,7 @@ impl RedisCluster {
 
     pub fn primary_of_slot(&self, slot: u16) -> usize {
         let live = self.nodes.iter().find(|n| n.child.is_some()).unwrap();
-        for line in cli(live.port, &["CLUSTER", "NODES"]).lines() {
+        for line in self.cli(live.port, &["CLUSTER", "NODES"]).lines() {
             let f: Vec<&str> = line.split(' ').collect();
             if !f[2].contains("master") || f[2].contains("fail") {
                 continue;
@@ -254,6 +331,8 @@ pub struct RedisSentinel {
     pub primary: Server,
     pub replica: Server,
     pub sentinels: Vec<Server>,
+    /// `rediss` with TLS, else `redis`.
+    scheme: &'static str,
     _dir: tempfile::TempDir,
 }
 
@@ -267,6 +346,17 @@ impl RedisSentinel {
     /// With `password` on the primary and the replica (the sentinels have
     /// none).
     pub fn start_with_password(password: Option<&str>) -> RedisSentinel {
+        Self::start_with(password, None)
+    }
+
+    /// Every server speaking TLS only (replication and the sentinels'
+    /// own connections included), with the certificate in `tls`
+    /// (`server.pem`, `server.key`, signed by `ca.pem`).
+    pub fn start_tls(tls: &Path) -> RedisSentinel {
+        Self::start_with(None, Some(tls))
+    }
+
+    fn start_with(password: Option<&str>, tls: Option<&Path>) -> RedisSentinel {
         let dir = tempfile::tempdir().unwrap();
         let pp = free_port();
         let rp = free_port();
@@ -274,22 +364,50 @@ impl RedisSentinel {
         let rd = dir.path().join("replica");
         std::fs::create_dir(&pd).unwrap();
         std::fs::create_dir(&rd).unwrap();
-        let auth: Vec<String> = password
+        let mut auth: Vec<String> = password
             .map(|p| {
                 ["--requirepass", p, "--masterauth", p]
                     .map(String::from)
                     .to_vec()
             })
             .unwrap_or_default();
-        let primary = Server::spawn(&pd, pp, &node_args(pp, &auth));
-        let mut replica_args = vec!["--replicaof".into(), format!("127.0.0.1 {pp}")];
-        replica_args.extend_from_slice(&auth);
-        let replica = Server::spawn(&rd, rp, &node_args(rp, &replica_args));
+        let file = |name: &str| tls.map(|t| t.join(name).display().to_string());
+        // TLS only: each server's port is its TLS port, the plain one off.
+        let tls_conf: Vec<(&str, String)> = match tls {
+            Some(_) => vec![
+                ("tls-cert-file", file("server.pem").unwrap()),
+                ("tls-key-file", file("server.key").unwrap()),
+                ("tls-ca-cert-file", file("ca.pem").unwrap()),
+                ("tls-auth-clients", "no".into()),
+                ("tls-replication", "yes".into()),
+            ],
+            None => Vec::new(),
+        };
+        let ca = file("ca.pem").map(std::path::PathBuf::from);
+        let node = |port: u16, extra: &[String]| -> Vec<String> {
+            let mut a = node_args(port, extra);
+            if tls.is_some() {
+                a.extend([
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port.to_string(),
+                ]);
+                for (k, v) in &tls_conf {
+                    a.extend([format!("--{k}"), v.clone()]);
+                }
+            }
+            a
+        };
+        let primary = Server::spawn(&pd, pp, &node(pp, &auth));
+        auth.extend(["--replicaof".into(), format!("127.0.0.1 {pp}")]);
+        let replica = Server::spawn(&rd, rp, &node(rp, &auth));
         let login: Vec<&str> = password.map_or(vec![], |p| vec!["-a", p, "--no-auth-warning"]);
         wait_until("replica in sync", Duration::from_secs(20), || {
             let info = [login.as_slice(), &["INFO", "replication"]].concat();
-            cli(rp, &info).contains("master_link_status:up")
+            cli_tls(ca.as_deref(), rp, &info).contains("master_link_status:up")
         });
+        let sentinel_tls: String = tls_conf.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
         let auth_pass = password.map_or(String::new(), |p| {
             format!("sentinel auth-pass {} {p}\n", Self::MASTER)
         });
@@ -299,10 +417,15 @@ impl RedisSentinel {
             let d = dir.path().join(format!("s{i}"));
             std::fs::create_dir(&d).unwrap();
             let conf = d.join("sentinel.conf");
+            let listen = if tls.is_some() {
+                format!("port 0\ntls-port {port}\n{sentinel_tls}")
+            } else {
+                format!("port {port}\n")
+            };
             std::fs::write(
                 &conf,
                 format!(
-                    "port {port}\nbind 127.0.0.1\ndir {}\n\
+                    "{listen}bind 127.0.0.1\ndir {}\n\
                      sentinel monitor {m} 127.0.0.1 {pp} 2\n\
                      sentinel down-after-milliseconds {m} 1000\n\
                      sentinel failover-timeout {m} 4000\n\
@@ -322,13 +445,14 @@ impl RedisSentinel {
             primary,
             replica,
             sentinels,
+            scheme: if tls.is_some() { "rediss" } else { "redis" },
             _dir: dir,
         };
         // Each sentinel knows the replica and the two other sentinels
         // (needed to agree on a failover).
         for sp in s.sentinels.iter().map(|x| x.port) {
             wait_until("sentinels ready", Duration::from_secs(30), || {
-                let info = cli(sp, &["INFO", "sentinel"]);
+                let info = cli_tls(ca.as_deref(), sp, &["INFO", "sentinel"]);
                 info.contains("slaves=1") && info.contains("sentinels=3")
             });
         }
@@ -353,7 +477,7 @@ impl RedisSentinel {
     pub fn url(&self) -> String {
         self.sentinels
             .iter()
-            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .map(|n| format!("{}://127.0.0.1:{}", self.scheme, n.port))
             .collect::<Vec<_>>()
             .join(",")
     }

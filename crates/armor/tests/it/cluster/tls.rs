@@ -1,0 +1,286 @@
+//! TLS to Redis (`rediss://`, `--redis-ca-file`) and to PostgreSQL
+//! (`sslmode` and `sslrootcert` in the database URL), with the test
+//! authority of scripts/with-pg-redis (`ARMOR_TEST_TLS_DIR`): a server
+//! whose certificate the node cannot check is never used.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::procs::{free_port, Server};
+use super::{fresh_auth, signed, until_status};
+use crate::api::spawn_app_with;
+
+/// The directory of the test authority and certificates, or None outside
+/// scripts/with-pg-redis (an error in CI, where it always runs).
+fn tls_dir() -> Option<PathBuf> {
+    let dir = std::env::var("ARMOR_TEST_TLS_DIR")
+        .ok()
+        .filter(|d| !d.is_empty());
+    if dir.is_none() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "ARMOR_TEST_TLS_DIR is not set: in CI the cluster tests run under scripts/with-pg-redis"
+        );
+        eprintln!(
+            "TLS tests: ARMOR_TEST_TLS_DIR not set (run under scripts/with-pg-redis): skipped"
+        );
+    }
+    dir.map(PathBuf::from)
+}
+
+/// A `redis-server` that speaks TLS only, with the test certificate.
+fn tls_redis(tls: &std::path::Path, dir: &std::path::Path) -> Server {
+    let port = free_port();
+    let file = |name: &str| tls.join(name).to_string_lossy().into_owned();
+    let args: Vec<String> = [
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--maxmemory-policy",
+        "noeviction",
+        "--tls-cert-file",
+        &file("server.pem"),
+        "--tls-key-file",
+        &file("server.key"),
+        "--tls-ca-cert-file",
+        &file("ca.pem"),
+        "--tls-auth-clients",
+        "no",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Server::spawn(dir, port, &args)
+}
+
+#[tokio::test]
+async fn redis_over_tls_is_used_only_once_its_certificate_checks_out() {
+    let Some(tls) = tls_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let redis = tls_redis(&tls, dir.path());
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+
+    // The system's authorities do not know the test one: no claim can be
+    // made, so no signed request is accepted.
+    let mut app = spawn_app_with(&["--redis-url", &url]).await;
+    let token = app.login().await;
+    let key = app.create_key(&token, 1, "tls").await;
+    let (s, v) = signed(&app, &fresh_auth(&key)).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (503, Some("replay_store_unavailable")),
+        "{v}"
+    );
+    // Nor with an authority that did not sign the server's certificate.
+    let other = tls.join("other-ca.pem");
+    app.restart_with_env("ARMOR_REDIS_CA_FILE", &other.to_string_lossy());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s, _) = signed(&app, &fresh_auth(&key)).await;
+    assert_eq!(s, 503);
+    assert!(
+        app.logs_text().contains("certificate"),
+        "the refusal names the certificate"
+    );
+
+    // With the one that did: claims go through Redis over TLS (the
+    // replay store is Redis alone, so the replay's 401 comes from it).
+    let ca = tls.join("ca.pem");
+    app.restart_with_env("ARMOR_REDIS_CA_FILE", &ca.to_string_lossy());
+    until_status(&app, &key, 200, Duration::from_secs(10)).await;
+    let auth = fresh_auth(&key);
+    assert_eq!(signed(&app, &auth).await.0, 200);
+    let (s, v) = signed(&app, &auth).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("nonce_reused")), "{v}");
+}
+
+#[tokio::test]
+async fn postgresql_over_tls_is_checked_against_the_authority_in_the_url() {
+    let Some(tls) = tls_dir() else { return };
+    let db = crate::api::pg::fresh_database()
+        .await
+        .expect("ARMOR_TEST_TLS_DIR comes with ARMOR_TEST_PG_URL");
+    let name = db.rsplit('/').next().unwrap().to_owned();
+    let with_ca = |ca: &str| {
+        format!(
+            "{db}?sslmode=verify-full&sslrootcert={}",
+            tls.join(ca).display()
+        )
+    };
+
+    // An authority that did not sign the server's certificate: the node
+    // does not start, and says why.
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(crate::api::armor_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
+        .arg(with_ca("other-ca.pem"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("ARMOR_ADMIN_EMAIL", crate::api::ADMIN_EMAIL)
+        .env("ARMOR_ADMIN_PASSWORD", crate::api::ADMIN_PASSWORD)
+        .env_remove("ARMOR_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("armor serve kept running with a database it cannot check");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("certificate"), "{err}");
+
+    // The one that did: served, and every connection of the node to its
+    // database is encrypted.
+    let app = spawn_app_with(&["--database-url", &with_ca("ca.pem")]).await;
+    app.login().await;
+    let base = crate::api::pg::server_url().unwrap();
+    let out = Command::new("psql")
+        .arg(&base)
+        .args(["-Atc"])
+        .arg(format!(
+            "SELECT s.ssl, count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.datname = '{name}' GROUP BY s.ssl"
+        ))
+        .output()
+        .unwrap();
+    let rows = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        rows.starts_with("t|") && !rows.contains("f|"),
+        "connections by TLS use: {rows:?}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_redis_authority_or_scheme_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("ca.pem");
+    std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "not a certificate").unwrap();
+    let missing = dir.path().join("missing.pem");
+    let (pem, text, missing) = (
+        pem.to_string_lossy(),
+        text.to_string_lossy(),
+        missing.to_string_lossy(),
+    );
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--redis-ca-file", &pem],
+            "--redis-ca-file needs --redis-url",
+        ),
+        (
+            &[
+                "--redis-url",
+                "redis://127.0.0.1:1",
+                "--redis-ca-file",
+                &pem,
+            ],
+            "applies to rediss:// URLs",
+        ),
+        (
+            &[
+                "--redis-url",
+                "rediss://127.0.0.1:1",
+                "--redis-ca-file",
+                &text,
+            ],
+            "holds no PEM certificate",
+        ),
+        (
+            &[
+                "--redis-url",
+                "rediss://127.0.0.1:1",
+                "--redis-ca-file",
+                &missing,
+            ],
+            "cannot read --redis-ca-file",
+        ),
+        (
+            &[
+                "--redis-mode",
+                "cluster",
+                "--redis-url",
+                "rediss://127.0.0.1:1,redis://127.0.0.1:2",
+            ],
+            "mix redis:// and rediss://",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = Command::new(crate::api::armor_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(args)
+            .env("ARMOR_ADMIN_EMAIL", crate::api::ADMIN_EMAIL)
+            .env("ARMOR_ADMIN_PASSWORD", crate::api::ADMIN_PASSWORD)
+            .env_remove("ARMOR_REDIS_URL")
+            .env_remove("ARMOR_REDIS_CA_FILE")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_sentinel_set_up_over_tls_is_reached_with_the_authority_given() {
+    let Some(tls) = tls_dir() else { return };
+    let redis = super::procs::RedisSentinel::start_tls(&tls);
+    let mut args = redis.serve_args();
+    let ca = tls.join("ca.pem").display().to_string();
+    args.extend(["--redis-ca-file".into(), ca]);
+    let app = spawn_app_with(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let token = app.login().await;
+    let key = app.create_key(&token, 1, "sentinel-tls").await;
+    until_status(&app, &key, 200, Duration::from_secs(10)).await;
+    let auth = fresh_auth(&key);
+    assert_eq!(signed(&app, &auth).await.0, 200);
+    let (s, v) = signed(&app, &auth).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("nonce_reused")), "{v}");
+}
+
+#[tokio::test]
+async fn a_redis_cluster_over_tls_is_reached_with_the_authority_given() {
+    let Some(tls) = tls_dir() else { return };
+    let redis = super::procs::RedisCluster::start_tls(&tls);
+    let url = redis.url();
+    let ca = tls.join("ca.pem").display().to_string();
+    let app = spawn_app_with(&[
+        "--redis-mode",
+        "cluster",
+        "--redis-url",
+        &url,
+        "--redis-ca-file",
+        &ca,
+    ])
+    .await;
+    let token = app.login().await;
+    let key = app.create_key(&token, 1, "cluster-tls").await;
+    until_status(&app, &key, 200, Duration::from_secs(10)).await;
+    let auth = fresh_auth(&key);
+    assert_eq!(signed(&app, &auth).await.0, 200);
+    let (s, v) = signed(&app, &auth).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("nonce_reused")), "{v}");
+}
