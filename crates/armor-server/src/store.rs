@@ -20,6 +20,7 @@ use crate::error::Error;
 mod attempts;
 mod keys;
 mod outbox;
+mod redact;
 mod sessions;
 mod status;
 mod usage;
@@ -206,7 +207,10 @@ impl Store {
     pub async fn open(url: &str) -> Result<Self, Error> {
         sqlx::any::install_default_drivers();
         let bad = |e: sqlx::Error| Error::Config(format!("bad database url: {e}"));
-        let cannot = |e: sqlx::Error| Error::Config(format!("cannot open database {url}: {e}"));
+        let cannot = |e: sqlx::Error| {
+            let url = redact::redacted(url);
+            Error::Config(format!("cannot open database {url}: {e}"))
+        };
         let migrated = |e: sqlx::migrate::MigrateError| {
             Error::Config(format!("database migration failed: {e}"))
         };

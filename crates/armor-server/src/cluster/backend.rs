@@ -9,8 +9,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::sentinel::SentinelNodeConnectionInfo;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    Cmd, IntoConnectionInfo as _, Pipeline, RedisConnectionInfo, RedisFuture, RedisResult,
-    TlsCertificates, TlsMode, Value,
+    Cmd, ConnectionAddr, IntoConnectionInfo as _, Pipeline, RedisConnectionInfo, RedisFuture,
+    RedisResult, TlsCertificates, TlsMode, Value,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -115,6 +115,25 @@ impl std::fmt::Debug for RedisCa {
 }
 
 impl RedisCa {
+    /// Every PEM block of the file must be a certificate that parses, and
+    /// there must be at least one.
+    fn check(&self) -> Result<(), Error> {
+        use rustls::pki_types::pem::PemObject as _;
+        let mut n = 0;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&self.0) {
+            cert.map_err(|e| {
+                Error::Config(format!("the Redis CA file holds a bad certificate: {e}"))
+            })?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(Error::Config(
+                "the Redis CA file holds no PEM certificate".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn certs(&self) -> TlsCertificates {
         TlsCertificates {
             client_tls: None,
@@ -123,10 +142,13 @@ impl RedisCa {
     }
 }
 
-/// Whether a Redis URL asks for TLS.
-fn is_tls(url: &str) -> bool {
-    url.get(..9)
-        .is_some_and(|s| s.eq_ignore_ascii_case("rediss://"))
+/// Whether a Redis URL asks for TLS (`rediss://`, or any scheme the
+/// client reads as TLS), as the client itself reads it.
+fn is_tls(url: &str) -> RedisResult<bool> {
+    Ok(matches!(
+        url.into_connection_info()?.addr,
+        ConnectionAddr::TcpTls { .. }
+    ))
 }
 
 /// The rustls crypto provider Redis's TLS connections use, installed once
@@ -150,17 +172,23 @@ impl Backend {
         if list.is_empty() {
             return Err(Error::Config("empty Redis URL".into()));
         }
-        let tls = list.iter().filter(|u| is_tls(u)).count();
+        let mut tls = 0;
+        for url in &list {
+            tls += usize::from(is_tls(url).map_err(bad)?);
+        }
         if tls != 0 && tls != list.len() {
             return Err(Error::Config(
-                "the Redis URLs mix redis:// and rediss://: use one scheme for all".into(),
+                "the Redis URLs mix plain and TLS (rediss://) ones: use one scheme for all".into(),
             ));
         }
         let tls = tls != 0;
-        if ca.is_some() && !tls {
-            return Err(Error::Config(
-                "a Redis CA file applies to rediss:// URLs (TLS) only".into(),
-            ));
+        if let Some(ca) = ca {
+            if !tls {
+                return Err(Error::Config(
+                    "a Redis CA file applies to rediss:// URLs (TLS) only".into(),
+                ));
+            }
+            ca.check()?;
         }
         if tls {
             install_crypto_provider();
@@ -283,7 +311,17 @@ fn sentinel_client(
         .iter()
         .map(|u| u.into_connection_info())
         .collect::<RedisResult<Vec<_>>>()?;
+    // The builder takes one set of sentinel credentials for all.
     let sentinel_auth = infos[0].redis.clone();
+    let same = |r: &RedisConnectionInfo| {
+        r.username == sentinel_auth.username && r.password == sentinel_auth.password
+    };
+    if !infos.iter().all(|i| same(&i.redis)) {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "with a CA file, every sentinel URL must carry the same user and password",
+        )));
+    }
     let mut builder = SentinelClientBuilder::new(
         infos.into_iter().map(|i| i.addr),
         master.to_owned(),
@@ -368,5 +406,59 @@ mod tests {
         assert!(RedisMode::parse("sentinel", None).is_err());
         assert!(RedisMode::parse("ring", None).is_err());
         assert!(Backend::new("redis://a:1,redis://b:2", &RedisMode::Single, None).is_err());
+    }
+
+    /// A self-signed certificate, for the checks made before connecting.
+    const PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBiDCCAS+gAwIBAgIUQWwDWlMQIDt3fS7xcHuj8p0WILowCgYIKoZIzj0EAwIw
+GjEYMBYGA1UEAwwPYXJtb3IgdW5pdCB0ZXN0MB4XDTI2MTIwNjE0NTAwMVoXDTM2
+MTIwMzE0NTAwMVowGjEYMBYGA1UEAwwPYXJtb3IgdW5pdCB0ZXN0MFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAE5st++q30MJnGWpB3FL2udyqAnSS0X9DJEu137cAf
+GIH1CVOCbspElcRAfSqGIoJgHOakjFVeoAOa29P8B1a8B6NTMFEwHQYDVR0OBBYE
+FKqPAf8rK4V1xxSYRQ6Vt7L+8eRTMB8GA1UdIwQYMBaAFKqPAf8rK4V1xxSYRQ6V
+t7L+8eRTMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgPel+7HEd
+X49mF1C5kFZAkpWdTG1IbK83QZ9BqOYb2cACIBSM4zCWGLT7ppadA9DnP91mpo5M
+mMBbzv5lS2zOUmwp
+-----END CERTIFICATE-----";
+
+    fn sentinel() -> RedisMode {
+        RedisMode::Sentinel {
+            master: "main".into(),
+            auth: None,
+        }
+    }
+
+    fn error(urls: &str, mode: &RedisMode, ca: Option<&RedisCa>) -> String {
+        match Backend::new(urls, mode, ca) {
+            Ok(_) => panic!("{urls} accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn tls_is_all_or_nothing_and_a_ca_file_needs_it() {
+        let ca = RedisCa(PEM.as_bytes().to_vec());
+        assert!(is_tls("rediss://h:1").unwrap());
+        assert!(is_tls("valkeys://h:1").unwrap());
+        assert!(!is_tls("redis://h:1").unwrap());
+        assert!(error("rediss://a:1,valkey://b:2", &RedisMode::Cluster, None).contains("mix"));
+        assert!(error("redis://a:1", &RedisMode::Single, Some(&ca)).contains("rediss://"));
+        for mode in [RedisMode::Single, RedisMode::Cluster, sentinel()] {
+            assert!(Backend::new("rediss://127.0.0.1:1", &mode, Some(&ca)).is_ok());
+            assert!(Backend::new("rediss://127.0.0.1:1", &mode, None).is_ok());
+        }
+        let text = RedisCa(b"no certificate here".to_vec());
+        assert!(error("rediss://a:1", &RedisMode::Single, Some(&text)).contains("no PEM"));
+    }
+
+    #[test]
+    fn sentinels_behind_one_ca_file_share_their_credentials() {
+        let ca = RedisCa(PEM.as_bytes().to_vec());
+        let mixed = "rediss://:one@127.0.0.1:1,rediss://:two@127.0.0.1:2";
+        assert!(error(mixed, &sentinel(), Some(&ca)).contains("same user and password"));
+        let same = "rediss://:one@127.0.0.1:1,rediss://:one@127.0.0.1:2";
+        assert!(Backend::new(same, &sentinel(), Some(&ca)).is_ok());
+        // Without a CA file each sentinel keeps its own.
+        assert!(Backend::new(mixed, &sentinel(), None).is_ok());
     }
 }

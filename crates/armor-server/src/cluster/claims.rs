@@ -299,7 +299,7 @@ impl Cluster {
             (SIGNATURE_SPLIT_SINGLE, SIGNATURE_LEVELS_SINGLE)
         };
         let n = claims.len();
-        let mut cmd = redis::Cmd::with_capacity(7 + 6 * n, 128 + 96 * n);
+        let mut cmd = redis::Cmd::with_capacity(9 + 6 * n, 160 + 96 * n);
         cmd.arg("EVALSHA")
             .arg(self.script.get_hash())
             .arg(2 + 2 * n);
@@ -376,7 +376,7 @@ fn outcome(code: Option<u8>) -> Result<(), ClaimError> {
         Some(b'1') => Err(ClaimError::Reused),
         Some(b'2') => Err(ClaimError::BeforeEpoch),
         Some(other) => {
-            tracing::error!(answer = other, "unexpected answer from the claim script");
+            tracing::error!(answer = %char::from(other).escape_default(), "unexpected answer from the claim script");
             Err(ClaimError::Unavailable)
         }
         // The batch failed (logged by the worker).

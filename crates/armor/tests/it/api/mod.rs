@@ -162,6 +162,11 @@ impl TestApp {
             .collect()
     }
 
+    /// What the server wrote to stderr since its last start.
+    pub fn last_logs_text(&self) -> String {
+        std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default()
+    }
+
     /// SIGTERM, wait, start again on the same data directory.
     pub fn restart(&mut self) {
         self.stop(false);

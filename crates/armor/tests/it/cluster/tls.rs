@@ -1,15 +1,16 @@
-//! TLS to Redis (`rediss://`, `--redis-ca-file`) and to PostgreSQL
-//! (`sslmode` and `sslrootcert` in the database URL), with the test
-//! authority of scripts/with-pg-redis (`ARMOR_TEST_TLS_DIR`): a server
-//! whose certificate the node cannot check is never used.
+//! TLS to Redis (`rediss://`, `--redis-ca-file` or the system's
+//! authorities) and to PostgreSQL (`sslmode` and `sslrootcert` in the
+//! database URL), with the test authority of scripts/with-pg-redis
+//! (`ARMOR_TEST_TLS_DIR`): a server whose certificate the node cannot
+//! check is never used.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::procs::{free_port, Server};
+use super::procs::{free_port, RedisCluster, RedisSentinel, Server};
 use super::{fresh_auth, signed, until_status};
-use crate::api::spawn_app_with;
+use crate::api::{spawn_app_with, Key, TestApp};
 
 /// The directory of the test authority and certificates, or None outside
 /// scripts/with-pg-redis (an error in CI, where it always runs).
@@ -30,7 +31,7 @@ fn tls_dir() -> Option<PathBuf> {
 }
 
 /// A `redis-server` that speaks TLS only, with the test certificate.
-fn tls_redis(tls: &std::path::Path, dir: &std::path::Path) -> Server {
+fn tls_redis(tls: &Path, dir: &Path) -> Server {
     let port = free_port();
     let file = |name: &str| tls.join(name).to_string_lossy().into_owned();
     let args: Vec<String> = [
@@ -61,44 +62,89 @@ fn tls_redis(tls: &std::path::Path, dir: &std::path::Path) -> Server {
     Server::spawn(dir, port, &args)
 }
 
+/// Signed requests to `app` are refused (503) and its last start's log
+/// says the certificate is why.
+async fn refused_for_the_certificate(app: &TestApp, key: &Key, trusting: &str) {
+    let (s, v) = signed(app, &fresh_auth(key)).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (503, Some("replay_store_unavailable")),
+        "trusting {trusting}: {v}"
+    );
+    let start = Instant::now();
+    while !app.last_logs_text().contains("certificate") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "trusting {trusting}: no certificate error in the log:\n{}",
+            app.last_logs_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Signed requests to `app` are served, with claims made in Redis (the
+/// replay store is Redis alone, so the replay's 401 comes from it).
+async fn served_through_redis(app: &TestApp, key: &Key) {
+    until_status(app, key, 200, Duration::from_secs(10)).await;
+    let auth = fresh_auth(key);
+    assert_eq!(signed(app, &auth).await.0, 200);
+    let (s, v) = signed(app, &auth).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("nonce_reused")), "{v}");
+}
+
+/// One node on `redis_args` (TLS-only servers whose certificate the test
+/// authority signed), restarted with each way of trusting an authority:
+/// refused until it trusts the right one, then served.
+async fn served_only_once_the_authority_is_trusted(tls: &Path, redis_args: &[&str]) {
+    let ca = tls.join("ca.pem").display().to_string();
+    let other = tls.join("other-ca.pem").display().to_string();
+    let mut app = spawn_app_with(redis_args).await;
+    let token = app.login().await;
+    let key = app.create_key(&token, 1, "tls").await;
+    // The system's authorities, which do not know the test one.
+    refused_for_the_certificate(&app, &key, "the system's authorities").await;
+    // The system's store as `SSL_CERT_FILE` names it: another authority,
+    // then the one that signed.
+    app.restart_with_env("SSL_CERT_FILE", &other);
+    refused_for_the_certificate(&app, &key, "SSL_CERT_FILE=other-ca.pem").await;
+    app.restart_with_env("SSL_CERT_FILE", &ca);
+    served_through_redis(&app, &key).await;
+    // A CA file replaces the system's store, even one that trusts the
+    // server.
+    app.restart_with_env("ARMOR_REDIS_CA_FILE", &other);
+    refused_for_the_certificate(&app, &key, "--redis-ca-file other-ca.pem").await;
+    app.restart_with_env("ARMOR_REDIS_CA_FILE", &ca);
+    served_through_redis(&app, &key).await;
+}
+
 #[tokio::test]
-async fn redis_over_tls_is_used_only_once_its_certificate_checks_out() {
+async fn one_redis_over_tls_is_used_only_once_its_certificate_checks_out() {
     let Some(tls) = tls_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
     let redis = tls_redis(&tls, dir.path());
     let url = format!("rediss://127.0.0.1:{}", redis.port);
+    served_only_once_the_authority_is_trusted(&tls, &["--redis-url", &url]).await;
+}
 
-    // The system's authorities do not know the test one: no claim can be
-    // made, so no signed request is accepted.
-    let mut app = spawn_app_with(&["--redis-url", &url]).await;
-    let token = app.login().await;
-    let key = app.create_key(&token, 1, "tls").await;
-    let (s, v) = signed(&app, &fresh_auth(&key)).await;
-    assert_eq!(
-        (s, v["error"].as_str()),
-        (503, Some("replay_store_unavailable")),
-        "{v}"
-    );
-    // Nor with an authority that did not sign the server's certificate.
-    let other = tls.join("other-ca.pem");
-    app.restart_with_env("ARMOR_REDIS_CA_FILE", &other.to_string_lossy());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (s, _) = signed(&app, &fresh_auth(&key)).await;
-    assert_eq!(s, 503);
-    assert!(
-        app.logs_text().contains("certificate"),
-        "the refusal names the certificate"
-    );
+#[tokio::test]
+async fn a_sentinel_set_up_over_tls_is_used_only_once_its_certificate_checks_out() {
+    let Some(tls) = tls_dir() else { return };
+    let redis = RedisSentinel::start_tls(&tls);
+    let args = redis.serve_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    served_only_once_the_authority_is_trusted(&tls, &args).await;
+}
 
-    // With the one that did: claims go through Redis over TLS (the
-    // replay store is Redis alone, so the replay's 401 comes from it).
-    let ca = tls.join("ca.pem");
-    app.restart_with_env("ARMOR_REDIS_CA_FILE", &ca.to_string_lossy());
-    until_status(&app, &key, 200, Duration::from_secs(10)).await;
-    let auth = fresh_auth(&key);
-    assert_eq!(signed(&app, &auth).await.0, 200);
-    let (s, v) = signed(&app, &auth).await;
-    assert_eq!((s, v["error"].as_str()), (401, Some("nonce_reused")), "{v}");
+#[tokio::test]
+async fn a_redis_cluster_over_tls_is_used_only_once_its_certificate_checks_out() {
+    let Some(tls) = tls_dir() else { return };
+    let redis = RedisCluster::start_tls(&tls);
+    let url = redis.url();
+    served_only_once_the_authority_is_trusted(
+        &tls,
+        &["--redis-mode", "cluster", "--redis-url", &url],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -108,19 +154,25 @@ async fn postgresql_over_tls_is_checked_against_the_authority_in_the_url() {
         .await
         .expect("ARMOR_TEST_TLS_DIR comes with ARMOR_TEST_PG_URL");
     let name = db.rsplit('/').next().unwrap().to_owned();
-    let with_ca = |ca: &str| {
+    let with_ca = |db: &str, ca: &str| {
         format!(
             "{db}?sslmode=verify-full&sslrootcert={}",
             tls.join(ca).display()
         )
     };
+    // With a password in the URL (the test server trusts loopback and
+    // ignores it): the error must not show it.
+    const PASSWORD: &str = "pg-tls-test-password-61";
+    let (scheme, rest) = db.split_once("://").unwrap();
+    let (user, host) = rest.split_once('@').unwrap();
+    let with_password = format!("{scheme}://{user}:{PASSWORD}@{host}");
 
     // An authority that did not sign the server's certificate: the node
     // does not start, and says why.
     let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(crate::api::armor_bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
-        .arg(with_ca("other-ca.pem"))
+        .arg(with_ca(&with_password, "other-ca.pem"))
         .arg("--data-dir")
         .arg(data.path())
         .env("ARMOR_ADMIN_EMAIL", crate::api::ADMIN_EMAIL)
@@ -145,10 +197,11 @@ async fn postgresql_over_tls_is_checked_against_the_authority_in_the_url() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(!status.success());
     assert!(err.contains("certificate"), "{err}");
+    assert!(!err.contains(PASSWORD), "the password is shown: {err}");
 
     // The one that did: served, and every connection of the node to its
     // database is encrypted.
-    let app = spawn_app_with(&["--database-url", &with_ca("ca.pem")]).await;
+    let app = spawn_app_with(&["--database-url", &with_ca(&db, "ca.pem")]).await;
     app.login().await;
     let base = crate::api::pg::server_url().unwrap();
     let out = Command::new("psql")
@@ -185,7 +238,7 @@ fn serve_refuses_a_redis_authority_or_scheme_it_cannot_use() {
         text.to_string_lossy(),
         missing.to_string_lossy(),
     );
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["--redis-ca-file", &pem],
             "--redis-ca-file needs --redis-url",
@@ -224,7 +277,25 @@ fn serve_refuses_a_redis_authority_or_scheme_it_cannot_use() {
                 "--redis-url",
                 "rediss://127.0.0.1:1,redis://127.0.0.1:2",
             ],
-            "mix redis:// and rediss://",
+            "mix plain and TLS (rediss://) ones",
+        ),
+        (
+            &[
+                "--redis-mode",
+                "cluster",
+                "--redis-url",
+                "valkeys://127.0.0.1:1,redis://127.0.0.1:2",
+            ],
+            "mix plain and TLS (rediss://) ones",
+        ),
+        (
+            &[
+                "--redis-url",
+                "rediss://127.0.0.1:1",
+                "--redis-ca-file",
+                &pem,
+            ],
+            "the Redis CA file holds a bad certificate",
         ),
     ];
     for (args, says) in cases {
@@ -242,45 +313,4 @@ fn serve_refuses_a_redis_authority_or_scheme_it_cannot_use() {
         assert!(!out.status.success(), "{args:?}");
         assert!(err.contains(says), "{args:?}: {err}");
     }
-}
-
-#[tokio::test]
-async fn a_sentinel_set_up_over_tls_is_reached_with_the_authority_given() {
-    let Some(tls) = tls_dir() else { return };
-    let redis = super::procs::RedisSentinel::start_tls(&tls);
-    let mut args = redis.serve_args();
-    let ca = tls.join("ca.pem").display().to_string();
-    args.extend(["--redis-ca-file".into(), ca]);
-    let app = spawn_app_with(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
-    let token = app.login().await;
-    let key = app.create_key(&token, 1, "sentinel-tls").await;
-    until_status(&app, &key, 200, Duration::from_secs(10)).await;
-    let auth = fresh_auth(&key);
-    assert_eq!(signed(&app, &auth).await.0, 200);
-    let (s, v) = signed(&app, &auth).await;
-    assert_eq!((s, v["error"].as_str()), (401, Some("nonce_reused")), "{v}");
-}
-
-#[tokio::test]
-async fn a_redis_cluster_over_tls_is_reached_with_the_authority_given() {
-    let Some(tls) = tls_dir() else { return };
-    let redis = super::procs::RedisCluster::start_tls(&tls);
-    let url = redis.url();
-    let ca = tls.join("ca.pem").display().to_string();
-    let app = spawn_app_with(&[
-        "--redis-mode",
-        "cluster",
-        "--redis-url",
-        &url,
-        "--redis-ca-file",
-        &ca,
-    ])
-    .await;
-    let token = app.login().await;
-    let key = app.create_key(&token, 1, "cluster-tls").await;
-    until_status(&app, &key, 200, Duration::from_secs(10)).await;
-    let auth = fresh_auth(&key);
-    assert_eq!(signed(&app, &auth).await.0, 200);
-    let (s, v) = signed(&app, &auth).await;
-    assert_eq!((s, v["error"].as_str()), (401, Some("nonce_reused")), "{v}");
 }
