@@ -10,6 +10,7 @@
 //! - `body`: the answer body, decoded from the socket as it is polled;
 //!   the connection goes back to the pool when it ends cleanly.
 //! - `chunked`: the strict chunked decoder.
+//! - `early`: while a write waits, an upstream's early refusal ends it.
 //!
 //! Retry: a request that failed on a reused connection before any byte of
 //! an answer arrived is sent once more on a new connection, if its body
@@ -27,6 +28,7 @@ use super::pool::{Conn, Pool};
 
 mod body;
 mod chunked;
+mod early;
 mod head;
 mod write;
 
@@ -188,8 +190,9 @@ async fn exchange(
     .await;
     if let Err(error) = sent {
         // An upstream may answer before it has read the whole request (an
-        // early 413) and then close: its answer may be waiting here. It is
-        // relayed, and the connection not reused.
+        // early 413) and then close, or refuse and stop reading (the write
+        // ends, see `early`): its answer is waiting here. It is relayed,
+        // and the connection not reused.
         if written && matches!(error, UpstreamError::Io(_)) {
             if let Ok(Ok(mut head)) =
                 tokio::time::timeout(EARLY_ANSWER_WAIT, head::read(conn, method)).await

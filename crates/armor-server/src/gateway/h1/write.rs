@@ -10,16 +10,15 @@
 //!   `Transfer-Encoding: chunked`. Frames ready together go out together;
 //!   what is buffered is written before waiting for the next frame.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::task::Poll;
 
 use axum::body::{Body, HttpBody as _};
 use axum::http::header::HeaderMap;
 use axum::http::Method;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::Frame;
-use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use super::UpstreamError;
@@ -113,14 +112,15 @@ pub(super) async fn request(
     head(&mut conn.wbuf, method, target, headers, framing);
     match std::mem::replace(payload, Payload::Spent) {
         Payload::Full(data) => {
-            let sent = write_all(&mut conn.stream, &conn.wbuf, &data, written).await;
+            let sent =
+                write_all(&mut conn.stream, &mut conn.rbuf, &conn.wbuf, &data, written).await;
             *payload = Payload::Full(data);
             sent.map_err(UpstreamError::Io)
         }
         Payload::Stream { body, len, first } => stream(conn, body, len, first, written).await,
         other => {
             *payload = other;
-            write_all(&mut conn.stream, &conn.wbuf, &[], written)
+            write_all(&mut conn.stream, &mut conn.rbuf, &conn.wbuf, &[], written)
                 .await
                 .map_err(UpstreamError::Io)
         }
@@ -193,7 +193,7 @@ async fn stream(
         if data.len() <= COPY_MAX {
             conn.wbuf.extend_from_slice(&data);
         } else {
-            write_all(&mut conn.stream, &conn.wbuf, &data, written)
+            write_all(&mut conn.stream, &mut conn.rbuf, &conn.wbuf, &data, written)
                 .await
                 .map_err(UpstreamError::Io)?;
             conn.wbuf.clear();
@@ -271,7 +271,7 @@ async fn flush(conn: &mut Conn, written: &mut bool) -> Result<(), UpstreamError>
     if conn.wbuf.is_empty() {
         return Ok(());
     }
-    write_all(&mut conn.stream, &conn.wbuf, &[], written)
+    write_all(&mut conn.stream, &mut conn.rbuf, &conn.wbuf, &[], written)
         .await
         .map_err(UpstreamError::Io)?;
     conn.wbuf.clear();
@@ -280,22 +280,17 @@ async fn flush(conn: &mut Conn, written: &mut bool) -> Result<(), UpstreamError>
 
 /// Writes `a` then `b`, together when both are there (one system call
 /// when the socket takes them). `written` turns true with the first byte.
+/// While the socket takes nothing, an answer the upstream sends is read
+/// into `rbuf`: a refusal ends the writing (see [`super::early`]).
 async fn write_all(
     stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
     mut a: &[u8],
     mut b: &[u8],
     written: &mut bool,
 ) -> io::Result<()> {
     while !a.is_empty() || !b.is_empty() {
-        let n = if a.is_empty() {
-            stream.write(b).await?
-        } else if b.is_empty() {
-            stream.write(a).await?
-        } else {
-            stream
-                .write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
-                .await?
-        };
+        let n = std::future::poll_fn(|cx| super::early::poll_write(stream, rbuf, cx, a, b)).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }

@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::api::{fresh_nonce, now, sign, spawn_app_with, Key, TestApp};
 
+mod early;
 mod key_rules;
 mod raw_upstream;
 mod request_id;

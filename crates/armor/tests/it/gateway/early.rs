@@ -1,0 +1,149 @@
+//! Upstreams that answer while the gateway is still writing a request
+//! larger than loopback's socket buffers: a refusal that keeps the
+//! connection open is relayed at once; an interim `100 Continue` or an
+//! early `200` does not cut the request short.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::api::{fresh_nonce, now, sign, spawn_app_with, TestApp};
+
+/// More than loopback's socket buffers hold: the gateway's write blocks
+/// while the upstream does not read.
+const BODY: usize = 24 << 20;
+
+/// Reads one request head; returns its `Content-Length`.
+async fn read_head(s: &mut TcpStream) -> usize {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed mid-head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a content-length")
+}
+
+/// Reads `n` bytes of body; returns how many came.
+async fn read_body(s: &mut TcpStream, n: usize) -> usize {
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < n {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(k) => got += k,
+        }
+    }
+    got
+}
+
+/// A gateway in front of a one-connection upstream run by `serve`.
+async fn gateway<F, Fut>(serve: F) -> TestApp
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        serve(s).await;
+    });
+    spawn_app_with(&[
+        "--upstream",
+        &url,
+        "--max-body",
+        "33554432",
+        "--upstream-timeout",
+        "20",
+    ])
+    .await
+}
+
+/// A signed `PUT /upload` of [`BODY`] bytes: status, body, time taken.
+async fn upload(app: &TestApp) -> (u16, String, Duration) {
+    let token = app.login().await;
+    let key = app.create_key(&token, 1, "upload").await;
+    let body = vec![b'x'; BODY];
+    let auth = sign(&key, "PUT", "/upload", &body, &fresh_nonce(), now());
+    let start = Instant::now();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(40),
+        app.http
+            .put(format!("{}/upload", app.url))
+            .header("Authorization", auth)
+            .body(body)
+            .send(),
+    )
+    .await
+    .expect("no answer within 40 s")
+    .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, text, start.elapsed())
+}
+
+#[tokio::test]
+async fn a_refusal_from_an_upstream_that_keeps_the_connection_open_is_relayed_at_once() {
+    // It reads the head, refuses, and neither reads the body nor closes.
+    let app = gateway(|mut s| async move {
+        read_head(&mut s).await;
+        s.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo long")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(s);
+    })
+    .await;
+    let (status, text, took) = upload(&app).await;
+    assert_eq!((status, text.as_str()), (413, "too long"));
+    // Not the upstream timeout's 504 (20 s).
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
+#[tokio::test]
+async fn an_interim_answer_while_the_body_is_written_does_not_cut_it_short() {
+    // `100 Continue` at once, then the body read only after a pause (the
+    // gateway's write blocks with the interim answer waiting), then 200.
+    let app = gateway(|mut s| async move {
+        let n = read_head(&mut s).await;
+        s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let got = read_body(&mut s, n).await;
+        let text = got.to_string();
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        s.write_all(answer.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+    .await;
+    let (status, text, _) = upload(&app).await;
+    assert_eq!((status, text), (200, BODY.to_string()));
+}
+
+#[tokio::test]
+async fn an_upstream_that_answers_200_while_it_reads_gets_the_whole_body() {
+    // The answer's head at once (chunked), the body read after a pause,
+    // then one chunk with the count.
+    let app = gateway(|mut s| async move {
+        let n = read_head(&mut s).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let text = read_body(&mut s, n).await.to_string();
+        let chunk = format!("{:x}\r\n{text}\r\n0\r\n\r\n", text.len());
+        s.write_all(chunk.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+    .await;
+    let (status, text, _) = upload(&app).await;
+    assert_eq!((status, text), (200, BODY.to_string()));
+}
