@@ -38,6 +38,7 @@ pub mod cluster;
 pub mod conn;
 pub mod core;
 pub mod crypto;
+mod decimal;
 pub mod error;
 pub mod gateway;
 pub mod limit;

@@ -163,21 +163,6 @@ fn key_prefix(key: &mut Vec<u8>, bucket: u16) -> &mut Vec<u8> {
     key
 }
 
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
 /// The bucket of a key id: FNV-1a, so every node agrees.
 pub(super) fn bucket_of(key_id: &str, buckets: u16) -> u16 {
     if buckets <= 1 {
@@ -314,7 +299,7 @@ impl Cluster {
             cmd.arg(&key[..]);
             let k = key_prefix(&mut key, bucket);
             k.push(b's');
-            push_decimal(k, p.until);
+            crate::decimal::push_decimal(k, p.until);
             k.push(b':');
             cmd.arg(&key[..]);
         }
@@ -429,15 +414,6 @@ pub(super) async fn claim_worker(cluster: Weak<Cluster>, queue: ClaimQueue) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decimals_are_written_as_format_writes_them() {
-        for n in [0, 7, 10, 99, 100, 1_796_527_376, u64::MAX] {
-            let mut out = b"s".to_vec();
-            push_decimal(&mut out, n);
-            assert_eq!(out, format!("s{n}").into_bytes());
-        }
-    }
 
     #[test]
     fn a_bucket_key_starts_with_its_hash_tag() {

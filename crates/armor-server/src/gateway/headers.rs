@@ -188,7 +188,7 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; 64]) -> Option<&[u8]> {
                 buf[n] = b'.';
                 n += 1;
             }
-            n += decimal(u64::from(octet), &mut buf[n..])?;
+            n += crate::decimal::decimal(u64::from(octet), &mut buf[n..])?;
         }
         return Some(&buf[..n]);
     }
@@ -196,23 +196,6 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; 64]) -> Option<&[u8]> {
     write!(w, "{ip}").ok()?;
     let left = w.len();
     Some(&buf[..buf.len() - left])
-}
-
-/// Writes `n` in decimal at the start of `out`; its length.
-pub(super) fn decimal(mut n: u64, out: &mut [u8]) -> Option<usize> {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let text = &digits[i..];
-    out.get_mut(..text.len())?.copy_from_slice(text);
-    Some(text.len())
 }
 
 /// `X-Forwarded-For`: the prior value (if text), then the peer's address.
@@ -275,7 +258,7 @@ fn number(n: i64) -> HeaderValue {
         buf[0] = b'-';
         len = 1;
     }
-    if let Some(k) = decimal(n.unsigned_abs(), &mut buf[len..]) {
+    if let Some(k) = crate::decimal::decimal(n.unsigned_abs(), &mut buf[len..]) {
         if let Ok(v) = HeaderValue::from_bytes(&buf[..len + k]) {
             return v;
         }

@@ -154,7 +154,7 @@ fn head(buf: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap, f
         Framing::Length(n) => {
             buf.extend_from_slice(b"content-length: ");
             let mut digits = [0u8; 20];
-            let k = crate::gateway::headers::decimal(n, &mut digits).unwrap_or(0);
+            let k = crate::decimal::decimal(n, &mut digits).unwrap_or(0);
             buf.extend_from_slice(&digits[..k]);
             buf.extend_from_slice(b"\r\n");
         }

@@ -101,7 +101,9 @@ impl Drop for Server {
     }
 }
 
-fn node_args(port: u16, extra: &[String]) -> Vec<String> {
+/// A Redis node's arguments: loopback, no persistence, no eviction, then
+/// `extra` (later arguments win).
+pub fn node_args(port: u16, extra: &[String]) -> Vec<String> {
     let mut a: Vec<String> = [
         "--port",
         &port.to_string(),
@@ -120,6 +122,35 @@ fn node_args(port: u16, extra: &[String]) -> Vec<String> {
     .map(|s| s.to_string())
     .collect();
     a.extend_from_slice(extra);
+    a
+}
+
+/// The settings of a TLS-only server with the certificate in `tls`
+/// (`server.pem`, `server.key`, signed by `ca.pem`; clients need none),
+/// replication over TLS too: as `redis-server` arguments with
+/// [`tls_args`], as configuration lines for a sentinel.
+pub fn tls_conf(tls: &Path) -> Vec<(&'static str, String)> {
+    let file = |name: &str| tls.join(name).display().to_string();
+    vec![
+        ("tls-cert-file", file("server.pem")),
+        ("tls-key-file", file("server.key")),
+        ("tls-ca-cert-file", file("ca.pem")),
+        ("tls-auth-clients", "no".into()),
+        ("tls-replication", "yes".into()),
+    ]
+}
+
+/// [`tls_conf`] as arguments, the plain port off and `port` the TLS one.
+pub fn tls_args(port: u16, tls: &Path) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "--port".into(),
+        "0".into(),
+        "--tls-port".into(),
+        port.to_string(),
+    ];
+    for (k, v) in tls_conf(tls) {
+        a.extend([format!("--{k}"), v]);
+    }
     a
 }
 
@@ -145,28 +176,6 @@ impl RedisCluster {
 
     fn start_with(tls: Option<&Path>) -> RedisCluster {
         let ca = tls.map(|t| t.join("ca.pem"));
-        let tls_args: Vec<String> = match tls {
-            Some(t) => [
-                ("tls-cert-file", "server.pem"),
-                ("tls-key-file", "server.key"),
-                ("tls-ca-cert-file", "ca.pem"),
-            ]
-            .iter()
-            .flat_map(|(k, f)| [format!("--{k}"), t.join(f).display().to_string()])
-            .chain(
-                [
-                    "--tls-auth-clients",
-                    "no",
-                    "--tls-replication",
-                    "yes",
-                    "--tls-cluster",
-                    "yes",
-                ]
-                .map(String::from),
-            )
-            .collect(),
-            None => Vec::new(),
-        };
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
         for i in 0..6 {
@@ -189,14 +198,9 @@ impl RedisCluster {
             .chain([d.to_string_lossy().into_owned()])
             .collect();
             let mut args = node_args(port, &extra);
-            if tls.is_some() {
-                args.extend([
-                    "--port".into(),
-                    "0".into(),
-                    "--tls-port".into(),
-                    port.to_string(),
-                ]);
-                args.extend_from_slice(&tls_args);
+            if let Some(tls) = tls {
+                args.extend(tls_args(port, tls));
+                args.extend(["--tls-cluster".into(), "yes".into()]);
             }
             nodes.push(Server::spawn(&d, port, &args));
         }
@@ -371,31 +375,12 @@ impl RedisSentinel {
                     .to_vec()
             })
             .unwrap_or_default();
-        let file = |name: &str| tls.map(|t| t.join(name).display().to_string());
+        let ca = tls.map(|t| t.join("ca.pem"));
         // TLS only: each server's port is its TLS port, the plain one off.
-        let tls_conf: Vec<(&str, String)> = match tls {
-            Some(_) => vec![
-                ("tls-cert-file", file("server.pem").unwrap()),
-                ("tls-key-file", file("server.key").unwrap()),
-                ("tls-ca-cert-file", file("ca.pem").unwrap()),
-                ("tls-auth-clients", "no".into()),
-                ("tls-replication", "yes".into()),
-            ],
-            None => Vec::new(),
-        };
-        let ca = file("ca.pem").map(std::path::PathBuf::from);
         let node = |port: u16, extra: &[String]| -> Vec<String> {
             let mut a = node_args(port, extra);
-            if tls.is_some() {
-                a.extend([
-                    "--port".into(),
-                    "0".into(),
-                    "--tls-port".into(),
-                    port.to_string(),
-                ]);
-                for (k, v) in &tls_conf {
-                    a.extend([format!("--{k}"), v.clone()]);
-                }
+            if let Some(tls) = tls {
+                a.extend(tls_args(port, tls));
             }
             a
         };
@@ -407,7 +392,12 @@ impl RedisSentinel {
             let info = [login.as_slice(), &["INFO", "replication"]].concat();
             cli_tls(ca.as_deref(), rp, &info).contains("master_link_status:up")
         });
-        let sentinel_tls: String = tls_conf.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+        let sentinel_tls: String = tls
+            .map(tls_conf)
+            .unwrap_or_default()
+            .iter()
+            .map(|(k, v)| format!("{k} {v}\n"))
+            .collect();
         let auth_pass = password.map_or(String::new(), |p| {
             format!("sentinel auth-pass {} {p}\n", Self::MASTER)
         });

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::procs::{free_port, RedisCluster, RedisSentinel, Server};
+use super::procs::{free_port, node_args, tls_args, RedisCluster, RedisSentinel, Server};
 use super::{fresh_auth, signed, until_status};
 use crate::api::{spawn_app_with, Key, TestApp};
 
@@ -33,33 +33,7 @@ fn tls_dir() -> Option<PathBuf> {
 /// A `redis-server` that speaks TLS only, with the test certificate.
 fn tls_redis(tls: &Path, dir: &Path) -> Server {
     let port = free_port();
-    let file = |name: &str| tls.join(name).to_string_lossy().into_owned();
-    let args: Vec<String> = [
-        "--port",
-        "0",
-        "--tls-port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--maxmemory-policy",
-        "noeviction",
-        "--tls-cert-file",
-        &file("server.pem"),
-        "--tls-key-file",
-        &file("server.key"),
-        "--tls-ca-cert-file",
-        &file("ca.pem"),
-        "--tls-auth-clients",
-        "no",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Server::spawn(dir, port, &args)
+    Server::spawn(dir, port, &node_args(port, &tls_args(port, tls)))
 }
 
 /// Signed requests to `app` are refused (503) and its last start's log

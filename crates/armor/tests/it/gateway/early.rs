@@ -1,7 +1,7 @@
 //! Upstreams that answer while the gateway is still writing a request
-//! larger than loopback's socket buffers: a refusal that keeps the
-//! connection open is relayed at once; an interim `100 Continue` or an
-//! early `200` does not cut the request short.
+//! larger than loopback's socket buffers: a refusal is relayed at once,
+//! whether the upstream closes or keeps the connection open; an interim
+//! `100 Continue` or an early `200` does not cut the request short.
 
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,23 @@ async fn upload(app: &TestApp) -> (u16, String, Duration) {
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
     (status, text, start.elapsed())
+}
+
+#[tokio::test]
+async fn an_upstream_that_answers_early_and_closes_is_relayed() {
+    // It reads the head only, answers 413 and closes with the body unread,
+    // which resets the connection while the gateway is still writing.
+    let app = gateway(|mut s| async move {
+        read_head(&mut s).await;
+        let _ = s
+            .write_all(
+                b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\nconnection: close\r\n\r\ntoo long",
+            )
+            .await;
+    })
+    .await;
+    let (status, text, _) = upload(&app).await;
+    assert_eq!((status, text.as_str()), (413, "too long"));
 }
 
 #[tokio::test]
