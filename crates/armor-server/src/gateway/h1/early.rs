@@ -3,61 +3,59 @@
 //! An upstream may refuse a request from its head alone (a `413`, a
 //! `401`) and then neither read the rest of the body nor close. Once the
 //! socket takes no more of the request, what the upstream has sent is
-//! read: a refusal (a final status of 400 or more) ends the writing and is
-//! relayed, and the connection is not reused. Interim answers (`1xx`: a
-//! `100 Continue` to a forwarded `Expect`) are dropped and the writing
-//! goes on; any other answer (a `2xx` of an upstream that answers while
-//! it reads, say) is left for after the request, as before: the writing
-//! waits for the upstream to read.
+//! read: a refusal (a whole final head with a status of 400 to 599) ends
+//! the writing and is relayed, and the connection is not reused. Interim
+//! answers (`1xx`: a `100 Continue` to a forwarded `Expect`) are looked
+//! past and the writing goes on; any other answer (a `2xx` of an upstream
+//! that answers while it reads, say) is left for after the request, as
+//! before: the writing waits for the upstream to read. Nothing is taken
+//! from the read buffer here: the answer head is read from it afterwards
+//! by `head::read`, interim answers and limits included, and bytes in it
+//! mean an answer began (so the request is never sent again).
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf as _, BytesMut};
+use bytes::BytesMut;
 use tokio::io::AsyncWrite as _;
 use tokio::net::TcpStream;
 
-use super::head::MAX_HEAD;
+use super::head::{MAX_HEAD, MAX_HEADERS};
 
 /// What the bytes the upstream sent so far say.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Early {
     /// Nothing, or not enough to tell.
     Undecided,
-    /// A final answer of 400 or more: the rest of the request is not
-    /// waited for.
+    /// A whole final answer head with a status of 400 to 599: the rest of
+    /// the request is not waited for.
     Refusal,
     /// Anything else: read once the request is written.
     Other,
 }
 
-/// Reads what `buf` starts with, dropping complete interim answers.
-pub(super) fn early(buf: &mut BytesMut) -> Early {
+/// Reads what `buf` starts with, without taking anything from it: whole
+/// interim answers (not `101`) are looked past, as `head::read` drops them
+/// later, with the same parser and the same limit on their total size.
+pub(super) fn early(buf: &[u8]) -> Early {
+    let mut at = 0;
     loop {
-        // `HTTP/1.x NNN`: the version and the status code.
-        let Some(line) = buf.get(..12) else {
-            return if b"HTTP/1.".starts_with(&buf[..buf.len().min(7)]) {
-                Early::Undecided
-            } else {
-                Early::Other
-            };
-        };
-        let code = match line {
-            [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'0' | b'1', b' ', a, b, c]
-                if [a, b, c].iter().all(|d| d.is_ascii_digit()) =>
-            {
-                u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
-            }
-            _ => return Early::Other,
-        };
-        match code {
-            400..=599 => return Early::Refusal,
-            100 | 102..=199 => match buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                Some(end) => buf.advance(end + 4),
-                None if buf.len() < MAX_HEAD => return Early::Undecided,
-                None => return Early::Other,
+        if at >= MAX_HEAD {
+            return Early::Other;
+        }
+        if at == buf.len() {
+            return Early::Undecided;
+        }
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut answer = httparse::Response::new(&mut fields);
+        match answer.parse(&buf[at..]) {
+            Ok(httparse::Status::Complete(len)) => match answer.code {
+                Some(code) if (100..200).contains(&code) && code != 101 => at += len,
+                Some(400..=599) => return Early::Refusal,
+                _ => return Early::Other,
             },
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Early::Undecided,
             _ => return Early::Other,
         }
     }
@@ -66,7 +64,8 @@ pub(super) fn early(buf: &mut BytesMut) -> Early {
 /// Writes `a` then `b` (vectored), as far as the socket takes them;
 /// while it takes nothing, reads what the upstream sends into `rbuf` and
 /// fails with [`io::ErrorKind::Other`] once that is a refusal (or with
-/// [`io::ErrorKind::UnexpectedEof`] once the upstream has closed).
+/// [`io::ErrorKind::UnexpectedEof`] once the upstream has closed). What
+/// it reads stays in `rbuf`, for `head::read`.
 pub(super) fn poll_write(
     stream: &mut TcpStream,
     rbuf: &mut BytesMut,
@@ -120,43 +119,50 @@ pub(super) fn poll_write(
 mod tests {
     use super::*;
 
-    fn read(bytes: &[u8]) -> (Early, Vec<u8>) {
-        let mut buf = BytesMut::from(bytes);
-        let e = early(&mut buf);
-        (e, buf.to_vec())
-    }
-
     #[test]
-    fn refusals_end_the_writing_and_interim_answers_are_dropped() {
-        assert_eq!(read(b"").0, Early::Undecided);
-        assert_eq!(read(b"HTTP/1.1 41").0, Early::Undecided);
+    fn refusals_end_the_writing_and_interim_answers_are_looked_past() {
+        assert_eq!(early(b""), Early::Undecided);
+        assert_eq!(early(b"HTTP/1.1 41"), Early::Undecided);
+        // A refusal only once its head is whole (so it can be relayed).
         assert_eq!(
-            read(b"HTTP/1.1 413 Payload Too Large\r\n").0,
+            early(b"HTTP/1.1 413 Payload Too Large\r\n"),
+            Early::Undecided
+        );
+        assert_eq!(
+            early(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n"),
             Early::Refusal
         );
-        assert_eq!(read(b"HTTP/1.0 503 x").0, Early::Refusal);
-        assert_eq!(read(b"HTTP/1.1 200 OK\r\n").0, Early::Other);
-        assert_eq!(read(b"HTTP/1.1 307 x").0, Early::Other);
-        assert_eq!(read(b"HTTP/1.1 101 Switching").0, Early::Other);
-        assert_eq!(read(b"garbage").0, Early::Other);
-        assert_eq!(read(b"HTTP/2.0 400 x").0, Early::Other);
-        assert_eq!(read(b"HTTP/1.1 4x3 x").0, Early::Other);
-        // Interim answers: dropped once whole, then the next one is read.
+        assert_eq!(early(b"HTTP/1.0 503 x\r\n\r\n"), Early::Refusal);
+        assert_eq!(early(b"HTTP/1.1 200 OK\r\n\r\n"), Early::Other);
+        assert_eq!(early(b"HTTP/1.1 307 x\r\n\r\n"), Early::Other);
+        assert_eq!(early(b"HTTP/1.1 101 Switching\r\n\r\n"), Early::Other);
+        assert_eq!(early(b"HTTP/1.1 600 x\r\n\r\n"), Early::Other);
+        assert_eq!(early(b"garbage\r\n\r\n"), Early::Other);
+        assert_eq!(early(b"HTTP/1.1 4001 x\r\n\r\n"), Early::Other);
+        assert_eq!(early(b"HTTP/1.1 1000 x\r\n\r\n"), Early::Other);
+        // Interim answers, then what follows.
+        assert_eq!(early(b"HTTP/1.1 100 Continue\r\n\r\n"), Early::Undecided);
+        assert_eq!(early(b"HTTP/1.1 100 Continue\r\n"), Early::Undecided);
         assert_eq!(
-            read(b"HTTP/1.1 100 Continue\r\n\r\n"),
-            (Early::Undecided, Vec::new())
-        );
-        assert_eq!(
-            read(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 401 No\r\n").0,
+            early(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 401 No\r\n\r\n"),
             Early::Refusal
         );
+        // Bare line feeds: the interim ends at its own blank line, not at
+        // a later answer's, and what follows it is read as an answer.
         assert_eq!(
-            read(b"HTTP/1.1 100 Continue\r\n"),
-            (Early::Undecided, b"HTTP/1.1 100 Continue\r\n".to_vec())
+            early(b"HTTP/1.1 100 Continue\n\nHTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\nHTTP/1.1 418 x\r\n\r\n"),
+            Early::Other
         );
         assert_eq!(
-            read(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"),
-            (Early::Other, b"HTTP/1.1 200 OK\r\n".to_vec())
+            early(b"HTTP/1.1 100 Continue\n\nHTTP/1.1 413 x\n\n"),
+            Early::Refusal
         );
+        assert_eq!(early(b"HTTP/1.1 100 Continue\r\nbad\r\n\r\n"), Early::Other);
+        // Interim answers count towards the head's limit together.
+        let mut many = Vec::new();
+        while many.len() <= MAX_HEAD {
+            many.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        assert_eq!(early(&many), Early::Other);
     }
 }

@@ -35,7 +35,7 @@ use crate::gateway::pool::Conn;
 /// Longest answer head (interim answers included).
 pub(super) const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in an answer head.
-const MAX_HEADERS: usize = 100;
+pub(super) const MAX_HEADERS: usize = 100;
 
 /// How the answer's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -164,3 +164,76 @@ async fn an_upstream_that_answers_200_while_it_reads_gets_the_whole_body() {
     let (status, text, _) = upload(&app).await;
     assert_eq!((status, text), (200, BODY.to_string()));
 }
+
+#[tokio::test]
+async fn a_refusal_after_an_interim_answer_is_relayed_at_once() {
+    let app = gateway(|mut s| async move {
+        read_head(&mut s).await;
+        s.write_all(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\nno")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(s);
+    })
+    .await;
+    let (status, text, took) = upload(&app).await;
+    assert_eq!((status, text.as_str()), (401, "no"));
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
+#[tokio::test]
+async fn a_refusal_whose_head_comes_in_parts_is_relayed_whole_and_sent_once() {
+    // The status line, a pause longer than the gateway waits for an
+    // answer after a failed write, then the rest of the head. A second
+    // attempt would wait for a connection nobody accepts (504).
+    let app = gateway(|mut s| async move {
+        read_head(&mut s).await;
+        s.write_all(b"HTTP/1.1 413 Payload Too Large\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        s.write_all(b"x-why: size\r\ncontent-length: 8\r\n\r\ntoo long")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(s);
+    })
+    .await;
+    let (status, text, took) = upload(&app).await;
+    assert_eq!((status, text.as_str()), (413, "too long"));
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
+#[tokio::test]
+async fn an_interim_answer_ended_by_bare_line_feeds_does_not_hide_the_answer_head() {
+    // After `100 Continue\n\n`, a 200 whose body looks like an answer
+    // head: the client must get the 200 and that text as its body.
+    let forged = "HTTP/1.1 418 x\r\nset-cookie: evil=1\r\ncontent-length: 5\r\n\r\nforge";
+    let app = gateway(move |mut s| async move {
+        let n = read_head(&mut s).await;
+        let answer = format!(
+            "HTTP/1.1 100 Continue\n\nHTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{forged}",
+            forged.len()
+        );
+        s.write_all(answer.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        read_body(&mut s, n).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+    .await;
+    let token = app.login().await;
+    let key = app.create_key(&token, 1, "upload").await;
+    let body = vec![b'x'; BODY];
+    let auth = sign(&key, "PUT", "/upload", &body, &fresh_nonce(), now());
+    let resp = app
+        .http
+        .put(format!("{}/upload", app.url))
+        .header("Authorization", auth)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("set-cookie").is_none());
+    assert_eq!(resp.text().await.unwrap(), forged);
+}
