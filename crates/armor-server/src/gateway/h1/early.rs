@@ -14,6 +14,7 @@
 //! mean an answer began (so the request is never sent again).
 
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -35,28 +36,46 @@ pub(super) enum Early {
     Other,
 }
 
-/// Reads what `buf` starts with, without taking anything from it: whole
-/// interim answers (not `101`) are looked past, as `head::read` drops them
-/// later, with the same parser and the same limit on their total size.
-pub(super) fn early(buf: &[u8]) -> Early {
-    let mut at = 0;
-    loop {
-        if at >= MAX_HEAD {
-            return Early::Other;
-        }
-        if at == buf.len() {
-            return Early::Undecided;
-        }
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut answer = httparse::Response::new(&mut fields);
-        match answer.parse(&buf[at..]) {
-            Ok(httparse::Status::Complete(len)) => match answer.code {
-                Some(code) if (100..200).contains(&code) && code != 101 => at += len,
-                Some(400..=599) => return Early::Refusal,
-                _ => return Early::Other,
-            },
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Early::Undecided,
-            _ => return Early::Other,
+/// What has been looked at of the upstream's bytes while one request is
+/// written: the interim answers already looked past, and whether the
+/// answer was found to be one that waits for the request.
+#[derive(Default)]
+pub(super) struct Watch {
+    at: usize,
+    other: bool,
+}
+
+impl Watch {
+    /// What `buf` (the connection's read buffer, only ever appended to
+    /// while the request is written) starts with, without taking anything
+    /// from it: whole interim answers (not `101`) are looked past, as
+    /// `head::read` drops them later, with the same parser and the same
+    /// limit on their total size. Each byte is parsed once per answer.
+    pub(super) fn look(&mut self, buf: &[u8]) -> Early {
+        loop {
+            if self.other || self.at >= MAX_HEAD {
+                self.other = true;
+                return Early::Other;
+            }
+            if self.at == buf.len() {
+                return Early::Undecided;
+            }
+            let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut answer = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut answer,
+                &buf[self.at..],
+                &mut fields,
+            );
+            match parsed {
+                Ok(httparse::Status::Complete(len)) => match answer.code {
+                    Some(code) if (100..200).contains(&code) && code != 101 => self.at += len,
+                    Some(400..=599) => return Early::Refusal,
+                    _ => self.other = true,
+                },
+                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Early::Undecided,
+                _ => self.other = true,
+            }
         }
     }
 }
@@ -69,6 +88,7 @@ pub(super) fn early(buf: &[u8]) -> Early {
 pub(super) fn poll_write(
     stream: &mut TcpStream,
     rbuf: &mut BytesMut,
+    watch: &mut Watch,
     cx: &mut Context<'_>,
     a: &[u8],
     b: &[u8],
@@ -84,7 +104,7 @@ pub(super) fn poll_write(
         if wrote.is_ready() {
             return wrote;
         }
-        match early(rbuf) {
+        match watch.look(rbuf) {
             Early::Refusal => {
                 return Poll::Ready(Err(io::Error::other(
                     "the upstream refused the request before reading all of it",
@@ -118,6 +138,10 @@ pub(super) fn poll_write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn early(buf: &[u8]) -> Early {
+        Watch::default().look(buf)
+    }
 
     #[test]
     fn refusals_end_the_writing_and_interim_answers_are_looked_past() {
@@ -164,5 +188,21 @@ mod tests {
             many.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         assert_eq!(early(&many), Early::Other);
+    }
+
+    #[test]
+    fn a_watch_resumes_after_what_it_has_looked_past() {
+        let mut w = Watch::default();
+        let mut buf = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+        assert_eq!(w.look(&buf), Early::Undecided);
+        assert_eq!(w.at, buf.len());
+        buf.extend_from_slice(b"HTTP/1.1 413 x\r\n");
+        assert_eq!(w.look(&buf), Early::Undecided);
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(w.look(&buf), Early::Refusal);
+        let mut w = Watch::default();
+        assert_eq!(w.look(b"HTTP/1.1 200 OK\r\n\r\n"), Early::Other);
+        // Settled: not parsed again, whatever follows.
+        assert_eq!(w.look(b"HTTP/1.1 413 x\r\n\r\n"), Early::Other);
     }
 }

@@ -188,20 +188,26 @@ async fn exchange(
         &mut written,
     )
     .await;
-    if let Err(error) = sent {
+    if let Err(mut error) = sent {
         // An upstream may answer before it has read the whole request (an
         // early 413) and then close, or refuse and stop reading (the write
         // ends, see `early`): its answer is waiting here. It is relayed,
         // and the connection not reused. Bytes read while writing mean an
         // answer began, whatever becomes of it.
         let mut answered = !conn.rbuf.is_empty();
-        if written && matches!(error, UpstreamError::Io(_)) {
+        if (written || answered) && matches!(error, UpstreamError::Io(_)) {
             match tokio::time::timeout(EARLY_ANSWER_WAIT, head::read(conn, method)).await {
                 Ok(Ok(mut head)) => {
                     head.reuse = false;
                     return Ok(head);
                 }
-                Ok(Err((_, began))) => answered |= began,
+                // An answer began but cannot be relayed: its error is
+                // the one to report.
+                Ok(Err((e, true))) => {
+                    error = e;
+                    answered = true;
+                }
+                Ok(Err((_, false))) => {}
                 // A second without a whole head, and what came of it (an
                 // interim answer, say) may have been dropped: as answered,
                 // so the request is not sent again.

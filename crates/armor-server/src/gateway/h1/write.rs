@@ -21,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::Frame;
 use tokio::net::TcpStream;
 
+use super::early::Watch;
 use super::UpstreamError;
 use crate::gateway::pool::Conn;
 
@@ -110,17 +111,20 @@ pub(super) async fn request(
         }
     };
     head(&mut conn.wbuf, method, target, headers, framing);
+    let sent = &mut Sent {
+        written,
+        watch: Watch::default(),
+    };
     match std::mem::replace(payload, Payload::Spent) {
         Payload::Full(data) => {
-            let sent =
-                write_all(&mut conn.stream, &mut conn.rbuf, &conn.wbuf, &data, written).await;
+            let sent = write_all(&mut conn.stream, &mut conn.rbuf, &conn.wbuf, &data, sent).await;
             *payload = Payload::Full(data);
             sent.map_err(UpstreamError::Io)
         }
-        Payload::Stream { body, len, first } => stream(conn, body, len, first, written).await,
+        Payload::Stream { body, len, first } => stream(conn, body, len, first, sent).await,
         other => {
             *payload = other;
-            write_all(&mut conn.stream, &mut conn.rbuf, &conn.wbuf, &[], written)
+            write_all(&mut conn.stream, &mut conn.rbuf, &conn.wbuf, &[], sent)
                 .await
                 .map_err(UpstreamError::Io)
         }
@@ -169,13 +173,13 @@ async fn stream(
     mut body: Body,
     len: Option<u64>,
     mut first: Option<Bytes>,
-    written: &mut bool,
+    sent: &mut Sent<'_>,
 ) -> Result<(), UpstreamError> {
-    let mut sent: u64 = 0;
+    let mut taken: u64 = 0;
     loop {
         let data = match first.take() {
             Some(data) => data,
-            None => match next_data(conn, &mut body, written).await? {
+            None => match next_data(conn, &mut body, sent).await? {
                 Some(data) => data,
                 None => break,
             },
@@ -183,8 +187,8 @@ async fn stream(
         if data.is_empty() {
             continue;
         }
-        sent += data.len() as u64;
-        if len.is_some_and(|n| sent > n) {
+        taken += data.len() as u64;
+        if len.is_some_and(|n| taken > n) {
             return Err(body_error("the request body is longer than its length"));
         }
         if len.is_none() {
@@ -193,7 +197,7 @@ async fn stream(
         if data.len() <= COPY_MAX {
             conn.wbuf.extend_from_slice(&data);
         } else {
-            write_all(&mut conn.stream, &mut conn.rbuf, &conn.wbuf, &data, written)
+            write_all(&mut conn.stream, &mut conn.rbuf, &conn.wbuf, &data, sent)
                 .await
                 .map_err(UpstreamError::Io)?;
             conn.wbuf.clear();
@@ -202,17 +206,17 @@ async fn stream(
             conn.wbuf.extend_from_slice(b"\r\n");
         }
         if conn.wbuf.len() >= FLUSH_AT {
-            flush(conn, written).await?;
+            flush(conn, sent).await?;
         }
     }
     match len {
-        Some(n) if sent != n => {
+        Some(n) if taken != n => {
             return Err(body_error("the request body is shorter than its length"))
         }
         Some(_) => {}
         None => conn.wbuf.extend_from_slice(b"0\r\n\r\n"),
     }
-    flush(conn, written).await
+    flush(conn, sent).await
 }
 
 /// The body's next data; what the write buffer holds is written out
@@ -220,13 +224,13 @@ async fn stream(
 async fn next_data(
     conn: &mut Conn,
     body: &mut Body,
-    written: &mut bool,
+    sent: &mut Sent<'_>,
 ) -> Result<Option<Bytes>, UpstreamError> {
     loop {
         let frame = match frame_now(body).await {
             Some(frame) => frame,
             None => {
-                flush(conn, written).await?;
+                flush(conn, sent).await?;
                 std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
             }
         };
@@ -267,15 +271,22 @@ fn chunk_size(buf: &mut Vec<u8>, n: usize) {
     buf.extend_from_slice(b"\r\n");
 }
 
-async fn flush(conn: &mut Conn, written: &mut bool) -> Result<(), UpstreamError> {
+async fn flush(conn: &mut Conn, sent: &mut Sent<'_>) -> Result<(), UpstreamError> {
     if conn.wbuf.is_empty() {
         return Ok(());
     }
-    write_all(&mut conn.stream, &mut conn.rbuf, &conn.wbuf, &[], written)
+    write_all(&mut conn.stream, &mut conn.rbuf, &conn.wbuf, &[], sent)
         .await
         .map_err(UpstreamError::Io)?;
     conn.wbuf.clear();
     Ok(())
+}
+
+/// How far the request's writing got: whether a byte of it was written,
+/// and what was seen of an answer meanwhile.
+struct Sent<'a> {
+    written: &'a mut bool,
+    watch: Watch,
 }
 
 /// Writes `a` then `b`, together when both are there (one system call
@@ -287,14 +298,16 @@ async fn write_all(
     rbuf: &mut BytesMut,
     mut a: &[u8],
     mut b: &[u8],
-    written: &mut bool,
+    sent: &mut Sent<'_>,
 ) -> io::Result<()> {
     while !a.is_empty() || !b.is_empty() {
-        let n = std::future::poll_fn(|cx| super::early::poll_write(stream, rbuf, cx, a, b)).await?;
+        let watch = &mut sent.watch;
+        let n = std::future::poll_fn(|cx| super::early::poll_write(stream, rbuf, watch, cx, a, b))
+            .await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        *written = true;
+        *sent.written = true;
         let k = n.min(a.len());
         a = &a[k..];
         b = &b[n - k..];

@@ -14,7 +14,7 @@ use crate::api::{fresh_nonce, now, sign, spawn_app_with, TestApp};
 /// while the upstream does not read.
 const BODY: usize = 24 << 20;
 
-/// Reads one request head; returns its `Content-Length`.
+/// Reads one request head; returns its `Content-Length` (0 without one).
 async fn read_head(s: &mut TcpStream) -> usize {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -26,7 +26,7 @@ async fn read_head(s: &mut TcpStream) -> usize {
     head.lines()
         .find_map(|l| l.strip_prefix("content-length: "))
         .and_then(|n| n.trim().parse().ok())
-        .expect("a content-length")
+        .unwrap_or(0)
 }
 
 /// Reads `n` bytes of body; returns how many came.
@@ -236,4 +236,71 @@ async fn an_interim_answer_ended_by_bare_line_feeds_does_not_hide_the_answer_hea
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("set-cookie").is_none());
     assert_eq!(resp.text().await.unwrap(), forged);
+}
+
+#[tokio::test]
+async fn a_request_whose_answer_began_is_not_sent_again_on_a_new_connection() {
+    // Connection 1 answers a first request (so the gateway pools it), then
+    // meets the upload with `100 Continue` and stops sending (its write
+    // side shut, the body unread). A second attempt of the upload would
+    // open connection 2, which answers 200.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                if n == 0 {
+                    read_head(&mut s).await;
+                    s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .unwrap();
+                    read_head(&mut s).await;
+                    s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.unwrap();
+                    s.shutdown().await.unwrap();
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                } else {
+                    let len = read_head(&mut s).await;
+                    read_body(&mut s, len).await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond")
+                        .await;
+                }
+            });
+        }
+    });
+    let app = spawn_app_with(&[
+        "--upstream",
+        &url,
+        "--max-body",
+        "33554432",
+        "--upstream-timeout",
+        "20",
+    ])
+    .await;
+    let token = app.login().await;
+    let key = app.create_key(&token, 1, "again").await;
+    let auth = sign(&key, "GET", "/warm", b"", &fresh_nonce(), now());
+    let (s, _, _) = app
+        .send("GET", "/warm", &[("Authorization", auth.as_str())], vec![])
+        .await;
+    assert_eq!(s, 200);
+    let body = vec![b'x'; BODY];
+    let auth = sign(&key, "PUT", "/upload", &body, &fresh_nonce(), now());
+    let resp = app
+        .http
+        .put(format!("{}/upload", app.url))
+        .header("Authorization", auth)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the upload was sent again"
+    );
 }
