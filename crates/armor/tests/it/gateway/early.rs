@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::api::{fresh_nonce, now, sign, spawn_app_with, TestApp};
+use crate::api::{fresh_nonce, now, sign, spawn_app_with, Key, TestApp};
 
 /// More than loopback's socket buffers hold: the gateway's write blocks
 /// while the upstream does not read.
@@ -65,14 +65,11 @@ where
     .await
 }
 
-/// A signed `PUT /upload` of [`BODY`] bytes: status, body, time taken.
-async fn upload(app: &TestApp) -> (u16, String, Duration) {
-    let token = app.login().await;
-    let key = app.create_key(&token, 1, "upload").await;
+/// A signed `PUT /upload` of [`BODY`] bytes with `key`.
+async fn put_upload(app: &TestApp, key: &Key) -> reqwest::Response {
     let body = vec![b'x'; BODY];
-    let auth = sign(&key, "PUT", "/upload", &body, &fresh_nonce(), now());
-    let start = Instant::now();
-    let resp = tokio::time::timeout(
+    let auth = sign(key, "PUT", "/upload", &body, &fresh_nonce(), now());
+    tokio::time::timeout(
         Duration::from_secs(40),
         app.http
             .put(format!("{}/upload", app.url))
@@ -82,10 +79,38 @@ async fn upload(app: &TestApp) -> (u16, String, Duration) {
     )
     .await
     .expect("no answer within 40 s")
-    .unwrap();
+    .unwrap()
+}
+
+/// [`put_upload`] with a new key: status, body, time taken.
+async fn upload(app: &TestApp) -> (u16, String, Duration) {
+    let token = app.login().await;
+    let key = app.create_key(&token, 1, "upload").await;
+    let start = Instant::now();
+    let resp = put_upload(app, &key).await;
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
     (status, text, start.elapsed())
+}
+
+/// An upstream that reads the head, writes `parts` (pausing after each as
+/// long as said), and then neither reads the body nor closes: its answer
+/// comes back whole, long before the upstream timeout's 504 (20 s). A
+/// second attempt would wait for a connection nobody accepts.
+async fn relayed_at_once(parts: &'static [(&'static [u8], u64)], want: (u16, &str)) {
+    let app = gateway(move |mut s| async move {
+        read_head(&mut s).await;
+        for (bytes, pause_ms) in parts {
+            s.write_all(bytes).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(*pause_ms)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(s);
+    })
+    .await;
+    let (status, text, took) = upload(&app).await;
+    assert_eq!((status, text.as_str()), want);
+    assert!(took < Duration::from_secs(15), "took {took:?}");
 }
 
 #[tokio::test]
@@ -107,20 +132,37 @@ async fn an_upstream_that_answers_early_and_closes_is_relayed() {
 
 #[tokio::test]
 async fn a_refusal_from_an_upstream_that_keeps_the_connection_open_is_relayed_at_once() {
-    // It reads the head, refuses, and neither reads the body nor closes.
-    let app = gateway(|mut s| async move {
-        read_head(&mut s).await;
-        s.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo long")
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        drop(s);
-    })
+    relayed_at_once(
+        &[(
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo long",
+            0,
+        )],
+        (413, "too long"),
+    )
     .await;
-    let (status, text, took) = upload(&app).await;
-    assert_eq!((status, text.as_str()), (413, "too long"));
-    // Not the upstream timeout's 504 (20 s).
-    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
+#[tokio::test]
+async fn a_refusal_after_an_interim_answer_is_relayed_at_once() {
+    relayed_at_once(
+        &[(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\nno", 0)],
+        (401, "no"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_refusal_whose_head_comes_in_parts_is_relayed_whole_and_sent_once() {
+    // A pause longer than the gateway waits for an answer after a failed
+    // write, between the status line and the rest of the head.
+    relayed_at_once(
+        &[
+            (b"HTTP/1.1 413 Payload Too Large\r\n", 2000),
+            (b"x-why: size\r\ncontent-length: 8\r\n\r\ntoo long", 0),
+        ],
+        (413, "too long"),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -166,45 +208,6 @@ async fn an_upstream_that_answers_200_while_it_reads_gets_the_whole_body() {
 }
 
 #[tokio::test]
-async fn a_refusal_after_an_interim_answer_is_relayed_at_once() {
-    let app = gateway(|mut s| async move {
-        read_head(&mut s).await;
-        s.write_all(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\nno")
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        drop(s);
-    })
-    .await;
-    let (status, text, took) = upload(&app).await;
-    assert_eq!((status, text.as_str()), (401, "no"));
-    assert!(took < Duration::from_secs(15), "took {took:?}");
-}
-
-#[tokio::test]
-async fn a_refusal_whose_head_comes_in_parts_is_relayed_whole_and_sent_once() {
-    // The status line, a pause longer than the gateway waits for an
-    // answer after a failed write, then the rest of the head. A second
-    // attempt would wait for a connection nobody accepts (504).
-    let app = gateway(|mut s| async move {
-        read_head(&mut s).await;
-        s.write_all(b"HTTP/1.1 413 Payload Too Large\r\n")
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        s.write_all(b"x-why: size\r\ncontent-length: 8\r\n\r\ntoo long")
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        drop(s);
-    })
-    .await;
-    let (status, text, took) = upload(&app).await;
-    assert_eq!((status, text.as_str()), (413, "too long"));
-    assert!(took < Duration::from_secs(15), "took {took:?}");
-}
-
-#[tokio::test]
 async fn an_interim_answer_ended_by_bare_line_feeds_does_not_hide_the_answer_head() {
     // After `100 Continue\n\n`, a 200 whose body looks like an answer
     // head: the client must get the 200 and that text as its body.
@@ -223,16 +226,7 @@ async fn an_interim_answer_ended_by_bare_line_feeds_does_not_hide_the_answer_hea
     .await;
     let token = app.login().await;
     let key = app.create_key(&token, 1, "upload").await;
-    let body = vec![b'x'; BODY];
-    let auth = sign(&key, "PUT", "/upload", &body, &fresh_nonce(), now());
-    let resp = app
-        .http
-        .put(format!("{}/upload", app.url))
-        .header("Authorization", auth)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = put_upload(&app, &key).await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("set-cookie").is_none());
     assert_eq!(resp.text().await.unwrap(), forged);
@@ -287,16 +281,7 @@ async fn a_request_whose_answer_began_is_not_sent_again_on_a_new_connection() {
         .send("GET", "/warm", &[("Authorization", auth.as_str())], vec![])
         .await;
     assert_eq!(s, 200);
-    let body = vec![b'x'; BODY];
-    let auth = sign(&key, "PUT", "/upload", &body, &fresh_nonce(), now());
-    let resp = app
-        .http
-        .put(format!("{}/upload", app.url))
-        .header("Authorization", auth)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = put_upload(&app, &key).await;
     assert_eq!(resp.status(), 502);
     assert_eq!(
         accepted.load(std::sync::atomic::Ordering::SeqCst),
