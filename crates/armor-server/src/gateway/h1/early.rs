@@ -50,8 +50,13 @@ impl Watch {
     /// while the request is written) starts with, without taking anything
     /// from it: whole interim answers (not `101`) are looked past, as
     /// `head::read` drops them later, with the same parser and the same
-    /// limit on their total size. Each byte is parsed once per answer.
+    /// limit on their total size. Interim answers already looked past are
+    /// not parsed again.
     pub(super) fn look(&mut self, buf: &[u8]) -> Early {
+        debug_assert!(
+            self.at <= buf.len(),
+            "the read buffer shrank while a request was written"
+        );
         loop {
             if self.other || self.at >= MAX_HEAD {
                 self.other = true;

@@ -117,9 +117,9 @@ pub(super) async fn request(
     };
     match std::mem::replace(payload, Payload::Spent) {
         Payload::Full(data) => {
-            let sent = write_all(&mut conn.stream, &mut conn.rbuf, &conn.wbuf, &data, sent).await;
+            let wrote = write_all(&mut conn.stream, &mut conn.rbuf, &conn.wbuf, &data, sent).await;
             *payload = Payload::Full(data);
-            sent.map_err(UpstreamError::Io)
+            wrote.map_err(UpstreamError::Io)
         }
         Payload::Stream { body, len, first } => stream(conn, body, len, first, sent).await,
         other => {

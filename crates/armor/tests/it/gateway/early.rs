@@ -97,7 +97,7 @@ async fn upload(app: &TestApp) -> (u16, String, Duration) {
 /// long as said), and then neither reads the body nor closes: its answer
 /// comes back whole, long before the upstream timeout's 504 (20 s). A
 /// second attempt would wait for a connection nobody accepts.
-async fn relayed_at_once(parts: &'static [(&'static [u8], u64)], want: (u16, &str)) {
+async fn relayed_at_once(parts: &'static [(&'static [u8], u64)]) -> (u16, String) {
     let app = gateway(move |mut s| async move {
         read_head(&mut s).await;
         for (bytes, pause_ms) in parts {
@@ -109,8 +109,8 @@ async fn relayed_at_once(parts: &'static [(&'static [u8], u64)], want: (u16, &st
     })
     .await;
     let (status, text, took) = upload(&app).await;
-    assert_eq!((status, text.as_str()), want);
     assert!(took < Duration::from_secs(15), "took {took:?}");
+    (status, text)
 }
 
 #[tokio::test]
@@ -132,37 +132,45 @@ async fn an_upstream_that_answers_early_and_closes_is_relayed() {
 
 #[tokio::test]
 async fn a_refusal_from_an_upstream_that_keeps_the_connection_open_is_relayed_at_once() {
-    relayed_at_once(
-        &[(
-            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo long",
-            0,
-        )],
-        (413, "too long"),
-    )
+    let got = relayed_at_once(&[(
+        b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo long",
+        0,
+    )])
     .await;
+    assert_eq!(got, (413, "too long".to_owned()));
 }
 
 #[tokio::test]
 async fn a_refusal_after_an_interim_answer_is_relayed_at_once() {
-    relayed_at_once(
-        &[(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\nno", 0)],
-        (401, "no"),
-    )
+    let got = relayed_at_once(&[(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\nno",
+        0,
+    )])
     .await;
+    assert_eq!(got, (401, "no".to_owned()));
 }
 
 #[tokio::test]
 async fn a_refusal_whose_head_comes_in_parts_is_relayed_whole_and_sent_once() {
     // A pause longer than the gateway waits for an answer after a failed
     // write, between the status line and the rest of the head.
-    relayed_at_once(
-        &[
-            (b"HTTP/1.1 413 Payload Too Large\r\n", 2000),
-            (b"x-why: size\r\ncontent-length: 8\r\n\r\ntoo long", 0),
-        ],
-        (413, "too long"),
-    )
+    let got = relayed_at_once(&[
+        (b"HTTP/1.1 413 Payload Too Large\r\n", 2000),
+        (b"x-why: size\r\ncontent-length: 8\r\n\r\ntoo long", 0),
+    ])
     .await;
+    assert_eq!(got, (413, "too long".to_owned()));
+}
+
+#[tokio::test]
+async fn a_refusal_whose_head_cannot_be_relayed_is_502_at_once() {
+    let (status, text) = relayed_at_once(&[(
+        b"HTTP/1.1 413 x\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+        0,
+    )])
+    .await;
+    assert_eq!(status, 502);
+    assert!(text.contains("could not be relayed"), "{text}");
 }
 
 #[tokio::test]
