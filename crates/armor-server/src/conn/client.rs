@@ -34,7 +34,7 @@ impl TrustedProxies {
     /// Whether `ip` is a trusted proxy (an IPv4-mapped IPv6 address counts
     /// as its IPv4 address).
     pub fn trusts(&self, ip: IpAddr) -> bool {
-        !self.0.is_empty() && self.0.iter().any(|n| n.contains(&ip.to_canonical()))
+        self.0.iter().any(|n| n.contains(&ip.to_canonical()))
     }
 
     /// The sender of a request from `peer` with `headers`.

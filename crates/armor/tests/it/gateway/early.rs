@@ -54,9 +54,15 @@ where
         let (s, _) = listener.accept().await.unwrap();
         serve(s).await;
     });
+    spawn_gateway(&url).await
+}
+
+/// A gateway in front of `url`, taking 24 MiB bodies and waiting 20 s
+/// for an answer.
+async fn spawn_gateway(url: &str) -> TestApp {
     spawn_app_with(&[
         "--upstream",
-        &url,
+        url,
         "--max-body",
         "33554432",
         "--upstream-timeout",
@@ -273,15 +279,7 @@ async fn a_request_whose_answer_began_is_not_sent_again_on_a_new_connection() {
             });
         }
     });
-    let app = spawn_app_with(&[
-        "--upstream",
-        &url,
-        "--max-body",
-        "33554432",
-        "--upstream-timeout",
-        "20",
-    ])
-    .await;
+    let app = spawn_gateway(&url).await;
     let token = app.login().await;
     let key = app.create_key(&token, 1, "again").await;
     let auth = sign(&key, "GET", "/warm", b"", &fresh_nonce(), now());
