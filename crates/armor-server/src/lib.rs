@@ -83,9 +83,9 @@ pub struct Settings {
     pub redis_mode: cluster::RedisMode,
     /// Pooled Redis connections (each multiplexed).
     pub redis_connections: usize,
-    /// The authorities `rediss://` servers' certificates are checked
-    /// against, instead of the system's.
-    pub redis_ca: Option<cluster::RedisCa>,
+    /// For `rediss://` servers: the authorities their certificates are
+    /// checked against instead of the system's, and a client certificate.
+    pub redis_tls: Option<cluster::RedisTls>,
     /// Forward requests that match no armor route to an upstream.
     pub gateway: Option<gateway::GatewayConfig>,
     /// Proxies in front of armor: from them, the client is the address
@@ -133,7 +133,7 @@ impl Default for Settings {
             redis_url: None,
             redis_mode: cluster::RedisMode::Single,
             redis_connections: 4,
-            redis_ca: None,
+            redis_tls: None,
             gateway: None,
             trusted_proxies: Vec::new(),
             connection_limits: conn::Limits::default(),
@@ -236,7 +236,7 @@ impl Application {
                 cluster::Cluster::with_tls(
                     url,
                     &settings.redis_mode,
-                    settings.redis_ca.as_ref(),
+                    settings.redis_tls.as_ref(),
                     settings.redis_connections,
                 )
                 .await?,

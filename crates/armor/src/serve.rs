@@ -82,6 +82,13 @@ pub struct ServeArgs {
     /// servers' certificates are checked against, instead of the system's.
     #[arg(long, env = "ARMOR_REDIS_CA_FILE", value_name = "FILE")]
     redis_ca_file: Option<PathBuf>,
+    /// TLS to Redis: a PEM file of the certificate chain to present to
+    /// servers that ask clients for one (with --redis-client-key).
+    #[arg(long, env = "ARMOR_REDIS_CLIENT_CERT", value_name = "FILE")]
+    redis_client_cert: Option<PathBuf>,
+    /// TLS to Redis: the PEM file of the client certificate's private key.
+    #[arg(long, env = "ARMOR_REDIS_CLIENT_KEY", value_name = "FILE")]
+    redis_client_key: Option<PathBuf>,
     /// Pooled Redis connections per node (each carries many requests).
     #[arg(long, env = "ARMOR_REDIS_CONNECTIONS", default_value_t = default_redis_connections(),
         value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -211,6 +218,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let redis_tls = redis_tls(&args)?;
     // The first administrator's password is read from the environment only,
     // never from a flag that would land in shell history.
     let admin_password = std::env::var("ARMOR_ADMIN_PASSWORD")
@@ -257,7 +265,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("--login-failure-limit: {e}"))?,
         )
     };
-    let redis_ca = redis_ca(args.redis_ca_file.as_deref(), args.redis_url.as_deref())?;
     let settings = Settings {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -275,7 +282,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             args.redis_sentinel_master_username,
         )?,
         redis_connections: usize::from(args.redis_connections),
-        redis_ca,
+        redis_tls,
         gateway,
         trusted_proxies: args.trusted_proxies,
         connection_limits: armor_server::conn::Limits {
@@ -342,21 +349,39 @@ async fn shutdown_signal() {
     }
 }
 
-/// The `--redis-ca-file`, read (its certificates and the URLs' scheme are
+/// The files of `--redis-ca-file`, `--redis-client-cert` and
+/// `--redis-client-key`, read (their contents and the URLs' scheme are
 /// checked with the Redis client, `cluster::Backend`).
-fn redis_ca(
-    file: Option<&std::path::Path>,
-    url: Option<&str>,
-) -> anyhow::Result<Option<armor_server::cluster::RedisCa>> {
-    let Some(file) = file else {
-        return Ok(None);
+fn redis_tls(args: &ServeArgs) -> anyhow::Result<Option<armor_server::cluster::RedisTls>> {
+    let read = |file: &std::path::Path, flag: &str| {
+        std::fs::read(file)
+            .map_err(|e| anyhow::anyhow!("cannot read {flag} {}: {e}", file.display()))
     };
-    if url.is_none() {
-        anyhow::bail!("--redis-ca-file needs --redis-url");
+    let ca = match &args.redis_ca_file {
+        Some(file) => Some(read(file, "--redis-ca-file")?),
+        None => None,
+    };
+    let client = match (&args.redis_client_cert, &args.redis_client_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(armor_server::cluster::RedisClientCert {
+            chain: read(cert, "--redis-client-cert")?,
+            key: zeroize::Zeroizing::new(read(key, "--redis-client-key")?),
+        }),
+        (Some(_), None) => anyhow::bail!("--redis-client-cert needs --redis-client-key"),
+        (None, Some(_)) => anyhow::bail!("--redis-client-key needs --redis-client-cert"),
+    };
+    if ca.is_none() && client.is_none() {
+        return Ok(None);
     }
-    let pem = std::fs::read(file)
-        .map_err(|e| anyhow::anyhow!("cannot read --redis-ca-file {}: {e}", file.display()))?;
-    Ok(Some(armor_server::cluster::RedisCa(pem)))
+    if args.redis_url.is_none() {
+        let flag = if ca.is_some() {
+            "--redis-ca-file"
+        } else {
+            "--redis-client-cert"
+        };
+        anyhow::bail!("{flag} needs --redis-url");
+    }
+    Ok(Some(armor_server::cluster::RedisTls { ca, client }))
 }
 
 /// The Redis mode, with the primary's credentials in Sentinel mode: the

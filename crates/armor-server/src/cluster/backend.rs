@@ -9,10 +9,11 @@ use redis::cluster_async::ClusterConnection;
 use redis::sentinel::SentinelNodeConnectionInfo;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    Cmd, ConnectionAddr, IntoConnectionInfo as _, Pipeline, RedisConnectionInfo, RedisFuture,
-    RedisResult, TlsCertificates, TlsMode, Value,
+    ClientTlsConfig, Cmd, ConnectionAddr, IntoConnectionInfo as _, Pipeline, RedisConnectionInfo,
+    RedisFuture, RedisResult, TlsCertificates, TlsMode, Value,
 };
 use secrecy::{ExposeSecret as _, SecretString};
+use zeroize::Zeroizing;
 
 use super::ROUND_TRIP;
 use crate::error::Error;
@@ -103,41 +104,75 @@ pub(super) enum Backend {
     Sentinel(tokio::sync::Mutex<SentinelClient>),
 }
 
-/// The certificate authorities a `rediss://` server's certificate is
-/// checked against, when not the system's (`--redis-ca-file`): PEM text.
-#[derive(Clone)]
-pub struct RedisCa(pub Vec<u8>);
+/// TLS to Redis beyond the URLs' `rediss://` scheme, as PEM text: the
+/// authorities a server's certificate is checked against instead of the
+/// system's (`--redis-ca-file`), and a certificate with its key for servers
+/// that ask clients for one (`--redis-client-cert`, `--redis-client-key`;
+/// Redis's own `tls-auth-clients yes`).
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    pub ca: Option<Vec<u8>>,
+    pub client: Option<RedisClientCert>,
+}
 
-impl std::fmt::Debug for RedisCa {
+/// A client certificate chain and its private key, as PEM text. The key
+/// is zeroized on drop; the Redis client keeps its own copy for new
+/// connections.
+#[derive(Clone)]
+pub struct RedisClientCert {
+    pub chain: Vec<u8>,
+    pub key: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RedisTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RedisCa({} bytes of PEM)", self.0.len())
+        f.debug_struct("RedisTls")
+            .field("ca_pem_bytes", &self.ca.as_ref().map(Vec::len))
+            .field("client_certificate", &self.client.is_some())
+            .finish()
     }
 }
 
-impl RedisCa {
-    /// Every PEM block of the file must be a certificate that parses, and
-    /// there must be at least one.
+impl RedisTls {
+    /// Every PEM block of the CA file and of the client chain must be a
+    /// certificate that parses, each holding at least one, and the client
+    /// key must be a private key.
     fn check(&self) -> Result<(), Error> {
         use rustls::pki_types::pem::PemObject as _;
-        let mut n = 0;
-        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&self.0) {
-            cert.map_err(|e| {
-                Error::Config(format!("the Redis CA file holds a bad certificate: {e}"))
-            })?;
-            n += 1;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certificates = |pem: &[u8], what: &str| {
+            let mut n = 0;
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                cert.map_err(|e| Error::Config(format!("{what} holds a bad certificate: {e}")))?;
+                n += 1;
+            }
+            if n == 0 {
+                return Err(Error::Config(format!("{what} holds no PEM certificate")));
+            }
+            Ok(())
+        };
+        if let Some(ca) = &self.ca {
+            certificates(ca, "the Redis CA file")?;
         }
-        if n == 0 {
-            return Err(Error::Config(
-                "the Redis CA file holds no PEM certificate".into(),
-            ));
+        if let Some(client) = &self.client {
+            certificates(&client.chain, "the Redis client certificate file")?;
+            // The parse error says what is wrong, never what the key is.
+            PrivateKeyDer::from_pem_slice(&client.key).map_err(|e| {
+                Error::Config(format!(
+                    "the Redis client key file holds no usable private key: {e}"
+                ))
+            })?;
         }
         Ok(())
     }
 
     fn certs(&self) -> TlsCertificates {
         TlsCertificates {
-            client_tls: None,
-            root_cert: Some(self.0.clone()),
+            client_tls: self.client.as_ref().map(|c| ClientTlsConfig {
+                client_cert: c.chain.clone(),
+                client_key: c.key.to_vec(),
+            }),
+            root_cert: self.ca.clone(),
         }
     }
 }
@@ -161,7 +196,7 @@ impl Backend {
     pub(super) fn new(
         urls: &str,
         mode: &RedisMode,
-        ca: Option<&RedisCa>,
+        certs: Option<&RedisTls>,
     ) -> Result<Backend, Error> {
         let bad = |e: redis::RedisError| Error::Config(format!("bad Redis URL: {e}"));
         let list: Vec<&str> = urls
@@ -182,19 +217,20 @@ impl Backend {
             ));
         }
         let tls = tls != 0;
-        if let Some(ca) = ca {
+        if let Some(certs) = certs {
             if !tls {
                 return Err(Error::Config(
-                    "a Redis CA file applies to rediss:// URLs (TLS) only".into(),
+                    "a Redis CA file or client certificate applies to rediss:// URLs (TLS) only"
+                        .into(),
                 ));
             }
-            ca.check()?;
+            certs.check()?;
         }
         if tls {
             install_crypto_provider();
         }
-        let client = |url: &str| match ca {
-            Some(ca) => redis::Client::build_with_tls(url, ca.certs()),
+        let client = |url: &str| match certs {
+            Some(certs) => redis::Client::build_with_tls(url, certs.certs()),
             None => redis::Client::open(url),
         };
         Ok(match mode {
@@ -219,14 +255,14 @@ impl Backend {
                 if tls {
                     builder = builder.tls(TlsMode::Secure);
                 }
-                if let Some(ca) = ca {
-                    builder = builder.certs(ca.certs());
+                if let Some(certs) = certs {
+                    builder = builder.certs(certs.certs());
                 }
                 let client = builder.build().map_err(bad)?;
                 Backend::Cluster { client, seeds }
             }
             RedisMode::Sentinel { master, auth } => Backend::Sentinel(tokio::sync::Mutex::new(
-                sentinel_client(&list, master, auth.as_ref(), tls, ca).map_err(bad)?,
+                sentinel_client(&list, master, auth.as_ref(), tls, certs).map_err(bad)?,
             )),
         })
     }
@@ -282,16 +318,17 @@ impl Backend {
 
 /// A client of the primary the sentinels name. With TLS (`rediss://`
 /// sentinels), the primary and its replicas are reached with TLS too, and
-/// both are checked against `ca` when given. Each sentinel's credentials
-/// are those in its URL, or with a CA file the first URL's for all.
+/// `certs` (a CA file, a client certificate) apply to all of them. Each
+/// sentinel's credentials are those in its URL, or with `certs` the first
+/// URL's for all.
 fn sentinel_client(
     list: &[&str],
     master: &str,
     auth: Option<&MasterAuth>,
     tls: bool,
-    ca: Option<&RedisCa>,
+    certs: Option<&RedisTls>,
 ) -> RedisResult<SentinelClient> {
-    let Some(ca) = ca else {
+    let Some(certs) = certs else {
         let node = (tls || auth.is_some()).then(|| SentinelNodeConnectionInfo {
             tls_mode: tls.then_some(TlsMode::Secure),
             redis_connection_info: auth.map(|a| RedisConnectionInfo {
@@ -319,7 +356,7 @@ fn sentinel_client(
     if !infos.iter().all(|i| same(&i.redis)) {
         return Err(redis::RedisError::from((
             redis::ErrorKind::InvalidClientConfig,
-            "with a CA file, every sentinel URL must carry the same user and password",
+            "with a CA file or a client certificate, every sentinel URL must carry the same user and password",
         )));
     }
     let mut builder = SentinelClientBuilder::new(
@@ -328,9 +365,9 @@ fn sentinel_client(
         SentinelServerType::Master,
     )?
     .set_client_to_sentinel_tls_mode(TlsMode::Secure)
-    .set_client_to_sentinel_certificates(ca.certs())
+    .set_client_to_sentinel_certificates(certs.certs())
     .set_client_to_redis_tls_mode(TlsMode::Secure)
-    .set_client_to_redis_certificates(ca.certs());
+    .set_client_to_redis_certificates(certs.certs());
     if let Some(user) = sentinel_auth.username {
         builder = builder.set_client_to_sentinel_username(user);
     }
@@ -421,6 +458,30 @@ X49mF1C5kFZAkpWdTG1IbK83QZ9BqOYb2cACIBSM4zCWGLT7ppadA9DnP91mpo5M
 mMBbzv5lS2zOUmwp
 -----END CERTIFICATE-----";
 
+    /// A private key of no other use, for the client certificate checks.
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgfXqvzwDtgAniKQW8
+hpY3T84E5m56ACnGmSKR4NeefGOhRANCAASeX1YHxpv7ci6RskGGqhBNFhOVeZvP
+F8orpEdCeoIAq3RbYdPIR7OKFqn1ft6qx0u1wkYI/Ohs4XsAlHdWLdtG
+-----END PRIVATE KEY-----";
+
+    fn ca_file(pem: &[u8]) -> RedisTls {
+        RedisTls {
+            ca: Some(pem.to_vec()),
+            client: None,
+        }
+    }
+
+    fn client(chain: &str, key: &str) -> RedisTls {
+        RedisTls {
+            ca: None,
+            client: Some(RedisClientCert {
+                chain: chain.as_bytes().to_vec(),
+                key: Zeroizing::new(key.as_bytes().to_vec()),
+            }),
+        }
+    }
+
     fn sentinel() -> RedisMode {
         RedisMode::Sentinel {
             master: "main".into(),
@@ -428,8 +489,8 @@ mMBbzv5lS2zOUmwp
         }
     }
 
-    fn error(urls: &str, mode: &RedisMode, ca: Option<&RedisCa>) -> String {
-        match Backend::new(urls, mode, ca) {
+    fn error(urls: &str, mode: &RedisMode, certs: Option<&RedisTls>) -> String {
+        match Backend::new(urls, mode, certs) {
             Ok(_) => panic!("{urls} accepted"),
             Err(e) => e.to_string(),
         }
@@ -437,7 +498,7 @@ mMBbzv5lS2zOUmwp
 
     #[test]
     fn tls_is_all_or_nothing_and_a_ca_file_needs_it() {
-        let ca = RedisCa(PEM.as_bytes().to_vec());
+        let ca = ca_file(PEM.as_bytes());
         assert!(is_tls("rediss://h:1").unwrap());
         assert!(is_tls("valkeys://h:1").unwrap());
         assert!(!is_tls("redis://h:1").unwrap());
@@ -447,13 +508,39 @@ mMBbzv5lS2zOUmwp
             assert!(Backend::new("rediss://127.0.0.1:1", &mode, Some(&ca)).is_ok());
             assert!(Backend::new("rediss://127.0.0.1:1", &mode, None).is_ok());
         }
-        let text = RedisCa(b"no certificate here".to_vec());
+        let text = ca_file(b"no certificate here");
         assert!(error("rediss://a:1", &RedisMode::Single, Some(&text)).contains("no PEM"));
     }
 
     #[test]
+    fn a_client_certificate_needs_tls_a_chain_and_a_private_key() {
+        let good = client(PEM, KEY);
+        assert!(error("redis://a:1", &RedisMode::Single, Some(&good)).contains("rediss://"));
+        for mode in [RedisMode::Single, RedisMode::Cluster, sentinel()] {
+            assert!(Backend::new("rediss://127.0.0.1:1", &mode, Some(&good)).is_ok());
+        }
+        let no_chain = client("no certificate here", KEY);
+        let e = error("rediss://a:1", &RedisMode::Single, Some(&no_chain));
+        assert!(e.contains("client certificate file holds no PEM"), "{e}");
+        // A certificate where the key should be: refused, and the error
+        // shows nothing of the file.
+        let no_key = client(PEM, PEM);
+        let e = error("rediss://a:1", &RedisMode::Single, Some(&no_key));
+        assert!(
+            e.contains("client key file holds no usable private key"),
+            "{e}"
+        );
+        assert!(!e.contains("MII"), "{e}");
+        let debug = format!("{good:?}");
+        assert!(
+            !debug.contains("MIG") && !debug.contains("PRIVATE"),
+            "{debug}"
+        );
+    }
+
+    #[test]
     fn sentinels_behind_one_ca_file_share_their_credentials() {
-        let ca = RedisCa(PEM.as_bytes().to_vec());
+        let ca = ca_file(PEM.as_bytes());
         let mixed = "rediss://:one@127.0.0.1:1,rediss://:two@127.0.0.1:2";
         assert!(error(mixed, &sentinel(), Some(&ca)).contains("same user and password"));
         let same = "rediss://:one@127.0.0.1:1,rediss://:one@127.0.0.1:2";

@@ -79,7 +79,7 @@ mod counters;
 mod eviction;
 
 use backend::{Backend, Conn};
-pub use backend::{MasterAuth, RedisCa, RedisMode, CLUSTER_BUCKETS};
+pub use backend::{MasterAuth, RedisClientCert, RedisMode, RedisTls, CLUSTER_BUCKETS};
 pub use channel::{user_message, CHANNEL};
 pub use claims::BATCH_MAX;
 use claims::{claim_worker, ClaimQueue, Pending, CLAIM_QUEUE, CLAIM_SCRIPT, CLAIM_WORKERS};
@@ -147,15 +147,16 @@ impl Cluster {
         Self::with_tls(url, mode, None, connections).await
     }
 
-    /// [`Cluster::with_mode`], checking `rediss://` servers' certificates
-    /// against `ca` rather than the system's authorities.
+    /// [`Cluster::with_mode`] with `certs` for `rediss://` servers: the
+    /// authorities their certificates are checked against rather than the
+    /// system's, a client certificate for servers that ask for one.
     pub async fn with_tls(
         url: &str,
         mode: &RedisMode,
-        ca: Option<&RedisCa>,
+        certs: Option<&RedisTls>,
         connections: usize,
     ) -> Result<Arc<Self>, Error> {
-        let backend = Backend::new(url, mode, ca)?;
+        let backend = Backend::new(url, mode, certs)?;
         let (claims, queue) = tokio::sync::mpsc::channel(CLAIM_QUEUE);
         let cluster = Arc::new(Cluster {
             backend,

@@ -176,7 +176,14 @@ impl TestApp {
     /// SIGTERM, wait, start again on the same data directory with one
     /// more environment variable.
     pub fn restart_with_env(&mut self, name: &str, value: &str) {
-        self.extra_env.push((name.to_owned(), value.to_owned()));
+        self.restart_with_envs(&[(name, value)]);
+    }
+
+    /// [`TestApp::restart_with_env`] with several variables at once.
+    pub fn restart_with_envs(&mut self, vars: &[(&str, &str)]) {
+        for (name, value) in vars {
+            self.extra_env.push((name.to_string(), value.to_string()));
+        }
         self.restart();
     }
 

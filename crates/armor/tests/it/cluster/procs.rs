@@ -39,9 +39,7 @@ pub fn cli(port: u16, args: &[&str]) -> String {
 
 /// [`cli`], over TLS checked against `ca` when given.
 pub fn cli_tls(ca: Option<&Path>, port: u16, args: &[&str]) -> String {
-    let tls: Vec<String> = ca.map_or(Vec::new(), |ca| {
-        vec!["--tls".into(), "--cacert".into(), ca.display().to_string()]
-    });
+    let tls = ca.map_or(Vec::new(), cli_tls_args);
     let out: Output = Command::new("redis-cli")
         .args(tls)
         .args(["-p", &port.to_string()])
@@ -50,6 +48,22 @@ pub fn cli_tls(ca: Option<&Path>, port: u16, args: &[&str]) -> String {
         .output()
         .expect("redis-cli (scripts/test installs redis-server)");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `redis-cli`'s TLS flags: the servers checked against `ca`, and the
+/// servers' own certificate (next to it, for client use too) presented to
+/// servers that ask for one.
+fn cli_tls_args(ca: &Path) -> Vec<String> {
+    let file = |name: &str| ca.with_file_name(name).display().to_string();
+    vec![
+        "--tls".into(),
+        "--cacert".into(),
+        ca.display().to_string(),
+        "--cert".into(),
+        file("server.pem"),
+        "--key".into(),
+        file("server.key"),
+    ]
 }
 
 fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
@@ -125,30 +139,45 @@ pub fn node_args(port: u16, extra: &[String]) -> Vec<String> {
     a
 }
 
+/// How a TLS-only test server treats its clients' certificates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Clients {
+    /// Asks for none.
+    Anonymous,
+    /// Asks every client for one that `ca.pem` signed (the servers
+    /// present their own to each other).
+    Certified,
+}
+
 /// The settings of a TLS-only server with the certificate in `tls`
-/// (`server.pem`, `server.key`, signed by `ca.pem`; clients need none),
-/// replication over TLS too: as `redis-server` arguments with
-/// [`tls_args`], as configuration lines for a sentinel.
-pub fn tls_conf(tls: &Path) -> Vec<(&'static str, String)> {
+/// (`server.pem`, `server.key`, signed by `ca.pem`), replication over TLS
+/// too: as `redis-server` arguments with [`tls_args`], as configuration
+/// lines for a sentinel.
+pub fn tls_conf(tls: &Path, clients: Clients) -> Vec<(&'static str, String)> {
     let file = |name: &str| tls.join(name).display().to_string();
+    let ask = if clients == Clients::Certified {
+        "yes"
+    } else {
+        "no"
+    };
     vec![
         ("tls-cert-file", file("server.pem")),
         ("tls-key-file", file("server.key")),
         ("tls-ca-cert-file", file("ca.pem")),
-        ("tls-auth-clients", "no".into()),
+        ("tls-auth-clients", ask.into()),
         ("tls-replication", "yes".into()),
     ]
 }
 
 /// [`tls_conf`] as arguments, the plain port off and `port` the TLS one.
-pub fn tls_args(port: u16, tls: &Path) -> Vec<String> {
+pub fn tls_args(port: u16, tls: &Path, clients: Clients) -> Vec<String> {
     let mut a: Vec<String> = vec![
         "--port".into(),
         "0".into(),
         "--tls-port".into(),
         port.to_string(),
     ];
-    for (k, v) in tls_conf(tls) {
+    for (k, v) in tls_conf(tls, clients) {
         a.extend([format!("--{k}"), v]);
     }
     a
@@ -169,12 +198,13 @@ impl RedisCluster {
 
     /// Every node speaking TLS only (the cluster bus and replication
     /// included), with the certificate in `tls` (`server.pem`,
-    /// `server.key`, signed by `ca.pem`).
-    pub fn start_tls(tls: &Path) -> RedisCluster {
-        Self::start_with(Some(tls))
+    /// `server.key`, signed by `ca.pem`), treating clients as `clients`.
+    pub fn start_tls(tls: &Path, clients: Clients) -> RedisCluster {
+        Self::start_with(Some((tls, clients)))
     }
 
-    fn start_with(tls: Option<&Path>) -> RedisCluster {
+    fn start_with(tls: Option<(&Path, Clients)>) -> RedisCluster {
+        let (tls, clients) = (tls.map(|t| t.0), tls.map_or(Clients::Anonymous, |t| t.1));
         let ca = tls.map(|t| t.join("ca.pem"));
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
@@ -199,7 +229,7 @@ impl RedisCluster {
             .collect();
             let mut args = node_args(port, &extra);
             if let Some(tls) = tls {
-                args.extend(tls_args(port, tls));
+                args.extend(tls_args(port, tls, clients));
                 args.extend(["--tls-cluster".into(), "yes".into()]);
             }
             nodes.push(Server::spawn(&d, port, &args));
@@ -208,9 +238,7 @@ impl RedisCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let tls_cli: Vec<String> = ca.as_ref().map_or(Vec::new(), |ca| {
-            vec!["--tls".into(), "--cacert".into(), ca.display().to_string()]
-        });
+        let tls_cli: Vec<String> = ca.as_deref().map_or(Vec::new(), cli_tls_args);
         // `--cluster create` waits for the nodes to meet, without a limit.
         let out = Command::new("timeout")
             .args(["60", "redis-cli"])
@@ -355,12 +383,14 @@ impl RedisSentinel {
 
     /// Every server speaking TLS only (replication and the sentinels'
     /// own connections included), with the certificate in `tls`
-    /// (`server.pem`, `server.key`, signed by `ca.pem`).
-    pub fn start_tls(tls: &Path) -> RedisSentinel {
-        Self::start_with(None, Some(tls))
+    /// (`server.pem`, `server.key`, signed by `ca.pem`), treating clients
+    /// as `clients`.
+    pub fn start_tls(tls: &Path, clients: Clients) -> RedisSentinel {
+        Self::start_with(None, Some((tls, clients)))
     }
 
-    fn start_with(password: Option<&str>, tls: Option<&Path>) -> RedisSentinel {
+    fn start_with(password: Option<&str>, tls: Option<(&Path, Clients)>) -> RedisSentinel {
+        let (tls, clients) = (tls.map(|t| t.0), tls.map_or(Clients::Anonymous, |t| t.1));
         let dir = tempfile::tempdir().unwrap();
         let pp = free_port();
         let rp = free_port();
@@ -380,7 +410,7 @@ impl RedisSentinel {
         let node = |port: u16, extra: &[String]| -> Vec<String> {
             let mut a = node_args(port, extra);
             if let Some(tls) = tls {
-                a.extend(tls_args(port, tls));
+                a.extend(tls_args(port, tls, clients));
             }
             a
         };
@@ -393,7 +423,7 @@ impl RedisSentinel {
             cli_tls(ca.as_deref(), rp, &info).contains("master_link_status:up")
         });
         let sentinel_tls: String = tls
-            .map(tls_conf)
+            .map(|t| tls_conf(t, clients))
             .unwrap_or_default()
             .iter()
             .map(|(k, v)| format!("{k} {v}\n"))

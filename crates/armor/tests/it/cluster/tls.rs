@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::procs::{free_port, node_args, tls_args, RedisCluster, RedisSentinel, Server};
+use super::procs::{free_port, node_args, tls_args, Clients, RedisCluster, RedisSentinel, Server};
 use super::{fresh_auth, signed, until_status};
 use crate::api::{spawn_app_with, Key, TestApp};
 
@@ -31,9 +31,9 @@ fn tls_dir() -> Option<PathBuf> {
 }
 
 /// A `redis-server` that speaks TLS only, with the test certificate.
-fn tls_redis(tls: &Path, dir: &Path) -> Server {
+fn tls_redis(tls: &Path, dir: &Path, clients: Clients) -> Server {
     let port = free_port();
-    Server::spawn(dir, port, &node_args(port, &tls_args(port, tls)))
+    Server::spawn(dir, port, &node_args(port, &tls_args(port, tls, clients)))
 }
 
 /// Signed requests to `app` are refused (503) and its last start's log
@@ -91,30 +91,86 @@ async fn served_only_once_the_authority_is_trusted(tls: &Path, redis_args: &[&st
     served_through_redis(&app, &key).await;
 }
 
+/// One node on `redis_args` (TLS-only servers that ask clients for a
+/// certificate the test authority signed), trusting that authority:
+/// refused without a client certificate and with one of another
+/// authority, served with one the test authority signed.
+async fn served_only_with_a_client_certificate_it_trusts(tls: &Path, redis_args: &[&str]) {
+    let file = |name: &str| tls.join(name).display().to_string();
+    let ca = file("ca.pem");
+    let args = [redis_args, &["--redis-ca-file", &ca]].concat();
+    let mut app = spawn_app_with(&args).await;
+    let token = app.login().await;
+    let key = app.create_key(&token, 1, "client certificate").await;
+    refused_for_the_certificate(&app, &key, "no client certificate").await;
+    let (cert, key_file) = (file("other-client.pem"), file("other-client.key"));
+    app.restart_with_envs(&[
+        ("ARMOR_REDIS_CLIENT_CERT", &cert),
+        ("ARMOR_REDIS_CLIENT_KEY", &key_file),
+    ]);
+    refused_for_the_certificate(&app, &key, "another authority's client certificate").await;
+    let (cert, key_file) = (file("client.pem"), file("client.key"));
+    app.restart_with_envs(&[
+        ("ARMOR_REDIS_CLIENT_CERT", &cert),
+        ("ARMOR_REDIS_CLIENT_KEY", &key_file),
+    ]);
+    served_through_redis(&app, &key).await;
+}
+
 #[tokio::test]
 async fn one_redis_over_tls_is_used_only_once_its_certificate_checks_out() {
     let Some(tls) = tls_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let redis = tls_redis(&tls, dir.path());
+    let redis = tls_redis(&tls, dir.path(), Clients::Anonymous);
     let url = format!("rediss://127.0.0.1:{}", redis.port);
     served_only_once_the_authority_is_trusted(&tls, &["--redis-url", &url]).await;
 }
 
 #[tokio::test]
+async fn one_redis_that_asks_for_a_client_certificate_is_used_only_with_one_it_trusts() {
+    let Some(tls) = tls_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let redis = tls_redis(&tls, dir.path(), Clients::Certified);
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    served_only_with_a_client_certificate_it_trusts(&tls, &["--redis-url", &url]).await;
+}
+
+#[tokio::test]
 async fn a_sentinel_set_up_over_tls_is_used_only_once_its_certificate_checks_out() {
     let Some(tls) = tls_dir() else { return };
-    let redis = RedisSentinel::start_tls(&tls);
+    let redis = RedisSentinel::start_tls(&tls, Clients::Anonymous);
     let args = redis.serve_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     served_only_once_the_authority_is_trusted(&tls, &args).await;
 }
 
 #[tokio::test]
+async fn a_sentinel_set_up_that_asks_for_client_certificates_is_used_only_with_one_it_trusts() {
+    let Some(tls) = tls_dir() else { return };
+    let redis = RedisSentinel::start_tls(&tls, Clients::Certified);
+    let args = redis.serve_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    served_only_with_a_client_certificate_it_trusts(&tls, &args).await;
+}
+
+#[tokio::test]
 async fn a_redis_cluster_over_tls_is_used_only_once_its_certificate_checks_out() {
     let Some(tls) = tls_dir() else { return };
-    let redis = RedisCluster::start_tls(&tls);
+    let redis = RedisCluster::start_tls(&tls, Clients::Anonymous);
     let url = redis.url();
     served_only_once_the_authority_is_trusted(
+        &tls,
+        &["--redis-mode", "cluster", "--redis-url", &url],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_redis_cluster_that_asks_for_client_certificates_is_used_only_with_one_it_trusts() {
+    let Some(tls) = tls_dir() else { return };
+    let redis = RedisCluster::start_tls(&tls, Clients::Certified);
+    let url = redis.url();
+    served_only_with_a_client_certificate_it_trusts(
         &tls,
         &["--redis-mode", "cluster", "--redis-url", &url],
     )
@@ -200,7 +256,7 @@ async fn postgresql_over_tls_is_checked_against_the_authority_in_the_url() {
 }
 
 #[test]
-fn serve_refuses_a_redis_authority_or_scheme_it_cannot_use() {
+fn serve_refuses_a_redis_authority_client_certificate_or_scheme_it_cannot_use() {
     let dir = tempfile::tempdir().unwrap();
     let pem = dir.path().join("ca.pem");
     std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\n").unwrap();
@@ -212,7 +268,7 @@ fn serve_refuses_a_redis_authority_or_scheme_it_cannot_use() {
         text.to_string_lossy(),
         missing.to_string_lossy(),
     );
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 13] = [
         (
             &["--redis-ca-file", &pem],
             "--redis-ca-file needs --redis-url",
@@ -271,6 +327,61 @@ fn serve_refuses_a_redis_authority_or_scheme_it_cannot_use() {
             ],
             "the Redis CA file holds a bad certificate",
         ),
+        (
+            &[
+                "--redis-url",
+                "rediss://127.0.0.1:1",
+                "--redis-client-cert",
+                &pem,
+            ],
+            "--redis-client-cert needs --redis-client-key",
+        ),
+        (
+            &[
+                "--redis-url",
+                "rediss://127.0.0.1:1",
+                "--redis-client-key",
+                &text,
+            ],
+            "--redis-client-key needs --redis-client-cert",
+        ),
+        (
+            &["--redis-client-cert", &pem, "--redis-client-key", &text],
+            "--redis-client-cert needs --redis-url",
+        ),
+        (
+            &[
+                "--redis-url",
+                "redis://127.0.0.1:1",
+                "--redis-client-cert",
+                &pem,
+                "--redis-client-key",
+                &text,
+            ],
+            "applies to rediss:// URLs",
+        ),
+        (
+            &[
+                "--redis-url",
+                "rediss://127.0.0.1:1",
+                "--redis-client-cert",
+                &text,
+                "--redis-client-key",
+                &text,
+            ],
+            "the Redis client certificate file holds no PEM certificate",
+        ),
+        (
+            &[
+                "--redis-url",
+                "rediss://127.0.0.1:1",
+                "--redis-client-cert",
+                &missing,
+                "--redis-client-key",
+                &text,
+            ],
+            "cannot read --redis-client-cert",
+        ),
     ];
     for (args, says) in cases {
         let out = Command::new(crate::api::armor_bin())
@@ -281,6 +392,8 @@ fn serve_refuses_a_redis_authority_or_scheme_it_cannot_use() {
             .env("ARMOR_ADMIN_PASSWORD", crate::api::ADMIN_PASSWORD)
             .env_remove("ARMOR_REDIS_URL")
             .env_remove("ARMOR_REDIS_CA_FILE")
+            .env_remove("ARMOR_REDIS_CLIENT_CERT")
+            .env_remove("ARMOR_REDIS_CLIENT_KEY")
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
