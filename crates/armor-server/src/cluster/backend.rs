@@ -135,31 +135,36 @@ impl std::fmt::Debug for RedisTls {
 
 impl RedisTls {
     /// Every PEM block of the CA file and of the client chain must be a
-    /// certificate that parses, each holding at least one, and the client
-    /// key must be a private key.
+    /// certificate that parses, each holding at least one; the client key
+    /// must be a private key the TLS library can sign with, and the one
+    /// the chain's first certificate names.
     fn check(&self) -> Result<(), Error> {
         use rustls::pki_types::pem::PemObject as _;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let certificates = |pem: &[u8], what: &str| {
-            let mut n = 0;
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                cert.map_err(|e| Error::Config(format!("{what} holds a bad certificate: {e}")))?;
-                n += 1;
-            }
-            if n == 0 {
+            let chain = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Error::Config(format!("{what} holds a bad certificate: {e}")))?;
+            if chain.is_empty() {
                 return Err(Error::Config(format!("{what} holds no PEM certificate")));
             }
-            Ok(())
+            Ok(chain)
         };
         if let Some(ca) = &self.ca {
             certificates(ca, "the Redis CA file")?;
         }
         if let Some(client) = &self.client {
-            certificates(&client.chain, "the Redis client certificate file")?;
-            // The parse error says what is wrong, never what the key is.
-            PrivateKeyDer::from_pem_slice(&client.key).map_err(|e| {
+            let chain = certificates(&client.chain, "the Redis client certificate file")?;
+            // The errors say what is wrong, never what the key is.
+            let key = PrivateKeyDer::from_pem_slice(&client.key).map_err(|e| {
                 Error::Config(format!(
                     "the Redis client key file holds no usable private key: {e}"
+                ))
+            })?;
+            let provider = rustls::crypto::ring::default_provider();
+            rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+                Error::Config(format!(
+                    "the Redis client key does not go with its certificate: {e}"
                 ))
             })?;
         }
@@ -458,8 +463,25 @@ X49mF1C5kFZAkpWdTG1IbK83QZ9BqOYb2cACIBSM4zCWGLT7ppadA9DnP91mpo5M
 mMBbzv5lS2zOUmwp
 -----END CERTIFICATE-----";
 
-    /// A private key of no other use, for the client certificate checks.
-    const KEY: &str = "-----BEGIN PRIVATE KEY-----
+    /// A self-signed certificate and its private key, of no other use, for
+    /// the client certificate checks; and a key that goes with neither.
+    const CLIENT_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBjTCCATOgAwIBAgIUSjTl+QolJdQr6frYeJ4vm8zz0pAwCgYIKoZIzj0EAwIw
+HDEaMBgGA1UEAwwRYXJtb3IgdW5pdCBjbGllbnQwHhcNMjYxMjA2MTcxMDIzWhcN
+MzYxMjAzMTcxMDIzWjAcMRowGAYDVQQDDBFhcm1vciB1bml0IGNsaWVudDBZMBMG
+ByqGSM49AgEGCCqGSM49AwEHA0IABMB7pJKA5xi+usaqddLi3Q/DvrLEmdi/E/Il
+PRAAiKRCFiLPvpeayKLnPXB/QYioJpqosU1nesD3boT20Ya8bfWjUzBRMB0GA1Ud
+DgQWBBR1BGDQB8+FKfiiIRQ+AAEVtsSllzAfBgNVHSMEGDAWgBR1BGDQB8+FKfii
+IRQ+AAEVtsSllzAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIEE0
+YnSFQDLhTxiiayaXAqScLodWUUrQpwemy+ShYdc/AiEAhNokZJs1qJfjJx3f1dSh
+ThvNuS8uii9usBvwu43wchQ=
+-----END CERTIFICATE-----";
+    const CLIENT_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg/NgQNF7yPiRsztz/
+FtluLC0YAV+/fBi1KyEwS7sYhUOhRANCAATAe6SSgOcYvrrGqnXS4t0Pw76yxJnY
+vxPyJT0QAIikQhYiz76Xmsii5z1wf0GIqCaaqLFNZ3rA926E9tGGvG31
+-----END PRIVATE KEY-----";
+    const STRAY_KEY: &str = "-----BEGIN PRIVATE KEY-----
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgfXqvzwDtgAniKQW8
 hpY3T84E5m56ACnGmSKR4NeefGOhRANCAASeX1YHxpv7ci6RskGGqhBNFhOVeZvP
 F8orpEdCeoIAq3RbYdPIR7OKFqn1ft6qx0u1wkYI/Ohs4XsAlHdWLdtG
@@ -514,23 +536,28 @@ F8orpEdCeoIAq3RbYdPIR7OKFqn1ft6qx0u1wkYI/Ohs4XsAlHdWLdtG
 
     #[test]
     fn a_client_certificate_needs_tls_a_chain_and_a_private_key() {
-        let good = client(PEM, KEY);
+        let good = client(CLIENT_PEM, CLIENT_KEY);
         assert!(error("redis://a:1", &RedisMode::Single, Some(&good)).contains("rediss://"));
         for mode in [RedisMode::Single, RedisMode::Cluster, sentinel()] {
             assert!(Backend::new("rediss://127.0.0.1:1", &mode, Some(&good)).is_ok());
         }
-        let no_chain = client("no certificate here", KEY);
+        let no_chain = client("no certificate here", CLIENT_KEY);
         let e = error("rediss://a:1", &RedisMode::Single, Some(&no_chain));
         assert!(e.contains("client certificate file holds no PEM"), "{e}");
         // A certificate where the key should be: refused, and the error
         // shows nothing of the file.
-        let no_key = client(PEM, PEM);
+        let no_key = client(CLIENT_PEM, CLIENT_PEM);
         let e = error("rediss://a:1", &RedisMode::Single, Some(&no_key));
         assert!(
             e.contains("client key file holds no usable private key"),
             "{e}"
         );
         assert!(!e.contains("MII"), "{e}");
+        // A key that is not the certificate's: refused before connecting.
+        let stray = client(CLIENT_PEM, STRAY_KEY);
+        let e = error("rediss://a:1", &RedisMode::Single, Some(&stray));
+        assert!(e.contains("does not go with its certificate"), "{e}");
+        assert!(!e.contains("MIG"), "{e}");
         let debug = format!("{good:?}");
         assert!(
             !debug.contains("MIG") && !debug.contains("PRIVATE"),

@@ -37,8 +37,8 @@ fn tls_redis(tls: &Path, dir: &Path, clients: Clients) -> Server {
 }
 
 /// Signed requests to `app` are refused (503) and its last start's log
-/// says the certificate is why.
-async fn refused_for_the_certificate(app: &TestApp, key: &Key, trusting: &str) {
+/// gives `reason` (the TLS error) for it.
+async fn refused_for_the_certificate(app: &TestApp, key: &Key, trusting: &str, reason: &str) {
     let (s, v) = signed(app, &fresh_auth(key)).await;
     assert_eq!(
         (s, v["error"].as_str()),
@@ -46,24 +46,37 @@ async fn refused_for_the_certificate(app: &TestApp, key: &Key, trusting: &str) {
         "trusting {trusting}: {v}"
     );
     let start = Instant::now();
-    while !app.last_logs_text().contains("certificate") {
+    while !app.last_logs_text().contains(reason) {
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "trusting {trusting}: no certificate error in the log:\n{}",
+            "trusting {trusting}: no {reason:?} in the log:\n{}",
             app.last_logs_text()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
+/// What the node logs when a server's certificate does not check out.
+const UNTRUSTED: &str = "invalid peer certificate";
+
 /// Signed requests to `app` are served, with claims made in Redis (the
-/// replay store is Redis alone, so the replay's 401 comes from it).
+/// replay store is Redis alone, so the replay's 401 comes from it), and
+/// the invalidation channel, a connection of its own, is up.
 async fn served_through_redis(app: &TestApp, key: &Key) {
     until_status(app, key, 200, Duration::from_secs(10)).await;
     let auth = fresh_auth(key);
     assert_eq!(signed(app, &auth).await.0, 200);
     let (s, v) = signed(app, &auth).await;
     assert_eq!((s, v["error"].as_str()), (401, Some("nonce_reused")), "{v}");
+    // The invalidation channel, a connection of its own, is up too.
+    let start = Instant::now();
+    while !app.last_logs_text().contains("invalidation channel up") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the invalidation channel is down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// One node on `redis_args` (TLS-only servers whose certificate the test
@@ -76,17 +89,17 @@ async fn served_only_once_the_authority_is_trusted(tls: &Path, redis_args: &[&st
     let token = app.login().await;
     let key = app.create_key(&token, 1, "tls").await;
     // The system's authorities, which do not know the test one.
-    refused_for_the_certificate(&app, &key, "the system's authorities").await;
+    refused_for_the_certificate(&app, &key, "the system's authorities", UNTRUSTED).await;
     // The system's store as `SSL_CERT_FILE` names it: another authority,
     // then the one that signed.
     app.restart_with_env("SSL_CERT_FILE", &other);
-    refused_for_the_certificate(&app, &key, "SSL_CERT_FILE=other-ca.pem").await;
+    refused_for_the_certificate(&app, &key, "SSL_CERT_FILE=other-ca.pem", UNTRUSTED).await;
     app.restart_with_env("SSL_CERT_FILE", &ca);
     served_through_redis(&app, &key).await;
     // A CA file replaces the system's store, even one that trusts the
     // server.
     app.restart_with_env("ARMOR_REDIS_CA_FILE", &other);
-    refused_for_the_certificate(&app, &key, "--redis-ca-file other-ca.pem").await;
+    refused_for_the_certificate(&app, &key, "--redis-ca-file other-ca.pem", UNTRUSTED).await;
     app.restart_with_env("ARMOR_REDIS_CA_FILE", &ca);
     served_through_redis(&app, &key).await;
 }
@@ -102,13 +115,20 @@ async fn served_only_with_a_client_certificate_it_trusts(tls: &Path, redis_args:
     let mut app = spawn_app_with(&args).await;
     let token = app.login().await;
     let key = app.create_key(&token, 1, "client certificate").await;
-    refused_for_the_certificate(&app, &key, "no client certificate").await;
+    // The server's TLS alert, as the TLS library names it.
+    refused_for_the_certificate(&app, &key, "no client certificate", "CertificateRequired").await;
     let (cert, key_file) = (file("other-client.pem"), file("other-client.key"));
     app.restart_with_envs(&[
         ("ARMOR_REDIS_CLIENT_CERT", &cert),
         ("ARMOR_REDIS_CLIENT_KEY", &key_file),
     ]);
-    refused_for_the_certificate(&app, &key, "another authority's client certificate").await;
+    refused_for_the_certificate(
+        &app,
+        &key,
+        "another authority's client certificate",
+        "UnknownCA",
+    )
+    .await;
     let (cert, key_file) = (file("client.pem"), file("client.key"));
     app.restart_with_envs(&[
         ("ARMOR_REDIS_CLIENT_CERT", &cert),
@@ -268,7 +288,7 @@ fn serve_refuses_a_redis_authority_client_certificate_or_scheme_it_cannot_use() 
         text.to_string_lossy(),
         missing.to_string_lossy(),
     );
-    let cases: [(&[&str], &str); 13] = [
+    let cases: [(&[&str], &str); 14] = [
         (
             &["--redis-ca-file", &pem],
             "--redis-ca-file needs --redis-url",
@@ -381,6 +401,17 @@ fn serve_refuses_a_redis_authority_client_certificate_or_scheme_it_cannot_use() 
                 &text,
             ],
             "cannot read --redis-client-cert",
+        ),
+        (
+            &[
+                "--redis-url",
+                "rediss://127.0.0.1:1",
+                "--redis-client-cert",
+                &text,
+                "--redis-client-key",
+                &missing,
+            ],
+            "cannot read --redis-client-key",
         ),
     ];
     for (args, says) in cases {
