@@ -109,7 +109,7 @@ pub(super) enum Backend {
 /// system's (`--redis-ca-file`), and a certificate with its key for servers
 /// that ask clients for one (`--redis-client-cert`, `--redis-client-key`;
 /// Redis's own `tls-auth-clients yes`).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RedisTls {
     pub ca: Option<Vec<u8>>,
     pub client: Option<RedisClientCert>,
@@ -162,11 +162,22 @@ impl RedisTls {
                 ))
             })?;
             let provider = rustls::crypto::ring::default_provider();
-            rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+            let signer = provider.key_provider.load_private_key(key).map_err(|e| {
                 Error::Config(format!(
-                    "the Redis client key does not go with its certificate: {e}"
+                    "the Redis client key cannot sign (RSA, ECDSA P-256 or P-384, Ed25519): {e}"
                 ))
             })?;
+            match rustls::sign::CertifiedKey::new(chain, signer).keys_match() {
+                // Keys whose public half the library cannot derive are
+                // taken on trust, as the library itself does.
+                Ok(())
+                | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+                Err(e) => {
+                    return Err(Error::Config(format!(
+                        "the Redis client key does not go with its certificate: {e}"
+                    )))
+                }
+            }
         }
         Ok(())
     }
@@ -481,6 +492,15 @@ MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg/NgQNF7yPiRsztz/
 FtluLC0YAV+/fBi1KyEwS7sYhUOhRANCAATAe6SSgOcYvrrGqnXS4t0Pw76yxJnY
 vxPyJT0QAIikQhYiz76Xmsii5z1wf0GIqCaaqLFNZ3rA926E9tGGvG31
 -----END PRIVATE KEY-----";
+    /// A P-521 key, which the TLS library cannot sign with.
+    const P521_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIHuAgEAMBAGByqGSM49AgEGBSuBBAAjBIHWMIHTAgEBBEIAQ83WguHNdAV19LkV
+LA9bUOFyRslaMu7RjEQxz4tWIZEFgI/w5kGNOevMg2BiWFzLftl/vvdZJr86+aRu
+HSrCxGChgYkDgYYABAG9ZCzFLCjVB1h/PnbeKmD95gjqfBmribtZbJaLCUSzEzjB
+6OQGBzA2MpDWatvLRABbizwf+0VqP+5g+fbkdFNhdQE+I4w8i3msr7GtkEr9tiUa
+guB3LNtJ5pvGxXjiv4isY3GKY/r7uZ9+48MG5NXRw8Z3CTanbXo9e6lWYszgTRIL
+bQ==
+-----END PRIVATE KEY-----";
     const STRAY_KEY: &str = "-----BEGIN PRIVATE KEY-----
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgfXqvzwDtgAniKQW8
 hpY3T84E5m56ACnGmSKR4NeefGOhRANCAASeX1YHxpv7ci6RskGGqhBNFhOVeZvP
@@ -558,6 +578,11 @@ F8orpEdCeoIAq3RbYdPIR7OKFqn1ft6qx0u1wkYI/Ohs4XsAlHdWLdtG
         let e = error("rediss://a:1", &RedisMode::Single, Some(&stray));
         assert!(e.contains("does not go with its certificate"), "{e}");
         assert!(!e.contains("MIG"), "{e}");
+        // A key of a kind the TLS library cannot sign with: said so.
+        let p521 = client(CLIENT_PEM, P521_KEY);
+        let e = error("rediss://a:1", &RedisMode::Single, Some(&p521));
+        assert!(e.contains("client key cannot sign"), "{e}");
+        assert!(!e.contains("MIH"), "{e}");
         let debug = format!("{good:?}");
         assert!(
             !debug.contains("MIG") && !debug.contains("PRIVATE"),

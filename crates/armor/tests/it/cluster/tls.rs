@@ -45,11 +45,16 @@ async fn refused_for_the_certificate(app: &TestApp, key: &Key, trusting: &str, r
         (503, Some("replay_store_unavailable")),
         "trusting {trusting}: {v}"
     );
+    until_logged(app, reason, &format!("trusting {trusting}")).await;
+}
+
+/// Until the log of `app`'s last start holds `text` (10 s at most).
+async fn until_logged(app: &TestApp, text: &str, context: &str) {
     let start = Instant::now();
-    while !app.last_logs_text().contains(reason) {
+    while !app.last_logs_text().contains(text) {
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "trusting {trusting}: no {reason:?} in the log:\n{}",
+            "{context}: no {text:?} in the log:\n{}",
             app.last_logs_text()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -68,15 +73,7 @@ async fn served_through_redis(app: &TestApp, key: &Key) {
     assert_eq!(signed(app, &auth).await.0, 200);
     let (s, v) = signed(app, &auth).await;
     assert_eq!((s, v["error"].as_str()), (401, Some("nonce_reused")), "{v}");
-    // The invalidation channel, a connection of its own, is up too.
-    let start = Instant::now();
-    while !app.last_logs_text().contains("invalidation channel up") {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the invalidation channel is down"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_logged(app, "invalidation channel up", "served").await;
 }
 
 /// One node on `redis_args` (TLS-only servers whose certificate the test
