@@ -216,33 +216,7 @@ async fn postgresql_over_tls_is_checked_against_the_authority_in_the_url() {
 
     // An authority that did not sign the server's certificate: the node
     // does not start, and says why.
-    let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(crate::api::armor_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
-        .arg(with_ca(&with_password, "other-ca.pem"))
-        .arg("--data-dir")
-        .arg(data.path())
-        .env("ARMOR_ADMIN_EMAIL", crate::api::ADMIN_EMAIL)
-        .env("ARMOR_ADMIN_PASSWORD", crate::api::ADMIN_PASSWORD)
-        .env_remove("ARMOR_DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("armor serve kept running with a database it cannot check");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(!status.success());
+    let err = refuses_to_start(&with_ca(&with_password, "other-ca.pem"));
     assert!(err.contains("certificate"), "{err}");
     assert!(!err.contains(PASSWORD), "the password is shown: {err}");
 
@@ -270,6 +244,74 @@ async fn postgresql_over_tls_is_checked_against_the_authority_in_the_url() {
         rows.starts_with("t|") && !rows.contains("f|"),
         "connections by TLS use: {rows:?}"
     );
+}
+
+/// A PostgreSQL role that signs in with a client certificate only
+/// (`armor_client`, `cert` in the test server's pg_hba.conf): a node
+/// starts with the certificate and key its URL names (`sslcert`,
+/// `sslkey`), and not without them or with another authority's.
+#[tokio::test]
+async fn postgresql_that_asks_for_a_client_certificate_takes_the_one_in_the_url() {
+    let Some(tls) = tls_dir() else { return };
+    let db = crate::api::pg::fresh_database()
+        .await
+        .expect("ARMOR_TEST_TLS_DIR comes with ARMOR_TEST_PG_URL");
+    let (scheme, rest) = db.split_once("://").unwrap();
+    let host = rest.split_once('@').unwrap().1;
+    let file = |name: &str| tls.join(name).display().to_string();
+    let url = format!(
+        "{scheme}://armor_client@{host}?sslmode=verify-full&sslrootcert={}",
+        file("ca.pem")
+    );
+    let with_cert = |name: &str| {
+        format!(
+            "{url}&sslcert={}&sslkey={}",
+            file(&format!("{name}.pem")),
+            file(&format!("{name}.key"))
+        )
+    };
+    let err = refuses_to_start(&url);
+    assert!(
+        err.contains("requires a valid client certificate"),
+        "without one: {err}"
+    );
+    let err = refuses_to_start(&with_cert("other-client"));
+    assert!(err.contains("UnknownCA"), "another authority's: {err}");
+    let app = spawn_app_with(&["--database-url", &with_cert("client")]).await;
+    app.login().await;
+}
+
+/// `armor serve` on `database_url` exits with an error: its standard
+/// error.
+fn refuses_to_start(database_url: &str) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(crate::api::armor_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
+        .arg(database_url)
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("ARMOR_ADMIN_EMAIL", crate::api::ADMIN_EMAIL)
+        .env("ARMOR_ADMIN_PASSWORD", crate::api::ADMIN_PASSWORD)
+        .env_remove("ARMOR_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("armor serve kept running with a database it should not use");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    err
 }
 
 #[test]
