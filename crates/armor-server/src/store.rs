@@ -215,6 +215,13 @@ impl Store {
             Error::Config(format!("database migration failed: {e}"))
         };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            if redact::has_ssl_password(url) {
+                return Err(Error::Config(
+                    "the database URL's sslpassword is not supported: give an unencrypted \
+                     sslkey file, readable by armor's user alone"
+                        .into(),
+                ));
+            }
             let opts = AnyConnectOptions::from_str(url).map_err(bad)?;
             // While PostgreSQL is unreachable a request waits this long for
             // a connection, then answers 503 `store_unavailable`.

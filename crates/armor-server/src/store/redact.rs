@@ -49,9 +49,34 @@ pub(super) fn redacted(url: &str) -> String {
     out
 }
 
+/// Whether `url` carries an `sslpassword` parameter (a client key's
+/// passphrase, as libpq takes it). The PostgreSQL client does not know
+/// it, and logs unknown parameters with their values.
+pub(super) fn has_ssl_password(url: &str) -> bool {
+    url.split_once('?').is_some_and(|(_, query)| {
+        query.split('&').any(|pair| {
+            pair.split('=')
+                .next()
+                .is_some_and(|k| k.eq_ignore_ascii_case("sslpassword"))
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redacted;
+    use super::{has_ssl_password, redacted};
+
+    #[test]
+    fn an_ssl_password_is_found_in_any_place_of_the_query() {
+        assert!(has_ssl_password("postgres://a@h/db?sslpassword=x"));
+        assert!(has_ssl_password(
+            "postgres://a@h/db?sslmode=require&SSLPASSWORD"
+        ));
+        assert!(!has_ssl_password(
+            "postgres://a@h/db?sslmode=require&sslcert=/c.pem"
+        ));
+        assert!(!has_ssl_password("postgres://a:sslpassword@h/db"));
+    }
 
     #[test]
     fn passwords_are_replaced_and_the_rest_is_kept() {

@@ -281,6 +281,19 @@ async fn postgresql_that_asks_for_a_client_certificate_takes_the_one_in_the_url(
     app.login().await;
 }
 
+/// A client key's passphrase in the database URL (libpq's `sslpassword`)
+/// is refused at start-up, and shown nowhere: the PostgreSQL client would
+/// log it as an unknown parameter.
+#[test]
+fn a_database_url_with_an_ssl_password_is_refused_without_showing_it() {
+    const PASSPHRASE: &str = "key-passphrase-83";
+    let err = refuses_to_start(&format!(
+        "postgres://armor@127.0.0.1:1/armor?sslmode=verify-full&sslpassword={PASSPHRASE}"
+    ));
+    assert!(err.contains("sslpassword is not supported"), "{err}");
+    assert!(!err.contains(PASSPHRASE), "the passphrase is shown: {err}");
+}
+
 /// `armor serve` on `database_url` exits with an error: its standard
 /// error.
 fn refuses_to_start(database_url: &str) -> String {
