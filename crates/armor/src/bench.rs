@@ -172,6 +172,11 @@ struct Tally {
     slow_windows: Vec<u32>,
 }
 
+/// Records `d` in `h` in ns (at least 1 µs, the histogram's floor).
+fn record(h: &mut Histogram<u64>, d: Duration) {
+    h.saturating_record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1_000));
+}
+
 /// A request slower than this marks its window in [`Tally::slow_windows`].
 const SLOW: Duration = Duration::from_millis(1);
 const WINDOW: Duration = Duration::from_millis(10);
@@ -338,9 +343,7 @@ async fn connection(sh: Arc<Shared>, index: usize, connections: usize) -> anyhow
                 // from the previous answer when it came after the slot
                 // (the connection was busy; that wait is the server's).
                 if due >= sh.start {
-                    let lag = due.max(free_at).elapsed();
-                    let ns = u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX);
-                    tally.send_lag.saturating_record(ns.max(1_000));
+                    record(&mut tally.send_lag, due.max(free_at).elapsed());
                 }
                 *next += iv;
                 due
@@ -365,8 +368,7 @@ async fn connection(sh: Arc<Shared>, index: usize, connections: usize) -> anyhow
             Ok(status) => {
                 if measured {
                     let took = done.duration_since(sent_at);
-                    let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-                    tally.hist.saturating_record(ns.max(1_000));
+                    record(&mut tally.hist, took);
                     if took > SLOW {
                         tally.slow += 1;
                         let window =
@@ -597,35 +599,32 @@ mod tests {
     /// a preempted one does not decide.
     #[tokio::test(flavor = "current_thread")]
     async fn short_waits_do_not_wait_for_the_timers_next_tick() {
-        let mut took = Vec::new();
-        for _ in 0..21 {
-            let start = Instant::now();
-            wait_until(start + Duration::from_micros(50)).await;
-            took.push(start.elapsed());
+        let wait = Duration::from_micros(50);
+        let took = wait + median_lateness(21, wait).await;
+        assert!(took < Duration::from_micros(500), "median wait {took:?}");
+    }
+
+    /// The median, over `n` waits of `wait` each, of how long after its
+    /// time a wait ended.
+    async fn median_lateness(n: usize, wait: Duration) -> Duration {
+        let mut late = Vec::new();
+        for _ in 0..n {
+            let at = Instant::now() + wait;
+            wait_until(at).await;
+            late.push(at.elapsed());
         }
-        took.sort();
-        assert!(
-            took[10] < Duration::from_micros(500),
-            "median wait {:?}",
-            took[10]
-        );
+        late.sort();
+        late[n / 2]
     }
 
     /// A wait past the timer's margin ends near its time too: the timer
     /// does not oversleep into the slot.
     #[tokio::test(flavor = "current_thread")]
     async fn long_waits_end_near_their_time() {
-        let mut late = Vec::new();
-        for _ in 0..11 {
-            let at = Instant::now() + Duration::from_millis(5);
-            wait_until(at).await;
-            late.push(at.elapsed());
-        }
-        late.sort();
+        let late = median_lateness(11, Duration::from_millis(5)).await;
         assert!(
-            late[5] < Duration::from_micros(500),
-            "median lateness {:?}",
-            late[5]
+            late < Duration::from_micros(500),
+            "median lateness {late:?}"
         );
     }
 }

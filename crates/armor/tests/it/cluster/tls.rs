@@ -216,7 +216,7 @@ async fn postgresql_over_tls_is_checked_against_the_authority_in_the_url() {
 
     // An authority that did not sign the server's certificate: the node
     // does not start, and says why.
-    let err = refuses_to_start(&with_ca(&with_password, "other-ca.pem"));
+    let err = refuses_to_start(&["--database-url", &with_ca(&with_password, "other-ca.pem")]);
     assert!(err.contains("certificate"), "{err}");
     assert!(!err.contains(PASSWORD), "the password is shown: {err}");
 
@@ -270,12 +270,12 @@ async fn postgresql_that_asks_for_a_client_certificate_takes_the_one_in_the_url(
             file(&format!("{name}.key"))
         )
     };
-    let err = refuses_to_start(&url);
+    let err = refuses_to_start(&["--database-url", &url]);
     assert!(
         err.contains("requires a valid client certificate"),
         "without one: {err}"
     );
-    let err = refuses_to_start(&with_cert("other-client"));
+    let err = refuses_to_start(&["--database-url", &with_cert("other-client")]);
     assert!(err.contains("UnknownCA"), "another authority's: {err}");
     let app = spawn_app_with(&["--database-url", &with_cert("client")]).await;
     app.login().await;
@@ -287,25 +287,28 @@ async fn postgresql_that_asks_for_a_client_certificate_takes_the_one_in_the_url(
 #[test]
 fn a_database_url_with_an_ssl_password_is_refused_without_showing_it() {
     const PASSPHRASE: &str = "key-passphrase-83";
-    let err = refuses_to_start(&format!(
-        "postgres://armor@127.0.0.1:1/armor?sslmode=verify-full&sslpassword={PASSPHRASE}"
-    ));
+    let url =
+        format!("postgres://armor@127.0.0.1:1/armor?sslmode=verify-full&sslpassword={PASSPHRASE}");
+    let err = refuses_to_start(&["--database-url", &url]);
     assert!(err.contains("sslpassword is not supported"), "{err}");
     assert!(!err.contains(PASSPHRASE), "the passphrase is shown: {err}");
 }
 
-/// `armor serve` on `database_url` exits with an error: its standard
-/// error.
-fn refuses_to_start(database_url: &str) -> String {
+/// `armor serve` with `args` (and none of the store settings of the
+/// environment) exits with an error: its standard error.
+fn refuses_to_start(args: &[&str]) -> String {
     let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(crate::api::armor_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
-        .arg(database_url)
-        .arg("--data-dir")
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
+        .args(args)
         .env("ARMOR_ADMIN_EMAIL", crate::api::ADMIN_EMAIL)
         .env("ARMOR_ADMIN_PASSWORD", crate::api::ADMIN_PASSWORD)
         .env_remove("ARMOR_DATABASE_URL")
+        .env_remove("ARMOR_REDIS_URL")
+        .env_remove("ARMOR_REDIS_CA_FILE")
+        .env_remove("ARMOR_REDIS_CLIENT_CERT")
+        .env_remove("ARMOR_REDIS_CLIENT_KEY")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -317,13 +320,13 @@ fn refuses_to_start(database_url: &str) -> String {
         }
         if start.elapsed() > Duration::from_secs(60) {
             let _ = child.kill();
-            panic!("armor serve kept running with a database it should not use");
+            panic!("armor serve kept running with {args:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(!status.success(), "{err}");
+    assert!(!status.success(), "{args:?}: {err}");
     err
 }
 
@@ -467,20 +470,7 @@ fn serve_refuses_a_redis_authority_client_certificate_or_scheme_it_cannot_use() 
         ),
     ];
     for (args, says) in cases {
-        let out = Command::new(crate::api::armor_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(args)
-            .env("ARMOR_ADMIN_EMAIL", crate::api::ADMIN_EMAIL)
-            .env("ARMOR_ADMIN_PASSWORD", crate::api::ADMIN_PASSWORD)
-            .env_remove("ARMOR_REDIS_URL")
-            .env_remove("ARMOR_REDIS_CA_FILE")
-            .env_remove("ARMOR_REDIS_CLIENT_CERT")
-            .env_remove("ARMOR_REDIS_CLIENT_KEY")
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?}");
+        let err = refuses_to_start(args);
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
