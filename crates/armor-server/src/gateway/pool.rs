@@ -40,6 +40,19 @@ const WBUF_KEEP: usize = 16 * 1024;
 const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 256 * 1024;
 
+/// [`Conn::poll_fill`] on a connection's parts, for callers that hold its
+/// write buffer meanwhile.
+pub(super) fn poll_fill(
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    cx: &mut Context<'_>,
+    want: usize,
+) -> Poll<io::Result<usize>> {
+    rbuf.reserve(want.clamp(MIN_READ, MAX_READ));
+    let read = stream.read_buf(rbuf);
+    std::pin::pin!(read).as_mut().poll(cx)
+}
+
 /// One connection to the upstream.
 pub(super) struct Conn {
     pub(super) stream: TcpStream,
@@ -58,9 +71,7 @@ impl Conn {
         cx: &mut Context<'_>,
         want: usize,
     ) -> Poll<io::Result<usize>> {
-        self.rbuf.reserve(want.clamp(MIN_READ, MAX_READ));
-        let read = self.stream.read_buf(&mut self.rbuf);
-        std::pin::pin!(read).as_mut().poll(cx)
+        poll_fill(&mut self.stream, &mut self.rbuf, cx, want)
     }
 
     /// Still open, and nothing waiting to be read: asked of the socket

@@ -118,24 +118,19 @@ pub(super) fn poll_write(
             Early::Other => return Poll::Pending,
             Early::Undecided => {}
         }
-        match stream.poll_read_ready(cx) {
+        // A read that would block leaves this call pending, woken by
+        // either the socket's room to write or the upstream's bytes.
+        match crate::gateway::pool::poll_fill(stream, rbuf, cx, 0) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Ready(Ok(())) => {}
-        }
-        rbuf.reserve(4096);
-        match stream.try_read_buf(rbuf) {
-            Ok(0) => {
+            Poll::Ready(Ok(0)) => {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the upstream closed the connection before reading all of the request",
                 )))
             }
-            // Either way the write is tried again: a read that would block
-            // has cleared the readiness, so the next round waits.
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Poll::Ready(Err(e)),
+            // Something read: the write is tried again, then the buffer looked at.
+            Poll::Ready(Ok(_)) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
         }
     }
 }

@@ -17,9 +17,8 @@ use std::task::Poll;
 use axum::body::{Body, HttpBody as _};
 use axum::http::header::HeaderMap;
 use axum::http::Method;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::Frame;
-use tokio::net::TcpStream;
 
 use super::early::Watch;
 use super::UpstreamError;
@@ -117,16 +116,14 @@ pub(super) async fn request(
     };
     match std::mem::replace(payload, Payload::Spent) {
         Payload::Full(data) => {
-            let wrote = write_all(&mut conn.stream, &mut conn.rbuf, &conn.wbuf, &data, sent).await;
+            let wrote = write_all(conn, &data, sent).await;
             *payload = Payload::Full(data);
-            wrote.map_err(UpstreamError::Io)
+            wrote
         }
         Payload::Stream { body, len, first } => stream(conn, body, len, first, sent).await,
         other => {
             *payload = other;
-            write_all(&mut conn.stream, &mut conn.rbuf, &conn.wbuf, &[], sent)
-                .await
-                .map_err(UpstreamError::Io)
+            write_all(conn, &[], sent).await
         }
     }
 }
@@ -157,9 +154,7 @@ fn head(buf: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap, f
         Framing::None => {}
         Framing::Length(n) => {
             buf.extend_from_slice(b"content-length: ");
-            let mut digits = [0u8; 20];
-            let k = crate::decimal::decimal(n, &mut digits).unwrap_or(0);
-            buf.extend_from_slice(&digits[..k]);
+            crate::decimal::push_decimal(buf, n);
             buf.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -197,9 +192,7 @@ async fn stream(
         if data.len() <= COPY_MAX {
             conn.wbuf.extend_from_slice(&data);
         } else {
-            write_all(&mut conn.stream, &mut conn.rbuf, &conn.wbuf, &data, sent)
-                .await
-                .map_err(UpstreamError::Io)?;
+            write_all(conn, &data, sent).await?;
             conn.wbuf.clear();
         }
         if len.is_none() {
@@ -275,9 +268,7 @@ async fn flush(conn: &mut Conn, sent: &mut Sent<'_>) -> Result<(), UpstreamError
     if conn.wbuf.is_empty() {
         return Ok(());
     }
-    write_all(&mut conn.stream, &mut conn.rbuf, &conn.wbuf, &[], sent)
-        .await
-        .map_err(UpstreamError::Io)?;
+    write_all(conn, &[], sent).await?;
     conn.wbuf.clear();
     Ok(())
 }
@@ -289,23 +280,25 @@ struct Sent<'a> {
     watch: Watch,
 }
 
-/// Writes `a` then `b`, together when both are there (one system call
-/// when the socket takes them). `written` turns true with the first byte.
-/// While the socket takes nothing, an answer the upstream sends is read
-/// into `rbuf`: a refusal ends the writing (see [`super::early`]).
+/// Writes the connection's write buffer then `b`, together when both are
+/// there (one system call when the socket takes them). `written` turns
+/// true with the first byte. While the socket takes nothing, an answer
+/// the upstream sends is read into the read buffer: a refusal ends the
+/// writing (see [`super::early`]).
 async fn write_all(
-    stream: &mut TcpStream,
-    rbuf: &mut BytesMut,
-    mut a: &[u8],
+    conn: &mut Conn,
     mut b: &[u8],
     sent: &mut Sent<'_>,
-) -> io::Result<()> {
+) -> Result<(), UpstreamError> {
+    let Conn { stream, rbuf, wbuf } = conn;
+    let mut a = &wbuf[..];
     while !a.is_empty() || !b.is_empty() {
         let watch = &mut sent.watch;
         let n = std::future::poll_fn(|cx| super::early::poll_write(stream, rbuf, watch, cx, a, b))
-            .await?;
+            .await
+            .map_err(UpstreamError::Io)?;
         if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+            return Err(UpstreamError::Io(io::ErrorKind::WriteZero.into()));
         }
         *sent.written = true;
         let k = n.min(a.len());
