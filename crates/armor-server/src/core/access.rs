@@ -21,7 +21,7 @@
 
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -48,6 +48,18 @@ pub struct Profile {
     pub accounts: Vec<AccountRow>,
     /// Permissions per account, in the order of `accounts`.
     pub permissions: Vec<Arc<[String]>>,
+    /// The API's rendering of this profile, made by the web layer on first
+    /// use. A changed profile is a new `Profile`, which starts without one.
+    pub rendered: OnceLock<Rendered>,
+}
+
+/// Bytes the web layer made of a [`Profile`] (opaque here): the part of
+/// its answer that is the same for every caller, and the part that is the
+/// same for every caller whose key does not narrow it.
+#[derive(Debug)]
+pub struct Rendered {
+    pub common: Box<[u8]>,
+    pub unnarrowed: Box<[u8]>,
 }
 
 struct Entry<V> {
@@ -238,6 +250,7 @@ mod tests {
                 last_name: "B".into(),
                 accounts: Vec::new(),
                 permissions: Vec::new(),
+                rendered: OnceLock::new(),
             })
         };
         assert!(c.profile(1).is_none());

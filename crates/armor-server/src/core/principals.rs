@@ -168,6 +168,7 @@ impl Access {
             last_name: user.last_name,
             accounts,
             permissions,
+            rendered: std::sync::OnceLock::new(),
         });
         self.cache.insert_profile(generation, profile.clone());
         Ok(profile)

@@ -12,8 +12,10 @@
 
 use std::borrow::Borrow;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
 mod counters;
@@ -140,6 +142,10 @@ pub fn retry_after(wait: Duration) -> u64 {
 #[derive(Debug)]
 pub struct RateLimiter<K: Hash + Eq> {
     buckets: DashMap<K, Bucket>,
+    /// The number of buckets, kept beside the map: a `DashMap` counts its
+    /// entries by locking every shard in turn, and an empty limiter is
+    /// asked on every authenticated request.
+    tracked: AtomicUsize,
     /// Most keys tracked, if bounded. Past it, buckets that have filled up
     /// again are forgotten, then, if need be, all of them: limiting is a
     /// brake, not a security boundary, and its memory stays bounded.
@@ -150,6 +156,7 @@ impl<K: Hash + Eq> Default for RateLimiter<K> {
     fn default() -> Self {
         RateLimiter {
             buckets: DashMap::new(),
+            tracked: AtomicUsize::new(0),
             max_tracked: None,
         }
     }
@@ -160,6 +167,7 @@ impl<K: Hash + Eq> RateLimiter<K> {
     pub fn bounded(max_tracked: usize) -> Self {
         RateLimiter {
             buckets: DashMap::new(),
+            tracked: AtomicUsize::new(0),
             max_tracked: Some(max_tracked),
         }
     }
@@ -176,10 +184,13 @@ impl<K: Hash + Eq> RateLimiter<K> {
             return f(&mut bucket, now);
         }
         self.make_room(rate, now);
-        let mut bucket = self
-            .buckets
-            .entry(key.to_owned())
-            .or_insert_with(|| Bucket::full(rate, now));
+        let mut bucket = match self.buckets.entry(key.to_owned()) {
+            Entry::Occupied(e) => e.into_ref(),
+            Entry::Vacant(e) => {
+                self.tracked.fetch_add(1, Ordering::Relaxed);
+                e.insert(Bucket::full(rate, now))
+            }
+        };
         f(&mut bucket, now)
     }
 
@@ -201,23 +212,34 @@ impl<K: Hash + Eq> RateLimiter<K> {
         let Some(max) = self.max_tracked else {
             return;
         };
-        if self.buckets.len() < max {
+        if self.len() < max {
             return;
         }
-        self.buckets.retain(|_, b| !b.is_full(rate, now));
-        if self.buckets.len() >= max {
+        self.forget(|b| b.is_full(rate, now));
+        if self.len() >= max {
             tracing::warn!("rate limiter full: forgetting every bucket");
-            self.buckets.clear();
+            self.forget(|_| true);
         }
+    }
+
+    /// Drops the buckets `pick` picks, keeping the count in step.
+    fn forget(&self, mut pick: impl FnMut(&Bucket) -> bool) {
+        self.buckets.retain(|_, b| {
+            let gone = pick(b);
+            if gone {
+                self.tracked.fetch_sub(1, Ordering::Relaxed);
+            }
+            !gone
+        });
     }
 
     /// Keys tracked.
     pub fn len(&self) -> usize {
-        self.buckets.len()
+        self.tracked.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
+        self.len() == 0
     }
 }
 
@@ -276,5 +298,28 @@ mod tests {
         assert!(l.update("b", rate, |b, now| b.take(rate, now)).is_ok());
         assert_eq!(l.len(), 2);
         assert!(l.update_existing("c", |_, _| ()).is_none());
+    }
+
+    #[test]
+    fn a_full_limiter_forgets_refilled_buckets_first_and_keeps_its_count() {
+        let rate = Rate {
+            per_second: 0.001,
+            burst: 2,
+        };
+        let l: RateLimiter<String> = RateLimiter::bounded(3);
+        assert!(l.is_empty());
+        let take = |k: &str| l.update(k, rate, |b, now| b.take(rate, now)).is_ok();
+        assert!(take("a") && take("b"));
+        l.update("c", rate, |_, _| ()); // tracked, still full
+        assert_eq!((l.len(), l.buckets.len()), (3, 3));
+        // At the bound: "c" (full again) goes, the others stay.
+        assert!(take("d"));
+        assert_eq!((l.len(), l.buckets.len()), (3, 3));
+        assert!(l.update_existing("c", |_, _| ()).is_none());
+        assert!(l.update_existing("a", |_, _| ()).is_some());
+        // None full: every bucket goes.
+        assert!(take("e"));
+        assert_eq!((l.len(), l.buckets.len()), (1, 1));
+        assert!(!l.is_empty());
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, Extensions, HeaderMap, Method, Uri};
 use http_body_util::{BodyExt as _, Limited};
 
 use crate::conn::client::Client;
@@ -71,34 +71,51 @@ fn client_addr(extensions: &axum::http::Extensions) -> ClientAddr {
 }
 
 /// Marks a request as anonymous (public routes).
-pub fn anonymous(mut req: Request) -> Request {
+pub fn anonymous(req: &mut Request) {
     req.extensions_mut().insert(Auth::Anonymous);
-    req
 }
 
 /// Authenticates `req`: on success the [`Auth`] is in its extensions (and,
 /// for ARMOR-PSK, the body has been read, verified and put back).
-pub async fn authenticate(core: &Arc<Core>, req: Request) -> Result<Request, Refusal> {
-    let (parts, body) = req.into_parts();
-    let mut body = Some(body);
-    match authenticate_parts(core, &parts, &mut body).await {
+///
+/// The request is borrowed, not moved: this future sits inside every
+/// request's own, and a request held by value would be stored in it twice.
+pub async fn authenticate(core: &Arc<Core>, req: &mut Request) -> Result<(), Refusal> {
+    let mut body = Some(std::mem::take(req.body_mut()));
+    let head = Head {
+        method: req.method(),
+        uri: req.uri(),
+        headers: req.headers(),
+        extensions: req.extensions(),
+    };
+    match authenticate_head(core, head, &mut body).await {
         Ok(auth) => {
-            let mut req = Request::from_parts(parts, body.unwrap_or_default());
+            *req.body_mut() = body.unwrap_or_default();
             req.extensions_mut().insert(auth);
-            Ok(req)
+            Ok(())
         }
         Err(error) => Err(Refusal { error, body }),
     }
 }
 
-/// Decides who is calling. For ARMOR-PSK the body is taken out of `body`,
-/// read (only once the header is plausible), verified and put back.
-async fn authenticate_parts(
+/// What authentication reads of a request, borrowed (a body is not `Sync`,
+/// so the request itself cannot be).
+struct Head<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    extensions: &'a Extensions,
+}
+
+/// Decides who is calling (the request's body is in `body`). For
+/// ARMOR-PSK the body is taken out of `body`, read (only once the header
+/// is plausible), verified and put back.
+async fn authenticate_head(
     core: &Arc<Core>,
-    parts: &Parts,
+    req: Head<'_>,
     body: &mut Option<Body>,
 ) -> Result<Auth, Error> {
-    let header = match parts.headers.get(header::AUTHORIZATION) {
+    let header = match req.headers.get(header::AUTHORIZATION) {
         None => return Ok(Auth::Anonymous),
         Some(v) => visible_text(v.as_bytes()).ok_or_else(|| {
             Error::from(armor_psk::Error::Parse(armor_psk::ParseError::Malformed(
@@ -106,7 +123,7 @@ async fn authenticate_parts(
             )))
         })?,
     };
-    let context = account_context(&parts.headers)?;
+    let context = account_context(req.headers)?;
     let principal = match token_of(header) {
         Some(token) => {
             let t = core.sessions.authenticate_token(token).await?;
@@ -123,13 +140,9 @@ async fn authenticate_parts(
         }
         None => {
             let (creds, key) = core.verifier.psk_begin(header)?;
-            let client = client_ip(&parts.extensions);
+            let client = client_ip(req.extensions);
             // Too many refusals for this key from this address: 429, unread.
-            let limiter = parts
-                .extensions
-                .get::<Arc<AuthFailureLimiter>>()
-                .cloned()
-                .zip(client);
+            let limiter = req.extensions.get::<Arc<AuthFailureLimiter>>().zip(client);
             if let Some((l, ip)) = &limiter {
                 if let Err(e) = l.check(*ip, creds.key_id()) {
                     core.verifier
@@ -139,9 +152,9 @@ async fn authenticate_parts(
             }
             let bytes = read_body(body.take().unwrap_or_default(), core.config.max_body).await?;
             let psk_req = armor_psk::Request {
-                method: parts.method.as_str(),
-                path: parts.uri.path(),
-                query: parts.uri.query(),
+                method: req.method.as_str(),
+                path: req.uri.path(),
+                query: req.uri.query(),
                 body: &bytes,
             };
             let origin = crate::core::restrictions::Origin {

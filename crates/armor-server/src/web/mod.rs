@@ -97,25 +97,22 @@ async fn front(core: &AppState, mut req: Request, routes: &Router) -> Response {
         req.extensions_mut().insert(original);
     }
     if let Some(gw) = gateway.as_ref().filter(|g| g.is_public(req.uri().path())) {
-        return gw.forward(req, None, core.config.max_body).await;
+        return Box::pin(gw.forward(req, None, core.config.max_body)).await;
     }
     let mut buf = [0u8; 128];
     let routed = path::routing_form_in(req.uri().path(), &mut buf);
     // With an upstream, `/` is the upstream's; the portal stays at /portal.
     let upstream_root = gateway.as_ref().filter(|_| routed == "/");
-    let mut req = if upstream_root.is_none() && is_public(req.method().as_str(), &routed) {
+    if upstream_root.is_none() && is_public(req.method().as_str(), &routed) {
         // Public routes ignore credentials: clients log in again with a
         // stale `Authorization` still on their session.
-        auth::anonymous(req)
-    } else {
-        match auth::authenticate(core, req).await {
-            Ok(req) => req,
-            Err(refusal) => return refusal.into_response().await,
-        }
-    };
+        auth::anonymous(&mut req);
+    } else if let Err(refusal) = auth::authenticate(core, &mut req).await {
+        return refusal.into_response().await;
+    }
     trace::record_caller(&req);
     if let Some(gw) = upstream_root {
-        return gw.handle(core, auth::take_principal(&mut req), req).await;
+        return Box::pin(gw.handle(core, auth::take_principal(&mut req), req)).await;
     }
     // A declared body on a method whose handlers do not read one (a GET
     // with `Content-Length: 2` and `{}`, as some clients send) is read
@@ -136,7 +133,7 @@ async fn front(core: &AppState, mut req: Request, routes: &Router) -> Response {
     // through the router to its fallback: a path that is none of armor's
     // routes and not the portal's (which takes all of `/portal/...`).
     if let Some(gw) = gateway.filter(|_| !is_armor_route(&routed) && !is_portal(&routed)) {
-        return gw.handle(core, auth::take_principal(&mut req), req).await;
+        return Box::pin(gw.handle(core, auth::take_principal(&mut req), req)).await;
     }
     if routed != req.uri().path() {
         let pq = match req.uri().query() {
@@ -173,8 +170,19 @@ fn is_public(method: &str, routed: &str) -> bool {
     if portal {
         return true;
     }
-    ROUTES.iter().any(|r| {
-        r.policy == Policy::Public && r.method == method && r.path.eq_ignore_ascii_case(routed)
+    // The public routes alone, side by side: every authenticated request
+    // asks, and a walk over `ROUTES` reads a cache line per route.
+    static PUBLIC: std::sync::OnceLock<Vec<(&'static str, &'static str)>> =
+        std::sync::OnceLock::new();
+    let public = PUBLIC.get_or_init(|| {
+        ROUTES
+            .iter()
+            .filter(|r| r.policy == Policy::Public)
+            .map(|r| (r.method, r.path))
+            .collect()
+    });
+    public.iter().any(|(m, path)| {
+        path.len() == routed.len() && *m == method && path.eq_ignore_ascii_case(routed)
     })
 }
 
@@ -214,30 +222,6 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         serde_json::from_slice(text)
             .map(ApiJson)
             .map_err(|e| ApiError(Error::BadRequest(format!("invalid JSON body: {e}"))))
-    }
-}
-
-/// A JSON answer serialised into a buffer of `N` bytes reserved up front
-/// (axum's `Json` starts at 128 bytes and grows: a reallocation per
-/// doubling on the answers of `/me` and `/auth/whoami`).
-pub struct SizedJson<T, const N: usize>(pub T);
-
-impl<T: serde::Serialize, const N: usize> IntoResponse for SizedJson<T, N> {
-    fn into_response(self) -> Response {
-        let mut buf = Vec::with_capacity(N);
-        match serde_json::to_writer(&mut buf, &self.0) {
-            Ok(()) => (
-                [(
-                    header::CONTENT_TYPE,
-                    axum::http::HeaderValue::from_static("application/json"),
-                )],
-                buf,
-            )
-                .into_response(),
-            Err(e) => {
-                ApiError(Error::Internal(format!("serialising the answer: {e}"))).into_response()
-            }
-        }
     }
 }
 
