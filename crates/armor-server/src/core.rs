@@ -52,7 +52,8 @@ pub mod usage;
 pub mod users;
 pub mod verifier;
 
-pub use access::{Profile, Rendered};
+pub use access::Profile;
+pub(crate) use access::Rendered;
 pub use codes::{
     IssuedCode, ACTIVATION_TTL, LOGIN_CODE_TTL, MIN_PASSWORD, PHONE_CODE_TTL, RESET_TTL,
 };

@@ -48,18 +48,31 @@ pub struct Profile {
     pub accounts: Vec<AccountRow>,
     /// Permissions per account, in the order of `accounts`.
     pub permissions: Vec<Arc<[String]>>,
-    /// The API's rendering of this profile, made by the web layer on first
-    /// use. A changed profile is a new `Profile`, which starts without one.
-    pub rendered: OnceLock<Rendered>,
+    /// The API's rendering of this profile, made on first use by
+    /// `web/handlers/me.rs`. A profile's fields never change after it is
+    /// made: a changed user gets a new `Profile`, which starts without a
+    /// rendering. `Rendered` is not `Clone`, so neither is a `Profile`
+    /// (no copy carries a filled rendering along).
+    pub(crate) rendered: OnceLock<Rendered>,
 }
 
-/// Bytes the web layer made of a [`Profile`] (opaque here): the part of
-/// its answer that is the same for every caller, and the part that is the
-/// same for every caller whose key does not narrow it.
-#[derive(Debug)]
-pub struct Rendered {
-    pub common: Box<[u8]>,
-    pub unnarrowed: Box<[u8]>,
+/// Bytes the web layer made of a [`Profile`] (core never reads them): the
+/// part of its answer that is the same for every caller, and the part that
+/// is the same for every caller whose key does not narrow it.
+pub(crate) struct Rendered {
+    pub(crate) common: Box<[u8]>,
+    pub(crate) unnarrowed: Box<[u8]>,
+}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Rendered {{ common: {} B, unnarrowed: {} B }}",
+            self.common.len(),
+            self.unnarrowed.len()
+        )
+    }
 }
 
 struct Entry<V> {

@@ -20,9 +20,11 @@ use crate::error::Error;
 use crate::store::{AccountRow, AuditFilter, Role, UserRow};
 
 mod keys;
+mod me;
 mod usage;
 mod users;
 pub use keys::*;
+pub use me::me;
 pub use usage::key_usage;
 pub use users::*;
 
@@ -219,140 +221,10 @@ fn user_json(u: &UserRow, role: &Role) -> Value {
     })
 }
 
-pub async fn me(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<Me> {
-    let profile = core.access.profile(p.user_id).await?;
-    // A key with its own permission list shows what it may do: in each
-    // account, its user's permissions that the list also names.
-    let narrowed_to = match &p.via {
-        crate::core::Via::ApiKey {
-            key_permissions, ..
-        } => key_permissions.clone(),
-        crate::core::Via::Password { .. } => None,
-    };
-    Ok(Me {
-        profile,
-        narrowed_to,
-        account_context: p.account_id,
-        authentication: if p.is_api_key() {
-            "ARMOR-PSK"
-        } else {
-            "FH-AUTH"
-        },
-    })
-}
-
-/// The body of `GET /me`, serialised straight from the cached profile.
-pub struct Me {
-    profile: std::sync::Arc<crate::core::Profile>,
-    narrowed_to: Option<std::sync::Arc<[String]>>,
-    account_context: i64,
-    authentication: &'static str,
-}
-
-impl Me {
-    /// The answer. What depends only on the profile is rendered once per
-    /// profile (a changed profile is a new one); the caller's parts are
-    /// written around it.
-    fn to_json(&self) -> Vec<u8> {
-        let p = &*self.profile;
-        let r = p.rendered.get_or_init(|| render_profile(p));
-        let mut out = Vec::with_capacity(r.common.len() + r.unnarrowed.len() + 96);
-        out.extend_from_slice(&r.common);
-        match self.narrowed_to.as_deref() {
-            None => out.extend_from_slice(&r.unnarrowed),
-            // Writes to a Vec cannot fail.
-            Some(key) => {
-                let _ = serde_json::to_writer(&mut out, &Permissions(p, Some(key)));
-            }
-        }
-        out.extend_from_slice(br#","features":[],"accountContext":"#);
-        let _ = serde_json::to_writer(&mut out, &self.account_context);
-        // "ARMOR-PSK" or "FH-AUTH": nothing to escape.
-        out.extend_from_slice(br#","authentication":""#);
-        out.extend_from_slice(self.authentication.as_bytes());
-        out.extend_from_slice(b"\"}");
-        out
-    }
-}
-
-impl axum::response::IntoResponse for Me {
-    fn into_response(self) -> Response {
-        (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                axum::http::HeaderValue::from_static("application/json"),
-            )],
-            self.to_json(),
-        )
-            .into_response()
-    }
-}
-
-/// `{"user":…,"accounts":[…],"permissions":` and the permissions object as
-/// an unnarrowed caller sees it.
-fn render_profile(p: &crate::core::Profile) -> crate::core::Rendered {
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct User<'a> {
-        r#type: &'static str,
-        id: i64,
-        username: &'a str,
-        first_name: &'a str,
-        last_name: &'a str,
-        links: Links,
-    }
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Links {
-        user_id: i64,
-    }
-    let user = User {
-        r#type: "user",
-        id: p.user_id,
-        username: &p.email,
-        first_name: &p.first_name,
-        last_name: &p.last_name,
-        links: Links { user_id: p.user_id },
-    };
-    // Writes to a Vec cannot fail.
-    let mut common = br#"{"user":"#.to_vec();
-    let _ = serde_json::to_writer(&mut common, &user);
-    common.extend_from_slice(br#","accounts":"#);
-    let accounts: Vec<_> = p.accounts.iter().map(AccountJson).collect();
-    let _ = serde_json::to_writer(&mut common, &accounts);
-    common.extend_from_slice(br#","permissions":"#);
-    let unnarrowed = serde_json::to_vec(&Permissions(p, None)).unwrap_or_default();
-    crate::core::Rendered {
-        common: common.into(),
-        unnarrowed: unnarrowed.into(),
-    }
-}
-
-/// The permissions per account (keyed by account id), each narrowed to a
-/// key's own list when it has one.
-struct Permissions<'a>(&'a crate::core::Profile, Option<&'a [String]>);
-
-struct Narrowed<'a>(&'a [String], Option<&'a [String]>);
-
-impl Serialize for Narrowed<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.1 {
-            None => s.collect_seq(self.0),
-            Some(key) => s.collect_seq(self.0.iter().filter(|p| key.contains(p))),
-        }
-    }
-}
-
-impl Serialize for Permissions<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(
-            self.0
-                .accounts
-                .iter()
-                .zip(&self.0.permissions)
-                .map(|(a, p)| (a.id.to_string(), Narrowed(p, self.1))),
-        )
-    }
+/// A JSON answer already written out.
+fn json_answer(body: Vec<u8>) -> Response {
+    let json = axum::http::HeaderValue::from_static("application/json");
+    ([(axum::http::header::CONTENT_TYPE, json)], body).into_response()
 }
 
 /// An account as the API shows it.
@@ -451,14 +323,7 @@ impl WhoAmI {
 
 impl axum::response::IntoResponse for WhoAmI {
     fn into_response(self) -> Response {
-        (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                axum::http::HeaderValue::from_static("application/json"),
-            )],
-            self.to_json(),
-        )
-            .into_response()
+        json_answer(self.to_json())
     }
 }
 
@@ -594,80 +459,6 @@ mod tests {
         let none = WhoAmI { key_id: None, ..w };
         let v: serde_json::Value = serde_json::from_slice(&none.to_json()).unwrap();
         assert_eq!(v["keyId"], serde_json::Value::Null);
-    }
-
-    #[test]
-    fn me_is_the_profile_with_the_callers_parts_and_its_rendering_is_reused() {
-        use crate::core::Profile;
-        use crate::store::AccountRow;
-        use std::sync::Arc;
-        let account = |id, parent| AccountRow {
-            id,
-            name: format!("a\"{id}\\"),
-            status: "active".into(),
-            parent_id: parent,
-        };
-        let profile = Arc::new(Profile {
-            user_id: 7,
-            email: "u@example.com".into(),
-            first_name: "Zoë \"Z\"".into(),
-            last_name: "\u{1}".into(),
-            accounts: vec![account(1, None), account(2, Some(1))],
-            permissions: vec![
-                Arc::from(vec!["users:read".to_owned(), "keys:write".to_owned()]),
-                Arc::from(vec!["keys:write".to_owned()]),
-            ],
-            rendered: std::sync::OnceLock::new(),
-        });
-        let me = |narrowed: Option<&[&str]>, auth| super::Me {
-            profile: profile.clone(),
-            narrowed_to: narrowed.map(|n| n.iter().map(|p| (*p).to_owned()).collect()),
-            account_context: 2,
-            authentication: auth,
-        };
-        let expected = |permissions: serde_json::Value, auth: &str| {
-            serde_json::json!({
-                "user": {
-                    "type": "user", "id": 7, "username": "u@example.com",
-                    "firstName": "Zoë \"Z\"", "lastName": "\u{1}",
-                    "links": {"userId": 7},
-                },
-                "accounts": [
-                    {"id": 1, "name": "a\"1\\", "status": "active", "parent": null, "type": "account"},
-                    {"id": 2, "name": "a\"2\\", "status": "active", "parent": 1, "type": "account"},
-                ],
-                "permissions": permissions,
-                "features": [],
-                "accountContext": 2,
-                "authentication": auth,
-            })
-        };
-        let all = serde_json::json!({"1": ["users:read", "keys:write"], "2": ["keys:write"]});
-        for _ in 0..2 {
-            let v: serde_json::Value =
-                serde_json::from_slice(&me(None, "FH-AUTH").to_json()).unwrap();
-            assert_eq!(v, expected(all.clone(), "FH-AUTH"));
-            assert!(
-                profile.rendered.get().is_some(),
-                "rendered once, then reused"
-            );
-        }
-        let narrowed = me(Some(&["users:read"]), "ARMOR-PSK").to_json();
-        let v: serde_json::Value = serde_json::from_slice(&narrowed).unwrap();
-        let only = serde_json::json!({"1": ["users:read"], "2": []});
-        assert_eq!(v, expected(only, "ARMOR-PSK"));
-        // The key order is the API's.
-        let text = String::from_utf8(narrowed).unwrap();
-        let at = |k: &str| text.find(&format!("\"{k}\":")).unwrap();
-        let keys = [
-            "user",
-            "accounts",
-            "permissions",
-            "features",
-            "accountContext",
-            "authentication",
-        ];
-        assert!(keys.windows(2).all(|w| at(w[0]) < at(w[1])), "{text}");
     }
 
     #[test]
