@@ -66,7 +66,7 @@ fn serve(dir: std::path::PathBuf) -> Served {
                     1,
                     None,
                     Via::Password {
-                        token_hash: vec![0; 32],
+                        token_hash: [0; 32],
                     },
                 )
                 .await

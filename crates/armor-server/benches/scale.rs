@@ -44,7 +44,7 @@ fn key_cache(n: u64) -> (KeyCache, Vec<String>) {
         let secret = format!("apsk_{:043x}", mix(i));
         map.insert(
             Arc::new(CachedKey::new(KeyIdentity {
-                key_id: id.clone(),
+                key_id: id.as_str().into(),
                 user_id: 1,
                 account_id: 1,
                 permissions: None,

@@ -96,12 +96,13 @@ pub const TOKEN_MAX_TTL: u64 = 12 * 3600;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
     /// An FH-AUTH (or Bearer) token; the SHA-256 of the token.
-    Password { token_hash: Vec<u8> },
+    Password { token_hash: [u8; 32] },
     /// An ARMOR-PSK signature with this key, and the key's own permission
     /// list if it has one (the caller then acts with the permissions in
     /// both it and its user's).
     ApiKey {
-        key_id: String,
+        /// Shared with the key's cached identity: no copy per request.
+        key_id: Arc<str>,
         key_permissions: Option<Arc<[String]>>,
     },
 }
@@ -243,7 +244,7 @@ impl Core {
                 1,
                 None,
                 Via::Password {
-                    token_hash: vec![0; 32],
+                    token_hash: [0; 32],
                 },
             )
             .await?;

@@ -279,8 +279,8 @@ pub fn random_16() -> [u8; 16] {
 }
 
 /// How tokens and codes are stored: SHA-256 of the text.
-pub fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// Argon2id with the crate's defaults (m = 19 MiB, t = 2, p = 1).

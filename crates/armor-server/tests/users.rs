@@ -61,7 +61,7 @@ impl Env {
                 1,
                 None,
                 Via::Password {
-                    token_hash: vec![0; 32],
+                    token_hash: [0; 32],
                 },
             )
             .await
@@ -765,7 +765,7 @@ async fn a_request_verified_under_a_borrowed_state_is_refused() {
         .psk_finish(&creds, &found, &req, &Default::default())
         .await
         .unwrap();
-    assert_eq!(id.key_id, x);
+    assert_eq!(&*id.key_id, x.as_str());
 }
 
 /// The key cache against the store under concurrent writers: a full

@@ -78,7 +78,7 @@ pub(super) fn code_hash(key: &[u8], code: &str) -> Vec<u8> {
 /// The unkeyed hash long codes were stored under before: a pending
 /// activation or reset code issued before the upgrade still works.
 pub(super) fn legacy_code_hash(code: &str) -> Vec<u8> {
-    crypto::token_hash(&code_norm(code))
+    crypto::token_hash(&code_norm(code)).to_vec()
 }
 
 pub(super) fn valid_email(email: &str) -> Result<String, Error> {

@@ -496,7 +496,7 @@ mod tests {
 
         fn insert(&self, id: &str) {
             let key = Arc::new(CachedKey::new(KeyIdentity {
-                key_id: id.to_owned(),
+                key_id: id.into(),
                 user_id: 1,
                 account_id: 1,
                 permissions: None,
@@ -530,7 +530,7 @@ mod tests {
         c.remove("a");
         assert!(c.get("a").is_none());
         assert!(!f.finds("a"));
-        c.retain(|k| k.id.key_id != "b");
+        c.retain(|k| &*k.id.key_id != "b");
         assert_eq!(c.len(), 0);
         assert!(!f.finds("b"));
     }
@@ -578,7 +578,7 @@ mod tests {
         for i in 0..n {
             let id = format!("key-{i}");
             assert!(f.finds(&id), "{id}");
-            assert_eq!(c.get(&id).map(|k| k.id.key_id.clone()), Some(id));
+            assert_eq!(c.get(&id).map(|k| k.id.key_id.to_string()), Some(id));
         }
         for i in (0..n).step_by(2) {
             c.remove(&format!("key-{i}"));

@@ -206,7 +206,7 @@ impl KeyAdmin {
                 removals,
                 owner.status == UserStatus::Active,
                 KeyIdentity {
-                    key_id: id.clone(),
+                    key_id: id.as_str().into(),
                     user_id,
                     account_id: p.account_id,
                     permissions: None,

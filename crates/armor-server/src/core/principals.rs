@@ -103,7 +103,7 @@ impl Access {
     pub async fn session_view(
         &self,
         user_id: i64,
-        session_hash: Vec<u8>,
+        session_hash: [u8; 32],
         account: Option<&str>,
     ) -> Result<SessionView, Error> {
         let user = self

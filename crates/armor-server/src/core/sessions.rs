@@ -107,7 +107,7 @@ impl Sessions {
     /// Checks a portal session; slides its idle expiry. Returns the user
     /// and the session's hash. Anything else (an FH-AUTH token, say) is
     /// `InvalidToken`.
-    pub async fn authenticate_session(&self, session: &str) -> Result<(i64, Vec<u8>), Error> {
+    pub async fn authenticate_session(&self, session: &str) -> Result<(i64, [u8; 32]), Error> {
         let hash = crypto::token_hash(session);
         let now = self.clock.now();
         let row = self

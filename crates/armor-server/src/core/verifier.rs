@@ -26,7 +26,7 @@ use crate::store::Store;
 /// A verified key's identity, before the account context is applied.
 #[derive(Debug, Clone)]
 pub struct KeyIdentity {
-    pub key_id: String,
+    pub key_id: Arc<str>,
     pub user_id: i64,
     pub account_id: i64,
     /// The key's own permission list, if it has one: the caller then acts
@@ -272,7 +272,7 @@ impl KeyVerifier {
             let signing = SigningKey::from_bytes(&secret);
             let key = CachedKey::with_rules(
                 KeyIdentity {
-                    key_id: row.id,
+                    key_id: row.id.into(),
                     user_id: row.user_id,
                     account_id: row.account_id,
                     permissions: None,
@@ -296,7 +296,7 @@ impl KeyVerifier {
         }
         let n = fresh.len();
         if self.drop_keys(|k| {
-            user_id.is_some_and(|uid| k.id.user_id != uid) || fresh.contains(&k.id.key_id)
+            user_id.is_some_and(|uid| k.id.user_id != uid) || fresh.contains(&*k.id.key_id)
         }) {
             *removals += 1;
         }
@@ -478,7 +478,7 @@ impl KeyVerifier {
                 .compare_exchange(queued, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            self.last_used.insert(key.id.key_id.clone(), now);
+            self.last_used.insert(key.id.key_id.to_string(), now);
         }
     }
 
@@ -502,7 +502,7 @@ impl KeyVerifier {
     fn queue_exact(&self, k: &CachedKey) {
         let used = k.used.load(Ordering::Relaxed);
         if used > k.queued.swap(used, Ordering::Relaxed) {
-            self.last_used.insert(k.id.key_id.clone(), used);
+            self.last_used.insert(k.id.key_id.to_string(), used);
         }
     }
 

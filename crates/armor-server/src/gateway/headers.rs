@@ -509,7 +509,7 @@ mod tests {
         assert_eq!(h[PERMISSIONS], "A,B c");
         let p = Principal {
             via: Via::Password {
-                token_hash: Vec::new(),
+                token_hash: [0; 32],
             },
             permissions: std::iter::empty().collect(),
             ..p

@@ -21,7 +21,7 @@ impl Gateway {
         let Via::ApiKey { key_id, .. } = &p.via else {
             return Ok(());
         };
-        let mut rate = self.config.key_rate_limits.get(key_id).copied();
+        let mut rate = self.config.key_rate_limits.get(&**key_id).copied();
         if rate.is_none() && !self.config.role_rate_limits.is_empty() {
             if let Some(role) = core.access.role(p).await? {
                 rate = self.config.role_rate_limits.get(role.as_str()).copied();
@@ -31,7 +31,7 @@ impl Gateway {
             return Ok(());
         };
         self.buckets
-            .update(key_id.as_str(), rate, |bucket, now| bucket.take(rate, now))
+            .update(&**key_id, rate, |bucket, now| bucket.take(rate, now))
             .map_err(|wait| Error::RateLimited {
                 retry_after: retry_after(wait),
             })?;

@@ -40,7 +40,7 @@ pub struct Session {
     /// This session's CSRF token, for the forms of the page.
     pub csrf: String,
     /// The SHA-256 of the session, which sign-out ends.
-    pub session_hash: Vec<u8>,
+    pub session_hash: [u8; 32],
 }
 
 /// The value of cookie `name`, if sent.
@@ -129,7 +129,7 @@ impl Session {
             accounts,
         } = core
             .access
-            .session_view(user_id, session_hash.clone(), account)
+            .session_view(user_id, session_hash, account)
             .await?;
         Ok(Session {
             p,

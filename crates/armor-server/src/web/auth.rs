@@ -132,9 +132,7 @@ async fn authenticate_head(
                     t.user_id,
                     t.account_id,
                     context.as_deref(),
-                    Via::Password {
-                        token_hash: t.hash.to_vec(),
-                    },
+                    Via::Password { token_hash: t.hash },
                 )
                 .await?
         }

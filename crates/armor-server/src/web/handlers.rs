@@ -290,7 +290,7 @@ pub struct WhoAmI {
     user_id: i64,
     account_id: i64,
     credential: &'static str,
-    key_id: Option<String>,
+    key_id: Option<std::sync::Arc<str>>,
     method: axum::http::Method,
     body_length: usize,
     body_sha256: [u8; 64],
@@ -308,7 +308,7 @@ impl WhoAmI {
         out.extend_from_slice(br#","credential":""#);
         out.extend_from_slice(self.credential.as_bytes());
         out.extend_from_slice(br#"","keyId":"#);
-        let _ = serde_json::to_writer(&mut out, &self.key_id);
+        let _ = serde_json::to_writer(&mut out, &self.key_id.as_deref());
         // A method is a token: no quote, backslash or control character.
         out.extend_from_slice(br#","method":""#);
         out.extend_from_slice(self.method.as_str().as_bytes());
@@ -438,7 +438,7 @@ mod tests {
             user_id: -3,
             account_id: 42,
             credential: "ARMOR-PSK",
-            key_id: Some("k\"\\\u{1}é".to_owned()),
+            key_id: Some("k\"\\\u{1}é".into()),
             method: axum::http::Method::from_bytes(b"PURGE").unwrap(),
             body_length: 7,
             body_sha256: [b'a'; 64],

@@ -43,7 +43,7 @@ async fn verdict(
     core.verifier
         .psk_finish(&creds, &key, &req, &Default::default())
         .await
-        .map(|id| id.key_id)
+        .map(|id| id.key_id.to_string())
         .map_err(|e| e.to_string())
 }
 
