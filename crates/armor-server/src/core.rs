@@ -95,7 +95,7 @@ pub const TOKEN_MAX_TTL: u64 = 12 * 3600;
 /// How the caller proved who they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
-    /// An FH-AUTH (or Bearer) token; the SHA-256 of the token.
+    /// An FH-AUTH/Bearer token or a portal session; its SHA-256.
     Password { token_hash: [u8; 32] },
     /// An ARMOR-PSK signature with this key, and the key's own permission
     /// list if it has one (the caller then acts with the permissions in

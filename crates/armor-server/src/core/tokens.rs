@@ -24,8 +24,6 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use sha2::{Digest as _, Sha256};
-
 use super::access::CachedToken;
 use super::sessions::Sessions;
 use super::TOKEN_IDLE_TTL;
@@ -99,7 +97,7 @@ fn live(t: &CachedToken, now: i64) -> bool {
 impl Sessions {
     /// Checks an FH-AUTH / Bearer token; slides its idle expiry.
     pub async fn authenticate_token(&self, token: &str) -> Result<TokenUser, Error> {
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let hash = crate::crypto::token_hash(token);
         let now = self.clock.now();
         let now_i = secs(now);
         let t = match self.cache.token(&hash) {

@@ -251,7 +251,8 @@ impl KeyVerifier {
         let mut master = self.master.current();
         let mut fresh = std::collections::HashSet::with_capacity(rows.len());
         for row in rows {
-            fresh.insert(row.id.clone());
+            let id: Arc<str> = row.id.as_str().into();
+            fresh.insert(id.clone());
             let rules = Restrictions::from_rules(&row.rules);
             // A key's secret never changes (a rotation only re-seals it):
             // one already cached for the same owner and restrictions (a
@@ -272,7 +273,7 @@ impl KeyVerifier {
             let signing = SigningKey::from_bytes(&secret);
             let key = CachedKey::with_rules(
                 KeyIdentity {
-                    key_id: row.id.into(),
+                    key_id: id,
                     user_id: row.user_id,
                     account_id: row.account_id,
                     permissions: None,
