@@ -69,13 +69,8 @@ where
     // Below `debug` (the default `info`, or `warn`) there is no span: a
     // refusal is still logged at `info` with the span's fields, worked
     // out only then from shared handles on the received bytes (no copy).
-    let kept = if span.is_disabled() {
-        tracing::enabled!(tracing::Level::INFO).then(|| Kept {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            auth: req.headers().get(header::AUTHORIZATION).cloned(),
-        })
-    } else {
+    let spanned = !span.is_disabled();
+    let kept = if spanned {
         span.record("id", display(id.to_str().unwrap_or("-")));
         span.record("method", display(req.method().as_str()));
         span.record("route", display(route_of(req.method(), req.uri().path())));
@@ -83,15 +78,21 @@ where
             span.record("key_id", display(key_id));
         }
         None
+    } else {
+        tracing::enabled!(tracing::Level::INFO).then(|| Kept {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            auth: req.headers().get(header::AUTHORIZATION).cloned(),
+        })
     };
     // The clock is read only for a line that may be written.
-    let start = (kept.is_some() || !span.is_disabled()).then(Instant::now);
-    let mut resp = if span.is_disabled() {
-        next(req).await
-    } else {
+    let start = (spanned || kept.is_some()).then(Instant::now);
+    let mut resp = if spanned {
         // Boxed: the instrumented copy then takes 8 bytes of the state
         // beside the plain one, and it costs an allocation only at `debug`.
         Box::pin(next(req).instrument(span.clone())).await
+    } else {
+        next(req).await
     };
     let latency = || {
         start.map_or(0, |t| {
@@ -99,7 +100,7 @@ where
         })
     };
     let refused = resp.extensions().get::<ErrorCode>().map(|c| c.0);
-    if !span.is_disabled() {
+    if spanned {
         span.record("status", resp.status().as_u16());
         span.record("latency_us", latency());
         if let Some(code) = refused {
