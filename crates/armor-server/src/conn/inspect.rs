@@ -5,7 +5,9 @@
 //! connection closed (see [`super::screen`]).
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+
+use memchr::memmem::Finder;
 
 /// Longest request head (or chunk-size line, or trailer block) inspected;
 /// a longer one flags the connection.
@@ -198,7 +200,7 @@ impl Inspector {
                 // not, and "\r\n\r\n" would never show where it ends.
                 // Only the head is searched: body bytes that arrived in the
                 // same read are the body's business.
-                let end = find(hay, b"\r\n\r\n", from).map(|p| p + 4);
+                let end = find(hay, &HEAD_END, from).map(|p| p + 4);
                 let limit = end.unwrap_or(hay.len());
                 let fresh = (cur + self.scanned).max(cur + 1);
                 if fresh < limit
@@ -213,7 +215,7 @@ impl Inspector {
                 Some(end)
             }
             State::ChunkSize => {
-                let eol = find(hay, b"\r\n", from)?;
+                let eol = find(hay, &LINE_END, from)?;
                 let line = &hay[cur..eol];
                 if line.is_empty() {
                     // The CRLF that closes a chunk's data.
@@ -234,7 +236,7 @@ impl Inspector {
                 let end = if hay[cur..].starts_with(b"\r\n") {
                     cur + 2
                 } else {
-                    find(hay, b"\r\n\r\n", from)? + 4
+                    find(hay, &HEAD_END, from)? + 4
                 };
                 self.state = State::Head;
                 Some(end)
@@ -296,8 +298,14 @@ impl Inspector {
     }
 }
 
-fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    memchr::memmem::find(hay.get(from..)?, needle).map(|p| p + from)
+/// The end of a head and the end of a line, each with its searcher built
+/// once: `memmem::find` builds one per call for a haystack of 64 bytes or
+/// more, which is most request heads.
+static HEAD_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\r\n\r\n"));
+static LINE_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\r\n"));
+
+fn find(hay: &[u8], needle: &Finder<'_>, from: usize) -> Option<usize> {
+    needle.find(hay.get(from..)?).map(|p| p + from)
 }
 
 #[cfg(test)]

@@ -221,10 +221,14 @@ fn user_json(u: &UserRow, role: &Role) -> Value {
     })
 }
 
-/// A JSON answer already written out.
+/// A JSON answer already written out, its one header set once (a body's
+/// own `IntoResponse` would set a content type to be replaced).
 fn json_answer(body: Vec<u8>) -> Response {
+    let mut resp = Response::new(axum::body::Body::from(body));
     let json = axum::http::HeaderValue::from_static("application/json");
-    ([(axum::http::header::CONTENT_TYPE, json)], body).into_response()
+    resp.headers_mut()
+        .insert(axum::http::header::CONTENT_TYPE, json);
+    resp
 }
 
 /// An account as the API shows it.
