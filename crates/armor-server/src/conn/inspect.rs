@@ -299,13 +299,13 @@ impl Inspector {
 }
 
 /// The end of a head and the end of a line, each with its searcher built
-/// once: `memmem::find` builds one per call for a haystack of 64 bytes or
-/// more, which is most request heads.
+/// once: `memmem::find` builds one per call when 64 bytes or more are
+/// searched, as they are in most request heads and every signed one.
 static HEAD_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\r\n\r\n"));
 static LINE_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\r\n"));
 
-fn find(hay: &[u8], needle: &Finder<'_>, from: usize) -> Option<usize> {
-    needle.find(hay.get(from..)?).map(|p| p + from)
+fn find(hay: &[u8], finder: &Finder<'_>, from: usize) -> Option<usize> {
+    finder.find(hay.get(from..)?).map(|p| p + from)
 }
 
 #[cfg(test)]

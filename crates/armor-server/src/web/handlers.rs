@@ -221,13 +221,13 @@ fn user_json(u: &UserRow, role: &Role) -> Value {
     })
 }
 
-/// A JSON answer already written out, its one header set once (a body's
-/// own `IntoResponse` would set a content type to be replaced).
+/// A JSON answer already written out. Its `Content-Type` is set directly:
+/// `Vec<u8>`'s own `IntoResponse` would set `application/octet-stream`,
+/// only for it to be replaced.
 fn json_answer(body: Vec<u8>) -> Response {
     let mut resp = Response::new(axum::body::Body::from(body));
     let json = axum::http::HeaderValue::from_static("application/json");
-    resp.headers_mut()
-        .insert(axum::http::header::CONTENT_TYPE, json);
+    resp.headers_mut().insert(header::CONTENT_TYPE, json);
     resp
 }
 
