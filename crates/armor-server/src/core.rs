@@ -107,6 +107,16 @@ pub enum Via {
     },
 }
 
+impl Via {
+    /// The scheme's name as the API and the gateway's headers show it.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Via::Password { .. } => "FH-AUTH",
+            Via::ApiKey { .. } => "ARMOR-PSK",
+        }
+    }
+}
+
 /// An authenticated caller acting in one account.
 #[derive(Debug, Clone)]
 pub struct Principal {

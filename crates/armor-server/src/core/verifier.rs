@@ -102,7 +102,8 @@ pub struct KeyVerifier {
     /// back a key removed after its read, and a key creation that sees the
     /// count move lets the store decide.
     key_writes: tokio::sync::Mutex<u64>,
-    last_used: DashMap<String, u64>,
+    /// Last-used times not yet written, by key id (the cached key's own).
+    last_used: DashMap<Arc<str>, u64>,
     /// Counts requests of keys with a rate limit: this node's, unless a
     /// shared counter is set.
     rates: KeyRates,
@@ -479,7 +480,7 @@ impl KeyVerifier {
                 .compare_exchange(queued, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            self.last_used.insert(key.id.key_id.to_string(), now);
+            self.last_used.insert(key.id.key_id.clone(), now);
         }
     }
 
@@ -503,7 +504,7 @@ impl KeyVerifier {
     fn queue_exact(&self, k: &CachedKey) {
         let used = k.used.load(Ordering::Relaxed);
         if used > k.queued.swap(used, Ordering::Relaxed) {
-            self.last_used.insert(k.id.key_id.to_string(), used);
+            self.last_used.insert(k.id.key_id.clone(), used);
         }
     }
 
@@ -512,13 +513,13 @@ impl KeyVerifier {
         let batch: Vec<(String, u64)> = self
             .last_used
             .iter()
-            .map(|e| (e.key().clone(), *e.value()))
+            .map(|e| (e.key().to_string(), *e.value()))
             .collect();
         if batch.is_empty() {
             return Ok(());
         }
         for (k, at) in &batch {
-            self.last_used.remove_if(k, |_, v| v == at);
+            self.last_used.remove_if(k.as_str(), |_, v| v == at);
         }
         self.store.record_last_used(&batch).await
     }

@@ -270,17 +270,12 @@ fn number(n: i64) -> HeaderValue {
 pub(super) fn identity_headers(headers: &mut HeaderMap, p: &Principal) {
     headers.insert(USER_ID_HEADER, number(p.user_id));
     headers.insert(ACCOUNT_ID_HEADER, number(p.account_id));
-    match &p.via {
-        Via::ApiKey { key_id, .. } => {
-            if let Ok(v) = HeaderValue::from_str(key_id) {
-                headers.insert(KEY_ID_HEADER, v);
-            }
-            headers.insert(AUTH_METHOD_HEADER, HeaderValue::from_static("ARMOR-PSK"));
-        }
-        Via::Password { .. } => {
-            headers.insert(AUTH_METHOD_HEADER, HeaderValue::from_static("FH-AUTH"));
+    if let Via::ApiKey { key_id, .. } = &p.via {
+        if let Ok(v) = HeaderValue::from_str(key_id) {
+            headers.insert(KEY_ID_HEADER, v);
         }
     }
+    headers.insert(AUTH_METHOD_HEADER, HeaderValue::from_static(p.via.scheme()));
     // Comma-separated, built in one buffer of the exact size.
     let len = p.permissions.iter().map(|s| s.len() + 1).sum::<usize>();
     let mut v = Vec::with_capacity(len.saturating_sub(1));

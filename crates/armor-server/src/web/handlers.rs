@@ -258,9 +258,10 @@ pub async fn whoami(
 ) -> ApiResult<WhoAmI> {
     use sha2::Digest as _;
     let bytes = super::auth::read_body(body, core.config.max_body).await?;
-    let (credential, key_id) = match p.via {
-        crate::core::Via::ApiKey { key_id, .. } => ("ARMOR-PSK", Some(key_id)),
-        crate::core::Via::Password { .. } => ("FH-AUTH", None),
+    let credential = p.via.scheme();
+    let key_id = match p.via {
+        crate::core::Via::ApiKey { key_id, .. } => Some(key_id),
+        crate::core::Via::Password { .. } => None,
     };
     let mut hex = [0u8; 64];
     if bytes.is_empty() {

@@ -181,9 +181,9 @@ fn is_public(method: &str, routed: &str) -> bool {
             .map(|r| (r.method, r.path))
             .collect()
     });
-    public.iter().any(|(m, path)| {
-        path.len() == routed.len() && *m == method && path.eq_ignore_ascii_case(routed)
-    })
+    public
+        .iter()
+        .any(|(m, path)| *m == method && path.eq_ignore_ascii_case(routed))
 }
 
 /// Requests that match none of armor's routes: forwarded when a gateway is

@@ -69,61 +69,71 @@ where
     // Below `debug` (the default `info`, or `warn`) there is no span: a
     // refusal is still logged at `info` with the span's fields, worked
     // out only then from shared handles on the received bytes (no copy).
-    let spanned = !span.is_disabled();
-    let kept = if spanned {
+    // The clock is read only for a line that may be written.
+    let log = if !span.is_disabled() {
         span.record("id", display(id.to_str().unwrap_or("-")));
         span.record("method", display(req.method().as_str()));
         span.record("route", display(route_of(req.method(), req.uri().path())));
         if let Some(key_id) = claimed_key_id(&req) {
             span.record("key_id", display(key_id));
         }
-        None
-    } else {
-        tracing::enabled!(tracing::Level::INFO).then(|| Kept {
+        Log::Span(Instant::now())
+    } else if tracing::enabled!(tracing::Level::INFO) {
+        Log::Refusals(Kept {
             method: req.method().clone(),
             uri: req.uri().clone(),
             auth: req.headers().get(header::AUTHORIZATION).cloned(),
+            start: Instant::now(),
         })
+    } else {
+        Log::Off
     };
-    // The clock is read only for a line that may be written.
-    let start = (spanned || kept.is_some()).then(Instant::now);
-    let mut resp = if spanned {
+    let mut resp = if let Log::Span(_) = log {
         // Boxed: the instrumented copy then takes 8 bytes of the state
         // beside the plain one, and it costs an allocation only at `debug`.
         Box::pin(next(req).instrument(span.clone())).await
     } else {
         next(req).await
     };
-    let latency = || {
-        start.map_or(0, |t| {
-            u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
-        })
-    };
     let refused = resp.extensions().get::<ErrorCode>().map(|c| c.0);
-    if spanned {
-        span.record("status", resp.status().as_u16());
-        span.record("latency_us", latency());
-        if let Some(code) = refused {
-            span.record("error", display(code));
+    match log {
+        Log::Span(start) => {
+            span.record("status", resp.status().as_u16());
+            span.record("latency_us", micros_since(start));
+            if let Some(code) = refused {
+                span.record("error", display(code));
+            }
+            span.in_scope(|| match refused {
+                Some(_) => tracing::info!("refused"),
+                None => tracing::debug!("answered"),
+            });
         }
-        span.in_scope(|| match refused {
-            Some(_) => tracing::info!("refused"),
-            None => tracing::debug!("answered"),
-        });
-    } else if let (Some(k), Some(code)) = (kept, refused) {
-        tracing::info!(
-            id = %id.to_str().unwrap_or("-"),
-            method = %k.method,
-            route = %route_of(&k.method, k.uri.path()),
-            key_id = %k.auth.as_ref().and_then(key_id_of).unwrap_or("-"),
-            status = resp.status().as_u16(),
-            latency_us = latency(),
-            error = %code,
-            "refused"
-        );
+        Log::Refusals(k) => {
+            if let Some(code) = refused {
+                tracing::info!(
+                    id = %id.to_str().unwrap_or("-"),
+                    method = %k.method,
+                    route = %route_of(&k.method, k.uri.path()),
+                    key_id = %k.auth.as_ref().and_then(key_id_of).unwrap_or("-"),
+                    status = resp.status().as_u16(),
+                    latency_us = micros_since(k.start),
+                    error = %code,
+                    "refused"
+                );
+            }
+        }
+        Log::Off => {}
     }
     resp.headers_mut().insert(X_REQUEST_ID, id);
     resp
+}
+
+/// What the layer writes of a request: its span (from `start`), only its
+/// refusal, or nothing.
+enum Log {
+    Span(Instant),
+    Refusals(Kept),
+    Off,
 }
 
 /// What a refusal's log line needs of its request when there is no span.
@@ -131,6 +141,11 @@ struct Kept {
     method: Method,
     uri: axum::http::Uri,
     auth: Option<HeaderValue>,
+    start: Instant,
+}
+
+fn micros_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Records the caller's kind on the current request span (a no-op when it

@@ -29,11 +29,7 @@ pub async fn me(State(core): State<AppState>, Caller(p): Caller) -> ApiResult<Me
         profile,
         narrowed_to,
         account_context: p.account_id,
-        authentication: if p.is_api_key() {
-            "ARMOR-PSK"
-        } else {
-            "FH-AUTH"
-        },
+        authentication: p.via.scheme(),
     })
 }
 
