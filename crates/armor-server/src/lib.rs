@@ -327,9 +327,17 @@ impl Application {
         // The periodic writer stops between two rounds, never in the middle
         // of a write: a batch taken from memory and dropped unwritten would
         // be lost.
+        let limiter = self.auth_failure_limit.map(|rate| {
+            let limiter = limit::AuthFailureLimiter::new(rate);
+            Arc::new(match self.counters {
+                Some(c) => limiter.with_counters(c, core.clock.clone()),
+                None => limiter,
+            })
+        });
         let (stop_flusher, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let flusher = tokio::spawn({
             let core = core.clone();
+            let limiter = limiter.clone();
             async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
                 let mut cleaned_at = 0;
@@ -337,6 +345,9 @@ impl Application {
                     tokio::select! {
                         _ = tick.tick() => {}
                         _ = &mut stopped => break,
+                    }
+                    if let Some(l) = &limiter {
+                        l.forget_refilled();
                     }
                     if let Err(e) = core.verifier.flush_last_used().await {
                         tracing::warn!(error = %e, "could not write last-used times");
@@ -374,13 +385,6 @@ impl Application {
                 if let Err(e) = axum::serve(l, app).await {
                     tracing::warn!(error = %e, "metrics listener stopped");
                 }
-            })
-        });
-        let limiter = self.auth_failure_limit.map(|rate| {
-            let limiter = limit::AuthFailureLimiter::new(rate);
-            Arc::new(match self.counters {
-                Some(c) => limiter.with_counters(c, core.clock.clone()),
-                None => limiter,
             })
         });
         let listener = conn::InspectingListener::new(self.listener, self.connection_limits)

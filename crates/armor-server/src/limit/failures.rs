@@ -86,6 +86,14 @@ impl AuthFailureLimiter {
             .map_err(Self::refused)
     }
 
+    /// Forgets the addresses and keys whose failures have all come back
+    /// (run periodically): once refusals stop, the limiter empties and
+    /// [`AuthFailureLimiter::check`] looks nothing up again.
+    pub fn forget_refilled(&self) {
+        self.buckets
+            .forget_refilled(self.rate, std::time::Instant::now());
+    }
+
     /// Counts one refused attempt.
     pub fn failed(&self, addr: IpAddr, key_id: &str) {
         let rate = self.rate;

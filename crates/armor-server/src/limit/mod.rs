@@ -215,10 +215,19 @@ impl<K: Hash + Eq> RateLimiter<K> {
         if self.len() < max {
             return;
         }
-        self.forget(|b| b.is_full(rate, now));
+        self.forget_refilled(rate, now);
         if self.len() >= max {
             tracing::warn!("rate limiter full: forgetting every bucket");
             self.forget(|_| true);
+        }
+    }
+
+    /// Drops the buckets that have filled up again by `now`: a full bucket
+    /// and no bucket limit alike, so nothing changes for their keys, and
+    /// an idle limiter is empty again (nothing to look up per request).
+    pub fn forget_refilled(&self, rate: Rate, now: Instant) {
+        if !self.is_empty() {
+            self.forget(|b| b.is_full(rate, now));
         }
     }
 
@@ -298,6 +307,23 @@ mod tests {
         assert!(l.update("b", rate, |b, now| b.take(rate, now)).is_ok());
         assert_eq!(l.len(), 2);
         assert!(l.update_existing("c", |_, _| ()).is_none());
+    }
+
+    #[test]
+    fn refilled_buckets_are_forgotten_and_an_idle_limiter_empties() {
+        let rate = Rate {
+            per_second: 1.0,
+            burst: 2,
+        };
+        let l: RateLimiter<String> = RateLimiter::default();
+        assert!(l.update("a", rate, |b, now| b.take(rate, now)).is_ok());
+        l.update("b", rate, |_, _| ()); // tracked, still full
+        let now = Instant::now();
+        l.forget_refilled(rate, now);
+        assert_eq!((l.len(), l.buckets.len()), (1, 1));
+        assert!(l.update_existing("a", |_, _| ()).is_some());
+        l.forget_refilled(rate, now + Duration::from_secs(2));
+        assert!(l.is_empty() && l.buckets.is_empty());
     }
 
     #[test]
