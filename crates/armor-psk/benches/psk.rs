@@ -277,7 +277,6 @@ fn fingerprint(i: u64) -> Fingerprints {
 /// from the same number of live entries (and at most 0.4 M more).
 fn bench_replay(c: &mut Criterion) {
     const NOW: u64 = TIMESTAMP;
-    const CHUNK: u64 = 200_000;
     let mut g = c.benchmark_group("replay_claim");
     for (live, name) in [(0u64, "0_live"), (1_000_000, "1M_live")] {
         let guard = MemoryReplayGuard::new(8_000_000);
@@ -291,23 +290,9 @@ fn bench_replay(c: &mut Criterion) {
         let mut next = 0u64;
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                // In chunks, each from the same starting state, so warm-up's
-                // large counts stay within the guard's budget.
-                let mut total = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let n = left.min(CHUNK);
-                    guard.sweep(NOW + 1);
-                    let fps: Vec<_> = (0..n).map(|i| fingerprint(next + i)).collect();
-                    next += n;
-                    left -= n;
-                    let start = Instant::now();
-                    for fp in &fps {
-                        black_box(guard.claim(black_box(fp), NOW, NOW)).unwrap();
-                    }
-                    total += start.elapsed();
-                }
-                total
+                timed_claims(&guard, &mut next, iters, |fp| {
+                    black_box(guard.claim(black_box(fp), NOW, NOW)).unwrap();
+                })
             })
         });
         // A replay: refused on the look-up.
@@ -317,6 +302,7 @@ fn bench_replay(c: &mut Criterion) {
             b.iter(|| guard.claim(black_box(&held), NOW + 10, NOW).unwrap_err())
         });
     }
+    bench_claim_after_hmac(&mut g);
     let fk = FingerprintKey::new([7; 16]);
     let key = SigningKey::from_bytes(SECRET);
     let header = Fixture::new(&key, 0).header;
@@ -325,6 +311,85 @@ fn bench_replay(c: &mut Criterion) {
         b.iter(|| fk.fingerprints(black_box(&creds)))
     });
     g.finish();
+}
+
+/// Times `claim` over `iters` fresh fingerprints (numbered from `next`),
+/// in chunks of 200 000 that each start from the same live entries: the
+/// chunk before's claims expire at `TIMESTAMP` and are swept, untimed, so
+/// warm-up's large counts stay within the guard's budget.
+fn timed_claims(
+    guard: &MemoryReplayGuard,
+    next: &mut u64,
+    iters: u64,
+    mut claim: impl FnMut(&Fingerprints),
+) -> Duration {
+    const CHUNK: u64 = 200_000;
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        guard.sweep(TIMESTAMP + 1);
+        let fps: Vec<_> = (0..n).map(|i| fingerprint(*next + i)).collect();
+        *next += n;
+        left -= n;
+        let start = Instant::now();
+        for fp in &fps {
+            claim(fp);
+        }
+        total += start.elapsed();
+    }
+    total
+}
+
+/// A request's verify-then-claim into a guard holding 10 M live
+/// fingerprints (5 M requests, ~200 MB: far out of cache, as a busy node's
+/// is), with the claim's look-ups started before the HMAC
+/// (`ReplayGuard::prefetch`, as the server and the layer do) and without.
+/// Claims expire at `now` and are swept, untimed, every 200 000.
+fn bench_claim_after_hmac(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    const NOW: u64 = TIMESTAMP;
+    const LIVE_REQUESTS: u64 = 5_000_000;
+    let key = SigningKey::from_bytes(SECRET);
+    let verifier = Verifier::default();
+    let req = Request {
+        method: "GET",
+        path: "/accounts/2/vms/123",
+        query: None,
+        body: b"",
+    };
+    let header = SignableRequest {
+        key_id: KEY_ID,
+        method: req.method,
+        request_path: req.path,
+        nonce: NONCE,
+        timestamp: TIMESTAMP,
+        body: b"",
+    }
+    .authorization(&key);
+    let creds = Credentials::parse(&header).unwrap();
+    let guard = MemoryReplayGuard::new(4 * LIVE_REQUESTS as usize);
+    for i in 0..LIVE_REQUESTS {
+        guard
+            .claim(&fingerprint(1 << 42 | i), NOW + 1_000_000, NOW)
+            .unwrap();
+    }
+    let mut next = 0u64;
+    for (name, prefetch) in [
+        ("10M_live_after_hmac", false),
+        ("10M_live_after_hmac_prefetched", true),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                timed_claims(&guard, &mut next, iters, |fp| {
+                    if prefetch {
+                        guard.prefetch(fp);
+                    }
+                    verifier.verify(&key, &creds, black_box(&req)).unwrap();
+                    black_box(guard.claim(black_box(fp), NOW, NOW)).unwrap();
+                })
+            })
+        });
+    }
 }
 
 fn config() -> Criterion {

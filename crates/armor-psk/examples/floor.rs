@@ -86,6 +86,9 @@ async fn whoami(req: hyper::Request<Incoming>, st: &State) -> Response<Full<Byte
     if let Err(e) = st.verifier.check_time(&creds, now) {
         return refuse(&e);
     }
+    // As armor does: the claim's memory loads during the body and the HMAC.
+    let fp = st.fingerprints.fingerprints(&creds);
+    st.guard.prefetch(&fp);
     let Ok(body) = Limited::new(body, MAX_BODY)
         .collect()
         .await
@@ -109,7 +112,6 @@ async fn whoami(req: hyper::Request<Incoming>, st: &State) -> Response<Full<Byte
     if let Err(e) = st.verifier.verify(&st.key.signing, &creds, &incoming) {
         return refuse(&e);
     }
-    let fp = st.fingerprints.fingerprints(&creds);
     match st.guard.claim(&fp, st.verifier.claim_until(&creds), now) {
         Ok(()) => {}
         Err(armor_psk::ReplayError::Unavailable) => return refuse(&E::ReplayStoreUnavailable),

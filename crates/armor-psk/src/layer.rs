@@ -238,6 +238,9 @@ where
         .verifier
         .check_time(&creds, now)
         .map_err(Refusal::Psk)?;
+    // The claim's memory loads during the look-up, the body and the HMAC.
+    let fp = shared.fingerprints.fingerprints(&creds);
+    shared.replay.prefetch(&fp);
     let found = shared.lookup.lookup(creds.key_id());
 
     let declared = req
@@ -271,7 +274,6 @@ where
         .verifier
         .verify(&key, &creds, &signed)
         .map_err(Refusal::Psk)?;
-    let fp = shared.fingerprints.fingerprints(&creds);
     match shared
         .replay
         .claim(&fp, shared.verifier.claim_until(&creds), now)

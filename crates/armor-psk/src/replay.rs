@@ -6,6 +6,7 @@
 //! means a replay.
 
 use std::hash::Hasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use siphasher::sip128::{Hasher128, SipHasher13};
@@ -79,6 +80,11 @@ impl std::fmt::Debug for FingerprintKey {
 pub trait ReplayGuard: Send + Sync {
     /// `now` is the caller's clock; entries with `until < now` are free.
     fn claim(&self, fp: &Fingerprints, until: u64, now: u64) -> Result<(), ReplayError>;
+
+    /// Starts loading what a claim of `fp` will read, so that the memory
+    /// arrives while the caller verifies the signature. A hint with no
+    /// effect on any claim; the default does nothing.
+    fn prefetch(&self, _fp: &Fingerprints) {}
 }
 
 /// Unix seconds in 32 bits. They fit until 2106; later ones saturate, which
@@ -349,6 +355,33 @@ impl Shard {
 
 const SHARDS: usize = 64;
 
+/// A shard's table addresses and capacity, as last published.
+#[derive(Default)]
+struct Hint {
+    keys: AtomicUsize,
+    until: AtomicUsize,
+    cap: AtomicUsize,
+}
+
+impl Hint {
+    fn publish(&self, t: &Table) {
+        self.keys.store(t.keys.as_ptr() as usize, Ordering::Relaxed);
+        self.until
+            .store(t.until.as_ptr() as usize, Ordering::Relaxed);
+        self.cap.store(t.cap(), Ordering::Relaxed);
+    }
+}
+
+/// Starts loading the cache line at `addr` (a hint: it may be a replaced
+/// table's, as [`Hint`]s are read without the lock). The address becomes a
+/// pointer by wrapping arithmetic from a static and is never read: a
+/// prefetch does not fault.
+fn prefetch_addr(addr: usize) {
+    static ORIGIN: u8 = 0;
+    let origin = std::ptr::addr_of!(ORIGIN) as usize;
+    prefetch_index::prefetch_index(std::slice::from_ref(&ORIGIN), addr.wrapping_sub(origin));
+}
+
 /// In-memory [`ReplayGuard`] for one process.
 ///
 /// 64 shards, each an open-addressing table (linear probing) of 12-byte
@@ -358,8 +391,14 @@ const SHARDS: usize = 64;
 /// after a sweep it is between 1/2 and 13/16 full; it is never fuller than
 /// 7/8. Between sweeps it only fills, so a table past its first 8 slots is
 /// always at least half full: 14–24 bytes per stored fingerprint, at most
-/// 48 bytes per request (two fingerprints), plus 3.5 KiB for the shards.
-/// So memory follows the traffic in the window.
+/// 48 bytes per request (two fingerprints), plus 5 KiB for the shards and
+/// their hints. So memory follows the traffic in the window.
+///
+/// A large table is out of cache (and out of the TLB's reach), so a
+/// claim's two look-ups wait for memory. [`ReplayGuard::prefetch`] starts
+/// those loads from each shard's last published table address, without
+/// its lock (a locked instruction would wait for them), so that they
+/// overlap the HMAC.
 ///
 /// A live entry is never dropped: past `max_entries`, claims are refused
 /// with [`ReplayError::Unavailable`] instead.
@@ -371,6 +410,9 @@ const SHARDS: usize = 64;
 /// request in ~6·10¹³ refused as a replay.
 pub struct MemoryReplayGuard {
     shards: Box<[Mutex<Shard>]>,
+    /// Where each shard's table is, for [`ReplayGuard::prefetch`] to read
+    /// without the shard's lock; set under it whenever a table is replaced.
+    hints: Box<[Hint]>,
     /// Entries per shard: at least one request's two.
     budget: usize,
 }
@@ -389,6 +431,7 @@ impl MemoryReplayGuard {
             .collect();
         MemoryReplayGuard {
             shards,
+            hints: (0..SHARDS).map(|_| Hint::default()).collect(),
             budget: max_entries.div_ceil(SHARDS).max(2),
         }
     }
@@ -409,16 +452,20 @@ impl MemoryReplayGuard {
         self.len() == 0
     }
 
-    /// Heap bytes held: 12 per table slot, and the shards themselves.
+    /// Heap bytes held: 12 per table slot, and the shards and their hints.
     pub fn memory_bytes(&self) -> usize {
         let tables: usize = (0..SHARDS).map(|i| self.lock(i).table.cap()).sum();
-        tables * SLOT_BYTES + std::mem::size_of_val(&*self.shards)
+        tables * SLOT_BYTES
+            + std::mem::size_of_val(&*self.shards)
+            + std::mem::size_of_val(&*self.hints)
     }
 
     /// Drops every expired entry now, shrinking mostly empty tables.
     pub fn sweep(&self, now: u64) {
         for i in 0..SHARDS {
-            self.lock(i).sweep(now, self.budget);
+            let mut shard = self.lock(i);
+            shard.sweep(now, self.budget);
+            self.hints[i].publish(&shard.table);
         }
     }
 
@@ -429,6 +476,24 @@ impl MemoryReplayGuard {
 }
 
 impl ReplayGuard for MemoryReplayGuard {
+    /// Reads each shard's [`Hint`], not its lock: the prefetch never waits,
+    /// and its loads are not waited for by a locked instruction.
+    fn prefetch(&self, fp: &Fingerprints) {
+        for f in [fp.pair, fp.signature] {
+            let h = &self.hints[Self::shard_of(f)];
+            let cap = h.cap.load(Ordering::Relaxed);
+            if cap > 0 {
+                let i = home(slot_key(f), cap);
+                let (k, u) = (
+                    h.keys.load(Ordering::Relaxed),
+                    h.until.load(Ordering::Relaxed),
+                );
+                prefetch_addr(k.wrapping_add(i * std::mem::size_of::<u64>()));
+                prefetch_addr(u.wrapping_add(i * std::mem::size_of::<u32>()));
+            }
+        }
+    }
+
     fn claim(&self, fp: &Fingerprints, until: u64, now: u64) -> Result<(), ReplayError> {
         let (a, b) = (Self::shard_of(fp.pair), Self::shard_of(fp.signature));
         // Lock in index order; one lock when both land in the same shard.
@@ -463,14 +528,19 @@ impl ReplayGuard for MemoryReplayGuard {
                 first.table.put(pair_at, keys[0], until_s) & sig.table.put(sig_at, keys[1], until_s)
             }
             Some(sig) => {
-                if !first.reserve(1, now, budget) || !sig.reserve(1, now, budget) {
+                let room = first.reserve(1, now, budget) && sig.reserve(1, now, budget);
+                self.hints[a].publish(&first.table);
+                self.hints[b].publish(&sig.table);
+                if !room {
                     return Err(ReplayError::Unavailable);
                 }
                 first.table.insert(keys[0], until_s, now_s)
                     & sig.table.insert(keys[1], until_s, now_s)
             }
             None => {
-                if !first.reserve(2, now, budget) {
+                let room = first.reserve(2, now, budget);
+                self.hints[a].publish(&first.table);
+                if !room {
                     return Err(ReplayError::Unavailable);
                 }
                 first.table.insert(keys[0], until_s, now_s)

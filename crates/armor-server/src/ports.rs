@@ -108,6 +108,11 @@ pub trait ReplayStore: Send + Sync {
     /// the key id to keep both claims in one place.
     fn claim(&self, key_id: &str, fp: &Fingerprints, timestamp: u64, until: u64, now: u64)
         -> Claim;
+
+    /// Starts loading what a claim of `fp` will read, before the signature
+    /// is verified (see [`ReplayGuard::prefetch`]). A hint; a shared store
+    /// has nothing to load.
+    fn prefetch(&self, _fp: &Fingerprints) {}
 }
 
 /// The memory implementation: a replay guard of this process.
@@ -127,6 +132,11 @@ impl<G: ReplayGuard> ReplayStore for G {
                 ReplayError::Unavailable => ClaimError::Unavailable,
             }),
         )
+    }
+
+    #[inline]
+    fn prefetch(&self, fp: &Fingerprints) {
+        ReplayGuard::prefetch(self, fp);
     }
 }
 

@@ -701,11 +701,12 @@ async fn a_request_verified_under_a_borrowed_state_is_refused() {
     let (x, x_signing, borrowed) = victims
         .iter()
         .find_map(|(x, own)| {
-            let (_, found) = e
+            let found = e
                 .core
                 .verifier
                 .psk_begin(&request(x, "probe", own))
-                .unwrap();
+                .unwrap()
+                .key;
             assert!(!found.is_own());
             let probe = SignableRequest {
                 key_id: x,
@@ -725,16 +726,16 @@ async fn a_request_verified_under_a_borrowed_state_is_refused() {
     // Signed with that admin key's secret for the id `x`: it verifies
     // under the borrowed state, and is refused.
     let forged = request(&x, "n1", &borrowed);
-    let (creds, found) = e.core.verifier.psk_begin(&forged).unwrap();
+    let begun = e.core.verifier.psk_begin(&forged).unwrap();
     assert!(e
         .core
         .verifier
-        .psk_finish(&creds, &found, &req, &Default::default())
+        .psk_finish(&begun, &req, &Default::default())
         .await
         .is_err());
     // The same, with `x` cached again before the verdict.
     let forged = request(&x, "n2", &borrowed);
-    let (creds, found) = e.core.verifier.psk_begin(&forged).unwrap();
+    let begun = e.core.verifier.psk_begin(&forged).unwrap();
     e.core
         .users
         .set_user_enabled(&admin, victim, true, None)
@@ -743,7 +744,7 @@ async fn a_request_verified_under_a_borrowed_state_is_refused() {
     let refused = e
         .core
         .verifier
-        .psk_finish(&creds, &found, &req, &Default::default())
+        .psk_finish(&begun, &req, &Default::default())
         .await;
     assert!(
         matches!(
@@ -757,12 +758,12 @@ async fn a_request_verified_under_a_borrowed_state_is_refused() {
     );
     // `x`'s own secret works again.
     let own = request(&x, "n3", &x_signing);
-    let (creds, found) = e.core.verifier.psk_begin(&own).unwrap();
-    assert!(found.is_own());
+    let begun = e.core.verifier.psk_begin(&own).unwrap();
+    assert!(begun.key.is_own());
     let id = e
         .core
         .verifier
-        .psk_finish(&creds, &found, &req, &Default::default())
+        .psk_finish(&begun, &req, &Default::default())
         .await
         .unwrap();
     assert_eq!(&*id.key_id, x.as_str());
@@ -1042,7 +1043,7 @@ async fn last_used_is_exact_in_memory_and_coarse_in_the_store() {
         .authorization(&signing);
         let core = e.core.clone();
         async move {
-            let (creds, k) = core.verifier.psk_begin(&header).unwrap();
+            let begun = core.verifier.psk_begin(&header).unwrap();
             let req = armor_psk::Request {
                 method: "GET",
                 path: "/me",
@@ -1050,7 +1051,7 @@ async fn last_used_is_exact_in_memory_and_coarse_in_the_store() {
                 body: b"",
             };
             core.verifier
-                .psk_finish(&creds, &k, &req, &Default::default())
+                .psk_finish(&begun, &req, &Default::default())
                 .await
                 .unwrap();
         }

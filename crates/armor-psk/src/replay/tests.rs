@@ -27,6 +27,13 @@ fn check_tables(g: &MemoryReplayGuard) {
     for i in 0..SHARDS {
         let s = g.lock(i);
         let t = &s.table;
+        // The prefetch's view of the shard is its table.
+        let h = &g.hints[i];
+        assert_eq!(h.cap.load(Ordering::Relaxed), t.cap());
+        if t.cap() > 0 {
+            assert_eq!(h.keys.load(Ordering::Relaxed), t.keys.as_ptr() as usize);
+            assert_eq!(h.until.load(Ordering::Relaxed), t.until.as_ptr() as usize);
+        }
         assert_eq!(t.len, t.keys.iter().filter(|&&k| k != 0).count());
         assert!(t.len <= max_load(t.cap()), "{} in {}", t.len, t.cap());
         for (j, &k) in t.keys.iter().enumerate() {
@@ -238,4 +245,35 @@ fn fingerprints_separate_fields() {
     let fb = k.fingerprints(&Credentials::parse(&b).unwrap());
     assert_ne!(fa.pair, fb.pair);
     assert_eq!(fa.signature, fb.signature);
+}
+
+#[test]
+fn prefetch_is_only_a_hint() {
+    // Before anything is stored, on held and fresh fingerprints, and with
+    // the shard held by another caller (it takes no lock): the claims that
+    // follow answer as they would without it, and the tables are unchanged
+    // by it.
+    let g = MemoryReplayGuard::new(1000);
+    g.prefetch(&fp(1, 2));
+    assert!(g.is_empty());
+    assert_eq!(g.claim(&fp(1, 2), 100, 10), Ok(()));
+    for i in 3..200 {
+        g.prefetch(&fp(1, i));
+        g.prefetch(&fp(i, i + 1000));
+    }
+    assert_eq!(g.len(), 2);
+    check_tables(&g);
+    let held = g.lock(MemoryReplayGuard::shard_of(one(7)));
+    g.prefetch(&fp(7, 7));
+    drop(held);
+    assert_eq!(g.claim(&fp(1, 3), 100, 10), Err(ReplayError::Reused));
+    assert_eq!(g.claim(&fp(7, 8), 100, 10), Ok(()));
+    assert_eq!(g.len(), 4);
+    check_tables(&g);
+    // A sweep that empties the tables publishes them too.
+    g.sweep(101);
+    assert!(g.is_empty());
+    check_tables(&g);
+    g.prefetch(&fp(1, 2));
+    assert_eq!(g.claim(&fp(1, 2), 200, 101), Ok(()));
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use armor_psk::replay::FingerprintKey;
+use armor_psk::Fingerprints;
 use armor_psk::{Credentials, Request, SigningKey, Verifier};
 use dashmap::DashMap;
 
@@ -74,6 +75,16 @@ impl CachedKey {
 /// key is written at most once per this many seconds (and exactly on a clean
 /// shutdown). The node that served the call reports it to the second.
 pub const LAST_USED_GRAIN: u64 = 60;
+
+/// A request past [`KeyVerifier::psk_begin`]: its credentials, its key
+/// (or a borrowed state) and its replay fingerprints.
+pub struct Begun<'h> {
+    pub creds: Credentials<'h>,
+    pub key: keycache::Found,
+    fp: Fingerprints,
+    /// Whether `fp` is for the shared store (see `KeyVerifier::claims_in`).
+    shared: bool,
+}
 
 /// Where nonces and signatures are claimed: this node's replay store, or
 /// (several nodes) a shared one, under a fingerprint key all nodes share.
@@ -373,10 +384,12 @@ impl KeyVerifier {
     /// I/O. The body is read only when this succeeds. Returns a copy of the
     /// key's HMAC state; an unknown key id gets a borrowed one, under which
     /// [`KeyVerifier::psk_finish`] verifies and refuses.
-    pub fn psk_begin<'h>(
-        &self,
-        header: &'h str,
-    ) -> Result<(Credentials<'h>, keycache::Found), Error> {
+    ///
+    /// It also computes the request's replay fingerprints and has the
+    /// memory guard start loading the table slots the claim will probe
+    /// ([`ReplayStore::prefetch`]): a large table is out of cache, and
+    /// those loads then overlap the key look-up, the body and the HMAC.
+    pub fn psk_begin<'h>(&self, header: &'h str) -> Result<Begun<'h>, Error> {
         let creds = Credentials::parse(header).map_err(|e| {
             let err = armor_psk::Error::from(e);
             self.metrics.refused(err.code());
@@ -387,10 +400,29 @@ impl KeyVerifier {
             self.count_refused(&self.keys.lookup(creds.key_id()), err.code());
             return Err(err.into());
         }
+        let shared = self.claims.shared.get().is_some();
+        let (store, fingerprints) = self.claims_in(shared);
+        let fp = fingerprints.fingerprints(&creds);
+        store.prefetch(&fp);
         // An unknown key id gets a borrowed state, found and copied like a
         // key's own: hit and miss cost the same (timing).
         let key = self.keys.lookup(creds.key_id());
-        Ok((creds, key))
+        Ok(Begun {
+            creds,
+            key,
+            fp,
+            shared,
+        })
+    }
+
+    /// Where claims go, with the fingerprint key that goes with it: the
+    /// shared store (once the node has one) when `shared`, else this
+    /// process's guard.
+    fn claims_in(&self, shared: bool) -> (&Arc<dyn ReplayStore>, &FingerprintKey) {
+        match self.claims.shared.get().filter(|_| shared) {
+            Some(s) => (&s.replay, &s.fingerprints),
+            None => (&self.claims.replay, &self.claims.fingerprints),
+        }
     }
 
     /// Steps 5–6: verify against every accepted form, then claim the nonce
@@ -399,11 +431,11 @@ impl KeyVerifier {
     /// identity.
     pub async fn psk_finish(
         &self,
-        creds: &Credentials<'_>,
-        found: &keycache::Found,
+        begun: &Begun<'_>,
         req: &Request<'_>,
         origin: &Origin,
     ) -> Result<KeyIdentity, Error> {
+        let (creds, found) = (&begun.creds, &begun.key);
         let refuse = |err: armor_psk::Error| {
             self.metrics.refused(err.code());
             self.count_refused(found, err.code());
@@ -430,14 +462,12 @@ impl KeyVerifier {
             _ => return Err(refuse(armor_psk::Error::InvalidSignature)),
         };
         let until = self.verifier.claim_until(creds);
-        let (replay, fingerprints) = match self.claims.shared.get() {
-            Some(shared) => (&shared.replay, &shared.fingerprints),
-            None => (&self.claims.replay, &self.claims.fingerprints),
-        };
-        let fp = fingerprints.fingerprints(creds);
         let now = self.clock.now();
-        match replay
-            .claim(creds.key_id(), &fp, creds.timestamp(), until, now)
+        // Claimed where its fingerprints' key belongs (`psk_begin` chose).
+        match self
+            .claims_in(begun.shared)
+            .0
+            .claim(creds.key_id(), &begun.fp, creds.timestamp(), until, now)
             .outcome()
             .await
         {

@@ -137,14 +137,15 @@ async fn authenticate_head(
                 .await?
         }
         None => {
-            let (creds, key) = core.verifier.psk_begin(header)?;
+            let begun = core.verifier.psk_begin(header)?;
+            let (creds, key) = (&begun.creds, &begun.key);
             let client = client_ip(req.extensions);
             // Too many refusals for this key from this address: 429, unread.
             let limiter = req.extensions.get::<Arc<AuthFailureLimiter>>().zip(client);
             if let Some((l, ip)) = &limiter {
                 if let Err(e) = l.check(*ip, creds.key_id()) {
                     core.verifier
-                        .count_refused(&key, crate::web::error::classify(&e).1);
+                        .count_refused(key, crate::web::error::classify(&e).1);
                     return Err(e);
                 }
             }
@@ -159,11 +160,7 @@ async fn authenticate_head(
                 peer: client,
                 armor_route: super::is_armor_route,
             };
-            let id = match core
-                .verifier
-                .psk_finish(&creds, &key, &psk_req, &origin)
-                .await
-            {
+            let id = match core.verifier.psk_finish(&begun, &psk_req, &origin).await {
                 Ok(id) => id,
                 Err(e) => {
                     if let (Some((l, ip)), Error::Psk { err, .. }) = (&limiter, &e) {

@@ -33,7 +33,7 @@ async fn verdict(
     body: &[u8],
     auth: &str,
 ) -> Result<String, String> {
-    let (creds, key) = core.verifier.psk_begin(auth).map_err(|e| e.to_string())?;
+    let begun = core.verifier.psk_begin(auth).map_err(|e| e.to_string())?;
     let req = armor_psk::Request {
         method,
         path,
@@ -41,7 +41,7 @@ async fn verdict(
         body,
     };
     core.verifier
-        .psk_finish(&creds, &key, &req, &Default::default())
+        .psk_finish(&begun, &req, &Default::default())
         .await
         .map(|id| id.key_id.to_string())
         .map_err(|e| e.to_string())
