@@ -463,10 +463,44 @@ impl MemoryReplayGuard {
     /// Drops every expired entry now, shrinking mostly empty tables.
     pub fn sweep(&self, now: u64) {
         for i in 0..SHARDS {
-            let mut shard = self.lock(i);
-            shard.sweep(now, self.budget);
+            self.publishing(i, &mut self.lock(i), |s| s.sweep(now, self.budget));
+        }
+    }
+
+    /// Where `fp`'s home slot is in its shard's table, by the shard's
+    /// [`Hint`]: the address of its key and of its expiry (`None` before
+    /// the shard has a table).
+    fn home_lines(&self, fp: u128) -> Option<[usize; 2]> {
+        let h = &self.hints[Self::shard_of(fp)];
+        let cap = h.cap.load(Ordering::Relaxed);
+        (cap > 0).then(|| {
+            let i = home(slot_key(fp), cap);
+            [
+                (h.keys.load(Ordering::Relaxed)).wrapping_add(i * std::mem::size_of::<u64>()),
+                (h.until.load(Ordering::Relaxed)).wrapping_add(i * std::mem::size_of::<u32>()),
+            ]
+        })
+    }
+
+    /// `Shard::reserve` on shard `i`, publishing its table if that replaced it.
+    fn reserve(&self, i: usize, shard: &mut Shard, n: usize, now: u64) -> bool {
+        self.publishing(i, shard, |s| s.reserve(n, now, self.budget))
+    }
+
+    /// Runs `change` on shard `i` (locked by the caller) and publishes the
+    /// shard's table in its [`Hint`] if `change` replaced it.
+    fn publishing<T>(
+        &self,
+        i: usize,
+        shard: &mut Shard,
+        change: impl FnOnce(&mut Shard) -> T,
+    ) -> T {
+        let before = (shard.table.keys.as_ptr(), shard.table.cap());
+        let out = change(shard);
+        if (shard.table.keys.as_ptr(), shard.table.cap()) != before {
             self.hints[i].publish(&shard.table);
         }
+        out
     }
 
     fn shard_of(fp: u128) -> usize {
@@ -480,16 +514,8 @@ impl ReplayGuard for MemoryReplayGuard {
     /// and its loads are not waited for by a locked instruction.
     fn prefetch(&self, fp: &Fingerprints) {
         for f in [fp.pair, fp.signature] {
-            let h = &self.hints[Self::shard_of(f)];
-            let cap = h.cap.load(Ordering::Relaxed);
-            if cap > 0 {
-                let i = home(slot_key(f), cap);
-                let (k, u) = (
-                    h.keys.load(Ordering::Relaxed),
-                    h.until.load(Ordering::Relaxed),
-                );
-                prefetch_addr(k.wrapping_add(i * std::mem::size_of::<u64>()));
-                prefetch_addr(u.wrapping_add(i * std::mem::size_of::<u32>()));
+            if let Some(lines) = self.home_lines(f) {
+                lines.into_iter().for_each(prefetch_addr);
             }
         }
     }
@@ -528,19 +554,14 @@ impl ReplayGuard for MemoryReplayGuard {
                 first.table.put(pair_at, keys[0], until_s) & sig.table.put(sig_at, keys[1], until_s)
             }
             Some(sig) => {
-                let room = first.reserve(1, now, budget) && sig.reserve(1, now, budget);
-                self.hints[a].publish(&first.table);
-                self.hints[b].publish(&sig.table);
-                if !room {
+                if !self.reserve(a, &mut first, 1, now) || !self.reserve(b, sig, 1, now) {
                     return Err(ReplayError::Unavailable);
                 }
                 first.table.insert(keys[0], until_s, now_s)
                     & sig.table.insert(keys[1], until_s, now_s)
             }
             None => {
-                let room = first.reserve(2, now, budget);
-                self.hints[a].publish(&first.table);
-                if !room {
+                if !self.reserve(a, &mut first, 2, now) {
                     return Err(ReplayError::Unavailable);
                 }
                 first.table.insert(keys[0], until_s, now_s)

@@ -134,7 +134,6 @@ impl<G: ReplayGuard> ReplayStore for G {
         )
     }
 
-    #[inline]
     fn prefetch(&self, fp: &Fingerprints) {
         ReplayGuard::prefetch(self, fp);
     }

@@ -701,12 +701,9 @@ async fn a_request_verified_under_a_borrowed_state_is_refused() {
     let (x, x_signing, borrowed) = victims
         .iter()
         .find_map(|(x, own)| {
-            let found = e
-                .core
-                .verifier
-                .psk_begin(&request(x, "probe", own))
-                .unwrap()
-                .key;
+            let header = request(x, "probe", own);
+            let begun = e.core.verifier.psk_begin(&header).unwrap();
+            let found = begun.key();
             assert!(!found.is_own());
             let probe = SignableRequest {
                 key_id: x,
@@ -759,7 +756,7 @@ async fn a_request_verified_under_a_borrowed_state_is_refused() {
     // `x`'s own secret works again.
     let own = request(&x, "n3", &x_signing);
     let begun = e.core.verifier.psk_begin(&own).unwrap();
-    assert!(begun.key.is_own());
+    assert!(begun.key().is_own());
     let id = e
         .core
         .verifier

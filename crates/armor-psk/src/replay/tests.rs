@@ -249,23 +249,23 @@ fn fingerprints_separate_fields() {
 
 #[test]
 fn prefetch_is_only_a_hint() {
-    // Before anything is stored, on held and fresh fingerprints, and with
-    // the shard held by another caller (it takes no lock): the claims that
-    // follow answer as they would without it, and the tables are unchanged
-    // by it.
+    // It takes no lock (holding a shard's lock here does not block it) and
+    // changes nothing: the claims that follow answer as without it.
     let g = MemoryReplayGuard::new(1000);
     g.prefetch(&fp(1, 2));
     assert!(g.is_empty());
     assert_eq!(g.claim(&fp(1, 2), 100, 10), Ok(()));
+    let held = g.lock(MemoryReplayGuard::shard_of(one(1)));
+    assert!(g.home_lines(one(1)).is_some());
+    g.prefetch(&fp(1, 2));
+    g.prefetch(&fp(1, 3));
+    drop(held);
     for i in 3..200 {
         g.prefetch(&fp(1, i));
         g.prefetch(&fp(i, i + 1000));
     }
     assert_eq!(g.len(), 2);
     check_tables(&g);
-    let held = g.lock(MemoryReplayGuard::shard_of(one(7)));
-    g.prefetch(&fp(7, 7));
-    drop(held);
     assert_eq!(g.claim(&fp(1, 3), 100, 10), Err(ReplayError::Reused));
     assert_eq!(g.claim(&fp(7, 8), 100, 10), Ok(()));
     assert_eq!(g.len(), 4);
@@ -276,4 +276,26 @@ fn prefetch_is_only_a_hint() {
     check_tables(&g);
     g.prefetch(&fp(1, 2));
     assert_eq!(g.claim(&fp(1, 2), 200, 101), Ok(()));
+}
+
+#[test]
+fn prefetch_aims_at_the_home_slot_of_each_fingerprint() {
+    let g = MemoryReplayGuard::new(1 << 16);
+    assert_eq!(g.home_lines(one(1)), None);
+    for i in 0..500 {
+        g.claim(&fp(2 * i, 2 * i + 1), 100, 10).unwrap();
+    }
+    for n in 0..2000u64 {
+        let f = one(n);
+        let s = g.lock(MemoryReplayGuard::shard_of(f));
+        let t = &s.table;
+        assert!(t.cap() > 0);
+        let i = home(slot_key(f), t.cap());
+        let want = [
+            std::ptr::from_ref(&t.keys[i]) as usize,
+            std::ptr::from_ref(&t.until[i]) as usize,
+        ];
+        drop(s);
+        assert_eq!(g.home_lines(f), Some(want), "fingerprint {n}");
+    }
 }

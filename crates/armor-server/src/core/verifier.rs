@@ -78,12 +78,25 @@ pub const LAST_USED_GRAIN: u64 = 60;
 
 /// A request past [`KeyVerifier::psk_begin`]: its credentials, its key
 /// (or a borrowed state) and its replay fingerprints.
+/// Its fields are read-only: the fingerprints claimed must be those of the
+/// credentials verified.
 pub struct Begun<'h> {
-    pub creds: Credentials<'h>,
-    pub key: keycache::Found,
+    creds: Credentials<'h>,
+    key: keycache::Found,
     fp: Fingerprints,
     /// Whether `fp` is for the shared store (see `KeyVerifier::claims_in`).
     shared: bool,
+}
+
+impl<'h> Begun<'h> {
+    pub fn creds(&self) -> &Credentials<'h> {
+        &self.creds
+    }
+
+    /// The key's state, or the borrowed one an unknown id gets.
+    pub fn key(&self) -> &keycache::Found {
+        &self.key
+    }
 }
 
 /// Where nonces and signatures are claimed: this node's replay store, or
@@ -419,9 +432,9 @@ impl KeyVerifier {
     /// shared store (once the node has one) when `shared`, else this
     /// process's guard.
     fn claims_in(&self, shared: bool) -> (&Arc<dyn ReplayStore>, &FingerprintKey) {
-        match self.claims.shared.get().filter(|_| shared) {
-            Some(s) => (&s.replay, &s.fingerprints),
-            None => (&self.claims.replay, &self.claims.fingerprints),
+        match self.claims.shared.get() {
+            Some(s) if shared => (&s.replay, &s.fingerprints),
+            _ => (&self.claims.replay, &self.claims.fingerprints),
         }
     }
 

@@ -138,7 +138,7 @@ async fn authenticate_head(
         }
         None => {
             let begun = core.verifier.psk_begin(header)?;
-            let (creds, key) = (&begun.creds, &begun.key);
+            let (creds, key) = (begun.creds(), begun.key());
             let client = client_ip(req.extensions);
             // Too many refusals for this key from this address: 429, unread.
             let limiter = req.extensions.get::<Arc<AuthFailureLimiter>>().zip(client);
