@@ -344,6 +344,10 @@ impl Application {
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {}
+                        _ = core.verifier.refusals_queued() => {
+                            core.verifier.count_queued_refusals();
+                            continue;
+                        }
                         _ = &mut stopped => break,
                     }
                     if let Some(l) = &limiter {

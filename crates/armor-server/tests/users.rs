@@ -53,6 +53,30 @@ async fn env() -> Env {
 }
 
 impl Env {
+    /// A new key of `user_id` (made by that user): its id and its secret's
+    /// signing state.
+    async fn key_of(&self, user_id: i64) -> (String, armor_psk::SigningKey) {
+        let p = self.principal(user_id).await;
+        let key = self
+            .core
+            .keys
+            .create_key(&p, user_id, "k", &Default::default(), None)
+            .await
+            .unwrap();
+        let signing = armor_psk::SigningKey::from_bytes(key.secret.as_bytes());
+        (key.row.id.clone(), signing)
+    }
+
+    /// Disables or enables `user_id`, as user 1 (an administrator).
+    async fn set_enabled(&self, user_id: i64, enabled: bool) {
+        let admin = self.principal(1).await;
+        self.core
+            .users
+            .set_user_enabled(&admin, user_id, enabled, None)
+            .await
+            .unwrap();
+    }
+
     async fn principal(&self, user_id: i64) -> Principal {
         self.core
             .access
@@ -603,25 +627,12 @@ async fn invitation_activation_and_phone_second_factor() {
 async fn disabling_drops_keys_from_the_verifier_and_enabling_restores_them() {
     let e = env().await;
     let uid = e.user("keys@example.com", "User").await;
-    let p = e.principal(uid).await;
-    e.core
-        .keys
-        .create_key(&p, uid, "k", &Default::default(), None)
-        .await
-        .unwrap();
+    e.key_of(uid).await;
     assert_eq!(e.core.verifier.cached_keys(), 1);
     let admin = e.principal(1).await;
-    e.core
-        .users
-        .set_user_enabled(&admin, uid, false, None)
-        .await
-        .unwrap();
+    e.set_enabled(uid, false).await;
     assert_eq!(e.core.verifier.cached_keys(), 0);
-    e.core
-        .users
-        .set_user_enabled(&admin, uid, true, None)
-        .await
-        .unwrap();
+    e.set_enabled(uid, true).await;
     assert_eq!(e.core.verifier.cached_keys(), 1);
     // Oneself: refused.
     assert!(matches!(
@@ -1009,6 +1020,37 @@ async fn rotating_the_master_key_reseals_totp_secrets() {
         .unwrap();
 }
 
+/// Signs a `GET /me` with `signing` for `key_id` (nonce `n{n}`, now) and
+/// runs it through the verifier's two steps.
+async fn verify_me(
+    core: std::sync::Arc<armor_server::core::Core>,
+    clock: &armor_server::clock::ManualClock,
+    key_id: &str,
+    n: u64,
+    signing: &armor_psk::SigningKey,
+) -> Result<(), armor_server::Error> {
+    let header = armor_psk::SignableRequest {
+        key_id,
+        method: "GET",
+        request_path: "/me",
+        nonce: &format!("n{n}"),
+        timestamp: armor_server::clock::Clock::now(clock),
+        body: b"",
+    }
+    .authorization(signing);
+    let begun = core.verifier.psk_begin(&header)?;
+    let req = armor_psk::Request {
+        method: "GET",
+        path: "/me",
+        query: None,
+        body: b"",
+    };
+    core.verifier
+        .psk_finish(&begun, &req, &Default::default())
+        .await
+        .map(|_| ())
+}
+
 /// Last-used times: exact in memory at once, written to the store at most
 /// once per `LAST_USED_GRAIN` per key, exactly on shutdown, in batches that
 /// span several statements, and never moved backwards.
@@ -1016,42 +1058,12 @@ async fn rotating_the_master_key_reseals_totp_secrets() {
 async fn last_used_is_exact_in_memory_and_coarse_in_the_store() {
     use armor_server::core::LAST_USED_GRAIN;
     let e = env().await;
-    let p = e.principal(1).await;
-    let key = e
-        .core
-        .keys
-        .create_key(&p, 1, "k", &Default::default(), None)
-        .await
-        .unwrap();
-    let id = key.row.id.clone();
-    let signing = armor_psk::SigningKey::from_bytes(key.secret.as_bytes());
+    let (id, signing) = e.key_of(1).await;
     let mut n = 0;
     let mut call = || {
         n += 1;
-        let now = armor_server::clock::Clock::now(&*e.clock);
-        let header = armor_psk::SignableRequest {
-            key_id: &id,
-            method: "GET",
-            request_path: "/me",
-            nonce: &format!("n{n}"),
-            timestamp: now,
-            body: b"",
-        }
-        .authorization(&signing);
-        let core = e.core.clone();
-        async move {
-            let begun = core.verifier.psk_begin(&header).unwrap();
-            let req = armor_psk::Request {
-                method: "GET",
-                path: "/me",
-                query: None,
-                body: b"",
-            };
-            core.verifier
-                .psk_finish(&begun, &req, &Default::default())
-                .await
-                .unwrap();
-        }
+        let (core, clock, id, signing) = (e.core.clone(), e.clock.clone(), id.clone(), &signing);
+        async move { verify_me(core, &clock, &id, n, signing).await.unwrap() }
     };
     let stored =
         |store: Store, id: String| async move { store.key(&id).await.unwrap().unwrap().last_used };
@@ -1107,6 +1119,71 @@ async fn last_used_is_exact_in_memory_and_coarse_in_the_store() {
         stored(e.store.clone(), id.clone()).await,
         Some(T0 as i64 + 999)
     );
+}
+
+/// A refusal is queued the same way whether its key id is cached or not
+/// (a timing difference would tell which ids exist); a key's queued
+/// refusals are counted, in the minute they were made, when its usage is
+/// read, and the rest by the periodic flush; an unknown id's are dropped.
+#[tokio::test]
+async fn refusals_are_queued_alike_and_counted_on_cached_keys_only() {
+    let e = env().await;
+    let (id, _) = e.key_of(1).await;
+    let unknown = "00000000-0000-4000-8000-000000000000".to_owned();
+    let wrong = armor_psk::SigningKey::from_bytes(b"not the secret of any key");
+    let mut n = 0;
+    let mut refuse = |key_id: &str| {
+        n += 1;
+        let (core, clock, key_id, wrong) =
+            (e.core.clone(), e.clock.clone(), key_id.to_owned(), &wrong);
+        async move { assert!(verify_me(core, &clock, &key_id, n, wrong).await.is_err()) }
+    };
+    let verifier = &e.core.verifier;
+    let refused = |id: String| async move {
+        verifier
+            .usage_of(&id, 60, 0, u64::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|(start, c)| {
+                let n = c.refused.get("invalid_signature").copied()?;
+                Some((start, n))
+            })
+            .collect::<Vec<_>>()
+    };
+    refuse(&id).await;
+    assert_eq!(verifier.queued_refusals(), 1);
+    refuse(&unknown).await;
+    assert_eq!(verifier.queued_refusals(), 2);
+    // Read three minutes later: the key's refusal, in its own minute; the
+    // unknown id's stays queued until the flush, which drops it.
+    let minute = T0 / 60 * 60;
+    e.clock.advance(180);
+    assert_eq!(refused(id.clone()).await, vec![(minute, 1)]);
+    assert_eq!(verifier.queued_refusals(), 1);
+    verifier.flush_usage(false).await.unwrap();
+    assert_eq!(verifier.queued_refusals(), 0);
+    assert_eq!(refused(unknown.clone()).await, vec![]);
+    // Past a batch's worth, interleaved with unknown ids: each of the
+    // key's counted once.
+    for _ in 0..1500 {
+        refuse(&id).await;
+        refuse(&unknown).await;
+    }
+    assert_eq!(verifier.queued_refusals(), 3000);
+    let now = (T0 + 180) / 60 * 60;
+    assert_eq!(refused(id.clone()).await, vec![(minute, 1), (now, 1500)]);
+    assert_eq!(refused(unknown).await, vec![]);
+    // Refused while its user was disabled (not cached), counted after the
+    // user is enabled again: not the key's.
+    let uid = e.user("queued@example.com", "User").await;
+    let (other, _) = e.key_of(uid).await;
+    e.set_enabled(uid, false).await;
+    refuse(&other).await;
+    e.set_enabled(uid, true).await;
+    assert_eq!(refused(other.clone()).await, vec![]);
+    refuse(&other).await;
+    assert_eq!(refused(other).await, vec![(now, 1)]);
 }
 
 #[tokio::test]

@@ -14,7 +14,9 @@
 //! request whose key id is not cached, whatever state verified it). The
 //! look-up touches no per-key counter: a key's [`CachedKey`] (identity,
 //! last use) is fetched, by [`KeyCache::get`], only once a signature has
-//! verified.
+//! verified, or off the request, by [`KeyCache::get_by_hash_alike`], to
+//! count a queued refusal (see `core/usage.rs`), reading the same slots for
+//! a cached and an unknown id.
 //!
 //! A slot keeps 96 bits of the hash (a hash key drawn at random per
 //! process): two ids are confused with probability 2⁻⁹⁶ per pair, and even
@@ -135,6 +137,18 @@ impl Shard {
     /// and whether it is the key's own; reading the same slots either way
     /// and choosing without a branch.
     fn lookup(&self, h: u128) -> Found {
+        let (found, hit) = self.find(h);
+        Found {
+            signing: self.states[found as usize].clone(),
+            own: hit.into(),
+            hash: h,
+        }
+    }
+
+    /// The place of the key for `h` and whether it is `h`'s own, or a place
+    /// `h` picks: reading the same slots either way and choosing without a
+    /// branch.
+    fn find(&self, h: u128) -> (u32, Choice) {
         // Any place, dummy or key, by bits 32–63 of the hash (multiply and
         // shift: no division).
         let places = self.states.len() as u64;
@@ -153,11 +167,7 @@ impl Shard {
                 hit |= same;
             }
         }
-        Found {
-            signing: self.states[found as usize].clone(),
-            own: hit.into(),
-            hash: h,
-        }
+        (found, hit)
     }
 
     /// Where `h` sits: bucket and way. Not constant-time (writers only).
@@ -314,6 +324,11 @@ impl Found {
     pub fn is_own(&self) -> bool {
         self.own
     }
+
+    /// The looked-up id's hash (for [`KeyCache::get_by_hash_alike`]).
+    pub fn hash(&self) -> u128 {
+        self.hash
+    }
 }
 
 /// A shard on cache lines of its own: its lock and table headers are read
@@ -387,6 +402,11 @@ impl KeyCache {
         self.read(h).lookup(h)
     }
 
+    /// The hash `id` is found under (see [`Found::hash`]).
+    pub fn hash_of(&self, key_id: &str) -> u128 {
+        self.hash(key_id)
+    }
+
     /// The key with this id, if cached. Not constant-time.
     pub fn get(&self, key_id: &str) -> Option<Arc<CachedKey>> {
         self.get_by_hash(self.hash(key_id))
@@ -398,6 +418,19 @@ impl KeyCache {
         self.get_by_hash(found.hash)
     }
 
+    /// The key whose id has hash `h` (from [`Found::hash`]), if cached,
+    /// reading the same memory as [`KeyCache::lookup`] whether it is or not:
+    /// for counting queued refusals, which must not leave a cached id's
+    /// slots warmer than an unknown one's.
+    pub fn get_by_hash_alike(&self, h: u128) -> Option<Arc<CachedKey>> {
+        let shard = self.read(h);
+        let (place, hit) = shard.find(h);
+        let key = &shard.keys[place as usize];
+        bool::from(hit).then(|| key.clone()).flatten()
+    }
+
+    /// The key whose id has hash `h` (from [`Found::hash`]), if cached.
+    /// Not constant-time.
     fn get_by_hash(&self, h: u128) -> Option<Arc<CachedKey>> {
         let shard = self.read(h);
         shard

@@ -1,8 +1,9 @@
 //! Usage counts per API key: requests accepted, and refused by error code,
 //! per minute (stored also per hour; days are summed from hours).
 //!
-//! The hot path neither allocates nor takes a lock: each cached key
-//! ([`super::CachedKey`]) holds a [`KeyUsage`], two minute windows of
+//! An accepted request (and a refusal of a verified key's restrictions) is
+//! counted at once, without allocating or taking a shared lock: each
+//! cached key ([`super::CachedKey`]) holds a [`KeyUsage`], two minute windows of
 //! atomic counters (the current minute and the one before, by the
 //! minute's parity). Counting adds to the current window; the first count
 //! of a new minute moves what the window held (its minute two minutes
@@ -15,9 +16,22 @@
 //! ([`Usage::read`]) sums the store, the batch and the windows, under the
 //! flush's lock, so what this node counted shows at once, never twice.
 //!
-//! A count lands in the minute read from the clock when it was made; a
-//! thread stalled for more than a minute between reading the window and
-//! adding to it would put its one count in a later minute.
+//! Any other refusal is decided before the key is known to be the caller's,
+//! and counting it on the key at once would take longer for a cached id
+//! than for an unknown one. It is queued instead ([`Usage::queue_refusal`],
+//! the same for every id: its id's hash, code and time), and the queue is
+//! counted where no request waits on it: by the server's periodic task
+//! (woken early by a full batch), and, for one key, before that key's
+//! usage is read. Only ids cached when refused, and still cached then,
+//! count; refusals still queued when their key leaves the cache (deleted,
+//! its user disabled) are dropped.
+//!
+//! A count lands in the minute read from the clock when it was made (a
+//! queued refusal's, when it was queued); a thread stalled for more than a
+//! minute between reading the window and adding to it, or a refusal counted
+//! more than a minute after it was queued, would move the window's label
+//! back, and counts made meanwhile for the later minute would land in the
+//! earlier one (none is lost).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -135,17 +149,81 @@ enum Outcome {
     Refused(&'static str),
 }
 
+/// A refusal waiting to be counted on its key: the hash of its key id
+/// (`keycache::Found::hash`), whether that id was cached, its code and
+/// time.
+pub struct Queued {
+    pub hash: u128,
+    /// Whether the id was a cached key when refused (`Found::is_own`): only
+    /// those count.
+    pub own: bool,
+    pub code: &'static str,
+    pub at: u64,
+}
+
+/// Queued refusals that wake the server's periodic task to count them
+/// (see [`Usage::queue_refusal`]).
+const REFUSALS_BATCH: usize = 1024;
+/// Queued refusals at most; past it (a flood outrunning the task that
+/// counts them) a refusal is not counted, whatever its id.
+const REFUSALS_MAX: usize = 64 * 1024;
+
 /// The node's usage counting: pending counts not yet in the store.
 #[derive(Default)]
 pub struct Usage {
     /// (key id, minute) → counts moved out of the windows, not yet stored.
     pending: Mutex<HashMap<(String, u64), Counts>>,
+    /// Refusals of requests not verified, not yet counted on their keys.
+    /// Counting one at once would fetch a cached key's counters and an
+    /// unknown id's nothing: a timing difference telling which ids exist.
+    /// So each is queued alike, and the queue is counted where no request
+    /// waits on it: by the server's periodic task (woken early by a full
+    /// batch), and for one key before its usage is read.
+    refusals: Mutex<Vec<Queued>>,
+    /// Wakes the periodic task when a batch is queued.
+    batch_queued: tokio::sync::Notify,
     /// Held by a flush from taking the batch until it is stored, and by a
     /// read: a read sees each count once.
     flush: tokio::sync::Mutex<()>,
 }
 
 impl Usage {
+    /// Queues a refusal, the same way for every key id; wakes
+    /// [`Usage::batch_queued`]'s waiter once a batch is queued.
+    pub fn queue_refusal(&self, q: Queued) {
+        let mut queued = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        if queued.len() < REFUSALS_MAX {
+            queued.push(q);
+        }
+        if queued.len() == REFUSALS_BATCH {
+            self.batch_queued.notify_one();
+        }
+    }
+
+    /// Completes once [`REFUSALS_BATCH`] refusals are queued (or were,
+    /// since the last wait).
+    pub async fn batch_queued(&self) {
+        self.batch_queued.notified().await;
+    }
+
+    /// The queued refusals of the key with this id hash (the others stay),
+    /// or every one when `hash` is `None`.
+    pub fn take_refusals(&self, hash: Option<u128>) -> Vec<Queued> {
+        let mut queued = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        match hash {
+            None => std::mem::take(&mut *queued),
+            Some(h) => queued.extract_if(.., |q| q.hash == h).collect(),
+        }
+    }
+
+    /// Refusals queued and not yet counted.
+    pub fn queued_refusals(&self) -> usize {
+        self.refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// Counts an accepted request of `key_id` at `now` (Unix seconds).
     pub fn accepted(&self, key_id: &str, usage: &KeyUsage, now: u64) {
         self.count(key_id, usage, now, Outcome::Accepted);

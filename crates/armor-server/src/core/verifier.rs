@@ -15,7 +15,7 @@ use super::access::AccessCache;
 use super::keycache::{self, KeyCache};
 use super::master::Master;
 use super::restrictions::{self, Origin, Restrictions};
-use super::usage::{Counts, KeyUsage, Usage};
+use super::usage::{Counts, KeyUsage, Queued, Usage};
 use super::Metrics;
 use crate::clock::Clock;
 use crate::crypto;
@@ -571,28 +571,51 @@ impl KeyVerifier {
 
     /// Counts a refusal for the key `found` was looked up for, if it is a
     /// cached key (also for refusals decided between `psk_begin` and
-    /// `psk_finish`). The key is fetched whether or not the id was found,
-    /// so a refusal costs about the same for a real and an unknown id.
+    /// `psk_finish`). It is queued, the same way for a cached and an
+    /// unknown id, and counted with the batch (`refusals`).
     pub fn count_refused(&self, found: &keycache::Found, code: &'static str) {
-        let key = self.keys.key_of(found);
-        if let Some(key) = key.filter(|_| found.is_own()) {
-            self.usage
-                .refused(&key.id.key_id, &key.usage, self.clock.now(), code);
-        }
+        let queued = Queued {
+            hash: found.hash(),
+            own: found.is_own(),
+            code,
+            at: self.clock.now(),
+        };
+        self.usage.queue_refusal(queued);
     }
 
-    /// Counts a refusal decided after verification (expiry, restrictions,
-    /// rate limits...) for a verified key, by its error code.
-    pub fn count_refused_key(&self, key_id: &str, code: &'static str) {
-        if let Some(key) = self.keys.get(key_id) {
-            self.usage
-                .refused(&key.id.key_id, &key.usage, self.clock.now(), code);
+    /// Counts every queued refusal on its key (see
+    /// [`Usage::queue_refusal`]): for the server's periodic task, off any
+    /// request, and before usage is written.
+    pub fn count_queued_refusals(&self) {
+        self.count_refusals(self.usage.take_refusals(None));
+    }
+
+    /// Completes once a batch of refusals waits to be counted.
+    pub async fn refusals_queued(&self) {
+        self.usage.batch_queued().await;
+    }
+
+    /// Refusals queued and not yet counted (for the tests).
+    pub fn queued_refusals(&self) -> usize {
+        self.usage.queued_refusals()
+    }
+
+    /// Those of ids that were cached when refused and still are now are
+    /// counted at the time they were refused; the others are dropped.
+    fn count_refusals(&self, batch: Vec<Queued>) {
+        for q in batch {
+            // Looked up alike for every id, then kept only if it was the
+            // id's own key when refused.
+            if let Some(key) = self.keys.get_by_hash_alike(q.hash).filter(|_| q.own) {
+                self.usage.refused(&key.id.key_id, &key.usage, q.at, q.code);
+            }
         }
     }
 
     /// Writes the usage counts of minutes that have ended (`all`: every
     /// count, at shutdown) to the store.
     pub async fn flush_usage(&self, all: bool) -> Result<(), Error> {
+        self.count_queued_refusals();
         let minute = self.clock.now() / super::usage::MINUTE;
         self.usage
             .flush(&self.store, |u| {
@@ -616,6 +639,9 @@ impl KeyVerifier {
         from: u64,
         to: u64,
     ) -> Result<std::collections::BTreeMap<u64, Counts>, Error> {
+        // This key's queued refusals only: how long the read takes must
+        // not depend on which other ids are cached.
+        self.count_refusals(self.usage.take_refusals(Some(self.keys.hash_of(key_id))));
         let live = self.keys.get(key_id);
         self.usage
             .read(
