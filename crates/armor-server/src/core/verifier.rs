@@ -572,7 +572,7 @@ impl KeyVerifier {
     /// Counts a refusal for the key `found` was looked up for, if it is a
     /// cached key (also for refusals decided between `psk_begin` and
     /// `psk_finish`). It is queued, the same way for a cached and an
-    /// unknown id, and counted with the batch (`refusals`).
+    /// unknown id, and counted later (see `Usage::queue_refusal`).
     pub fn count_refused(&self, found: &keycache::Found, code: &'static str) {
         let queued = Queued {
             hash: found.hash(),
