@@ -368,7 +368,8 @@ impl KeyCache {
         }
     }
 
-    fn hash(&self, key_id: &str) -> u128 {
+    /// The keyed hash an id is found under (see [`Found::hash`]).
+    pub fn hash_of(&self, key_id: &str) -> u128 {
         let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
         std::hash::Hasher::write(&mut h, key_id.as_bytes());
         h.finish128().as_u128()
@@ -398,18 +399,13 @@ impl KeyCache {
     /// none, of the state at a place the id's hash picks; in the same time
     /// either way. For the verifier.
     pub fn lookup(&self, key_id: &str) -> Found {
-        let h = self.hash(key_id);
+        let h = self.hash_of(key_id);
         self.read(h).lookup(h)
-    }
-
-    /// The hash `id` is found under (see [`Found::hash`]).
-    pub fn hash_of(&self, key_id: &str) -> u128 {
-        self.hash(key_id)
     }
 
     /// The key with this id, if cached. Not constant-time.
     pub fn get(&self, key_id: &str) -> Option<Arc<CachedKey>> {
-        self.get_by_hash(self.hash(key_id))
+        self.get_by_hash(self.hash_of(key_id))
     }
 
     /// The key `found` was looked up for, if it is cached now (the id is
@@ -441,12 +437,12 @@ impl KeyCache {
     /// Adds a key with its HMAC state, or replaces the one with the same
     /// id.
     pub fn insert(&self, key: Arc<CachedKey>, signing: SigningKey) {
-        let h = self.hash(&key.id.key_id);
+        let h = self.hash_of(&key.id.key_id);
         self.write(h).insert(h, key, signing);
     }
 
     pub fn remove(&self, key_id: &str) {
-        let h = self.hash(key_id);
+        let h = self.hash_of(key_id);
         let mut shard = self.write(h);
         if let Some((b, w)) = shard.position(h) {
             shard.remove_at(b, w);
