@@ -19,6 +19,15 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the C library's allocator. hyper takes a fresh 8 KiB
+/// read buffer for every request (its read while the request is in flight
+/// finds the last one still shared with the request's head), and glibc
+/// serves that size past its per-thread caches, through its bins and their
+/// consolidation; mimalloc serves every size from per-thread pages. Measured
+/// in docs/performance.md ("The allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "armor",
