@@ -23,8 +23,9 @@ use clap::{Parser, Subcommand};
 /// read buffer for every request (its read while the request is in flight
 /// finds the last one still shared with the request's head), and glibc
 /// serves that size past its per-thread caches, through its bins and their
-/// consolidation; mimalloc serves every size from per-thread pages. Measured
-/// in docs/performance.md ("The allocator").
+/// consolidation; mimalloc (v3, its default build) serves small and medium
+/// sizes from per-thread pages. Measured in docs/performance.md ("The
+/// allocator").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
