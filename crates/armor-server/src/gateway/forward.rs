@@ -57,9 +57,6 @@ impl Gateway {
         };
 
         let mut headers = parts.headers;
-        // Room for what is added (Host, the forwarding and identity
-        // headers) at once, rather than growing the map on the way.
-        headers.reserve(10);
         let original_host = headers.remove(header::HOST);
         strip_hop_by_hop(&mut headers);
         for name in [
@@ -71,15 +68,17 @@ impl Gateway {
         }
         headers::remove_spoofable(&mut headers);
         headers::remove_armor_cookies(&mut headers);
-        headers.insert(header::HOST, self.host.clone());
+        // What the gateway adds goes out after the map's headers.
+        let mut added = headers::Added::new();
+        added.host(&self.host);
         let client = parts.extensions.get::<crate::conn::client::Client>();
         let peer = client.map(|c| c.peer);
         let trusted = client.is_some_and(|c| c.peer_trusted);
-        headers::set_forwarding(&mut headers, peer, trusted, original_host);
+        headers::set_forwarding(&mut headers, &mut added, peer, trusted, original_host);
         // The connection stays busy until the answer has streamed out.
         let busy = crate::conn::busy(&parts.extensions);
         if let Some(p) = principal {
-            headers::identity_headers(&mut headers, p);
+            headers::identity_headers(&mut added, p);
         }
 
         // A body of known length within the limit (a verified body, a
@@ -98,6 +97,7 @@ impl Gateway {
             method: parts.method,
             target,
             headers,
+            added,
             body,
         };
 

@@ -15,6 +15,11 @@
 //!
 //! Toward the client, an upstream's `Set-Cookie` for one of armor's cookies
 //! is dropped, so an upstream cannot plant a portal session.
+//!
+//! What the gateway adds (`Host`, the forwarding and the identity headers)
+//! is not put in the map: it is written as header lines into one buffer
+//! ([`Added`]) that goes out after the map's own, which spares a map insert
+//! and an allocation per header on every forwarded request.
 
 use std::net::IpAddr;
 
@@ -138,13 +143,53 @@ fn claims_forwarding(name: &HeaderName) -> bool {
     n.starts_with("x-forwarded-") || n.starts_with("x-original-") || ALIASES.contains(&n)
 }
 
+/// Header lines the gateway adds to a request, as they go on the wire.
+#[derive(Default)]
+pub(super) struct Added(Vec<u8>);
+
+impl Added {
+    /// Room for the usual lines (`Host`, four forwarding, five identity).
+    pub(super) fn new() -> Self {
+        Added(Vec::with_capacity(384))
+    }
+
+    /// The lines, each ending in CRLF.
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// One line `name: value`, `value` writing the value's bytes; a value
+    /// that could not be a header value (a control character) leaves no
+    /// line, as building a `HeaderValue` from it would have failed.
+    fn line(&mut self, name: &HeaderName, value: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.0.len();
+        self.0.extend_from_slice(name.as_str().as_bytes());
+        self.0.extend_from_slice(b": ");
+        let from = self.0.len();
+        value(&mut self.0);
+        if self.0[from..]
+            .iter()
+            .all(|&b| (b >= 32 && b != 127) || b == b'\t')
+        {
+            self.0.extend_from_slice(b"\r\n");
+        } else {
+            self.0.truncate(start);
+        }
+    }
+
+    pub(super) fn host(&mut self, host: &HeaderValue) {
+        self.line(&header::HOST, |v| v.extend_from_slice(host.as_bytes()));
+    }
+}
+
 /// Sets `Forwarded`, `X-Forwarded-For`, `-Host` and `-Proto` for the
 /// upstream. From an untrusted peer, whatever the client sent of these and
 /// of every other header claiming to describe the client (see
 /// [`claims_forwarding`]) goes first; from a trusted proxy, its values are
-/// kept and the peer is appended.
+/// kept and the peer is appended. The new values go to `out`.
 pub(super) fn set_forwarding(
     headers: &mut HeaderMap,
+    out: &mut Added,
     peer: Option<IpAddr>,
     trusted: bool,
     host: Option<HeaderValue>,
@@ -160,20 +205,18 @@ pub(super) fn set_forwarding(
         }
     }
     if let Some(ip) = peer {
-        if let Some(v) = forwarded_for(headers.get(X_FORWARDED_FOR), ip) {
-            headers.insert(X_FORWARDED_FOR, v);
-        }
+        let prior = headers.remove(X_FORWARDED_FOR);
+        forwarded_for(out, prior.as_ref(), ip);
     }
-    if let Some(v) = forwarded(headers.get(FORWARDED), peer, host.as_ref()) {
-        headers.insert(FORWARDED, v);
-    }
+    let prior = headers.remove(FORWARDED);
+    forwarded(out, prior.as_ref(), peer, host.as_ref());
     if let Some(h) = host {
         if !headers.contains_key(X_FORWARDED_HOST) {
-            headers.insert(X_FORWARDED_HOST, h);
+            out.line(&X_FORWARDED_HOST, |v| v.extend_from_slice(h.as_bytes()));
         }
     }
     if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        out.line(&X_FORWARDED_PROTO, |v| v.extend_from_slice(b"http"));
     }
 }
 
@@ -199,95 +242,84 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; 64]) -> Option<&[u8]> {
 }
 
 /// `X-Forwarded-For`: the prior value (if text), then the peer's address.
-fn forwarded_for(prior: Option<&HeaderValue>, ip: IpAddr) -> Option<HeaderValue> {
+fn forwarded_for(out: &mut Added, prior: Option<&HeaderValue>, ip: IpAddr) {
     let mut buf = [0u8; 64];
-    let ip = ip_text(ip, &mut buf)?;
-    match prior.and_then(|v| v.to_str().ok()) {
-        Some(prior) => {
-            let mut v = Vec::with_capacity(prior.len() + 2 + ip.len());
+    let Some(ip) = ip_text(ip, &mut buf) else {
+        return;
+    };
+    out.line(&X_FORWARDED_FOR, |v| {
+        if let Some(prior) = prior.and_then(|v| v.to_str().ok()) {
             v.extend_from_slice(prior.as_bytes());
             v.extend_from_slice(b", ");
-            v.extend_from_slice(ip);
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
         }
-        None => HeaderValue::from_bytes(ip).ok(),
-    }
+        v.extend_from_slice(ip);
+    });
 }
 
 /// `Forwarded` (RFC 7239): the prior value (if text), then
 /// `for=…;host="…";proto=http` for this hop.
 fn forwarded(
+    out: &mut Added,
     prior: Option<&HeaderValue>,
     peer: Option<IpAddr>,
     host: Option<&HeaderValue>,
-) -> Option<HeaderValue> {
-    let mut v = Vec::with_capacity(96);
-    if let Some(prior) = prior.and_then(|v| v.to_str().ok()) {
-        v.extend_from_slice(prior.as_bytes());
-        v.extend_from_slice(b", ");
-    }
-    let mut buf = [0u8; 64];
-    match peer.and_then(|ip| ip_text(ip, &mut buf).map(|t| (ip, t))) {
-        Some((IpAddr::V6(_), t)) => {
-            v.extend_from_slice(b"for=\"[");
-            v.extend_from_slice(t);
-            v.extend_from_slice(b"]\";");
+) {
+    out.line(&FORWARDED, |v| {
+        if let Some(prior) = prior.and_then(|v| v.to_str().ok()) {
+            v.extend_from_slice(prior.as_bytes());
+            v.extend_from_slice(b", ");
         }
-        Some((IpAddr::V4(_), t)) => {
-            v.extend_from_slice(b"for=");
-            v.extend_from_slice(t);
-            v.push(b';');
+        let mut buf = [0u8; 64];
+        match peer.and_then(|ip| ip_text(ip, &mut buf).map(|t| (ip, t))) {
+            Some((IpAddr::V6(_), t)) => {
+                v.extend_from_slice(b"for=\"[");
+                v.extend_from_slice(t);
+                v.extend_from_slice(b"]\";");
+            }
+            Some((IpAddr::V4(_), t)) => {
+                v.extend_from_slice(b"for=");
+                v.extend_from_slice(t);
+                v.push(b';');
+            }
+            None => v.extend_from_slice(b"for=unknown;"),
         }
-        None => v.extend_from_slice(b"for=unknown;"),
-    }
-    // A host that would need escaping is left out rather than escaped.
-    if let Some(h) = host.filter(|h| !h.as_bytes().iter().any(|b| matches!(b, b'"' | b'\\'))) {
-        v.extend_from_slice(b"host=\"");
-        v.extend_from_slice(h.as_bytes());
-        v.extend_from_slice(b"\";");
-    }
-    v.extend_from_slice(b"proto=http");
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
+        // A host that would need escaping is left out rather than escaped.
+        if let Some(h) = host.filter(|h| !h.as_bytes().iter().any(|b| matches!(b, b'"' | b'\\'))) {
+            v.extend_from_slice(b"host=\"");
+            v.extend_from_slice(h.as_bytes());
+            v.extend_from_slice(b"\";");
+        }
+        v.extend_from_slice(b"proto=http");
+    });
 }
 
-/// A decimal header value, in one allocation of the exact size.
-fn number(n: i64) -> HeaderValue {
-    let mut buf = [0u8; 21];
-    let mut len = 0;
+/// A decimal number, as `fmt` writes it.
+fn push_number(v: &mut Vec<u8>, n: i64) {
     if n < 0 {
-        buf[0] = b'-';
-        len = 1;
+        v.push(b'-');
     }
-    if let Some(k) = crate::decimal::decimal(n.unsigned_abs(), &mut buf[len..]) {
-        if let Ok(v) = HeaderValue::from_bytes(&buf[..len + k]) {
-            return v;
-        }
-    }
-    HeaderValue::from(n)
+    crate::decimal::push_decimal(v, n.unsigned_abs());
 }
 
 /// `X-Armor-*` headers naming the verified caller.
-pub(super) fn identity_headers(headers: &mut HeaderMap, p: &Principal) {
-    headers.insert(USER_ID_HEADER, number(p.user_id));
-    headers.insert(ACCOUNT_ID_HEADER, number(p.account_id));
+pub(super) fn identity_headers(out: &mut Added, p: &Principal) {
+    out.line(&USER_ID_HEADER, |v| push_number(v, p.user_id));
+    out.line(&ACCOUNT_ID_HEADER, |v| push_number(v, p.account_id));
     if let Via::ApiKey { key_id, .. } = &p.via {
-        if let Ok(v) = HeaderValue::from_str(key_id) {
-            headers.insert(KEY_ID_HEADER, v);
+        out.line(&KEY_ID_HEADER, |v| v.extend_from_slice(key_id.as_bytes()));
+    }
+    out.line(&AUTH_METHOD_HEADER, |v| {
+        v.extend_from_slice(p.via.scheme().as_bytes());
+    });
+    // Comma-separated.
+    out.line(&PERMISSIONS_HEADER, |v| {
+        for (i, s) in p.permissions.iter().enumerate() {
+            if i > 0 {
+                v.push(b',');
+            }
+            v.extend_from_slice(s.as_bytes());
         }
-    }
-    headers.insert(AUTH_METHOD_HEADER, HeaderValue::from_static(p.via.scheme()));
-    // Comma-separated, built in one buffer of the exact size.
-    let len = p.permissions.iter().map(|s| s.len() + 1).sum::<usize>();
-    let mut v = Vec::with_capacity(len.saturating_sub(1));
-    for (i, s) in p.permissions.iter().enumerate() {
-        if i > 0 {
-            v.push(b',');
-        }
-        v.extend_from_slice(s.as_bytes());
-    }
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(v)) {
-        headers.insert(PERMISSIONS_HEADER, v);
-    }
+    });
 }
 
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1) and those the
@@ -342,6 +374,30 @@ mod tests {
             h.append(name, HeaderValue::from_static(value));
         }
         h
+    }
+
+    /// The map's headers and the added lines, as the upstream reads them.
+    fn sent(h: &HeaderMap, added: &Added) -> HeaderMap {
+        let mut all = h.clone();
+        let text = std::str::from_utf8(added.as_bytes()).unwrap();
+        assert!(text.is_empty() || text.ends_with("\r\n"), "{text:?}");
+        for line in text.split_terminator("\r\n") {
+            let (name, value) = line.split_once(": ").unwrap();
+            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            assert!(!h.contains_key(&name), "{name} both in the map and added");
+            all.append(name, HeaderValue::from_str(value).unwrap());
+        }
+        all
+    }
+
+    #[test]
+    fn an_added_value_with_a_control_character_leaves_no_line() {
+        let mut a = Added::new();
+        a.line(&KEY_ID_HEADER, |v| v.extend_from_slice(b"k\r\nx-evil: 1"));
+        a.line(&AUTH_METHOD_HEADER, |v| {
+            v.extend_from_slice(b"caf\xc3\xa9\tok")
+        });
+        assert_eq!(a.as_bytes(), b"x-armor-auth: caf\xc3\xa9\tok\r\n");
     }
 
     #[test]
@@ -419,7 +475,9 @@ mod tests {
         let peer: IpAddr = [192, 0, 2, 1].into();
         let host = Some(HeaderValue::from_static("api.example:8080"));
         let mut h = map(&sent);
-        set_forwarding(&mut h, Some(peer), false, host.clone());
+        let mut a = Added::new();
+        set_forwarding(&mut h, &mut a, Some(peer), false, host.clone());
+        let h = self::sent(&h, &a);
         assert_eq!(
             h["forwarded"],
             "for=192.0.2.1;host=\"api.example:8080\";proto=http"
@@ -438,7 +496,9 @@ mod tests {
         }
 
         let mut h = map(&sent);
-        set_forwarding(&mut h, Some(peer), true, host);
+        let mut a = Added::new();
+        set_forwarding(&mut h, &mut a, Some(peer), true, host);
+        let h = self::sent(&h, &a);
         assert_eq!(
             h["forwarded"],
             "for=6.6.6.6;proto=https, for=192.0.2.1;host=\"api.example:8080\";proto=http"
@@ -448,7 +508,9 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "evil.example");
 
         let mut h = HeaderMap::new();
-        set_forwarding(&mut h, Some([1u16; 8].into()), false, None);
+        let mut a = Added::new();
+        set_forwarding(&mut h, &mut a, Some([1u16; 8].into()), false, None);
+        let h = self::sent(&h, &a);
         assert_eq!(h["forwarded"], "for=\"[1:1:1:1:1:1:1:1]\";proto=http");
     }
 
@@ -486,7 +548,6 @@ mod tests {
 
     #[test]
     fn identity_header_values() {
-        let mut h = HeaderMap::new();
         let p = Principal {
             user_id: -12,
             account_id: i64::MAX,
@@ -496,7 +557,9 @@ mod tests {
             },
             permissions: ["A", "B c"].iter().map(|s| s.to_string()).collect(),
         };
-        identity_headers(&mut h, &p);
+        let mut a = Added::new();
+        identity_headers(&mut a, &p);
+        let h = sent(&HeaderMap::new(), &a);
         assert_eq!(h[USER_ID], "-12");
         assert_eq!(h[ACCOUNT_ID], "9223372036854775807");
         assert_eq!(h[KEY_ID], "k1");
@@ -509,21 +572,32 @@ mod tests {
             permissions: std::iter::empty().collect(),
             ..p
         };
-        let mut h = HeaderMap::new();
-        identity_headers(&mut h, &p);
-        assert!(!h.contains_key(KEY_ID));
-        assert_eq!(h[AUTH_METHOD], "FH-AUTH");
-        assert_eq!(h[PERMISSIONS], "");
-        let v = forwarded_for(Some(&HeaderValue::from_static("1.2.3.4")), [1u16; 8].into());
-        assert_eq!(v.unwrap(), "1.2.3.4, 1:1:1:1:1:1:1:1");
-        let v = forwarded_for(None, std::net::Ipv4Addr::LOCALHOST.into());
-        assert_eq!(v.unwrap(), "127.0.0.1");
+        let mut a = Added::new();
+        identity_headers(&mut a, &p);
+        assert_eq!(
+            a.as_bytes(),
+            b"x-armor-user-id: -12\r\nx-armor-account-id: 9223372036854775807\r\n\
+              x-armor-auth: FH-AUTH\r\nx-armor-permissions: \r\n"
+        );
+        let mut a = Added::new();
+        forwarded_for(
+            &mut a,
+            Some(&HeaderValue::from_static("1.2.3.4")),
+            [1u16; 8].into(),
+        );
+        forwarded_for(&mut a, None, std::net::Ipv4Addr::LOCALHOST.into());
+        assert_eq!(
+            a.as_bytes(),
+            b"x-forwarded-for: 1.2.3.4, 1:1:1:1:1:1:1:1\r\nx-forwarded-for: 127.0.0.1\r\n"
+        );
     }
 
     #[test]
     fn numbers_and_addresses_are_written_as_fmt_writes_them() {
         for n in [0, 7, -1, 10, 99, 100, -12, i64::MAX, i64::MIN] {
-            assert_eq!(number(n), n.to_string().as_str());
+            let mut v = Vec::new();
+            push_number(&mut v, n);
+            assert_eq!(v, n.to_string().as_bytes());
         }
         for ip in ["0.0.0.0", "255.255.255.255", "10.200.3.45", "1.0.20.100"] {
             let addr: IpAddr = ip.parse().unwrap();

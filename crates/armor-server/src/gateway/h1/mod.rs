@@ -24,6 +24,7 @@ use std::sync::Arc;
 use axum::http::header::HeaderMap;
 use axum::http::{uri, Method, Response};
 
+use super::headers::Added;
 use super::pool::{Conn, Pool};
 
 mod body;
@@ -53,11 +54,12 @@ impl Target {
 
 /// A request for the upstream: its header map goes out as it is (no
 /// `Content-Length` or `Transfer-Encoding` in it: the body's framing is
-/// added here).
+/// added here), then the lines the gateway added.
 pub(super) struct Outgoing {
     pub(super) method: Method,
     pub(super) target: Target,
     pub(super) headers: HeaderMap,
+    pub(super) added: Added,
     pub(super) body: axum::body::Body,
 }
 
@@ -150,15 +152,20 @@ pub(super) async fn send(
         method,
         target,
         headers,
+        added,
         body,
     } = req;
+    let headers = write::Headers {
+        map: &headers,
+        added: added.as_bytes(),
+    };
     let mut payload = write::Payload::new(body, &method).await?;
     let (mut conn, mut reused) = match pool.checkout() {
         Some(conn) => (conn, true),
         None => (pool.connect().await.map_err(UpstreamError::Connect)?, false),
     };
     loop {
-        match exchange(&mut conn, &method, &target, &headers, &mut payload).await {
+        match exchange(&mut conn, &method, &target, headers, &mut payload).await {
             Ok(head) => return Ok(body::answer(conn, head, Arc::clone(pool))),
             Err(f) if reused && payload.replayable() && f.may_retry(&method) => {
                 tracing::debug!(error = %f.error, "reused upstream connection failed, sending again on a new one");
@@ -175,7 +182,7 @@ async fn exchange(
     conn: &mut Conn,
     method: &Method,
     target: &Target,
-    headers: &HeaderMap,
+    headers: write::Headers<'_>,
     payload: &mut write::Payload,
 ) -> Result<head::Head, Failure> {
     let mut written = false;

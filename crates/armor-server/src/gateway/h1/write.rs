@@ -89,12 +89,19 @@ impl Payload {
     }
 }
 
+/// A request's headers: the map's, then lines already written out.
+#[derive(Clone, Copy)]
+pub(super) struct Headers<'a> {
+    pub(super) map: &'a HeaderMap,
+    pub(super) added: &'a [u8],
+}
+
 /// Writes the request: head, then body.
 pub(super) async fn request(
     conn: &mut Conn,
     method: &Method,
     target: &str,
-    headers: &HeaderMap,
+    headers: Headers<'_>,
     payload: &mut Payload,
     written: &mut bool,
 ) -> Result<(), UpstreamError> {
@@ -138,18 +145,19 @@ enum Framing {
 /// The request head, into `buf` (cleared first). Every part was checked
 /// when it was built (method, target, header names and values cannot hold
 /// a line break), so nothing is escaped.
-fn head(buf: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap, framing: Framing) {
+fn head(buf: &mut Vec<u8>, method: &Method, target: &str, headers: Headers<'_>, framing: Framing) {
     buf.clear();
     buf.extend_from_slice(method.as_str().as_bytes());
     buf.push(b' ');
     buf.extend_from_slice(target.as_bytes());
     buf.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
+    for (name, value) in headers.map {
         buf.extend_from_slice(name.as_str().as_bytes());
         buf.extend_from_slice(b": ");
         buf.extend_from_slice(value.as_bytes());
         buf.extend_from_slice(b"\r\n");
     }
+    buf.extend_from_slice(headers.added);
     match framing {
         Framing::None => {}
         Framing::Length(n) => {
@@ -319,18 +327,26 @@ mod tests {
         h.append("x-a", "1".parse().unwrap());
         h.append("x-a", "2".parse().unwrap());
         let mut buf = Vec::new();
-        head(&mut buf, &Method::POST, "/p?q", &h, Framing::Length(1234));
-        assert_eq!(
-            buf,
-            b"POST /p?q HTTP/1.1\r\nhost: up:1\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 1234\r\n\r\n"
-        );
+        let headers = Headers {
+            map: &h,
+            added: b"x-b: 3\r\n",
+        };
         head(
             &mut buf,
-            &Method::GET,
-            "/",
-            &HeaderMap::new(),
-            Framing::Chunked,
+            &Method::POST,
+            "/p?q",
+            headers,
+            Framing::Length(1234),
         );
+        assert_eq!(
+            buf,
+            b"POST /p?q HTTP/1.1\r\nhost: up:1\r\nx-a: 1\r\nx-a: 2\r\nx-b: 3\r\ncontent-length: 1234\r\n\r\n"
+        );
+        let none = Headers {
+            map: &HeaderMap::new(),
+            added: b"",
+        };
+        head(&mut buf, &Method::GET, "/", none, Framing::Chunked);
         assert_eq!(buf, b"GET / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n");
         for (n, text) in [(0, "0"), (1, "1"), (255, "ff"), (4096, "1000")] {
             let mut buf = Vec::new();
