@@ -192,7 +192,7 @@ async fn forward(req: hyper::Request<Incoming>, st: &State, up: &Upstream) -> An
         out.extend_from_slice(part.as_bytes());
     }
     for (name, value) in &parts.headers {
-        if [AUTHORIZATION, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING].contains(name) {
+        if !passed_on(name) {
             continue;
         }
         for part in [name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
@@ -221,7 +221,16 @@ async fn forward(req: hyper::Request<Incoming>, st: &State, up: &Upstream) -> An
                 Err(_) => return bad_gateway(),
             },
         };
-        match exchange(&mut stream, &out).await {
+        let head_only = parts.method == Method::HEAD;
+        let exchanged =
+            tokio::time::timeout(UPSTREAM_TIMEOUT, exchange(&mut stream, &out, head_only));
+        let Ok(exchanged) = exchanged.await else {
+            return answer(
+                StatusCode::GATEWAY_TIMEOUT,
+                br#"{"error":"upstream_timeout"}"#.to_vec(),
+            );
+        };
+        match exchanged {
             Ok((res, keep)) => {
                 if keep {
                     if let Ok(mut idle) = up.idle.lock() {
@@ -237,6 +246,30 @@ async fn forward(req: hyper::Request<Incoming>, st: &State, up: &Upstream) -> An
     bad_gateway()
 }
 
+/// How long an upstream has to answer.
+const UPSTREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether a request header goes upstream: not the credentials, not the
+/// framing (the floor sets its own), not hop-by-hop ones, not `Expect`
+/// (no interim answers asked for), and none that could pass for the
+/// floor's own `X-Armor-*` header (an `x-armor-` name, or any with `_`).
+fn passed_on(name: &HeaderName) -> bool {
+    const DROPPED: [&str; 10] = [
+        "authorization",
+        "connection",
+        "content-length",
+        "transfer-encoding",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    ];
+    let n = name.as_str();
+    !(DROPPED.contains(&n) || n.starts_with("x-armor-") || n.contains('_'))
+}
+
 enum Failed {
     /// The connection closed or failed before any byte of an answer.
     BeforeAnswer,
@@ -244,22 +277,40 @@ enum Failed {
     Answer,
 }
 
-/// One request out and its answer back on `stream`; whether the
-/// connection may be kept.
-async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<(Answer, bool), Failed> {
+/// One request out and its answer back on `stream` (`head_only`: the
+/// request was a HEAD, so the answer has no body whatever its length says);
+/// whether the connection may be kept.
+async fn exchange(
+    stream: &mut TcpStream,
+    request: &[u8],
+    head_only: bool,
+) -> Result<(Answer, bool), Failed> {
+    use bytes::Buf as _;
     stream
         .write_all(request)
         .await
         .map_err(|_| Failed::BeforeAnswer)?;
     let mut buf = BytesMut::with_capacity(4096);
+    let mut answered = false;
     let (head_len, status, fields, body_len, keep) = loop {
+        match parse_head(&buf, head_only)? {
+            // An interim answer (never asked for: `Expect` is not passed
+            // on) is skipped; a switch of protocols is not relayed.
+            Some((n, status, ..)) if status.is_informational() => {
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(Failed::Answer);
+                }
+                buf.advance(n);
+                answered = true;
+                continue;
+            }
+            Some(head) => break head,
+            None => {}
+        }
         match stream.read_buf(&mut buf).await {
-            Ok(0) | Err(_) if buf.is_empty() => return Err(Failed::BeforeAnswer),
+            Ok(0) | Err(_) if buf.is_empty() && !answered => return Err(Failed::BeforeAnswer),
             Ok(0) | Err(_) => return Err(Failed::Answer),
             Ok(_) => {}
-        }
-        if let Some(head) = parse_head(&buf)? {
-            break head;
         }
     };
     while buf.len() < head_len + body_len {
@@ -293,8 +344,11 @@ type Head = (
 
 /// The answer's head once complete: its length, status, the headers to pass
 /// on (as ranges of `buf`), the body's length, and whether the connection
-/// may be kept.
-fn parse_head(buf: &[u8]) -> Result<Option<Head>, Failed> {
+/// may be kept (HTTP/1.1 without `Connection: close`).
+fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<Head>, Failed> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut res = httparse::Response::new(&mut headers);
     let head_len = match res.parse(buf) {
@@ -306,28 +360,37 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Failed> {
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(Failed::Answer)?;
-    let (mut body_len, mut keep) = (None, true);
+    let (mut body_len, mut keep) = (None, res.version == Some(1));
     let mut fields = Vec::with_capacity(res.headers.len());
     for h in res.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Failed::Answer)?;
         if name == CONTENT_LENGTH {
             let text = std::str::from_utf8(h.value).map_err(|_| Failed::Answer)?;
-            body_len = Some(text.trim().parse::<usize>().map_err(|_| Failed::Answer)?);
+            let n = text.trim().parse::<usize>().map_err(|_| Failed::Answer)?;
+            // Two lengths that differ: the answer cannot be framed.
+            if body_len.is_some_and(|m| m != n) {
+                return Err(Failed::Answer);
+            }
+            body_len = Some(n);
         } else if name == TRANSFER_ENCODING {
             return Err(Failed::Answer);
         } else if name == CONNECTION {
-            keep &= !h.value.eq_ignore_ascii_case(b"close");
-        } else {
+            keep &= !h
+                .value
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if !["keep-alive", "trailer", "upgrade"].contains(&name.as_str()) {
             let start = h.value.as_ptr() as usize - buf.as_ptr() as usize;
             fields.push((name, start, start + h.value.len()));
         }
     }
-    let no_body = status.is_informational()
+    let no_body = head_only
+        || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let body_len = match body_len {
+        _ if no_body => 0,
         Some(n) if n <= MAX_BODY => n,
-        None if no_body => 0,
         _ => return Err(Failed::Answer),
     };
     Ok(Some((head_len, status, fields, body_len, keep)))
