@@ -10,9 +10,10 @@
 //!
 //! Given an upstream, it is also the floor under the gateway: every request
 //! but `/ping` is verified the same way and forwarded on a kept-alive
-//! connection, its headers as they came (less `Authorization`) plus the
-//! caller's key id, and the answer (with a `Content-Length`) sent back as it
-//! came. No identity or forwarding headers, no limits, no streaming, no
+//! connection, its headers as they came (less `Authorization`, the
+//! hop-by-hop ones, `Expect`, and any that could pass for an `X-Armor-*`
+//! one) plus the caller's key id, and the answer (with a `Content-Length`)
+//! sent back as it came. No identity or forwarding headers, no limits, no streaming, no
 //! checks of the method before sending again a request that a kept-alive
 //! connection dropped: what any ARMOR-PSK proxy on hyper must at least do.
 //!
@@ -205,11 +206,23 @@ async fn forward(req: hyper::Request<Incoming>, st: &State, up: &Upstream) -> An
     out.extend_from_slice(body.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(&body);
+    let head_only = parts.method == Method::HEAD;
+    match tokio::time::timeout(UPSTREAM_TIMEOUT, send(up, &out, head_only)).await {
+        Ok(answer) => answer,
+        Err(_) => answer(
+            StatusCode::GATEWAY_TIMEOUT,
+            br#"{"error":"upstream_timeout"}"#.to_vec(),
+        ),
+    }
+}
+
+/// `request` to the upstream and its answer, on a kept-alive connection
+/// if there is one.
+async fn send(up: &Upstream, request: &[u8], head_only: bool) -> Answer {
     // A kept-alive connection the upstream closed meanwhile fails before
     // any answer: once, the request goes out again on a new one.
     let pooled = up.idle.lock().ok().and_then(|mut idle| idle.pop());
-    let tries = [pooled, None];
-    for conn in tries {
+    for conn in [pooled, None] {
         let was_pooled = conn.is_some();
         let mut stream = match conn {
             Some(stream) => stream,
@@ -221,16 +234,7 @@ async fn forward(req: hyper::Request<Incoming>, st: &State, up: &Upstream) -> An
                 Err(_) => return bad_gateway(),
             },
         };
-        let head_only = parts.method == Method::HEAD;
-        let exchanged =
-            tokio::time::timeout(UPSTREAM_TIMEOUT, exchange(&mut stream, &out, head_only));
-        let Ok(exchanged) = exchanged.await else {
-            return answer(
-                StatusCode::GATEWAY_TIMEOUT,
-                br#"{"error":"upstream_timeout"}"#.to_vec(),
-            );
-        };
-        match exchanged {
+        match exchange(&mut stream, request, head_only).await {
             Ok((res, keep)) => {
                 if keep {
                     if let Ok(mut idle) = up.idle.lock() {
@@ -254,8 +258,9 @@ const UPSTREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30)
 /// (no interim answers asked for), and none that could pass for the
 /// floor's own `X-Armor-*` header (an `x-armor-` name, or any with `_`).
 fn passed_on(name: &HeaderName) -> bool {
-    const DROPPED: [&str; 10] = [
+    const DROPPED: [&str; 11] = [
         "authorization",
+        "proxy-authorization",
         "connection",
         "content-length",
         "transfer-encoding",
@@ -360,11 +365,19 @@ fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<Head>, Failed> {
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(Failed::Answer)?;
+    let no_body = head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
     let (mut body_len, mut keep) = (None, res.version == Some(1));
     let mut fields = Vec::with_capacity(res.headers.len());
     for h in res.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Failed::Answer)?;
-        if name == CONTENT_LENGTH {
+        if name == CONTENT_LENGTH && no_body {
+            // The length of the body a GET would have had: passed on as is.
+            let start = h.value.as_ptr() as usize - buf.as_ptr() as usize;
+            fields.push((name, start, start + h.value.len()));
+        } else if name == CONTENT_LENGTH {
             let text = std::str::from_utf8(h.value).map_err(|_| Failed::Answer)?;
             let n = text.trim().parse::<usize>().map_err(|_| Failed::Answer)?;
             // Two lengths that differ: the answer cannot be framed.
@@ -384,10 +397,6 @@ fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<Head>, Failed> {
             fields.push((name, start, start + h.value.len()));
         }
     }
-    let no_body = head_only
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
     let body_len = match body_len {
         _ if no_body => 0,
         Some(n) if n <= MAX_BODY => n,
