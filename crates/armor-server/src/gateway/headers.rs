@@ -144,7 +144,6 @@ fn claims_forwarding(name: &HeaderName) -> bool {
 }
 
 /// Header lines the gateway adds to a request, as they go on the wire.
-#[derive(Default)]
 pub(super) struct Added(Vec<u8>);
 
 impl Added {
@@ -204,18 +203,21 @@ pub(super) fn set_forwarding(
             headers.remove(n);
         }
     }
+    // From here on the map can hold these names only from a trusted peer:
+    // for any other, the pass above took them out, so the map is not asked.
+    let mut prior = |name| if trusted { headers.remove(name) } else { None };
+    let (prior_for, prior_forwarded) = (prior(X_FORWARDED_FOR), prior(FORWARDED));
     if let Some(ip) = peer {
-        let prior = headers.remove(X_FORWARDED_FOR);
-        forwarded_for(out, prior.as_ref(), ip);
+        forwarded_for(out, prior_for.as_ref(), ip);
     }
-    let prior = headers.remove(FORWARDED);
-    forwarded(out, prior.as_ref(), peer, host.as_ref());
+    forwarded(out, prior_forwarded.as_ref(), peer, host.as_ref());
+    let kept = |name| trusted && headers.contains_key(name);
     if let Some(h) = host {
-        if !headers.contains_key(X_FORWARDED_HOST) {
+        if !kept(X_FORWARDED_HOST) {
             out.line(&X_FORWARDED_HOST, |v| v.extend_from_slice(h.as_bytes()));
         }
     }
-    if !headers.contains_key(X_FORWARDED_PROTO) {
+    if !kept(X_FORWARDED_PROTO) {
         out.line(&X_FORWARDED_PROTO, |v| v.extend_from_slice(b"http"));
     }
 }
