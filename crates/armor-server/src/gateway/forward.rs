@@ -8,7 +8,7 @@ use axum::http::{uri, Method};
 use axum::response::Response;
 
 use super::h1::{self, Answer, Outgoing, Target};
-use super::headers::{self, strip_hop_by_hop};
+use super::headers;
 use super::{refusal, Gateway, OriginalTarget};
 use crate::core::Principal;
 use crate::error::Error;
@@ -58,22 +58,13 @@ impl Gateway {
 
         let mut headers = parts.headers;
         let original_host = headers.remove(header::HOST);
-        strip_hop_by_hop(&mut headers);
-        for name in [
-            header::CONTENT_LENGTH,
-            header::AUTHORIZATION,
-            header::PROXY_AUTHORIZATION,
-        ] {
-            headers.remove(name);
-        }
-        headers::remove_spoofable(&mut headers);
-        headers::remove_armor_cookies(&mut headers);
-        // What the gateway adds goes out after the map's headers.
-        let mut added = headers::Added::new();
-        added.host(&self.host);
         let client = parts.extensions.get::<crate::conn::client::Client>();
         let peer = client.map(|c| c.peer);
         let trusted = client.is_some_and(|c| c.peer_trusted);
+        headers::scrub_request(&mut headers, trusted);
+        // What the gateway adds goes out after the map's headers.
+        let mut added = headers::Added::new();
+        added.host(&self.host);
         headers::set_forwarding(&mut headers, &mut added, peer, trusted, original_host);
         // The connection stays busy until the answer has streamed out.
         let busy = crate::conn::busy(&parts.extensions);
@@ -130,8 +121,7 @@ impl Gateway {
             Ok(Ok(sent)) => sent,
         };
         let (mut rparts, rbody) = resp.into_parts();
-        strip_hop_by_hop(&mut rparts.headers);
-        headers::remove_armor_set_cookies(&mut rparts.headers);
+        headers::scrub_answer(&mut rparts.headers);
         let body = Streamed {
             body: rbody,
             _busy: busy,

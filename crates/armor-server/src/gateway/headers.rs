@@ -48,13 +48,64 @@ fn spoofable(name: &HeaderName) -> bool {
 }
 
 /// Removes the headers a caller may not send on (see [`spoofable`]).
-pub(super) fn remove_spoofable(headers: &mut HeaderMap) {
-    if !headers.keys().any(spoofable) {
-        return;
-    }
-    let names: Vec<HeaderName> = headers.keys().filter(|k| spoofable(k)).cloned().collect();
+fn remove_spoofable(headers: &mut HeaderMap) {
+    remove_where(headers, spoofable);
+}
+
+/// Removes every header whose name matches.
+fn remove_where(headers: &mut HeaderMap, matches: fn(&HeaderName) -> bool) {
+    let names: Vec<HeaderName> = headers.keys().filter(|k| matches(k)).cloned().collect();
     for k in names {
         headers.remove(k);
+    }
+}
+
+/// Names never sent upstream as the client sent them: hop-by-hop ones
+/// (RFC 9110 §7.6.1), the framing (the gateway sets its own) and the
+/// credentials.
+const DROPPED: [HeaderName; 11] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::CONTENT_LENGTH,
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// The first [`DROPPED`] names: the hop-by-hop ones.
+const HOP_BY_HOP: usize = 8;
+
+/// Scrubs the request's own headers before they go upstream (see the
+/// module's notes): what [`DROPPED`] and `Connection` name, the spoofable
+/// names, armor's cookies and, from a peer that is not a `trusted` proxy,
+/// every header claiming to describe the client. One pass over the names
+/// finds what is there; only that is removed.
+pub(super) fn scrub_request(headers: &mut HeaderMap, trusted: bool) {
+    let (mut present, mut spoofed, mut claims, mut cookie) = (0u16, false, false, false);
+    for k in headers.keys() {
+        match DROPPED.iter().position(|d| d == k) {
+            Some(i) => present |= 1 << i,
+            None if k == header::COOKIE => cookie = true,
+            None => {
+                spoofed |= spoofable(k);
+                claims |= !trusted && claims_forwarding(k);
+            }
+        }
+    }
+    remove_present(headers, present);
+    if spoofed {
+        remove_spoofable(headers);
+    }
+    if claims {
+        remove_where(headers, claims_forwarding);
+    }
+    if cookie {
+        remove_armor_cookies(headers);
     }
 }
 
@@ -78,7 +129,7 @@ fn cookie_name(pair: &[u8]) -> &[u8] {
 
 /// Takes armor's cookies out of the `Cookie` header(s) sent upstream;
 /// other cookies pass byte for byte.
-pub(super) fn remove_armor_cookies(headers: &mut HeaderMap) {
+fn remove_armor_cookies(headers: &mut HeaderMap) {
     let has = |v: &HeaderValue| {
         v.as_bytes()
             .split(|b| *b == b';')
@@ -108,8 +159,24 @@ pub(super) fn remove_armor_cookies(headers: &mut HeaderMap) {
     }
 }
 
+/// Scrubs an upstream's answer before it goes to the client: its
+/// hop-by-hop headers, and any `Set-Cookie` for one of armor's cookies.
+pub(super) fn scrub_answer(headers: &mut HeaderMap) {
+    let (mut present, mut sets) = (0u16, false);
+    for k in headers.keys() {
+        match DROPPED[..HOP_BY_HOP].iter().position(|h| h == k) {
+            Some(i) => present |= 1 << i,
+            None => sets |= k == header::SET_COOKIE,
+        }
+    }
+    remove_present(headers, present);
+    if sets {
+        remove_armor_set_cookies(headers);
+    }
+}
+
 /// Drops an upstream's `Set-Cookie` for any of armor's cookies.
-pub(super) fn remove_armor_set_cookies(headers: &mut HeaderMap) {
+fn remove_armor_set_cookies(headers: &mut HeaderMap) {
     let sets = |v: &HeaderValue| armor_cookie(cookie_name(v.as_bytes()));
     if !headers.get_all(header::SET_COOKIE).iter().any(sets) {
         return;
@@ -166,10 +233,7 @@ impl Added {
         self.0.extend_from_slice(b": ");
         let from = self.0.len();
         value(&mut self.0);
-        if self.0[from..]
-            .iter()
-            .all(|&b| (b >= 32 && b != 127) || b == b'\t')
-        {
+        if field_value(&self.0[from..]) {
             self.0.extend_from_slice(b"\r\n");
         } else {
             self.0.truncate(start);
@@ -181,11 +245,21 @@ impl Added {
     }
 }
 
+/// Whether every byte may be in a header value: the bytes `HeaderValue`
+/// accepts (visible, space, tab, and any byte from 0x80). Without an early
+/// exit, so the loop runs on whole vectors: values are short and almost
+/// always clean.
+fn field_value(bytes: &[u8]) -> bool {
+    bytes.iter().fold(true, |ok, &b| {
+        ok & (((b >= 32) & (b != 127)) | (b == b'\t'))
+    })
+}
+
 /// Sets `Forwarded`, `X-Forwarded-For`, `-Host` and `-Proto` for the
-/// upstream. From an untrusted peer, whatever the client sent of these and
-/// of every other header claiming to describe the client (see
-/// [`claims_forwarding`]) goes first; from a trusted proxy, its values are
-/// kept and the peer is appended. The new values go to `out`.
+/// upstream, on a map [`scrub_request`] has scrubbed: from an untrusted
+/// peer, whatever the client sent of these is gone; from a trusted proxy,
+/// its values are kept and the peer is appended. The new values go to
+/// `out`.
 pub(super) fn set_forwarding(
     headers: &mut HeaderMap,
     out: &mut Added,
@@ -193,22 +267,14 @@ pub(super) fn set_forwarding(
     trusted: bool,
     host: Option<HeaderValue>,
 ) {
-    if !trusted && headers.keys().any(claims_forwarding) {
-        let names: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| claims_forwarding(k))
-            .cloned()
-            .collect();
-        for n in names {
-            headers.remove(n);
-        }
-    }
-    // From here on the map can hold these names only from a trusted peer:
-    // for any other, the pass above took them out, so the map is not asked.
+    // The map can hold these names only from a trusted peer: for any
+    // other, the scrub took them out, so the map is not asked.
     let mut prior = |name| if trusted { headers.remove(name) } else { None };
     let (prior_for, prior_forwarded) = (prior(X_FORWARDED_FOR), prior(FORWARDED));
-    if let Some(ip) = peer {
-        forwarded_for(out, prior_for.as_ref(), ip);
+    let mut buf = [0u8; 64];
+    let peer = peer.and_then(|ip| Some((ip, ip_text(ip, &mut buf)?)));
+    if let Some((_, text)) = peer {
+        forwarded_for(out, prior_for.as_ref(), text);
     }
     forwarded(out, prior_forwarded.as_ref(), peer, host.as_ref());
     let kept = |name| trusted && headers.contains_key(name);
@@ -243,12 +309,9 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; 64]) -> Option<&[u8]> {
     Some(&buf[..buf.len() - left])
 }
 
-/// `X-Forwarded-For`: the prior value (if text), then the peer's address.
-fn forwarded_for(out: &mut Added, prior: Option<&HeaderValue>, ip: IpAddr) {
-    let mut buf = [0u8; 64];
-    let Some(ip) = ip_text(ip, &mut buf) else {
-        return;
-    };
+/// `X-Forwarded-For`: the prior value (if text), then the peer's address
+/// (as text).
+fn forwarded_for(out: &mut Added, prior: Option<&HeaderValue>, ip: &[u8]) {
     out.line(&X_FORWARDED_FOR, |v| {
         if let Some(prior) = prior.and_then(|v| v.to_str().ok()) {
             v.extend_from_slice(prior.as_bytes());
@@ -259,11 +322,12 @@ fn forwarded_for(out: &mut Added, prior: Option<&HeaderValue>, ip: IpAddr) {
 }
 
 /// `Forwarded` (RFC 7239): the prior value (if text), then
-/// `for=…;host="…";proto=http` for this hop.
+/// `for=…;host="…";proto=http` for this hop (the peer with its address as
+/// text).
 fn forwarded(
     out: &mut Added,
     prior: Option<&HeaderValue>,
-    peer: Option<IpAddr>,
+    peer: Option<(IpAddr, &[u8])>,
     host: Option<&HeaderValue>,
 ) {
     out.line(&FORWARDED, |v| {
@@ -271,8 +335,7 @@ fn forwarded(
             v.extend_from_slice(prior.as_bytes());
             v.extend_from_slice(b", ");
         }
-        let mut buf = [0u8; 64];
-        match peer.and_then(|ip| ip_text(ip, &mut buf).map(|t| (ip, t))) {
+        match peer {
             Some((IpAddr::V6(_), t)) => {
                 v.extend_from_slice(b"for=\"[");
                 v.extend_from_slice(t);
@@ -327,39 +390,37 @@ pub(super) fn identity_headers(out: &mut Added, p: &Principal) {
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1) and those the
 /// `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    const HOP_BY_HOP: [HeaderName; 8] = [
-        header::CONNECTION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        header::PROXY_AUTHENTICATE,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ];
     // Usually few or none: one pass over the names finds which are
     // there, and only those are removed.
-    let mut present = 0u8;
+    let mut present = 0u16;
     for k in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+        if let Some(i) = DROPPED[..HOP_BY_HOP].iter().position(|h| h == k) {
             present |= 1 << i;
         }
     }
+    remove_present(headers, present);
+}
+
+/// Removes the [`DROPPED`] names whose bits are set in `present` and, if
+/// `Connection` is among them, the names it lists.
+fn remove_present(headers: &mut HeaderMap, present: u16) {
     if present == 0 {
         return;
     }
-    // The names `Connection` lists go by name as text (no copies); the
-    // values are cheap handles on the received bytes.
-    let mut values = headers.get_all(header::CONNECTION).iter();
-    let first = values.next().cloned();
-    let more: Vec<HeaderValue> = values.cloned().collect();
-    for v in first.iter().chain(&more) {
-        let Ok(v) = v.to_str() else { continue };
-        for n in v.split(',') {
-            headers.remove(n.trim());
+    if present & 1 != 0 {
+        // The names `Connection` lists go by name as text (no copies); the
+        // values are cheap handles on the received bytes.
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        let first = values.next().cloned();
+        let more: Vec<HeaderValue> = values.cloned().collect();
+        for v in first.iter().chain(&more) {
+            let Ok(v) = v.to_str() else { continue };
+            for n in v.split(',') {
+                headers.remove(n.trim());
+            }
         }
     }
-    for (i, n) in HOP_BY_HOP.into_iter().enumerate() {
+    for (i, n) in DROPPED.into_iter().enumerate() {
         if present & (1 << i) != 0 {
             headers.remove(n);
         }
@@ -367,247 +428,4 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for &(name, value) in pairs {
-            h.append(name, HeaderValue::from_static(value));
-        }
-        h
-    }
-
-    /// The map's headers and the added lines, as the upstream reads them.
-    fn sent(h: &HeaderMap, added: &Added) -> HeaderMap {
-        let mut all = h.clone();
-        let text = std::str::from_utf8(added.as_bytes()).unwrap();
-        assert!(text.is_empty() || text.ends_with("\r\n"), "{text:?}");
-        for line in text.split_terminator("\r\n") {
-            let (name, value) = line.split_once(": ").unwrap();
-            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
-            assert!(!h.contains_key(&name), "{name} both in the map and added");
-            all.append(name, HeaderValue::from_str(value).unwrap());
-        }
-        all
-    }
-
-    #[test]
-    fn an_added_value_with_a_control_character_leaves_no_line() {
-        let mut a = Added::new();
-        a.line(&KEY_ID_HEADER, |v| v.extend_from_slice(b"k\r\nx-evil: 1"));
-        a.line(&AUTH_METHOD_HEADER, |v| {
-            v.extend_from_slice(b"caf\xc3\xa9\tok")
-        });
-        assert_eq!(a.as_bytes(), b"x-armor-auth: caf\xc3\xa9\tok\r\n");
-    }
-
-    #[test]
-    fn underscore_and_armor_spellings_go() {
-        let mut h = map(&[
-            ("x_armor_user_id", "1"),
-            ("x-armor_permissions", "Users Manage"),
-            ("x-armor-key-id", "k"),
-            ("x_forwarded_for", "10.0.0.1"),
-            ("my_header", "1"),
-            ("x-armorless", "kept"),
-            ("x-kept", "1"),
-        ]);
-        remove_spoofable(&mut h);
-        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        left.sort_unstable();
-        assert_eq!(left, ["x-armorless", "x-kept"]);
-    }
-
-    #[test]
-    fn armor_cookies_go_both_ways() {
-        let mut h = map(&[
-            ("cookie", "a=1; armor_session=tok; b=2"),
-            ("cookie", "ARMOR_ACCOUNT=3; __Host-armor_x=y"),
-            ("cookie", "c=3"),
-        ]);
-        remove_armor_cookies(&mut h);
-        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
-        assert_eq!(h[header::COOKIE], "a=1; b=2; c=3");
-        let mut h = map(&[("cookie", "armor_session=tok")]);
-        remove_armor_cookies(&mut h);
-        assert!(!h.contains_key(header::COOKIE));
-        let mut h = map(&[("cookie", "a=1")]);
-        remove_armor_cookies(&mut h);
-        assert_eq!(h[header::COOKIE], "a=1");
-        // Values that are not ASCII pass byte for byte.
-        let mut h = HeaderMap::new();
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_bytes(b"name=caf\xc3\xa9; armor_session=t").unwrap(),
-        );
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_bytes(b"other=\xc3\xa9t\xc3\xa9").unwrap(),
-        );
-        remove_armor_cookies(&mut h);
-        assert_eq!(
-            h[header::COOKIE].as_bytes(),
-            b"name=caf\xc3\xa9; other=\xc3\xa9t\xc3\xa9"
-        );
-
-        let mut h = map(&[
-            ("set-cookie", "armor_session=evil; Path=/"),
-            ("set-cookie", "app=1; Path=/"),
-            ("set-cookie", " Armor_Login_Csrf=x"),
-        ]);
-        remove_armor_set_cookies(&mut h);
-        let left: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
-        assert_eq!(left, ["app=1; Path=/"]);
-    }
-
-    #[test]
-    fn forwarding_headers_are_the_gateways_unless_the_peer_is_trusted() {
-        let sent = [
-            ("forwarded", "for=6.6.6.6;proto=https"),
-            ("x-forwarded-for", "6.6.6.6"),
-            ("x-forwarded-proto", "https"),
-            ("x-forwarded-host", "evil.example"),
-            ("x-real-ip", "6.6.6.6"),
-            ("x-forwarded-port", "443"),
-            ("x-forwarded-prefix", "/admin"),
-            ("true-client-ip", "6.6.6.6"),
-            ("front-end-https", "on"),
-        ];
-        let peer: IpAddr = [192, 0, 2, 1].into();
-        let host = Some(HeaderValue::from_static("api.example:8080"));
-        let mut h = map(&sent);
-        let mut a = Added::new();
-        set_forwarding(&mut h, &mut a, Some(peer), false, host.clone());
-        let h = self::sent(&h, &a);
-        assert_eq!(
-            h["forwarded"],
-            "for=192.0.2.1;host=\"api.example:8080\";proto=http"
-        );
-        assert_eq!(h["x-forwarded-for"], "192.0.2.1");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "api.example:8080");
-        for gone in [
-            "x-real-ip",
-            "x-forwarded-port",
-            "x-forwarded-prefix",
-            "true-client-ip",
-            "front-end-https",
-        ] {
-            assert!(!h.contains_key(gone), "{gone}");
-        }
-
-        let mut h = map(&sent);
-        let mut a = Added::new();
-        set_forwarding(&mut h, &mut a, Some(peer), true, host);
-        let h = self::sent(&h, &a);
-        assert_eq!(
-            h["forwarded"],
-            "for=6.6.6.6;proto=https, for=192.0.2.1;host=\"api.example:8080\";proto=http"
-        );
-        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 192.0.2.1");
-        assert_eq!(h["x-forwarded-proto"], "https");
-        assert_eq!(h["x-forwarded-host"], "evil.example");
-
-        let mut h = HeaderMap::new();
-        let mut a = Added::new();
-        set_forwarding(&mut h, &mut a, Some([1u16; 8].into()), false, None);
-        let h = self::sent(&h, &a);
-        assert_eq!(h["forwarded"], "for=\"[1:1:1:1:1:1:1:1]\";proto=http");
-    }
-
-    #[test]
-    fn hop_by_hop_and_connection_named_headers_go() {
-        let cases: [&[(&'static str, &'static str)]; 2] = [
-            &[
-                ("connection", "keep-alive, x-secret"),
-                ("x-secret", "1"),
-                ("keep-alive", "timeout=5"),
-                ("upgrade", "websocket"),
-                ("x-kept", "1"),
-            ],
-            // Names in any case, any number of `Connection` values.
-            &[
-                ("connection", "X-One , close"),
-                ("connection", "x-TWO,,"),
-                ("x-one", "1"),
-                ("x-two", "2"),
-                ("te", "trailers"),
-                ("proxy-connection", "keep-alive"),
-                ("x-kept", "1"),
-            ],
-        ];
-        for pairs in cases {
-            let mut h = HeaderMap::new();
-            for &(name, value) in pairs {
-                h.append(name, HeaderValue::from_static(value));
-            }
-            strip_hop_by_hop(&mut h);
-            assert_eq!(h.len(), 1, "{h:?}");
-            assert!(h.contains_key("x-kept"));
-        }
-    }
-
-    #[test]
-    fn identity_header_values() {
-        let p = Principal {
-            user_id: -12,
-            account_id: i64::MAX,
-            via: Via::ApiKey {
-                key_id: "k1".into(),
-                key_permissions: None,
-            },
-            permissions: ["A", "B c"].iter().map(|s| s.to_string()).collect(),
-        };
-        let mut a = Added::new();
-        identity_headers(&mut a, &p);
-        let h = sent(&HeaderMap::new(), &a);
-        assert_eq!(h[USER_ID], "-12");
-        assert_eq!(h[ACCOUNT_ID], "9223372036854775807");
-        assert_eq!(h[KEY_ID], "k1");
-        assert_eq!(h[AUTH_METHOD], "ARMOR-PSK");
-        assert_eq!(h[PERMISSIONS], "A,B c");
-        let p = Principal {
-            via: Via::Password {
-                token_hash: [0; 32],
-            },
-            permissions: std::iter::empty().collect(),
-            ..p
-        };
-        let mut a = Added::new();
-        identity_headers(&mut a, &p);
-        assert_eq!(
-            a.as_bytes(),
-            b"x-armor-user-id: -12\r\nx-armor-account-id: 9223372036854775807\r\n\
-              x-armor-auth: FH-AUTH\r\nx-armor-permissions: \r\n"
-        );
-        let mut a = Added::new();
-        forwarded_for(
-            &mut a,
-            Some(&HeaderValue::from_static("1.2.3.4")),
-            [1u16; 8].into(),
-        );
-        forwarded_for(&mut a, None, std::net::Ipv4Addr::LOCALHOST.into());
-        assert_eq!(
-            a.as_bytes(),
-            b"x-forwarded-for: 1.2.3.4, 1:1:1:1:1:1:1:1\r\nx-forwarded-for: 127.0.0.1\r\n"
-        );
-    }
-
-    #[test]
-    fn numbers_and_addresses_are_written_as_fmt_writes_them() {
-        for n in [0, 7, -1, 10, 99, 100, -12, i64::MAX, i64::MIN] {
-            let mut v = Vec::new();
-            push_number(&mut v, n);
-            assert_eq!(v, n.to_string().as_bytes());
-        }
-        for ip in ["0.0.0.0", "255.255.255.255", "10.200.3.45", "1.0.20.100"] {
-            let addr: IpAddr = ip.parse().unwrap();
-            let mut buf = [0u8; 64];
-            assert_eq!(ip_text(addr, &mut buf), Some(ip.as_bytes()));
-        }
-        let mut buf = [0u8; 64];
-        let v6: IpAddr = "2001:db8::1".parse().unwrap();
-        assert_eq!(ip_text(v6, &mut buf), Some(&b"2001:db8::1"[..]));
-    }
-}
+mod tests;

@@ -26,13 +26,22 @@ pub enum Auth {
     Principal(Principal),
 }
 
+impl Auth {
+    /// The caller's principal (`None` for an anonymous one).
+    pub fn into_principal(self) -> Option<Principal> {
+        match self {
+            Auth::Principal(p) => Some(p),
+            Auth::Anonymous => None,
+        }
+    }
+}
+
 /// Takes the caller's principal out of an authenticated request (`None`
 /// for an anonymous one).
 pub fn take_principal(req: &mut Request) -> Option<Principal> {
-    match req.extensions_mut().remove::<Auth>() {
-        Some(Auth::Principal(p)) => Some(p),
-        _ => None,
-    }
+    req.extensions_mut()
+        .remove::<Auth>()
+        .and_then(Auth::into_principal)
 }
 
 /// The client's address, for the audit log (an extractor).
@@ -70,17 +79,17 @@ fn client_addr(extensions: &axum::http::Extensions) -> ClientAddr {
     ClientAddr(client_ip(extensions).map(|ip| ip.to_string()))
 }
 
-/// Marks a request as anonymous (public routes).
-pub fn anonymous(req: &mut Request) {
-    req.extensions_mut().insert(Auth::Anonymous);
-}
-
-/// Authenticates `req`: on success the [`Auth`] is in its extensions (and,
-/// for ARMOR-PSK, the body has been read, verified and put back).
+/// Authenticates `req`: who is calling (for ARMOR-PSK, the body has been
+/// read, verified and put back). With a `limiter`, refused ARMOR-PSK
+/// attempts are counted per key and address, and too many refused.
 ///
 /// The request is borrowed, not moved: this future sits inside every
 /// request's own, and a request held by value would be stored in it twice.
-pub async fn authenticate(core: &Arc<Core>, req: &mut Request) -> Result<(), Refusal> {
+pub async fn authenticate(
+    core: &Arc<Core>,
+    limiter: Option<&AuthFailureLimiter>,
+    req: &mut Request,
+) -> Result<Auth, Refusal> {
     let mut body = Some(std::mem::take(req.body_mut()));
     let head = Head {
         method: req.method(),
@@ -88,11 +97,10 @@ pub async fn authenticate(core: &Arc<Core>, req: &mut Request) -> Result<(), Ref
         headers: req.headers(),
         extensions: req.extensions(),
     };
-    match authenticate_head(core, head, &mut body).await {
+    match authenticate_head(core, limiter, head, &mut body).await {
         Ok(auth) => {
             *req.body_mut() = body.unwrap_or_default();
-            req.extensions_mut().insert(auth);
-            Ok(())
+            Ok(auth)
         }
         Err(error) => Err(Refusal { error, body }),
     }
@@ -112,6 +120,7 @@ struct Head<'a> {
 /// is plausible), verified and put back.
 async fn authenticate_head(
     core: &Arc<Core>,
+    limiter: Option<&AuthFailureLimiter>,
     req: Head<'_>,
     body: &mut Option<Body>,
 ) -> Result<Auth, Error> {
@@ -141,7 +150,7 @@ async fn authenticate_head(
             let (creds, key) = (begun.creds(), begun.key());
             let client = client_ip(req.extensions);
             // Too many refusals for this key from this address: 429, unread.
-            let limiter = req.extensions.get::<Arc<AuthFailureLimiter>>().zip(client);
+            let limiter = limiter.zip(client);
             if let Some((l, ip)) = &limiter {
                 if let Err(e) = l.check(*ip, creds.key_id()) {
                     core.verifier

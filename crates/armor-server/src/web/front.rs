@@ -6,8 +6,9 @@
 //! Per connection it holds the peer (`ConnectInfo<PeerInfo>`, as axum's
 //! `into_make_service_with_connect_info` would insert) and per request it
 //! inserts the sender ([`crate::conn::client::Client`]: the peer, or the
-//! client a trusted proxy names), and the gateway and the refusal limiter
-//! when configured, as the `Extension` layers did.
+//! client a trusted proxy names). The gateway and the refusal limiter are
+//! handed to the front layer as they are; a request gets the gateway in its
+//! extensions only on its way into the router (whose fallback forwards).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,11 +28,13 @@ use crate::conn::{InspectingListener, PeerInfo};
 use crate::gateway::Gateway;
 use crate::limit::AuthFailureLimiter;
 
-struct Inner {
-    core: AppState,
-    routes: Router,
-    gateway: Option<Arc<Gateway>>,
-    limiter: Option<Arc<AuthFailureLimiter>>,
+/// What the front layer ([`super::front`]) works with: passed to it
+/// directly, not through each request's extensions.
+pub(super) struct Inner {
+    pub(super) core: AppState,
+    pub(super) routes: Router,
+    pub(super) gateway: Option<Arc<Gateway>>,
+    pub(super) limiter: Option<Arc<AuthFailureLimiter>>,
     trusted: TrustedProxies,
 }
 
@@ -113,17 +116,7 @@ impl Service<Request> for Connection {
             ext.insert(client);
             ext.insert(ConnectInfo(peer.clone()));
         }
-        let ext = req.extensions_mut();
-        if let Some(gw) = &inner.gateway {
-            ext.insert(gw.clone());
-        }
-        if let Some(l) = &inner.limiter {
-            ext.insert(l.clone());
-        }
         let app = self.app.clone();
-        Box::pin(async move {
-            let inner = &app.0;
-            Ok(super::trace::layer(req, |req| super::front(&inner.core, req, &inner.routes)).await)
-        })
+        Box::pin(async move { Ok(super::trace::layer(req, |req| super::front(&app.0, req)).await) })
     }
 }

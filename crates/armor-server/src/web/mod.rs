@@ -73,7 +73,8 @@ pub fn metrics_app(core: AppState) -> Router {
 /// In front of routing: refuse a non-canonical target (400) or an
 /// oversized declared body (413) before anything else, authenticate, then
 /// route on the case-folded path.
-async fn front(core: &AppState, mut req: Request, routes: &Router) -> Response {
+async fn front(app: &front::Inner, mut req: Request) -> Response {
+    let (core, gateway) = (&app.core, app.gateway.as_ref());
     // Held until the answer is ready: the connection is busy, not idle.
     let _in_flight = match crate::conn::screen(&mut req) {
         Ok(guard) => guard,
@@ -90,29 +91,28 @@ async fn front(core: &AppState, mut req: Request, routes: &Router) -> Response {
     if declared.is_some_and(|n| n > core.config.max_body as u64) {
         return ApiError(Error::BodyTooLarge(core.config.max_body)).into_response();
     }
-    // The gateway forwards the target exactly as received.
-    let gateway = req.extensions().get::<Arc<Gateway>>().cloned();
-    if gateway.is_some() {
-        let original = gateway::OriginalTarget(req.uri().clone());
-        req.extensions_mut().insert(original);
-    }
-    if let Some(gw) = gateway.as_ref().filter(|g| g.is_public(req.uri().path())) {
+    // Until the router's case-folded target replaces it below, the
+    // request's target is the one received, which the gateway forwards.
+    if let Some(gw) = gateway.filter(|g| g.is_public(req.uri().path())) {
         return Box::pin(gw.forward(req, None, core.config.max_body)).await;
     }
     let mut buf = [0u8; 128];
     let routed = path::routing_form_in(req.uri().path(), &mut buf);
     // With an upstream, `/` is the upstream's; the portal stays at /portal.
-    let upstream_root = gateway.as_ref().filter(|_| routed == "/");
-    if upstream_root.is_none() && is_public(req.method().as_str(), &routed) {
+    let upstream_root = gateway.filter(|_| routed == "/");
+    let caller = if upstream_root.is_none() && is_public(req.method().as_str(), &routed) {
         // Public routes ignore credentials: clients log in again with a
         // stale `Authorization` still on their session.
-        auth::anonymous(&mut req);
-    } else if let Err(refusal) = auth::authenticate(core, &mut req).await {
-        return refusal.into_response().await;
-    }
-    trace::record_caller(&req);
+        auth::Auth::Anonymous
+    } else {
+        match auth::authenticate(core, app.limiter.as_deref(), &mut req).await {
+            Ok(caller) => caller,
+            Err(refusal) => return refusal.into_response().await,
+        }
+    };
+    trace::record_caller(&caller);
     if let Some(gw) = upstream_root {
-        return Box::pin(gw.handle(core, auth::take_principal(&mut req), req)).await;
+        return Box::pin(gw.handle(core, caller.into_principal(), req)).await;
     }
     // A declared body on a method whose handlers do not read one (a GET
     // with `Content-Length: 2` and `{}`, as some clients send) is read
@@ -133,7 +133,17 @@ async fn front(core: &AppState, mut req: Request, routes: &Router) -> Response {
     // through the router to its fallback: a path that is none of armor's
     // routes and not the portal's (which takes all of `/portal/...`).
     if let Some(gw) = gateway.filter(|_| !is_armor_route(&routed) && !is_portal(&routed)) {
-        return Box::pin(gw.handle(core, auth::take_principal(&mut req), req)).await;
+        return Box::pin(gw.handle(core, caller.into_principal(), req)).await;
+    }
+    // Into the router: the handlers' extractors read the caller, and its
+    // fallback forwards, the target as received, with the gateway.
+    let ext = req.extensions_mut();
+    ext.insert(caller);
+    if let Some(gw) = gateway {
+        let original = gateway::OriginalTarget(req.uri().clone());
+        let ext = req.extensions_mut();
+        ext.insert(original);
+        ext.insert(gw.clone());
     }
     if routed != req.uri().path() {
         let pq = match req.uri().query() {
@@ -145,7 +155,7 @@ async fn front(core: &AppState, mut req: Request, routes: &Router) -> Response {
             Err(_) => return ApiError(Error::MalformedTarget("unparseable path")).into_response(),
         }
     }
-    match tower::ServiceExt::oneshot(routes.clone(), req).await {
+    match tower::ServiceExt::oneshot(app.routes.clone(), req).await {
         Ok(resp) => resp,
         Err(never) => match never {},
     }

@@ -224,11 +224,14 @@ pub fn is_armor_route(path: &str) -> bool {
     /// Most segments a route has (a test checks it): a longer path is
     /// none of them.
     const MAX: usize = 16;
-    /// `ROUTES`' paths as segments (`None`: a `{x}` placeholder), built once.
-    static PATTERNS: std::sync::OnceLock<Vec<Vec<Option<&'static str>>>> =
+    type Pattern = Vec<Option<&'static str>>;
+    /// `ROUTES`' paths as segments (`None`: a `{x}` placeholder), and their
+    /// distinct first segments, built once. Most paths the gateway sees
+    /// start with none of those, and are told apart on that alone.
+    static PATTERNS: std::sync::OnceLock<(Vec<Pattern>, Vec<Option<&'static str>>)> =
         std::sync::OnceLock::new();
-    let patterns = PATTERNS.get_or_init(|| {
-        ROUTES
+    let (patterns, firsts) = PATTERNS.get_or_init(|| {
+        let patterns: Vec<Pattern> = ROUTES
             .iter()
             .map(|r| {
                 trimmed(r.path)
@@ -236,7 +239,11 @@ pub fn is_armor_route(path: &str) -> bool {
                     .map(|seg| (!(seg.starts_with('{') && seg.ends_with('}'))).then_some(seg))
                     .collect()
             })
-            .collect()
+            .collect();
+        let mut firsts: Vec<Option<&str>> = patterns.iter().map(|p| p[1]).collect();
+        firsts.sort_unstable();
+        firsts.dedup();
+        (patterns, firsts)
     });
     // As `path::routing_form` on both sides, without allocating.
     fn trimmed(p: &str) -> &str {
@@ -245,6 +252,11 @@ pub fn is_armor_route(path: &str) -> bool {
         } else {
             p
         }
+    }
+    let first = trimmed(path).split('/').nth(1).unwrap_or_default();
+    let known = |f: &Option<&str>| f.is_none_or(|f| f.eq_ignore_ascii_case(first));
+    if !firsts.iter().any(known) {
+        return false;
     }
     let mut segs = [""; MAX];
     let mut n = 0;

@@ -150,13 +150,13 @@ fn micros_since(start: Instant) -> u64 {
 
 /// Records the caller's kind on the current request span (a no-op when it
 /// is disabled). Called by the front layer once the caller is known.
-pub fn record_caller(req: &Request) {
+pub fn record_caller(caller: &Auth) {
     let span = tracing::Span::current();
     if span.is_disabled() {
         return;
     }
-    let kind = match req.extensions().get::<Auth>() {
-        Some(Auth::Principal(p)) => match p.via {
+    let kind = match caller {
+        Auth::Principal(p) => match p.via {
             Via::Password { .. } => "password",
             Via::ApiKey { .. } => "api-key",
         },
