@@ -54,7 +54,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
@@ -247,19 +247,39 @@ impl Drop for InFlight {
 }
 
 /// Marks a request in flight for as long as the guard lives, from the
-/// request's extensions (the gateway holds one until a streamed answer
-/// ends, so a pause in it is not idleness).
+/// request's extensions (where the front puts the peer for the router's
+/// fallback, which forwards: the gateway holds the mark until a streamed
+/// answer ends, so a pause in it is not idleness).
 pub fn busy(extensions: &axum::http::Extensions) -> Option<InFlight> {
     let ConnectInfo(peer) = extensions.get::<ConnectInfo<PeerInfo>>()?;
     peer.conn.in_flight.fetch_add(1, Ordering::AcqRel);
     Some(InFlight(peer.conn.clone()))
 }
 
-/// In front of everything: marks the request in flight, and refuses any
-/// request on a connection that was flagged, closing it. (Who sent the
-/// request is [`client::Client`], which the front inserts.)
-pub fn screen(req: &mut Request) -> Result<Option<InFlight>, Box<Response>> {
-    let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<PeerInfo>>() else {
+/// Who sent a request ([`client::Client`]) and the mark that keeps its
+/// connection busy while it is handled: what the gateway is handed with a
+/// request it forwards (empty for a request made in process).
+#[derive(Default)]
+pub struct Sender {
+    pub client: Option<client::Client>,
+    pub in_flight: Option<InFlight>,
+}
+
+impl Sender {
+    /// From a request's extensions (the router's fallback).
+    pub fn from_extensions(extensions: &axum::http::Extensions) -> Self {
+        Sender {
+            client: extensions.get::<client::Client>().copied(),
+            in_flight: busy(extensions),
+        }
+    }
+}
+
+/// In front of everything: marks a request from `peer` in flight, and
+/// refuses any request on a connection that was flagged, closing it. (Who
+/// sent the request is [`client::Client`], which the front works out.)
+pub fn screen(peer: Option<&PeerInfo>) -> Result<Option<InFlight>, Box<Response>> {
+    let Some(peer) = peer else {
         return Ok(None);
     };
     let refused = match Refusal::from_u8(peer.conn.refusal.load(Ordering::Acquire)) {

@@ -10,18 +10,21 @@ use axum::response::Response;
 use super::h1::{self, Answer, Outgoing, Target};
 use super::headers;
 use super::{refusal, Gateway, OriginalTarget};
+use crate::conn::Sender;
 use crate::core::Principal;
 use crate::error::Error;
 
 impl Gateway {
     /// Sends the request upstream and streams the answer back.
+    /// `sender`'s in-flight mark is held until the answer has streamed out.
     pub async fn forward(
         &self,
         req: Request,
         principal: Option<&Principal>,
+        sender: Sender,
         max_body: usize,
     ) -> Response {
-        match self.try_forward(req, principal, max_body).await {
+        match self.try_forward(req, principal, sender, max_body).await {
             Ok(resp) => resp,
             Err(e) => refusal(e),
         }
@@ -31,6 +34,7 @@ impl Gateway {
         &self,
         req: Request,
         principal: Option<&Principal>,
+        sender: Sender,
         max_body: usize,
     ) -> Result<Response, Error> {
         let (mut parts, body) = req.into_parts();
@@ -58,16 +62,13 @@ impl Gateway {
 
         let mut headers = parts.headers;
         let original_host = headers.remove(header::HOST);
-        let client = parts.extensions.get::<crate::conn::client::Client>();
-        let peer = client.map(|c| c.peer);
-        let trusted = client.is_some_and(|c| c.peer_trusted);
+        let peer = sender.client.map(|c| c.peer);
+        let trusted = sender.client.is_some_and(|c| c.peer_trusted);
         headers::scrub_request(&mut headers, trusted);
         // What the gateway adds goes out after the map's headers.
         let mut added = headers::Added::new();
         added.host(&self.host);
         headers::set_forwarding(&mut headers, &mut added, peer, trusted, original_host);
-        // The connection stays busy until the answer has streamed out.
-        let busy = crate::conn::busy(&parts.extensions);
         if let Some(p) = principal {
             headers::identity_headers(&mut added, p);
         }
@@ -124,7 +125,7 @@ impl Gateway {
         headers::scrub_answer(&mut rparts.headers);
         let body = Streamed {
             body: rbody,
-            _busy: busy,
+            _busy: sender.in_flight,
         };
         Ok(Response::from_parts(rparts, Body::new(body)))
     }

@@ -415,12 +415,17 @@ fn remove_present(headers: &mut HeaderMap, present: u16) {
         let more: Vec<HeaderValue> = values.cloned().collect();
         for v in first.iter().chain(&more) {
             let Ok(v) = v.to_str() else { continue };
-            for n in v.split(',') {
-                headers.remove(n.trim());
+            for n in v.split(',').map(str::trim) {
+                // `close` names no header, and the hop-by-hop names go
+                // below anyway: only other names are looked up.
+                let hop = |h: &HeaderName| n.eq_ignore_ascii_case(h.as_str());
+                if !n.eq_ignore_ascii_case("close") && !DROPPED[..HOP_BY_HOP].iter().any(hop) {
+                    headers.remove(n);
+                }
             }
         }
     }
-    for (i, n) in DROPPED.into_iter().enumerate() {
+    for (i, n) in DROPPED.iter().enumerate() {
         if present & (1 << i) != 0 {
             headers.remove(n);
         }

@@ -43,6 +43,7 @@ mod pool;
 pub use config::{parse_named_rate, parse_net, GatewayConfig, IpNet, Rate};
 pub use headers::strip_hop_by_hop;
 
+use crate::conn::Sender;
 use crate::core::{Core, Principal};
 use crate::error::Error;
 use crate::limit::RateLimiter;
@@ -153,6 +154,7 @@ impl Gateway {
         &self,
         core: &Core,
         principal: Option<Principal>,
+        sender: Sender,
         req: Request,
     ) -> Response {
         let Some(principal) = principal else {
@@ -161,7 +163,7 @@ impl Gateway {
         if let Err(e) = self.rate_limit(core, &principal).await {
             return refusal(e);
         }
-        self.forward(req, Some(&principal), core.config.max_body)
+        self.forward(req, Some(&principal), sender, core.config.max_body)
             .await
     }
 }
@@ -255,7 +257,7 @@ mod tests {
             .header("host", "a")
             .body(Body::empty())
             .unwrap();
-        let resp = gw.forward(req, None, 1024).await;
+        let resp = gw.forward(req, None, Sender::default(), 1024).await;
         assert_eq!(resp.status(), 200);
         assert!(!resp.headers().contains_key("connection"));
         let body = resp.into_body().collect().await.unwrap().to_bytes();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, Extensions, HeaderMap, Method, Uri};
+use axum::http::{header, HeaderMap, Method, Uri};
 use http_body_util::{BodyExt as _, Limited};
 
 use crate::conn::client::Client;
@@ -69,14 +69,10 @@ impl Refusal {
     }
 }
 
-/// The request's client address: the peer's, or the one a trusted proxy
-/// names (see [`crate::conn::client`]).
-fn client_ip(extensions: &axum::http::Extensions) -> Option<IpAddr> {
-    extensions.get::<Client>().map(|c| c.ip)
-}
-
+/// The request's client address, as text: the peer's, or the one a
+/// trusted proxy names (see [`crate::conn::client`]).
 fn client_addr(extensions: &axum::http::Extensions) -> ClientAddr {
-    ClientAddr(client_ip(extensions).map(|ip| ip.to_string()))
+    ClientAddr(extensions.get::<Client>().map(|c| c.ip.to_string()))
 }
 
 /// Authenticates `req`: who is calling (for ARMOR-PSK, the body has been
@@ -88,6 +84,7 @@ fn client_addr(extensions: &axum::http::Extensions) -> ClientAddr {
 pub async fn authenticate(
     core: &Arc<Core>,
     limiter: Option<&AuthFailureLimiter>,
+    client: Option<IpAddr>,
     req: &mut Request,
 ) -> Result<Auth, Refusal> {
     let mut body = Some(std::mem::take(req.body_mut()));
@@ -95,7 +92,7 @@ pub async fn authenticate(
         method: req.method(),
         uri: req.uri(),
         headers: req.headers(),
-        extensions: req.extensions(),
+        client,
     };
     match authenticate_head(core, limiter, head, &mut body).await {
         Ok(auth) => {
@@ -112,7 +109,8 @@ struct Head<'a> {
     method: &'a Method,
     uri: &'a Uri,
     headers: &'a HeaderMap,
-    extensions: &'a Extensions,
+    /// The client's address (see [`crate::conn::client`]).
+    client: Option<IpAddr>,
 }
 
 /// Decides who is calling (the request's body is in `body`). For
@@ -148,7 +146,7 @@ async fn authenticate_head(
         None => {
             let begun = core.verifier.psk_begin(header)?;
             let (creds, key) = (begun.creds(), begun.key());
-            let client = client_ip(req.extensions);
+            let client = req.client;
             // Too many refusals for this key from this address: 429, unread.
             let limiter = limiter.zip(client);
             if let Some((l, ip)) = &limiter {

@@ -3,12 +3,12 @@
 //! than through `axum::middleware::from_fn` layers and an outer router
 //! (each of which boxed and cloned services per request).
 //!
-//! Per connection it holds the peer (`ConnectInfo<PeerInfo>`, as axum's
-//! `into_make_service_with_connect_info` would insert) and per request it
-//! inserts the sender ([`crate::conn::client::Client`]: the peer, or the
-//! client a trusted proxy names). The gateway and the refusal limiter are
-//! handed to the front layer as they are; a request gets the gateway in its
-//! extensions only on its way into the router (whose fallback forwards).
+//! Per connection it holds the peer ([`PeerInfo`]) and per request it
+//! works out the sender ([`crate::conn::client::Client`]: the peer, or the
+//! client a trusted proxy names). Those, the gateway and the refusal
+//! limiter are handed to the front layer as arguments: a request gets them
+//! in its extensions only on its way into the router, whose extractors
+//! (and fallback, which forwards) read them there.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,14 +16,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::response::Response;
 use axum::serve::IncomingStream;
 use axum::Router;
 use tower::Service;
 
 use super::AppState;
-use crate::conn::client::TrustedProxies;
+use crate::conn::client::{Client, TrustedProxies};
 use crate::conn::{InspectingListener, PeerInfo};
 use crate::gateway::Gateway;
 use crate::limit::AuthFailureLimiter;
@@ -108,15 +108,17 @@ impl Service<Request> for Connection {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
+    fn call(&mut self, req: Request) -> Self::Future {
         let inner = &self.app.0;
-        if let Some(peer) = &self.peer {
-            let client = inner.trusted.client(peer.addr.ip(), req.headers());
-            let ext = req.extensions_mut();
-            ext.insert(client);
-            ext.insert(ConnectInfo(peer.clone()));
-        }
-        let app = self.app.clone();
-        Box::pin(async move { Ok(super::trace::layer(req, |req| super::front(&app.0, req)).await) })
+        // In process, the caller has put the sender in the extensions.
+        let client = match &self.peer {
+            Some(peer) => Some(inner.trusted.client(peer.addr.ip(), req.headers())),
+            None => req.extensions().get::<Client>().copied(),
+        };
+        let (app, peer) = (self.app.clone(), self.peer.clone());
+        Box::pin(async move {
+            let front = |req| super::front(&app.0, peer, client, req);
+            Ok(super::trace::layer(req, front).await)
+        })
     }
 }

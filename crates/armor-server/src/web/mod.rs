@@ -18,7 +18,7 @@ pub mod trace;
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, Method, Uri};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +26,8 @@ use axum::routing::get;
 use axum::Router;
 use serde::de::DeserializeOwned;
 
+use crate::conn::client::Client;
+use crate::conn::{PeerInfo, Sender};
 use crate::core::Core;
 use crate::error::Error;
 use crate::gateway::{self, Gateway};
@@ -73,13 +75,20 @@ pub fn metrics_app(core: AppState) -> Router {
 /// In front of routing: refuse a non-canonical target (400) or an
 /// oversized declared body (413) before anything else, authenticate, then
 /// route on the case-folded path.
-async fn front(app: &front::Inner, mut req: Request) -> Response {
+async fn front(
+    app: &front::Inner,
+    peer: Option<PeerInfo>,
+    client: Option<Client>,
+    mut req: Request,
+) -> Response {
     let (core, gateway) = (&app.core, app.gateway.as_ref());
-    // Held until the answer is ready: the connection is busy, not idle.
-    let _in_flight = match crate::conn::screen(&mut req) {
+    // Held until the answer is ready (by the gateway, until the answer has
+    // streamed out): the connection is busy, not idle.
+    let in_flight = match crate::conn::screen(peer.as_ref()) {
         Ok(guard) => guard,
         Err(resp) => return *resp,
     };
+    let sender = |in_flight| Sender { client, in_flight };
     if let Err(e) = path::check(req.uri().path()) {
         return ApiError(e).into_response();
     }
@@ -94,7 +103,8 @@ async fn front(app: &front::Inner, mut req: Request) -> Response {
     // Until the router's case-folded target replaces it below, the
     // request's target is the one received, which the gateway forwards.
     if let Some(gw) = gateway.filter(|g| g.is_public(req.uri().path())) {
-        return Box::pin(gw.forward(req, None, core.config.max_body)).await;
+        let max = core.config.max_body;
+        return Box::pin(gw.forward(req, None, sender(in_flight), max)).await;
     }
     let mut buf = [0u8; 128];
     let routed = path::routing_form_in(req.uri().path(), &mut buf);
@@ -105,14 +115,16 @@ async fn front(app: &front::Inner, mut req: Request) -> Response {
         // stale `Authorization` still on their session.
         auth::Auth::Anonymous
     } else {
-        match auth::authenticate(core, app.limiter.as_deref(), &mut req).await {
+        let ip = client.map(|c| c.ip);
+        match auth::authenticate(core, app.limiter.as_deref(), ip, &mut req).await {
             Ok(caller) => caller,
             Err(refusal) => return refusal.into_response().await,
         }
     };
     trace::record_caller(&caller);
     if let Some(gw) = upstream_root {
-        return Box::pin(gw.handle(core, caller.into_principal(), req)).await;
+        let principal = caller.into_principal();
+        return Box::pin(gw.handle(core, principal, sender(in_flight), req)).await;
     }
     // A declared body on a method whose handlers do not read one (a GET
     // with `Content-Length: 2` and `{}`, as some clients send) is read
@@ -133,17 +145,25 @@ async fn front(app: &front::Inner, mut req: Request) -> Response {
     // through the router to its fallback: a path that is none of armor's
     // routes and not the portal's (which takes all of `/portal/...`).
     if let Some(gw) = gateway.filter(|_| !is_armor_route(&routed) && !is_portal(&routed)) {
-        return Box::pin(gw.handle(core, caller.into_principal(), req)).await;
+        let principal = caller.into_principal();
+        return Box::pin(gw.handle(core, principal, sender(in_flight), req)).await;
     }
-    // Into the router: the handlers' extractors read the caller, and its
-    // fallback forwards, the target as received, with the gateway.
+    // Into the router: the handlers' extractors read the caller and the
+    // sender; its fallback forwards, with the gateway, the target as
+    // received and the peer (whose connection a streamed answer keeps busy).
     let ext = req.extensions_mut();
     ext.insert(caller);
+    if let Some(client) = client {
+        ext.insert(client);
+    }
     if let Some(gw) = gateway {
         let original = gateway::OriginalTarget(req.uri().clone());
         let ext = req.extensions_mut();
         ext.insert(original);
         ext.insert(gw.clone());
+        if let Some(peer) = peer {
+            ext.insert(ConnectInfo(peer));
+        }
     }
     if routed != req.uri().path() {
         let pq = match req.uri().query() {
@@ -200,7 +220,13 @@ fn is_public(method: &str, routed: &str) -> bool {
 /// configured (see [`crate::gateway`]), else 404.
 async fn fallback(State(core): State<AppState>, mut req: Request) -> Response {
     match req.extensions().get::<Arc<Gateway>>().cloned() {
-        Some(gw) => gw.handle(&core, auth::take_principal(&mut req), req).await,
+        Some(gw) => {
+            let (principal, sender) = (
+                auth::take_principal(&mut req),
+                Sender::from_extensions(req.extensions()),
+            );
+            gw.handle(&core, principal, sender, req).await
+        }
         None => handlers::not_found().await.into_response(),
     }
 }
