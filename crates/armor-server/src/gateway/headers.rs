@@ -160,7 +160,8 @@ fn remove_armor_cookies(headers: &mut HeaderMap) {
 }
 
 /// Scrubs an upstream's answer before it goes to the client: its
-/// hop-by-hop headers, and any `Set-Cookie` for one of armor's cookies.
+/// hop-by-hop headers (RFC 9110 §7.6.1) and those its `Connection` names,
+/// and any `Set-Cookie` for one of armor's cookies.
 pub(super) fn scrub_answer(headers: &mut HeaderMap) {
     let (mut present, mut sets) = (0u16, false);
     for k in headers.keys() {
@@ -387,20 +388,6 @@ pub(super) fn identity_headers(out: &mut Added, p: &Principal) {
     });
 }
 
-/// Removes the hop-by-hop headers (RFC 9110 §7.6.1) and those the
-/// `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Usually few or none: one pass over the names finds which are
-    // there, and only those are removed.
-    let mut present = 0u16;
-    for k in headers.keys() {
-        if let Some(i) = DROPPED[..HOP_BY_HOP].iter().position(|h| h == k) {
-            present |= 1 << i;
-        }
-    }
-    remove_present(headers, present);
-}
-
 /// Removes the [`DROPPED`] names whose bits are set in `present` and, if
 /// `Connection` is among them, the names it lists.
 fn remove_present(headers: &mut HeaderMap, present: u16) {
@@ -416,10 +403,10 @@ fn remove_present(headers: &mut HeaderMap, present: u16) {
         for v in first.iter().chain(&more) {
             let Ok(v) = v.to_str() else { continue };
             for n in v.split(',').map(str::trim) {
-                // `close` names no header, and the hop-by-hop names go
-                // below anyway: only other names are looked up.
+                // The hop-by-hop names go below anyway: only other names
+                // are looked up.
                 let hop = |h: &HeaderName| n.eq_ignore_ascii_case(h.as_str());
-                if !n.eq_ignore_ascii_case("close") && !DROPPED[..HOP_BY_HOP].iter().any(hop) {
+                if !DROPPED[..HOP_BY_HOP].iter().any(hop) {
                     headers.remove(n);
                 }
             }

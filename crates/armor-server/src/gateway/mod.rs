@@ -41,7 +41,6 @@ mod limits;
 mod pool;
 
 pub use config::{parse_named_rate, parse_net, GatewayConfig, IpNet, Rate};
-pub use headers::strip_hop_by_hop;
 
 use crate::conn::Sender;
 use crate::core::{Core, Principal};

@@ -84,8 +84,8 @@ impl Service<IncomingStream<'_, InspectingListener>> for App {
 #[derive(Clone)]
 pub struct Connection {
     app: App,
-    /// `None` in process ([`App::service`]): the caller sets what the
-    /// request's extensions hold.
+    /// `None` in process ([`App::service`]): the caller puts the sender
+    /// ([`Client`]) in the request's extensions.
     peer: Option<PeerInfo>,
 }
 

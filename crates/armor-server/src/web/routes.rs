@@ -240,7 +240,11 @@ pub fn is_armor_route(path: &str) -> bool {
                     .collect()
             })
             .collect();
-        let mut firsts: Vec<Option<&str>> = patterns.iter().map(|p| p[1]).collect();
+        // (`None`, a placeholder or no segment at all, lets every path on.)
+        let mut firsts: Vec<Option<&str>> = patterns
+            .iter()
+            .map(|p| p.get(1).copied().flatten())
+            .collect();
         firsts.sort_unstable();
         firsts.dedup();
         (patterns, firsts)
@@ -316,6 +320,27 @@ mod tests {
         assert!(!is_armor_route("/api/me"));
         assert!(!is_armor_route("/users//keys"));
         assert!(!is_armor_route(&"/a".repeat(40)));
+    }
+
+    #[test]
+    fn every_route_is_an_armor_route_in_any_case_and_with_a_trailing_slash() {
+        for r in ROUTES {
+            let filled: String = r
+                .path
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "12" } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            let slashed = format!("{}/", filled.trim_end_matches('/'));
+            for p in [filled.clone(), filled.to_uppercase(), slashed] {
+                assert!(is_armor_route(&p), "{p}");
+            }
+            // One more segment, or an unknown first one, is none.
+            assert!(!is_armor_route(&format!("{filled}/x/y")), "{filled}");
+            assert!(!is_armor_route(&format!("/app{filled}")), "{filled}");
+        }
+        assert!(!is_armor_route("/"));
+        assert!(!is_armor_route(""));
     }
 
     #[test]

@@ -52,12 +52,19 @@ async fn a_streamed_answer_that_pauses_is_not_cut_off_by_the_idle_timeout() {
         "/public",
     ])
     .await;
-    let resp = app
-        .http
-        .get(format!("{}/public/pause", app.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.text().await.unwrap(), "first second");
+    let token = app.login().await;
+    let key = app.create_key(&token, 1, "pauses").await;
+    // Public, and signed: each handed to the gateway by the front layer.
+    for (path, signed) in [("/public/pause", false), ("/orders/pause", true)] {
+        let mut req = app.http.get(format!("{}{path}", app.url));
+        if signed {
+            req = req.header(
+                "authorization",
+                sign(&key, "GET", path, b"", &fresh_nonce(), now()),
+            );
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.text().await.unwrap(), "first second", "{path}");
+    }
 }
