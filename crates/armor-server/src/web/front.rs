@@ -6,9 +6,11 @@
 //! Per connection it holds the peer ([`PeerInfo`]) and per request it
 //! works out the sender ([`crate::conn::client::Client`]: the peer, or the
 //! client a trusted proxy names). Those, the gateway and the refusal
-//! limiter are handed to the front layer as arguments: a request gets them
-//! in its extensions only on its way into the router, whose extractors
-//! (and fallback, which forwards) read them there.
+//! limiter are handed to the front layer as arguments. A request that goes
+//! on into the router gets the caller and the sender in its extensions
+//! for the extractors there and, with a gateway, the gateway, the target
+//! as received and the peer for its fallback (which forwards); the limiter
+//! never goes there.
 
 use std::convert::Infallible;
 use std::future::Future;
