@@ -240,20 +240,18 @@ impl Connected<IncomingStream<'_, InspectingListener>> for PeerInfo {
 /// idle meanwhile.
 pub struct InFlight(Arc<ConnState>);
 
+impl InFlight {
+    /// Marks a request on `peer`'s connection.
+    fn on(peer: &PeerInfo) -> Self {
+        peer.conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(peer.conn.clone())
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// Marks a request in flight for as long as the guard lives, from the
-/// request's extensions (where the front puts the peer for the router's
-/// fallback, which forwards: the gateway holds the mark until a streamed
-/// answer ends, so a pause in it is not idleness).
-pub fn busy(extensions: &axum::http::Extensions) -> Option<InFlight> {
-    let ConnectInfo(peer) = extensions.get::<ConnectInfo<PeerInfo>>()?;
-    peer.conn.in_flight.fetch_add(1, Ordering::AcqRel);
-    Some(InFlight(peer.conn.clone()))
 }
 
 /// Who sent a request ([`client::Client`]) and the mark that keeps its
@@ -266,11 +264,15 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// From a request's extensions (the router's fallback).
+    /// From a request's extensions, where the front puts the sender and
+    /// the peer for the router's fallback, which forwards (the gateway
+    /// holds the mark until a streamed answer ends, so a pause in it is
+    /// not idleness).
     pub fn from_extensions(extensions: &axum::http::Extensions) -> Self {
+        let peer = extensions.get::<ConnectInfo<PeerInfo>>();
         Sender {
             client: extensions.get::<client::Client>().copied(),
-            in_flight: busy(extensions),
+            in_flight: peer.map(|ConnectInfo(peer)| InFlight::on(peer)),
         }
     }
 }
@@ -283,10 +285,7 @@ pub fn screen(peer: Option<&PeerInfo>) -> Result<Option<InFlight>, Box<Response>
         return Ok(None);
     };
     let refused = match Refusal::from_u8(peer.conn.refusal.load(Ordering::Acquire)) {
-        None => {
-            peer.conn.in_flight.fetch_add(1, Ordering::AcqRel);
-            return Ok(Some(InFlight(peer.conn.clone())));
-        }
+        None => return Ok(Some(InFlight::on(peer))),
         Some(Refusal::AmbiguousFraming) => Error::BadRequest(
             "ambiguous framing: a request may not carry both Content-Length and Transfer-Encoding, nor more than one Content-Length, nor end a header line with a bare LF".into(),
         ),

@@ -47,13 +47,8 @@ fn spoofable(name: &HeaderName) -> bool {
     n.contains(&b'_') || n.starts_with(b"x-armor-")
 }
 
-/// Removes the headers a caller may not send on (see [`spoofable`]).
-fn remove_spoofable(headers: &mut HeaderMap) {
-    remove_where(headers, spoofable);
-}
-
 /// Removes every header whose name matches.
-fn remove_where(headers: &mut HeaderMap, matches: fn(&HeaderName) -> bool) {
+fn remove_where(headers: &mut HeaderMap, matches: impl Fn(&HeaderName) -> bool) {
     let names: Vec<HeaderName> = headers.keys().filter(|k| matches(k)).cloned().collect();
     for k in names {
         headers.remove(k);
@@ -86,23 +81,20 @@ const HOP_BY_HOP: usize = 8;
 /// every header claiming to describe the client. One pass over the names
 /// finds what is there; only that is removed.
 pub(super) fn scrub_request(headers: &mut HeaderMap, trusted: bool) {
-    let (mut present, mut spoofed, mut claims, mut cookie) = (0u16, false, false, false);
+    // Neither a caller's spoofed names nor, from an untrusted peer, its
+    // claims about the client go on.
+    let unsent = |k: &HeaderName| spoofable(k) || (!trusted && claims_forwarding(k));
+    let (mut present, mut others, mut cookie) = (0u16, false, false);
     for k in headers.keys() {
         match DROPPED.iter().position(|d| d == k) {
             Some(i) => present |= 1 << i,
             None if k == header::COOKIE => cookie = true,
-            None => {
-                spoofed |= spoofable(k);
-                claims |= !trusted && claims_forwarding(k);
-            }
+            None => others |= unsent(k),
         }
     }
     remove_present(headers, present);
-    if spoofed {
-        remove_spoofable(headers);
-    }
-    if claims {
-        remove_where(headers, claims_forwarding);
+    if others {
+        remove_where(headers, unsent);
     }
     if cookie {
         remove_armor_cookies(headers);
@@ -310,14 +302,20 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; 64]) -> Option<&[u8]> {
     Some(&buf[..buf.len() - left])
 }
 
+/// A trusted proxy's prior value of a list header (if text), and the
+/// separator before this hop's element.
+fn push_prior(v: &mut Vec<u8>, prior: Option<&HeaderValue>) {
+    if let Some(prior) = prior.and_then(|p| p.to_str().ok()) {
+        v.extend_from_slice(prior.as_bytes());
+        v.extend_from_slice(b", ");
+    }
+}
+
 /// `X-Forwarded-For`: the prior value (if text), then the peer's address
 /// (as text).
 fn forwarded_for(out: &mut Added, prior: Option<&HeaderValue>, ip: &[u8]) {
     out.line(&X_FORWARDED_FOR, |v| {
-        if let Some(prior) = prior.and_then(|v| v.to_str().ok()) {
-            v.extend_from_slice(prior.as_bytes());
-            v.extend_from_slice(b", ");
-        }
+        push_prior(v, prior);
         v.extend_from_slice(ip);
     });
 }
@@ -332,10 +330,7 @@ fn forwarded(
     host: Option<&HeaderValue>,
 ) {
     out.line(&FORWARDED, |v| {
-        if let Some(prior) = prior.and_then(|v| v.to_str().ok()) {
-            v.extend_from_slice(prior.as_bytes());
-            v.extend_from_slice(b", ");
-        }
+        push_prior(v, prior);
         match peer {
             Some((IpAddr::V6(_), t)) => {
                 v.extend_from_slice(b"for=\"[");

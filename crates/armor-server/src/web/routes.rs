@@ -257,6 +257,8 @@ pub fn is_armor_route(path: &str) -> bool {
             p
         }
     }
+    // The first segment alone, before the whole path is split: most paths
+    // end here.
     let first = trimmed(path).split('/').nth(1).unwrap_or_default();
     let known = |f: &Option<&str>| f.is_none_or(|f| f.eq_ignore_ascii_case(first));
     if !firsts.iter().any(known) {
