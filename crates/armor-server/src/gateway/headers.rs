@@ -261,15 +261,20 @@ pub(super) fn set_forwarding(
     host: Option<HeaderValue>,
 ) {
     // The map can hold these names only from a trusted peer: for any
-    // other, the scrub took them out, so the map is not asked.
-    let mut prior = |name| if trusted { headers.remove(name) } else { None };
-    let (prior_for, prior_forwarded) = (prior(X_FORWARDED_FOR), prior(FORWARDED));
+    // other, the scrub took them out, so the map is not asked. A list
+    // sent on several lines is one list (RFC 9110, 5.3): every line is
+    // kept, in order, not just the first.
+    let prior = |name| trusted.then(|| headers.get_all(name)).into_iter().flatten();
     let mut buf = [0u8; 64];
     let peer = peer.and_then(|ip| Some((ip, ip_text(ip, &mut buf)?)));
     if let Some((_, text)) = peer {
-        forwarded_for(out, prior_for.as_ref(), text);
+        forwarded_for(out, prior(X_FORWARDED_FOR), text);
     }
-    forwarded(out, prior_forwarded.as_ref(), peer, host.as_ref());
+    forwarded(out, prior(FORWARDED), peer, host.as_ref());
+    if trusted {
+        headers.remove(X_FORWARDED_FOR);
+        headers.remove(FORWARDED);
+    }
     let kept = |name| trusted && headers.contains_key(name);
     if let Some(h) = host {
         if !kept(X_FORWARDED_HOST) {
@@ -302,30 +307,30 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; 64]) -> Option<&[u8]> {
     Some(&buf[..buf.len() - left])
 }
 
-/// A trusted proxy's prior value of a list header (if text), and the
-/// separator before this hop's element.
-fn push_prior(v: &mut Vec<u8>, prior: Option<&HeaderValue>) {
-    if let Some(prior) = prior.and_then(|p| p.to_str().ok()) {
-        v.extend_from_slice(prior.as_bytes());
+/// A trusted proxy's prior lines of a list header (those that are text),
+/// each followed by the separator before the next element.
+fn push_prior<'a>(v: &mut Vec<u8>, prior: impl IntoIterator<Item = &'a HeaderValue>) {
+    for line in prior.into_iter().filter_map(|p| p.to_str().ok()) {
+        v.extend_from_slice(line.as_bytes());
         v.extend_from_slice(b", ");
     }
 }
 
-/// `X-Forwarded-For`: the prior value (if text), then the peer's address
+/// `X-Forwarded-For`: the prior lines (those that are text), then the peer's address
 /// (as text).
-fn forwarded_for(out: &mut Added, prior: Option<&HeaderValue>, ip: &[u8]) {
+fn forwarded_for<'a>(out: &mut Added, prior: impl IntoIterator<Item = &'a HeaderValue>, ip: &[u8]) {
     out.line(&X_FORWARDED_FOR, |v| {
         push_prior(v, prior);
         v.extend_from_slice(ip);
     });
 }
 
-/// `Forwarded` (RFC 7239): the prior value (if text), then
+/// `Forwarded` (RFC 7239): the prior lines (those that are text), then
 /// `for=…;host="…";proto=http` for this hop (the peer with its address as
 /// text).
-fn forwarded(
+fn forwarded<'a>(
     out: &mut Added,
-    prior: Option<&HeaderValue>,
+    prior: impl IntoIterator<Item = &'a HeaderValue>,
     peer: Option<(IpAddr, &[u8])>,
     host: Option<&HeaderValue>,
 ) {

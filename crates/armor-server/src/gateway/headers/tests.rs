@@ -153,6 +153,28 @@ fn forwarding_headers_are_the_gateways_unless_the_peer_is_trusted() {
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(h["x-forwarded-host"], "evil.example");
 
+    // A list on several lines is one list: every line stays, in order.
+    let mut h = map(&[
+        ("x-forwarded-for", "6.6.6.6"),
+        ("forwarded", "for=6.6.6.6"),
+        ("x-forwarded-for", "203.0.113.7, 10.0.0.2"),
+        ("forwarded", "for=203.0.113.7"),
+    ]);
+    let mut a = Added::new();
+    scrub_request(&mut h, true);
+    set_forwarding(&mut h, &mut a, Some(peer), true, None);
+    let h = self::sent(&h, &a);
+    assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+    assert_eq!(
+        h["x-forwarded-for"],
+        "6.6.6.6, 203.0.113.7, 10.0.0.2, 192.0.2.1"
+    );
+    assert_eq!(h.get_all("forwarded").iter().count(), 1);
+    assert_eq!(
+        h["forwarded"],
+        "for=6.6.6.6, for=203.0.113.7, for=192.0.2.1;proto=http"
+    );
+
     let mut h = HeaderMap::new();
     let mut a = Added::new();
     set_forwarding(&mut h, &mut a, Some([1u16; 8].into()), false, None);
@@ -294,7 +316,7 @@ fn identity_header_values() {
     assert_eq!(b["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
     let mut a = Added::new();
     forwarded_for(&mut a, Some(&prior), b"1:1:1:1:1:1:1:1");
-    forwarded_for(&mut a, None, b"127.0.0.1");
+    forwarded_for(&mut a, None::<&HeaderValue>, b"127.0.0.1");
     assert_eq!(
         a.as_bytes(),
         b"x-forwarded-for: 1.2.3.4, 1:1:1:1:1:1:1:1\r\nx-forwarded-for: 127.0.0.1\r\n"

@@ -125,3 +125,30 @@ async fn forwarding_headers_are_the_gateways_unless_the_peer_is_a_trusted_proxy(
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
     assert_eq!(seen.header("x-forwarded-host"), Some("evil.example"));
 }
+
+#[tokio::test]
+async fn a_trusted_proxys_list_on_several_lines_reaches_the_upstream_whole() {
+    let (app, up, _) =
+        gateway_with(&["--public-path", "/public", "--trusted-proxy", "127.0.0.0/8"]).await;
+    let lines = [
+        ("X-Forwarded-For", "6.6.6.6"),
+        ("Forwarded", "for=6.6.6.6"),
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("Forwarded", "for=203.0.113.7"),
+    ];
+    let (s, _, _) = app.send("GET", "/public/x", &lines, vec![]).await;
+    assert_eq!(s, 200);
+    let seen = up.last();
+    let all = |name: &str| -> Vec<String> {
+        let lines = seen.headers.iter().filter(|(k, _)| k == name);
+        lines.map(|(_, v)| v.clone()).collect()
+    };
+    let host = app.url.trim_start_matches("http://");
+    assert_eq!(all("x-forwarded-for"), ["6.6.6.6, 203.0.113.7, 127.0.0.1"]);
+    assert_eq!(
+        all("forwarded"),
+        [format!(
+            "for=6.6.6.6, for=203.0.113.7, for=127.0.0.1;host=\"{host}\";proto=http"
+        )]
+    );
+}
