@@ -381,15 +381,16 @@ impl Application {
             .map(|m| tokio::spawn(m.run(core.outbox.clone())));
         let limits = self.connection_limits;
         let metrics = self.metrics_listener.map(|l| {
-            let app = web::metrics_app(core.clone())
-                .into_make_service_with_connect_info::<conn::PeerInfo>();
-            tokio::spawn(async move {
-                // The same time and connection limits as the main listener.
-                let l = conn::InspectingListener::new(l, limits);
-                if let Err(e) = axum::serve(l, app).await {
-                    tracing::warn!(error = %e, "metrics listener stopped");
-                }
-            })
+            let app = web::metrics_app(core.clone());
+            // The same time and connection limits as the main listener.
+            let l = conn::InspectingListener::new(l, limits);
+            let service = move |_| {
+                let app = app.clone();
+                hyper::service::service_fn(move |req: hyper::Request<_>| {
+                    tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
+                })
+            };
+            tokio::spawn(conn::serve(l, service, std::future::pending()))
         });
         let listener = conn::InspectingListener::new(self.listener, self.connection_limits)
             .uncapped(self.trusted_proxies.clone());
@@ -400,9 +401,7 @@ impl Application {
             limiter,
             self.trusted_proxies,
         );
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        conn::serve(listener, |peer| app.connection(peer), shutdown).await;
         let _ = stop_flusher.send(());
         let _ = flusher.await;
         if let Some(m) = metrics {
@@ -418,8 +417,7 @@ impl Application {
         let touches = core.sessions.flush_token_touches().await;
         let usage = core.verifier.flush_usage(true).await;
         core.access.close().await;
-        last_used.and(touches).and(usage)?;
-        served.map_err(|e| Error::Internal(format!("server: {e}")))
+        last_used.and(touches).and(usage)
     }
 }
 

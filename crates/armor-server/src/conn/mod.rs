@@ -43,6 +43,9 @@
 
 pub mod client;
 mod inspect;
+mod serve;
+
+pub use serve::serve;
 
 use std::collections::HashMap;
 use std::io;
@@ -53,11 +56,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
 use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::serve::IncomingStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
@@ -227,12 +228,6 @@ impl axum::serve::Listener for InspectingListener {
             addr: self.listener.local_addr()?,
             conn: Arc::default(),
         })
-    }
-}
-
-impl Connected<IncomingStream<'_, InspectingListener>> for PeerInfo {
-    fn connect_info(stream: IncomingStream<'_, InspectingListener>) -> Self {
-        stream.remote_addr().clone()
     }
 }
 

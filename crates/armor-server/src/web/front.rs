@@ -18,15 +18,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
-use axum::serve::IncomingStream;
 use axum::Router;
+use hyper::body::Incoming;
 use tower::Service;
 
 use super::AppState;
 use crate::conn::client::{Client, TrustedProxies};
-use crate::conn::{InspectingListener, PeerInfo};
+use crate::conn::PeerInfo;
 use crate::gateway::Gateway;
 use crate::limit::AuthFailureLimiter;
 
@@ -64,24 +65,6 @@ impl App {
     }
 }
 
-/// Makes one [`Connection`] per accepted connection.
-impl Service<IncomingStream<'_, InspectingListener>> for App {
-    type Response = Connection;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Connection, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, stream: IncomingStream<'_, InspectingListener>) -> Self::Future {
-        std::future::ready(Ok(Connection {
-            app: self.clone(),
-            peer: Some(stream.remote_addr().clone()),
-        }))
-    }
-}
-
 /// The service of one connection.
 #[derive(Clone)]
 pub struct Connection {
@@ -92,6 +75,14 @@ pub struct Connection {
 }
 
 impl App {
+    /// The service of one accepted connection, from `peer`.
+    pub fn connection(&self, peer: PeerInfo) -> Connection {
+        Connection {
+            app: self.clone(),
+            peer: Some(peer),
+        }
+    }
+
     /// The service without a connection, for calls in process (`oneshot`).
     pub fn service(&self) -> Connection {
         Connection {
@@ -101,16 +92,11 @@ impl App {
     }
 }
 
-impl Service<Request> for Connection {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+/// A request's answer, as both services below give it.
+type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
+impl Connection {
+    fn answer(&self, req: Request) -> Answer {
         let inner = &self.app.0;
         // In process, the caller has put the sender in the extensions.
         let client = match &self.peer {
@@ -122,5 +108,31 @@ impl Service<Request> for Connection {
             let front = |req| super::front(&app.0, peer, client, req);
             Ok(super::trace::layer(req, front).await)
         })
+    }
+}
+
+/// As served on a connection ([`crate::conn::serve`]).
+impl hyper::service::Service<hyper::Request<Incoming>> for Connection {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Answer {
+        self.answer(req.map(Body::new))
+    }
+}
+
+/// In process (`oneshot`).
+impl Service<Request> for Connection {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Answer {
+        self.answer(req)
     }
 }

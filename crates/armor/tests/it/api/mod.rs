@@ -187,6 +187,30 @@ impl TestApp {
         self.restart();
     }
 
+    /// SIGTERM, without waiting for the server to stop.
+    pub fn signal_stop(&self) {
+        let child = self.child.as_ref().expect("the server is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Whether the server process has exited within `within`.
+    pub fn exited_within(&mut self, within: Duration) -> bool {
+        let child = self.child.as_mut().expect("the server was started");
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// kill -9, then start again on the same data directory.
     pub fn crash_and_restart(&mut self) {
         self.stop(true);

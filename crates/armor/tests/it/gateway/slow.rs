@@ -1,6 +1,6 @@
 //! Slow clients and slow answers through the gateway: a trickled body is
 //! cut off by the body timeout, a paused answer is not cut off by the idle
-//! timeout.
+//! timeout, and a stop lets a streaming answer finish.
 
 use super::spawn_upstream;
 use crate::api::connections::trickle_to;
@@ -67,4 +67,76 @@ async fn a_streamed_answer_that_pauses_is_not_cut_off_by_the_idle_timeout() {
         assert_eq!(resp.status(), 200, "{path}");
         assert_eq!(resp.text().await.unwrap(), "first second", "{path}");
     }
+}
+
+#[tokio::test]
+async fn a_stop_lets_a_streaming_answer_finish_closes_idle_connections_and_accepts_no_more() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
+
+    let up = spawn_upstream().await;
+    let mut app = spawn_app_with(&["--upstream", &up.url, "--public-path", "/public"]).await;
+    let addr = app.url.trim_start_matches("http://").to_owned();
+    /// What the next read brings ("" once closed), within 10 s.
+    async fn read_some(c: &mut TcpStream) -> String {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .expect("no answer within 10 s")
+            .unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+    // An idle kept-alive connection, and one whose answer is streaming.
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_some(&mut idle).await.starts_with("HTTP/1.1 200"));
+    let mut busy = TcpStream::connect(&addr).await.unwrap();
+    busy.write_all(b"GET /public/pause HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    while !answer.contains("first") {
+        let more = read_some(&mut busy).await;
+        assert!(!more.is_empty(), "closed before the answer began: {answer}");
+        answer += &more;
+    }
+
+    app.signal_stop();
+    let stopped = Instant::now();
+    // The idle connection is closed at once.
+    assert_eq!(
+        read_some(&mut idle).await,
+        "",
+        "the idle connection stays open"
+    );
+    assert!(
+        stopped.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        stopped.elapsed()
+    );
+    // No new connection is accepted.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(TcpStream::connect(&addr).await.is_err(), "still accepting");
+    // The streaming answer ends whole, then the connection is closed.
+    loop {
+        let more = read_some(&mut busy).await;
+        if more.is_empty() {
+            break;
+        }
+        answer += &more;
+    }
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("second") && answer.ends_with("0\r\n\r\n"),
+        "{answer}"
+    );
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        stopped.elapsed()
+    );
+    assert!(app.exited_within(Duration::from_secs(10)), "still running");
 }
