@@ -24,7 +24,7 @@ use clap::{Parser, Subcommand};
 /// finds the last one still shared with the request's head), and glibc
 /// serves that size past its per-thread caches, through its bins and their
 /// consolidation; mimalloc (v3, its default build) serves small and medium
-/// sizes from per-thread pages. Measured in docs/performance.md ("The
+/// sizes from per-thread pages. Measured in docs/performance-log.md ("The
 /// allocator").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
