@@ -307,16 +307,17 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; 64]) -> Option<&[u8]> {
     Some(&buf[..buf.len() - left])
 }
 
-/// A trusted proxy's prior lines of a list header (those that are text),
-/// each followed by the separator before the next element.
+/// A trusted proxy's prior lines of a list header, as received (bytes
+/// from 0x80 included, as the client address reads them), each followed
+/// by the separator before the next element.
 fn push_prior<'a>(v: &mut Vec<u8>, prior: impl IntoIterator<Item = &'a HeaderValue>) {
-    for line in prior.into_iter().filter_map(|p| p.to_str().ok()) {
+    for line in prior {
         v.extend_from_slice(line.as_bytes());
         v.extend_from_slice(b", ");
     }
 }
 
-/// `X-Forwarded-For`: the prior lines (those that are text), then the peer's address
+/// `X-Forwarded-For`: the prior lines, then the peer's address
 /// (as text).
 fn forwarded_for<'a>(out: &mut Added, prior: impl IntoIterator<Item = &'a HeaderValue>, ip: &[u8]) {
     out.line(&X_FORWARDED_FOR, |v| {
@@ -325,7 +326,7 @@ fn forwarded_for<'a>(out: &mut Added, prior: impl IntoIterator<Item = &'a Header
     });
 }
 
-/// `Forwarded` (RFC 7239): the prior lines (those that are text), then
+/// `Forwarded` (RFC 7239): the prior lines, then
 /// `for=…;host="…";proto=http` for this hop (the peer with its address as
 /// text).
 fn forwarded<'a>(

@@ -317,9 +317,14 @@ fn identity_header_values() {
     let mut a = Added::new();
     forwarded_for(&mut a, Some(&prior), b"1:1:1:1:1:1:1:1");
     forwarded_for(&mut a, None::<&HeaderValue>, b"127.0.0.1");
+    // A line with bytes from 0x80 is kept as received, with what a proxy
+    // appended to it.
+    let obs = HeaderValue::from_bytes(b"\xff, 198.51.100.9").unwrap();
+    forwarded_for(&mut a, [&obs, &prior], b"10.0.0.2");
     assert_eq!(
         a.as_bytes(),
-        b"x-forwarded-for: 1.2.3.4, 1:1:1:1:1:1:1:1\r\nx-forwarded-for: 127.0.0.1\r\n"
+        b"x-forwarded-for: 1.2.3.4, 1:1:1:1:1:1:1:1\r\nx-forwarded-for: 127.0.0.1\r\n\
+          x-forwarded-for: \xff, 198.51.100.9, 1.2.3.4, 10.0.0.2\r\n"
     );
 }
 
