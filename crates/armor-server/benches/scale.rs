@@ -5,7 +5,8 @@
 //! is in crates/armor-psk/benches/psk.rs.
 //!
 //! `cargo bench -p armor-server --bench scale`
-//! Results: docs/performance.md.
+//! Results: docs/performance.md (the key look-up) and
+//! docs/performance-log.md (every run).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
