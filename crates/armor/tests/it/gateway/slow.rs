@@ -87,29 +87,26 @@ async fn a_stop_lets_a_streaming_answer_finish_closes_idle_connections_and_accep
             .unwrap_or(0);
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
-    // An idle kept-alive connection, and one whose answer is streaming.
-    let mut idle = TcpStream::connect(&addr).await.unwrap();
-    idle.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    // The whole answer, so that the next read can only be the close.
-    let mut ping = String::new();
-    while !ping.ends_with('}') {
-        let more = read_some(&mut idle).await;
-        assert!(!more.is_empty(), "closed before its answer: {ping}");
-        ping += &more;
+    /// Sends `request`, then reads until what came back is `enough`.
+    async fn send_until(c: &mut TcpStream, request: &str, enough: impl Fn(&str) -> bool) -> String {
+        c.write_all(request.as_bytes()).await.unwrap();
+        let mut got = String::new();
+        while !enough(&got) {
+            let more = read_some(c).await;
+            assert!(!more.is_empty(), "closed too soon: {got}");
+            got += &more;
+        }
+        got
     }
+    // An idle kept-alive connection (its whole answer read, so that the
+    // next read can only be the close), and one whose answer is streaming.
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    let ping = "GET /ping HTTP/1.1\r\nHost: x\r\n\r\n";
+    let ping = send_until(&mut idle, ping, |a| a.ends_with('}')).await;
     assert!(ping.starts_with("HTTP/1.1 200"), "{ping}");
     let mut busy = TcpStream::connect(&addr).await.unwrap();
-    busy.write_all(b"GET /public/pause HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = String::new();
-    while !answer.contains("first") {
-        let more = read_some(&mut busy).await;
-        assert!(!more.is_empty(), "closed before the answer began: {answer}");
-        answer += &more;
-    }
+    let pause = "GET /public/pause HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut answer = send_until(&mut busy, pause, |a| a.contains("first")).await;
 
     app.signal_stop();
     let stopped = Instant::now();
