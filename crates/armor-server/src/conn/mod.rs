@@ -56,7 +56,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -256,20 +255,6 @@ impl Drop for InFlight {
 pub struct Sender {
     pub client: Option<client::Client>,
     pub in_flight: Option<InFlight>,
-}
-
-impl Sender {
-    /// From a request's extensions, where the front puts the sender and
-    /// the peer for the router's fallback, which forwards (the gateway
-    /// holds the mark until a streamed answer ends, so a pause in it is
-    /// not idleness).
-    pub fn from_extensions(extensions: &axum::http::Extensions) -> Self {
-        let peer = extensions.get::<ConnectInfo<PeerInfo>>();
-        Sender {
-            client: extensions.get::<client::Client>().copied(),
-            in_flight: peer.map(|ConnectInfo(peer)| InFlight::on(peer)),
-        }
-    }
 }
 
 /// In front of everything: marks a request from `peer` in flight, and

@@ -9,7 +9,7 @@ use axum::response::Response;
 
 use super::h1::{self, Answer, Outgoing, Target};
 use super::headers;
-use super::{refusal, Gateway, OriginalTarget};
+use super::{refusal, Gateway};
 use crate::conn::Sender;
 use crate::core::Principal;
 use crate::error::Error;
@@ -40,11 +40,7 @@ impl Gateway {
         let (mut parts, body) = req.into_parts();
         // The request's own head is reused: its header map is scrubbed in
         // place, its target (as received) moved into the upstream URI.
-        let original = match parts.extensions.remove::<OriginalTarget>() {
-            Some(OriginalTarget(uri)) => uri,
-            None => std::mem::take(&mut parts.uri),
-        };
-        let pq = original.into_parts().path_and_query;
+        let pq = std::mem::take(&mut parts.uri).into_parts().path_and_query;
         let target = if self.base_path.is_empty() {
             pq.unwrap_or_else(|| uri::PathAndQuery::from_static("/"))
         } else {

@@ -59,10 +59,6 @@ pub const PERMISSIONS: &str = "x-armor-permissions";
 /// `ARMOR-PSK` or `FH-AUTH`.
 pub const AUTH_METHOD: &str = "x-armor-auth";
 
-/// The original request target, stashed before the router case-folds it.
-#[derive(Debug, Clone)]
-pub struct OriginalTarget(pub Uri);
-
 /// The running gateway: connection pool, settings and rate-limit buckets.
 pub struct Gateway {
     authority: uri::Authority,

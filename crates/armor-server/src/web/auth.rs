@@ -36,14 +36,6 @@ impl Auth {
     }
 }
 
-/// Takes the caller's principal out of an authenticated request (`None`
-/// for an anonymous one).
-pub fn take_principal(req: &mut Request) -> Option<Principal> {
-    req.extensions_mut()
-        .remove::<Auth>()
-        .and_then(Auth::into_principal)
-}
-
 /// The client's address, for the audit log (an extractor).
 #[derive(Debug, Clone, Default)]
 pub struct ClientAddr(pub Option<String>);

@@ -8,9 +8,7 @@
 //! client a trusted proxy names). Those, the gateway and the refusal
 //! limiter are handed to the front layer as arguments. A request that goes
 //! on into the router gets the caller and the sender in its extensions
-//! for the extractors there and, with a gateway, the gateway, the target
-//! as received and the peer for its fallback (which forwards); the limiter
-//! never goes there.
+//! for the extractors there; the router never forwards.
 
 use std::convert::Infallible;
 use std::future::Future;

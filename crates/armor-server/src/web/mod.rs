@@ -18,7 +18,7 @@ pub mod trace;
 
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, Method, Uri};
 use axum::response::{IntoResponse, Response};
@@ -30,7 +30,7 @@ use crate::conn::client::Client;
 use crate::conn::{PeerInfo, Sender};
 use crate::core::Core;
 use crate::error::Error;
-use crate::gateway::{self, Gateway};
+use crate::gateway::Gateway;
 use crate::limit::AuthFailureLimiter;
 use error::ApiError;
 pub use routes::{is_armor_route, Policy, Reply, Route, ROUTES};
@@ -44,7 +44,7 @@ pub type AppState = Arc<Core>;
 pub fn router(core: AppState, with_metrics: bool) -> Router {
     routes::register(Router::new(), with_metrics)
         .merge(crate::portal::router())
-        .fallback(fallback)
+        .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(core)
 }
@@ -141,29 +141,20 @@ async fn front(
             Err(e) => return ApiError(e).into_response(),
         }
     }
-    // The upstream's requests go straight to the gateway rather than
-    // through the router to its fallback: a path that is none of armor's
-    // routes and not the portal's (which takes all of `/portal/...`).
+    // The upstream's requests go to the gateway, never into the router: a
+    // path that is none of armor's routes and not the portal's (which
+    // takes all of `/portal/...`).
     if let Some(gw) = gateway.filter(|_| !is_armor_route(&routed) && !is_portal(&routed)) {
         let principal = caller.into_principal();
         return Box::pin(gw.handle(core, principal, sender(in_flight), req)).await;
     }
     // Into the router: the handlers' extractors read the caller and the
-    // sender; its fallback forwards, with the gateway, the target as
-    // received and the peer (whose connection a streamed answer keeps busy).
+    // sender. Nothing here is the upstream's: the router knows every path
+    // `is_armor_route` and `is_portal` let through.
     let ext = req.extensions_mut();
     ext.insert(caller);
     if let Some(client) = client {
         ext.insert(client);
-    }
-    if let Some(gw) = gateway {
-        let original = gateway::OriginalTarget(req.uri().clone());
-        let ext = req.extensions_mut();
-        ext.insert(original);
-        ext.insert(gw.clone());
-        if let Some(peer) = peer {
-            ext.insert(ConnectInfo(peer));
-        }
     }
     if routed != req.uri().path() {
         let pq = match req.uri().query() {
@@ -214,21 +205,6 @@ fn is_public(method: &str, routed: &str) -> bool {
     public
         .iter()
         .any(|(m, path)| *m == method && path.eq_ignore_ascii_case(routed))
-}
-
-/// Requests that match none of armor's routes: forwarded when a gateway is
-/// configured (see [`crate::gateway`]), else 404.
-async fn fallback(State(core): State<AppState>, mut req: Request) -> Response {
-    match req.extensions().get::<Arc<Gateway>>().cloned() {
-        Some(gw) => {
-            let (principal, sender) = (
-                auth::take_principal(&mut req),
-                Sender::from_extensions(req.extensions()),
-            );
-            gw.handle(&core, principal, sender, req).await
-        }
-        None => handlers::not_found().await.into_response(),
-    }
 }
 
 /// JSON body extractor whose refusals use the API's error body. A

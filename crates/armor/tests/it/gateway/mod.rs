@@ -14,6 +14,7 @@ mod early;
 mod key_rules;
 mod raw_upstream;
 mod request_id;
+mod routes;
 mod scrub;
 mod slow;
 
