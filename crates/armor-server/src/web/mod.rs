@@ -44,7 +44,7 @@ pub type AppState = Arc<Core>;
 pub fn router(core: AppState, with_metrics: bool) -> Router {
     routes::register(Router::new(), with_metrics)
         .merge(crate::portal::router())
-        .fallback(handlers::not_found)
+        .fallback(fallback)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(core)
 }
@@ -205,6 +205,18 @@ fn is_public(method: &str, routed: &str) -> bool {
     public
         .iter()
         .any(|(m, path)| *m == method && path.eq_ignore_ascii_case(routed))
+}
+
+/// What the router answers a path it does not know: 404. A path that
+/// `is_armor_route` or `is_portal` accepts never comes here: the gateway
+/// takes every other path, and the route table feeds both. Were one to,
+/// it is logged.
+async fn fallback(req: Request) -> ApiError {
+    let path = req.uri().path();
+    if is_armor_route(path) || is_portal(path) {
+        tracing::warn!(path, "the router does not know a path of armor's");
+    }
+    ApiError(Error::NotFound("route"))
 }
 
 /// JSON body extractor whose refusals use the API's error body. A

@@ -1,36 +1,46 @@
-//! With an upstream, armor's own paths stay armor's: no spelling or method
-//! of a path in the route table, and nothing under `/portal`, is forwarded.
+//! With an upstream, armor's own paths stay armor's: every spelling and
+//! method of a path in the route table, and everything under `/portal`,
+//! is answered by a route of armor's router (never its fallback) and
+//! never forwarded.
 
-use armor_server::web::ROUTES;
+use armor_server::web::{Policy, ROUTES};
 
 use super::{gateway_with, signed};
 
 #[tokio::test]
 async fn no_spelling_or_method_of_armors_own_paths_reaches_the_upstream() {
     let (app, up, key) = gateway_with(&[]).await;
-    let mut asked = Vec::new();
+    let long = "l".repeat(130);
+    let mut asked = 0;
     for route in ROUTES {
-        // An id no entity has: a handler may look it up, none changes.
-        let path: Vec<&str> = route
-            .path
-            .split('/')
-            .map(|s| if s.starts_with('{') { "x0none" } else { s })
-            .collect();
-        let path = path.join("/");
-        let path = path.strip_suffix('/').unwrap_or(&path);
-        for target in [
-            path.to_owned(),
-            path.to_ascii_uppercase(),
-            format!("{path}/"),
-        ] {
-            // Its own method, and one no route has.
-            for method in [route.method, "PATCH"] {
-                let (s, _, body) = signed(&app, &key, method, &target, &[], b"").await;
-                assert!(
-                    !matches!(s, 500 | 502 | 504),
-                    "{method} {target}: {s} {body}"
-                );
-                asked.push(format!("{method} {target}"));
+        // Placeholder values no entity has: a handler may look them up,
+        // none changes anything. One is longer than the routing form's
+        // stack buffer.
+        for filler in ["x0none", "a;b", "%C3%A9", long.as_str()] {
+            let path: Vec<&str> = route
+                .path
+                .split('/')
+                .map(|s| if s.starts_with('{') { filler } else { s })
+                .collect();
+            let path = path.join("/");
+            let path = path.strip_suffix('/').unwrap_or(&path);
+            for target in [
+                path.to_owned(),
+                path.to_ascii_uppercase(),
+                format!("{path}/"),
+            ] {
+                // Its own method, and methods no route of it has.
+                for method in [route.method, "PATCH", "OPTIONS", "HEAD"] {
+                    let (s, _, body) = signed(&app, &key, method, &target, &[], b"").await;
+                    let what = format!("{method} {target}: {s} {body}");
+                    assert!(!matches!(s, 500 | 502 | 504), "{what}");
+                    // Public, so its credentials go unread: handed to the
+                    // gateway it would be refused, not answered.
+                    if route.policy == Policy::Public && method == route.method {
+                        assert_ne!(s, 401, "{what}");
+                    }
+                    asked += 1;
+                }
             }
         }
     }
@@ -39,18 +49,37 @@ async fn no_spelling_or_method_of_armors_own_paths_reaches_the_upstream() {
         "/portal/",
         "/PORTAL/Login",
         "/portal/no/such/page/",
+        "/portal/keys/x/roll/y",
     ] {
-        // Public, so the credentials go unread: handed to the gateway, it
-        // would be refused (401) rather than forwarded.
-        let (s, _, _) = signed(&app, &key, "GET", target, &[], b"").await;
+        let (s, h, _) = signed(&app, &key, "GET", target, &[], b"").await;
         assert!(matches!(s, 200 | 303 | 404), "GET {target}: {s}");
-        asked.push(format!("GET {target}"));
+        // A page of the portal's, or its redirect to one.
+        let page = h
+            .get(reqwest::header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap());
+        let redirect = h
+            .get(reqwest::header::LOCATION)
+            .map(|v| v.to_str().unwrap());
+        assert!(
+            page.is_some_and(|t| t.starts_with("text/html"))
+                || redirect.is_some_and(|l| l.starts_with("/portal")),
+            "GET {target}: {s} {page:?} {redirect:?}"
+        );
+        asked += 1;
     }
-    assert!(asked.len() > 200, "{}", asked.len());
+    assert!(asked > 500, "{asked}");
     let forwarded: Vec<String> = up
         .seen()
         .iter()
         .map(|s| format!("{} {}", s.method, s.target))
         .collect();
     assert!(forwarded.is_empty(), "forwarded: {forwarded:?}");
+    // Nor did any reach the router's answer to a path it does not know.
+    let logs = app.last_logs_text();
+    let unknown = "the router does not know a path of armor's";
+    assert!(
+        !logs.contains(unknown),
+        "{}",
+        logs.lines().find(|l| l.contains(unknown)).unwrap()
+    );
 }
