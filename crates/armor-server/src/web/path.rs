@@ -88,7 +88,8 @@ pub fn routing_form_in<'b>(path: &str, buf: &'b mut [u8; 128]) -> std::borrow::C
     std::borrow::Cow::Owned(routing_form(path))
 }
 
-fn trimmed(path: &str) -> &str {
+/// `path` without one trailing slash (`/` stays `/`).
+pub(super) fn trimmed(path: &str) -> &str {
     if path.len() > 1 {
         path.strip_suffix('/').unwrap_or(path)
     } else {

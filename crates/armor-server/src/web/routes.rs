@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
+use super::path::trimmed;
 use super::schema::name as s;
 use super::{handlers as h, openapi, AppState};
 
@@ -234,6 +235,7 @@ pub fn is_armor_route(path: &str) -> bool {
         let patterns: Vec<Pattern> = ROUTES
             .iter()
             .map(|r| {
+                // As `path::routing_form` on both sides, without allocating.
                 trimmed(r.path)
                     .split('/')
                     .map(|seg| (!(seg.starts_with('{') && seg.ends_with('}'))).then_some(seg))
@@ -249,14 +251,6 @@ pub fn is_armor_route(path: &str) -> bool {
         firsts.dedup();
         (patterns, firsts)
     });
-    // As `path::routing_form` on both sides, without allocating.
-    fn trimmed(p: &str) -> &str {
-        if p.len() > 1 {
-            p.strip_suffix('/').unwrap_or(p)
-        } else {
-            p
-        }
-    }
     // The first segment alone, before the whole path is split: most paths
     // end here.
     let first = trimmed(path).split('/').nth(1).unwrap_or_default();

@@ -189,12 +189,18 @@ impl TestApp {
 
     /// SIGTERM, without waiting for the server to stop.
     pub fn signal_stop(&self) {
-        let child = self.child.as_ref().expect("the server is running");
+        assert!(self.signal("-TERM"), "the server is not running");
+    }
+
+    /// Sends `sig` to the server; whether it was delivered.
+    fn signal(&self, sig: &str) -> bool {
+        let Some(child) = self.child.as_ref() else {
+            return false;
+        };
         let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+            .args([sig, &child.id().to_string()])
+            .status();
+        status.is_ok_and(|s| s.success())
     }
 
     /// Whether the server process has exited within `within`.
@@ -218,20 +224,15 @@ impl TestApp {
     }
 
     fn stop(&mut self, hard: bool) {
-        if let Some(mut child) = self.child.take() {
-            let sig = if hard { "-KILL" } else { "-TERM" };
-            let _ = Command::new("kill")
-                .args([sig, &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if child.try_wait().unwrap().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        if self.child.is_none() {
+            return;
+        }
+        self.signal(if hard { "-KILL" } else { "-TERM" });
+        if !self.exited_within(Duration::from_secs(20)) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 
