@@ -3,7 +3,6 @@
 
 use axum::body::{Body, HttpBody as _};
 use axum::extract::Request;
-use axum::http::header;
 use axum::http::{uri, Method};
 use axum::response::Response;
 
@@ -17,14 +16,20 @@ use crate::error::Error;
 impl Gateway {
     /// Sends the request upstream and streams the answer back.
     /// `sender`'s in-flight mark is held until the answer has streamed out.
+    /// `made_id`: the request id made for a request that brought none of
+    /// its own (it is not in `req`'s headers), sent as `X-Request-Id`.
     pub async fn forward(
         &self,
         req: Request,
         principal: Option<&Principal>,
         sender: Sender,
+        made_id: Option<&[u8]>,
         max_body: usize,
     ) -> Response {
-        match self.try_forward(req, principal, sender, max_body).await {
+        match self
+            .try_forward(req, principal, sender, made_id, max_body)
+            .await
+        {
             Ok(resp) => resp,
             Err(e) => refusal(e),
         }
@@ -35,6 +40,7 @@ impl Gateway {
         req: Request,
         principal: Option<&Principal>,
         sender: Sender,
+        made_id: Option<&[u8]>,
         max_body: usize,
     ) -> Result<Response, Error> {
         let (mut parts, body) = req.into_parts();
@@ -57,14 +63,16 @@ impl Gateway {
         };
 
         let mut headers = parts.headers;
-        let original_host = headers.remove(header::HOST);
         let peer = sender.client.map(|c| c.peer);
         let trusted = sender.client.is_some_and(|c| c.peer_trusted);
-        headers::scrub_request(&mut headers, trusted);
+        let original_host = headers::scrub_request(&mut headers, trusted);
         // What the gateway adds goes out after the map's headers.
         let mut added = headers::Added::new();
         added.host(&self.host);
         headers::set_forwarding(&mut headers, &mut added, peer, trusted, original_host);
+        if let Some(id) = made_id {
+            added.request_id(id);
+        }
         if let Some(p) = principal {
             headers::identity_headers(&mut added, p);
         }

@@ -1,7 +1,11 @@
 //! What the gateway changes in the headers it forwards, both ways.
 //!
-//! Toward the upstream, the request's own header map is scrubbed in place:
-//! - hop-by-hop headers and those `Connection` names go;
+//! Toward the upstream, the request's own header map is scrubbed in place,
+//! and what stays in it but must not go is skipped as the head is written
+//! ([`sent_as_is`]):
+//! - hop-by-hop headers, the framing, the credentials and `Host` are
+//!   skipped (taking them out of the map cost more than the writer's
+//!   check), and the names `Connection` lists are taken out;
 //! - every header whose name holds an `_` goes (as nginx drops them by
 //!   default): a CGI/WSGI upstream reads `X_Armor_User_Id` and
 //!   `X-Armor-User-Id` alike as `HTTP_X_ARMOR_USER_ID`, so an underscore
@@ -16,10 +20,11 @@
 //! Toward the client, an upstream's `Set-Cookie` for one of armor's cookies
 //! is dropped, so an upstream cannot plant a portal session.
 //!
-//! What the gateway adds (`Host`, the forwarding and the identity headers)
-//! is not put in the map: it is written as header lines into one buffer
-//! ([`Added`]) that goes out after the map's own, which spares a map insert
-//! and an allocation per header on every forwarded request.
+//! What the gateway adds (`Host`, a request id armor made, the forwarding
+//! and the identity headers) is not put in the map: it is written as
+//! header lines into one buffer ([`Added`]) that goes out after the map's
+//! own, which spares a map insert and an allocation per header on every
+//! forwarded request.
 
 use std::net::IpAddr;
 
@@ -32,6 +37,7 @@ const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const USER_ID_HEADER: HeaderName = HeaderName::from_static(USER_ID);
@@ -56,9 +62,9 @@ fn remove_where(headers: &mut HeaderMap, matches: impl Fn(&HeaderName) -> bool) 
 }
 
 /// Names never sent upstream as the client sent them: hop-by-hop ones
-/// (RFC 9110 §7.6.1), the framing (the gateway sets its own) and the
-/// credentials.
-const DROPPED: [HeaderName; 11] = [
+/// (RFC 9110 §7.6.1), the framing (the gateway sets its own), the
+/// credentials and `Host` (the upstream's own goes instead).
+const DROPPED: [HeaderName; 12] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -70,35 +76,53 @@ const DROPPED: [HeaderName; 11] = [
     header::CONTENT_LENGTH,
     header::AUTHORIZATION,
     header::PROXY_AUTHORIZATION,
+    header::HOST,
 ];
 
 /// The first [`DROPPED`] names: the hop-by-hop ones.
 const HOP_BY_HOP: usize = 8;
 
+/// Whether a header left in a map [`scrub_request`] has scrubbed goes
+/// upstream as it is: not a [`DROPPED`] name, which the scrub leaves in
+/// the map for the request's writer to skip.
+pub(super) fn sent_as_is(name: &HeaderName) -> bool {
+    !DROPPED.contains(name)
+}
+
 /// Scrubs the request's own headers before they go upstream (see the
-/// module's notes): what [`DROPPED`] and `Connection` name, the spoofable
-/// names, armor's cookies and, from a peer that is not a `trusted` proxy,
-/// every header claiming to describe the client. One pass over the names
-/// finds what is there; only that is removed.
-pub(super) fn scrub_request(headers: &mut HeaderMap, trusted: bool) {
+/// module's notes): the names `Connection` lists, the spoofable names,
+/// armor's cookies and, from a peer that is not a `trusted` proxy, every
+/// header claiming to describe the client. One pass over the headers
+/// finds what is there; only that is removed. The [`DROPPED`] names stay
+/// (see [`sent_as_is`]); the client's `Host` is returned.
+pub(super) fn scrub_request(headers: &mut HeaderMap, trusted: bool) -> Option<HeaderValue> {
     // Neither a caller's spoofed names nor, from an untrusted peer, its
     // claims about the client go on.
     let unsent = |k: &HeaderName| spoofable(k) || (!trusted && claims_forwarding(k));
-    let (mut present, mut others, mut cookie) = (0u16, false, false);
-    for k in headers.keys() {
-        match DROPPED.iter().position(|d| d == k) {
-            Some(i) => present |= 1 << i,
-            None if k == header::COOKIE => cookie = true,
-            None => others |= unsent(k),
+    let (mut connection, mut others, mut cookie, mut host) = (false, false, false, None);
+    for (k, v) in headers.iter() {
+        if DROPPED.contains(k) {
+            if *k == header::HOST {
+                host.get_or_insert(v);
+            }
+            connection |= *k == header::CONNECTION;
+        } else if *k == header::COOKIE {
+            cookie = true;
+        } else {
+            others |= unsent(k);
         }
     }
-    remove_present(headers, present);
+    let host = host.cloned();
+    if connection {
+        remove_connection_named(headers);
+    }
     if others {
         remove_where(headers, unsent);
     }
     if cookie {
         remove_armor_cookies(headers);
     }
+    host
 }
 
 /// Whether a cookie name is one of armor's (`armor_*`, with or without a
@@ -207,9 +231,10 @@ fn claims_forwarding(name: &HeaderName) -> bool {
 pub(super) struct Added(Vec<u8>);
 
 impl Added {
-    /// Room for the usual lines (`Host`, four forwarding, five identity).
+    /// Room for the usual lines (`Host`, a request id, four forwarding,
+    /// five identity with a few permissions).
     pub(super) fn new() -> Self {
-        Added(Vec::with_capacity(384))
+        Added(Vec::with_capacity(512))
     }
 
     /// The lines, each ending in CRLF.
@@ -233,8 +258,25 @@ impl Added {
         }
     }
 
+    /// One line whose value is made only of header values' bytes and
+    /// visible ASCII, so is one by construction: not checked again (in
+    /// release builds).
+    fn valid_line(&mut self, name: &HeaderName, value: impl FnOnce(&mut Vec<u8>)) {
+        self.0.extend_from_slice(name.as_str().as_bytes());
+        self.0.extend_from_slice(b": ");
+        let from = self.0.len();
+        value(&mut self.0);
+        debug_assert!(field_value(&self.0[from..]), "{name}");
+        self.0.extend_from_slice(b"\r\n");
+    }
+
     pub(super) fn host(&mut self, host: &HeaderValue) {
-        self.line(&header::HOST, |v| v.extend_from_slice(host.as_bytes()));
+        self.valid_line(&header::HOST, |v| v.extend_from_slice(host.as_bytes()));
+    }
+
+    /// `X-Request-Id`, for a request whose id armor made.
+    pub(super) fn request_id(&mut self, id: &[u8]) {
+        self.line(&X_REQUEST_ID, |v| v.extend_from_slice(id));
     }
 }
 
@@ -278,11 +320,11 @@ pub(super) fn set_forwarding(
     let kept = |name| trusted && headers.contains_key(name);
     if let Some(h) = host {
         if !kept(X_FORWARDED_HOST) {
-            out.line(&X_FORWARDED_HOST, |v| v.extend_from_slice(h.as_bytes()));
+            out.valid_line(&X_FORWARDED_HOST, |v| v.extend_from_slice(h.as_bytes()));
         }
     }
     if !kept(X_FORWARDED_PROTO) {
-        out.line(&X_FORWARDED_PROTO, |v| v.extend_from_slice(b"http"));
+        out.valid_line(&X_FORWARDED_PROTO, |v| v.extend_from_slice(b"http"));
     }
 }
 
@@ -320,7 +362,7 @@ fn push_prior<'a>(v: &mut Vec<u8>, prior: impl IntoIterator<Item = &'a HeaderVal
 /// `X-Forwarded-For`: the prior lines, then the peer's address
 /// (as text).
 fn forwarded_for<'a>(out: &mut Added, prior: impl IntoIterator<Item = &'a HeaderValue>, ip: &[u8]) {
-    out.line(&X_FORWARDED_FOR, |v| {
+    out.valid_line(&X_FORWARDED_FOR, |v| {
         push_prior(v, prior);
         v.extend_from_slice(ip);
     });
@@ -335,7 +377,7 @@ fn forwarded<'a>(
     peer: Option<(IpAddr, &[u8])>,
     host: Option<&HeaderValue>,
 ) {
-    out.line(&FORWARDED, |v| {
+    out.valid_line(&FORWARDED, |v| {
         push_prior(v, prior);
         match peer {
             Some((IpAddr::V6(_), t)) => {
@@ -370,12 +412,12 @@ fn push_number(v: &mut Vec<u8>, n: i64) {
 
 /// `X-Armor-*` headers naming the verified caller.
 pub(super) fn identity_headers(out: &mut Added, p: &Principal) {
-    out.line(&USER_ID_HEADER, |v| push_number(v, p.user_id));
-    out.line(&ACCOUNT_ID_HEADER, |v| push_number(v, p.account_id));
+    out.valid_line(&USER_ID_HEADER, |v| push_number(v, p.user_id));
+    out.valid_line(&ACCOUNT_ID_HEADER, |v| push_number(v, p.account_id));
     if let Via::ApiKey { key_id, .. } = &p.via {
         out.line(&KEY_ID_HEADER, |v| v.extend_from_slice(key_id.as_bytes()));
     }
-    out.line(&AUTH_METHOD_HEADER, |v| {
+    out.valid_line(&AUTH_METHOD_HEADER, |v| {
         v.extend_from_slice(p.via.scheme().as_bytes());
     });
     // Comma-separated.
@@ -389,33 +431,52 @@ pub(super) fn identity_headers(out: &mut Added, p: &Principal) {
     });
 }
 
-/// Removes the [`DROPPED`] names whose bits are set in `present` and, if
-/// `Connection` is among them, the names it lists.
+/// Removes the hop-by-hop names whose bits are set in `present` (an
+/// answer's: see [`scrub_answer`]) and, if `Connection` is among them,
+/// the names it lists.
 fn remove_present(headers: &mut HeaderMap, present: u16) {
     if present == 0 {
         return;
     }
     if present & 1 != 0 {
-        // The names `Connection` lists go by name as text (no copies); the
-        // values are cheap handles on the received bytes.
-        let mut values = headers.get_all(header::CONNECTION).iter();
-        let first = values.next().cloned();
-        let more: Vec<HeaderValue> = values.cloned().collect();
-        for v in first.iter().chain(&more) {
-            let Ok(v) = v.to_str() else { continue };
-            for n in v.split(',').map(str::trim) {
-                // The hop-by-hop names go below anyway: only other names
-                // are looked up.
-                let hop = |h: &HeaderName| n.eq_ignore_ascii_case(h.as_str());
-                if !DROPPED[..HOP_BY_HOP].iter().any(hop) {
-                    headers.remove(n);
-                }
-            }
-        }
+        remove_connection_named(headers);
     }
-    for (i, n) in DROPPED.iter().enumerate() {
+    for (i, n) in DROPPED[..HOP_BY_HOP].iter().enumerate() {
         if present & (1 << i) != 0 {
             headers.remove(n);
+        }
+    }
+}
+
+/// Removes the names the `Connection` header(s) list, but the hop-by-hop
+/// ones, which go anyway.
+fn remove_connection_named(headers: &mut HeaderMap) {
+    let hop = |n: &[u8]| {
+        DROPPED[..HOP_BY_HOP]
+            .iter()
+            .any(|h| n.eq_ignore_ascii_case(h.as_str().as_bytes()))
+    };
+    // Most lists name hop-by-hop tokens only (`keep-alive`): the map is
+    // then left as it is, without copying a value.
+    let other = |v: &HeaderValue| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|n| !hop(n.trim_ascii()))
+    };
+    if !headers.get_all(header::CONNECTION).iter().any(other) {
+        return;
+    }
+    // The names go by name as text (no copies); the values are cheap
+    // handles on the received bytes.
+    let mut values = headers.get_all(header::CONNECTION).iter();
+    let first = values.next().cloned();
+    let more: Vec<HeaderValue> = values.cloned().collect();
+    for v in first.iter().chain(&more) {
+        let Ok(v) = v.to_str() else { continue };
+        for n in v.split(',').map(str::trim) {
+            if !hop(n.as_bytes()) {
+                headers.remove(n);
+            }
         }
     }
 }

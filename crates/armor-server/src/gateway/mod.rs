@@ -145,11 +145,13 @@ impl Gateway {
 
     /// Forwards an authenticated request: 401 for anonymous callers
     /// (`principal` is `None`), then the rate limit, then the upstream.
+    /// `made_id`: see [`Gateway::forward`].
     pub async fn handle(
         &self,
         core: &Core,
         principal: Option<Principal>,
         sender: Sender,
+        made_id: Option<&[u8]>,
         req: Request,
     ) -> Response {
         let Some(principal) = principal else {
@@ -158,7 +160,7 @@ impl Gateway {
         if let Err(e) = self.rate_limit(core, &principal).await {
             return refusal(e);
         }
-        self.forward(req, Some(&principal), sender, core.config.max_body)
+        self.forward(req, Some(&principal), sender, made_id, core.config.max_body)
             .await
     }
 }
@@ -252,7 +254,7 @@ mod tests {
             .header("host", "a")
             .body(Body::empty())
             .unwrap();
-        let resp = gw.forward(req, None, Sender::default(), 1024).await;
+        let resp = gw.forward(req, None, Sender::default(), None, 1024).await;
         assert_eq!(resp.status(), 200);
         assert!(!resp.headers().contains_key("connection"));
         let body = resp.into_body().collect().await.unwrap().to_bytes();

@@ -194,7 +194,9 @@ async fn authenticate_head(
 
 /// `FH-AUTH <token>` or `Bearer <token>` (scheme case-insensitive).
 fn token_of(header: &str) -> Option<&str> {
-    let (scheme, rest) = header.split_once(' ')?;
+    // By bytes: a `char` searcher's set-up costs more than this search.
+    let at = header.bytes().position(|b| b == b' ')?;
+    let (scheme, rest) = (&header[..at], &header[at + 1..]);
     (scheme.eq_ignore_ascii_case("FH-AUTH") || scheme.eq_ignore_ascii_case("Bearer"))
         .then(|| rest.trim())
 }

@@ -103,7 +103,7 @@ impl Connection {
         };
         let (app, peer) = (self.app.clone(), self.peer.clone());
         Box::pin(async move {
-            let front = |req| super::front(&app.0, peer, client, req);
+            let front = |req, made| super::front(&app.0, peer, client, made, req);
             Ok(super::trace::layer(req, front).await)
         })
     }

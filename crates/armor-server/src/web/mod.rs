@@ -79,6 +79,7 @@ async fn front(
     app: &front::Inner,
     peer: Option<PeerInfo>,
     client: Option<Client>,
+    made_id: Option<trace::MadeId>,
     mut req: Request,
 ) -> Response {
     let (core, gateway) = (&app.core, app.gateway.as_ref());
@@ -89,6 +90,8 @@ async fn front(
         Err(resp) => return *resp,
     };
     let sender = |in_flight| Sender { client, in_flight };
+    // The request id the upstream is sent when the client gave none.
+    let made_id = made_id.as_ref().map(trace::MadeId::as_bytes);
     if let Err(e) = path::check(req.uri().path()) {
         return ApiError(e).into_response();
     }
@@ -104,7 +107,7 @@ async fn front(
     // request's target is the one received, which the gateway forwards.
     if let Some(gw) = gateway.filter(|g| g.is_public(req.uri().path())) {
         let max = core.config.max_body;
-        return Box::pin(gw.forward(req, None, sender(in_flight), max)).await;
+        return Box::pin(gw.forward(req, None, sender(in_flight), made_id, max)).await;
     }
     let mut buf = [0u8; 128];
     let routed = path::routing_form_in(req.uri().path(), &mut buf);
@@ -124,7 +127,7 @@ async fn front(
     trace::record_caller(&caller);
     if let Some(gw) = upstream_root {
         let principal = caller.into_principal();
-        return Box::pin(gw.handle(core, principal, sender(in_flight), req)).await;
+        return Box::pin(gw.handle(core, principal, sender(in_flight), made_id, req)).await;
     }
     // A declared body on a method whose handlers do not read one (a GET
     // with `Content-Length: 2` and `{}`, as some clients send) is read
@@ -146,7 +149,7 @@ async fn front(
     // takes all of `/portal/...`).
     if let Some(gw) = gateway.filter(|_| !is_armor_route(&routed) && !is_portal(&routed)) {
         let principal = caller.into_principal();
-        return Box::pin(gw.handle(core, principal, sender(in_flight), req)).await;
+        return Box::pin(gw.handle(core, principal, sender(in_flight), made_id, req)).await;
     }
     // Into the router: the handlers' extractors read the caller and the
     // sender. Nothing here is the upstream's: the router knows every path

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
-use super::path::trimmed;
+use super::path::{segments, trimmed};
 use super::schema::name as s;
 use super::{handlers as h, openapi, AppState};
 
@@ -253,14 +253,14 @@ pub fn is_armor_route(path: &str) -> bool {
     });
     // The first segment alone, before the whole path is split: most paths
     // end here.
-    let first = trimmed(path).split('/').nth(1).unwrap_or_default();
+    let first = segments(trimmed(path)).nth(1).unwrap_or_default();
     let known = |f: &Option<&str>| f.is_none_or(|f| f.eq_ignore_ascii_case(first));
     if !firsts.iter().any(known) {
         return false;
     }
     let mut segs = [""; MAX];
     let mut n = 0;
-    for seg in trimmed(path).split('/') {
+    for seg in segments(trimmed(path)) {
         if n == MAX {
             return false;
         }

@@ -4,7 +4,7 @@
 //! - `id`: the request id, taken from `X-Request-Id` when it is well formed
 //!   (1 to 64 characters of `A-Z a-z 0-9 . _ -`, one such header), else 32
 //!   random hex digits; always echoed in the response's `X-Request-Id`, and
-//!   set on the request so the gateway's upstream sees the same id;
+//!   handed on ([`MadeId`]) so the gateway's upstream sees the same id;
 //! - `method`, `route` (the route template from [`super::ROUTES`], `/portal/*`
 //!   for the portal, `*` for anything else: a 404 or the gateway's upstream);
 //! - `caller` (`anonymous`, `password` or `api-key`, recorded by the front
@@ -45,16 +45,28 @@ pub const MAX_REQUEST_ID: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorCode(pub &'static str);
 
-/// The tracing layer: outermost, around the front layer (`next`).
+/// A request id made here: 32 hex digits, not in the request's headers
+/// (the gateway adds it to what it forwards).
+#[derive(Clone, Copy)]
+pub struct MadeId([u8; 32]);
+
+impl MadeId {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The tracing layer: outermost, around the front layer (`next`), which
+/// is handed the id made for the request when it had none of its own.
 ///
 /// Every request's future holds this one, so `next`'s future is held in
 /// place once: an instrumented second copy is boxed.
 pub async fn layer<F, Fut>(mut req: Request, next: F) -> Response
 where
-    F: FnOnce(Request) -> Fut,
+    F: FnOnce(Request, Option<MadeId>) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let id = request_id(&mut req);
+    let (id, made) = request_id(&mut req);
     let span = tracing::debug_span!(
         "request",
         id = Empty,
@@ -91,9 +103,9 @@ where
     let mut resp = if let Log::Span(_) = log {
         // Boxed: the instrumented copy then takes 8 bytes of the state
         // beside the plain one, and it costs an allocation only at `debug`.
-        Box::pin(next(req).instrument(span.clone())).await
+        Box::pin(next(req, made).instrument(span.clone())).await
     } else {
-        next(req).await
+        next(req, made).await
     };
     let refused = resp.extensions().get::<ErrorCode>().map(|c| c.0);
     match log {
@@ -174,28 +186,31 @@ pub fn well_formed(id: &[u8]) -> bool {
 }
 
 /// The request's id: its own when there is exactly one well-formed
-/// `X-Request-Id`, else a fresh one, which replaces whatever was sent.
-fn request_id(req: &mut Request) -> HeaderValue {
+/// `X-Request-Id`, else a fresh one ([`MadeId`]), which replaces whatever
+/// was sent: that is taken out of the request's headers.
+fn request_id(req: &mut Request) -> (HeaderValue, Option<MadeId>) {
     let mut sent = req.headers().get_all(&X_REQUEST_ID).iter();
-    if let (Some(v), None) = (sent.next(), sent.next()) {
-        if well_formed(v.as_bytes()) {
-            return v.clone();
+    match (sent.next(), sent.next()) {
+        (Some(v), None) if well_formed(v.as_bytes()) => return (v.clone(), None),
+        (None, _) => {}
+        _ => {
+            req.headers_mut().remove(X_REQUEST_ID);
         }
     }
-    let id = generate();
-    req.headers_mut().insert(X_REQUEST_ID, id.clone());
-    id
+    let made = generate();
+    let id = HeaderValue::from_bytes(made.as_bytes()).unwrap_or(HeaderValue::from_static("-"));
+    (id, Some(made))
 }
 
 /// 128 random bits as 32 lowercase hex digits.
-fn generate() -> HeaderValue {
+fn generate() -> MadeId {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let n: u128 = rand::random();
     let mut buf = [0u8; 32];
     for (i, b) in buf.iter_mut().enumerate() {
         *b = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("-"))
+    MadeId(buf)
 }
 
 /// The key id an `ARMOR-PSK keyId:signature:nonce:timestamp` header names,
@@ -284,9 +299,28 @@ mod tests {
             assert!(!well_formed(bad), "{bad:?}");
         }
         let g = generate();
-        assert_eq!(g.len(), 32);
+        assert_eq!(g.as_bytes().len(), 32);
         assert!(well_formed(g.as_bytes()));
-        assert_ne!(g, generate());
+        assert_ne!(g.as_bytes(), generate().as_bytes());
+        // A client's id is kept when it is one well-formed header; any
+        // other is taken out of the request and replaced by a made one.
+        let req = |ids: &[&str]| {
+            let mut b = Request::builder();
+            for id in ids {
+                b = b.header(X_REQUEST_ID, *id);
+            }
+            b.body(axum::body::Body::empty()).unwrap()
+        };
+        let mut r = req(&["abc-1"]);
+        let (id, made) = request_id(&mut r);
+        assert_eq!((id.as_bytes(), made.is_none()), (&b"abc-1"[..], true));
+        assert_eq!(r.headers()[X_REQUEST_ID], "abc-1");
+        for ids in [&[][..], &["a b"], &["a", "b"]] {
+            let mut r = req(ids);
+            let (id, made) = request_id(&mut r);
+            assert_eq!(id.as_bytes(), made.unwrap().as_bytes(), "{ids:?}");
+            assert!(!r.headers().contains_key(X_REQUEST_ID), "{ids:?}");
+        }
     }
 
     #[test]

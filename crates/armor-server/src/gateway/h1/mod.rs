@@ -52,9 +52,9 @@ impl Target {
     }
 }
 
-/// A request for the upstream: its header map goes out as it is (no
-/// `Content-Length` or `Transfer-Encoding` in it: the body's framing is
-/// added here), then the lines the gateway added.
+/// A request for the upstream: its header map goes out as it is, but the
+/// names the scrub left for the writer to skip (the framing among them:
+/// the body's own is added here), then the lines the gateway added.
 pub(super) struct Outgoing {
     pub(super) method: Method,
     pub(super) target: Target,

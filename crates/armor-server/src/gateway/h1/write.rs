@@ -22,6 +22,7 @@ use http_body::Frame;
 
 use super::early::Watch;
 use super::UpstreamError;
+use crate::gateway::headers::sent_as_is;
 use crate::gateway::pool::Conn;
 
 /// Body parts up to this size are copied into the write buffer; larger
@@ -142,7 +143,8 @@ enum Framing {
     Chunked,
 }
 
-/// The request head, into `buf` (cleared first). Every part was checked
+/// The request head, into `buf` (cleared first): the map's headers but
+/// those the scrub left for the writer to skip. Every part was checked
 /// when it was built (method, target, header names and values cannot hold
 /// a line break), so nothing is escaped.
 fn head(buf: &mut Vec<u8>, method: &Method, target: &str, headers: Headers<'_>, framing: Framing) {
@@ -152,6 +154,9 @@ fn head(buf: &mut Vec<u8>, method: &Method, target: &str, headers: Headers<'_>, 
     buf.extend_from_slice(target.as_bytes());
     buf.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers.map {
+        if !sent_as_is(name) {
+            continue;
+        }
         buf.extend_from_slice(name.as_str().as_bytes());
         buf.extend_from_slice(b": ");
         buf.extend_from_slice(value.as_bytes());
@@ -323,13 +328,16 @@ mod tests {
     #[test]
     fn head_and_chunk_sizes_are_written_plainly() {
         let mut h = HeaderMap::new();
-        h.insert("host", "up:1".parse().unwrap());
+        // What the scrub leaves for the writer to skip is skipped.
+        h.insert("host", "client.example".parse().unwrap());
         h.append("x-a", "1".parse().unwrap());
+        h.append("authorization", "ARMOR-PSK k:s:n:1".parse().unwrap());
         h.append("x-a", "2".parse().unwrap());
+        h.append("content-length", "5".parse().unwrap());
         let mut buf = Vec::new();
         let headers = Headers {
             map: &h,
-            added: b"x-b: 3\r\n",
+            added: b"host: up:1\r\nx-b: 3\r\n",
         };
         head(
             &mut buf,
@@ -340,7 +348,7 @@ mod tests {
         );
         assert_eq!(
             buf,
-            b"POST /p?q HTTP/1.1\r\nhost: up:1\r\nx-a: 1\r\nx-a: 2\r\nx-b: 3\r\ncontent-length: 1234\r\n\r\n"
+            b"POST /p?q HTTP/1.1\r\nx-a: 1\r\nx-a: 2\r\nhost: up:1\r\nx-b: 3\r\ncontent-length: 1234\r\n\r\n"
         );
         let none = Headers {
             map: &HeaderMap::new(),
