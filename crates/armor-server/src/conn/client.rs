@@ -15,10 +15,11 @@ use ipnet::IpNet;
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies(Vec<IpNet>);
 
-/// A request's sender, set by the front in its extensions: the TCP peer,
-/// whether it is a trusted proxy, and the client address that the
-/// per-client rules use (a key's allowed networks, the refused-attempt,
-/// login and reset limits, the audit log).
+/// A request's sender, worked out by the front (which hands it to the
+/// gateway, or puts it in the request's extensions with the caller: see
+/// `web::auth::Handed`): the TCP peer, whether it is a trusted proxy,
+/// and the client address that the per-client rules use (a key's allowed
+/// networks, the refused-attempt, login and reset limits, the audit log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Client {
     pub peer: IpAddr,

@@ -82,9 +82,11 @@ struct Entry<V> {
 }
 
 /// One keyed table of cached answers, each tagged with the generation it
-/// was read under.
+/// was read under. Hashed with foldhash (seeded per process) rather than
+/// SipHash: every request looks entries up, and no key is the caller's
+/// choice (ids, and the hashes of tokens the store let through).
 struct Table<K, V> {
-    entries: DashMap<K, Entry<V>>,
+    entries: DashMap<K, Entry<V>, foldhash::fast::RandomState>,
 }
 
 impl<K: Eq + Hash + Copy, V: Clone> Table<K, V> {
@@ -121,7 +123,7 @@ impl<K: Eq + Hash + Copy, V: Clone> Table<K, V> {
 impl<K: Eq + Hash, V> Default for Table<K, V> {
     fn default() -> Self {
         Table {
-            entries: DashMap::new(),
+            entries: DashMap::with_hasher(foldhash::fast::RandomState::default()),
         }
     }
 }

@@ -64,7 +64,17 @@ impl Refusal {
 /// The request's client address, as text: the peer's, or the one a
 /// trusted proxy names (see [`crate::conn::client`]).
 fn client_addr(extensions: &axum::http::Extensions) -> ClientAddr {
-    ClientAddr(extensions.get::<Client>().map(|c| c.ip.to_string()))
+    let client = extensions.get::<Handed>().and_then(|h| h.client);
+    ClientAddr(client.map(|c| c.ip.to_string()))
+}
+
+/// What the front hands the router's extractors, in one value of the
+/// request's extensions (each value there costs a box and a map entry):
+/// the caller and who sent the request.
+#[derive(Clone)]
+pub(super) struct Handed {
+    pub(super) caller: Auth,
+    pub(super) client: Option<Client>,
 }
 
 /// Authenticates `req`: who is calling (for ARMOR-PSK, the body has been
@@ -259,7 +269,10 @@ pub struct NoApiKey(pub Option<Principal>);
 /// extractors reads it), so a handler has at most one of [`Caller`],
 /// [`PasswordCaller`] and [`NoApiKey`]: a second would see no caller.
 fn auth_of(parts: &mut Parts) -> Auth {
-    parts.extensions.remove::<Auth>().unwrap_or(Auth::Anonymous)
+    match parts.extensions.get_mut::<Handed>() {
+        Some(h) => std::mem::replace(&mut h.caller, Auth::Anonymous),
+        None => Auth::Anonymous,
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {

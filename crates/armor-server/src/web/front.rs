@@ -7,8 +7,9 @@
 //! works out the sender ([`crate::conn::client::Client`]: the peer, or the
 //! client a trusted proxy names). Those, the gateway and the refusal
 //! limiter are handed to the front layer as arguments. A request that goes
-//! on into the router gets the caller and the sender in its extensions
-//! for the extractors there; the router never forwards.
+//! on into the router gets the caller and the sender in one value of its
+//! extensions (`auth::Handed`) for the extractors there; the router never
+//! forwards.
 
 use std::convert::Infallible;
 use std::future::Future;

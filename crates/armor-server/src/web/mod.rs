@@ -154,11 +154,7 @@ async fn front(
     // Into the router: the handlers' extractors read the caller and the
     // sender. Nothing here is the upstream's: the router knows every path
     // `is_armor_route` and `is_portal` let through.
-    let ext = req.extensions_mut();
-    ext.insert(caller);
-    if let Some(client) = client {
-        ext.insert(client);
-    }
+    req.extensions_mut().insert(auth::Handed { caller, client });
     if routed != req.uri().path() {
         let pq = match req.uri().query() {
             Some(q) => format!("{routed}?{q}"),
