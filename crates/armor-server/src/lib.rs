@@ -384,12 +384,7 @@ impl Application {
             let app = web::metrics_app(core.clone());
             // The same time and connection limits as the main listener.
             let l = conn::InspectingListener::new(l, limits);
-            let service = move |_| {
-                let app = app.clone();
-                hyper::service::service_fn(move |req: hyper::Request<_>| {
-                    tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
-                })
-            };
+            let service = move |_| hyper_util::service::TowerToHyperService::new(app.clone());
             tokio::spawn(conn::serve(l, service, std::future::pending()))
         });
         let listener = conn::InspectingListener::new(self.listener, self.connection_limits)

@@ -242,15 +242,22 @@ impl Added {
         &self.0
     }
 
-    /// One line `name: value`, `value` writing the value's bytes; a value
-    /// that could not be a header value (a control character) leaves no
-    /// line, as building a `HeaderValue` from it would have failed.
-    fn line(&mut self, name: &HeaderName, value: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.0.len();
+    /// `name: value` without its line end, `value` writing the value's
+    /// bytes; where the value starts.
+    fn name_and_value(&mut self, name: &HeaderName, value: impl FnOnce(&mut Vec<u8>)) -> usize {
         self.0.extend_from_slice(name.as_str().as_bytes());
         self.0.extend_from_slice(b": ");
         let from = self.0.len();
         value(&mut self.0);
+        from
+    }
+
+    /// One line `name: value`; a value that could not be a header value
+    /// (a control character) leaves no line, as building a `HeaderValue`
+    /// from it would have failed.
+    fn line(&mut self, name: &HeaderName, value: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.0.len();
+        let from = self.name_and_value(name, value);
         if field_value(&self.0[from..]) {
             self.0.extend_from_slice(b"\r\n");
         } else {
@@ -262,10 +269,7 @@ impl Added {
     /// visible ASCII, so is one by construction: not checked again (in
     /// release builds).
     fn valid_line(&mut self, name: &HeaderName, value: impl FnOnce(&mut Vec<u8>)) {
-        self.0.extend_from_slice(name.as_str().as_bytes());
-        self.0.extend_from_slice(b": ");
-        let from = self.0.len();
-        value(&mut self.0);
+        let from = self.name_and_value(name, value);
         debug_assert!(field_value(&self.0[from..]), "{name}");
         self.0.extend_from_slice(b"\r\n");
     }
@@ -456,28 +460,19 @@ fn remove_connection_named(headers: &mut HeaderMap) {
             .iter()
             .any(|h| n.eq_ignore_ascii_case(h.as_str().as_bytes()))
     };
-    // Most lists name hop-by-hop tokens only (`keep-alive`): the map is
-    // then left as it is, without copying a value.
-    let other = |v: &HeaderValue| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|n| !hop(n.trim_ascii()))
-    };
-    if !headers.get_all(header::CONNECTION).iter().any(other) {
-        return;
-    }
-    // The names go by name as text (no copies); the values are cheap
-    // handles on the received bytes.
-    let mut values = headers.get_all(header::CONNECTION).iter();
-    let first = values.next().cloned();
-    let more: Vec<HeaderValue> = values.cloned().collect();
-    for v in first.iter().chain(&more) {
-        let Ok(v) = v.to_str() else { continue };
-        for n in v.split(',').map(str::trim) {
-            if !hop(n.as_bytes()) {
-                headers.remove(n);
-            }
-        }
+    // Values that are not text name nothing. Most lists name hop-by-hop
+    // tokens only (`keep-alive`): nothing is collected, nor allocated.
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter(|v| v.to_str().is_ok())
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|n| !hop(n))
+        .filter_map(|n| HeaderName::from_bytes(n).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
     }
 }
 

@@ -244,11 +244,7 @@ fn route_of(method: &Method, path: &str) -> &'static str {
     } else {
         method.as_str()
     };
-    let path = if path.len() > 1 {
-        path.strip_suffix('/').unwrap_or(path)
-    } else {
-        path
-    };
+    let path = super::path::trimmed(path);
     if path == "/" {
         return "/";
     }
