@@ -4,8 +4,8 @@
 //! The whole server (`Application`, as `armor serve` runs it, SQLite and
 //! the memory replay guard) runs on one current-thread runtime on its own
 //! thread, and only that thread's allocations are counted (the client
-//! runs on another): hyper, the front layer, the router, authentication
-//! and the handlers. Threads the server hands work to (SQLite's, the
+//! runs on another): hyper, the front layer, authentication and the
+//! handlers. Threads the server hands work to (SQLite's, the
 //! password-hashing pool) are not counted; none of the measured requests
 //! uses them once warm.
 //!

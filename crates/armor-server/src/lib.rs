@@ -18,7 +18,7 @@
 //! - [`limit`]: token buckets keyed by a small key, the one rate limiter
 //!   (the gateway's per-key limits, refused ARMOR-PSK attempts, failed
 //!   logins).
-//! - [`web`]: axum router, the front layer and handlers; [`web::error`]
+//! - [`web`]: the route table, the front layer and handlers (on axum); [`web::error`]
 //!   maps each domain error to a status and code in one place.
 //! - [`portal`]: the server-rendered portal.
 //! - [`gateway`]: ARMOR-PSK in front of an HTTP upstream (configuration,

@@ -1,5 +1,5 @@
 //! Key expiry, rolling and per-key rate windows on an injected clock: the
-//! real router and core in process, on a `ManualClock`, so that a key's
+//! real front layer and core in process, on a `ManualClock`, so that a key's
 //! life can run out between two requests to the second.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -82,7 +82,7 @@ impl RoutePattern {
     }
 
     /// Whether this pattern allows `method` on `path`. On armor's own
-    /// routes (`fold`), paths compare as the router reads them: without
+    /// routes (`fold`), paths compare as the route table matches them: without
     /// regard to ASCII case, and without a trailing `/`. Upstream paths
     /// compare exactly.
     fn allows(&self, method: &str, path: &str, fold: bool) -> bool {
@@ -154,8 +154,8 @@ pub struct Target<'a> {
     pub path: &'a str,
     /// The TCP peer's address (see `docs/keys.md` on proxies).
     pub peer: Option<IpAddr>,
-    /// Whether a path is one of armor's own routes (compared as the router
-    /// does) rather than an upstream's (compared exactly). Asked only of
+    /// Whether a path is one of armor's own routes (compared as the route
+    /// table does) rather than an upstream's (compared exactly). Asked only of
     /// keys with allowed routes.
     pub armor_route: fn(&str) -> bool,
 }

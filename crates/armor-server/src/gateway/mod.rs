@@ -1,11 +1,11 @@
 //! The gateway: ARMOR-PSK (or a password token) in front of any HTTP
 //! service. Requests that match none of armor's own routes are verified in
-//! front of the router like any other, then forwarded to the upstream with
+//! front of the handlers like any other, then forwarded to the upstream with
 //! the caller's identity in `X-Armor-*` headers; configured public paths are
 //! forwarded without authentication.
 //!
 //! - Target: the path and query exactly as received (not the case-folded
-//!   form the router matches), appended to the upstream's base path.
+//!   form the route table matches), appended to the upstream's base path.
 //! - Body: a signed body had to be read in full to be verified, so the
 //!   upstream receives exactly the verified bytes. Other bodies (password
 //!   callers, public paths) stream, under the same size limit.

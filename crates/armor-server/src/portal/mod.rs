@@ -12,7 +12,7 @@
 //!   `Authorization`, and the portal refuses an FH-AUTH token as a cookie.
 //! - Every form post carries a CSRF token derived from the session token
 //!   ([`session::CsrfForm`]); the sign-in form uses a double-submit cookie.
-//! - The API's authentication in front of the router skips these paths
+//! - The API's authentication in front of the handlers skips these paths
 //!   (`web::is_public`): the portal authenticates with its own cookie, and
 //!   ignores an `Authorization` header.
 //!
@@ -51,7 +51,8 @@ const CSS: &str = include_str!("static/portal.css");
 const JS: &str = include_str!("static/portal.js");
 const LOGO: &str = include_str!("static/logo.svg");
 
-/// The portal's routes (a `Router<AppState>` merged into `web::app`).
+/// The portal's routes (a `Router<AppState>`, which the front layer hands
+/// what no route of the API table matches).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(root))

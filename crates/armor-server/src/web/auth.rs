@@ -1,4 +1,4 @@
-//! Authentication in front of the router, and the extractors that state
+//! Authentication in front of the handlers, and the extractors that state
 //! each route's policy in its handler's signature:
 //! [`Caller`] (any credential), [`PasswordCaller`] (FH-AUTH or Bearer only:
 //! an API-key caller cannot produce one) and [`NoApiKey`] (anonymous or
@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::limit::AuthFailureLimiter;
 use crate::web::error::ApiError;
 
-/// Who is calling, as decided in front of the router.
+/// Who is calling, as decided in front of the handlers.
 #[derive(Debug, Clone)]
 pub enum Auth {
     Anonymous,
@@ -68,7 +68,7 @@ fn client_addr(extensions: &axum::http::Extensions) -> ClientAddr {
     ClientAddr(client.map(|c| c.ip.to_string()))
 }
 
-/// What the front hands the router's extractors, in one value of the
+/// What the front hands the handlers' extractors, in one value of the
 /// request's extensions (each value there costs a box and a map entry):
 /// the caller and who sent the request.
 #[derive(Clone)]

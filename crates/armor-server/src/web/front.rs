@@ -1,15 +1,14 @@
 //! The service hyper calls for each request: the tracing layer, then the
-//! front layer ([`super::front`]), then the router, called directly rather
-//! than through `axum::middleware::from_fn` layers and an outer router
-//! (each of which boxed and cloned services per request).
+//! front layer ([`super::front`]), which dispatches on the route table,
+//! called directly rather than through `axum::middleware::from_fn` layers
+//! and routers (each of which boxed and cloned services per request).
 //!
 //! Per connection it holds the peer ([`PeerInfo`]) and per request it
 //! works out the sender ([`crate::conn::client::Client`]: the peer, or the
 //! client a trusted proxy names). Those, the gateway and the refusal
 //! limiter are handed to the front layer as arguments. A request that goes
-//! on into the router gets the caller and the sender in one value of its
-//! extensions (`auth::Handed`) for the extractors there; the router never
-//! forwards.
+//! on to a handler gets the caller and the sender in one value of its
+//! extensions (`auth::Handed`) for the extractors there.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,7 +33,11 @@ use crate::limit::AuthFailureLimiter;
 /// directly, not through each request's extensions.
 pub(super) struct Inner {
     pub(super) core: AppState,
-    pub(super) routes: Router,
+    /// Behind the route table: the portal's pages, and 404.
+    pub(super) portal: Router,
+    /// Whether `/metrics` is served here (else 404: it has a listener of
+    /// its own).
+    pub(super) with_metrics: bool,
     pub(super) gateway: Option<Arc<Gateway>>,
     pub(super) limiter: Option<Arc<AuthFailureLimiter>>,
     trusted: TrustedProxies,
@@ -45,7 +48,7 @@ pub(super) struct Inner {
 pub struct App(Arc<Inner>);
 
 impl App {
-    /// `with_metrics`: see [`super::router`].
+    /// `with_metrics`: see [`super::app`].
     pub fn new(
         core: AppState,
         with_metrics: bool,
@@ -53,10 +56,11 @@ impl App {
         limiter: Option<Arc<AuthFailureLimiter>>,
         trusted: TrustedProxies,
     ) -> Self {
-        let routes = super::router(core.clone(), with_metrics);
+        let portal = super::portal_router(core.clone());
         App(Arc::new(Inner {
             core,
-            routes,
+            portal,
+            with_metrics,
             gateway,
             limiter,
             trusted,

@@ -1,10 +1,11 @@
-//! HTTP: the router, the front layer (canonical target, body limit,
-//! authentication, case-insensitive routing) and the handlers.
+//! HTTP: the front layer (canonical target, body limit, authentication,
+//! case-insensitive routing) and the handlers.
 //!
-//! [`ROUTES`] is the route table: it registers every API route, declares
-//! its policy (which the handler's extractors, [`auth::Caller`],
-//! [`auth::PasswordCaller`], [`auth::NoApiKey`], enforce), and generates
-//! `/openapi.json`.
+//! [`ROUTES`] is the route table: the front layer dispatches every API
+//! request on it, it declares each route's policy (which the handler's
+//! extractors, [`auth::Caller`], [`auth::PasswordCaller`],
+//! [`auth::NoApiKey`], enforce), and it generates `/openapi.json`. The
+//! portal's pages are an axum router of their own, behind it.
 
 pub mod auth;
 pub mod error;
@@ -33,24 +34,25 @@ use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::limit::AuthFailureLimiter;
 use error::ApiError;
-pub use routes::{is_armor_route, Policy, Reply, Route, ROUTES};
+use routes::Found;
+pub use routes::{is_armor_route, Path, Policy, Reply, Route, ROUTES};
 
 /// Shared state of every handler.
 pub type AppState = Arc<Core>;
 
-/// The router behind the front layer ([`front::App`] puts it there).
-/// `with_metrics`: serve `/metrics` here (else it answers 404, being
-/// served by [`metrics_app`] on a listener of its own).
-pub fn router(core: AppState, with_metrics: bool) -> Router {
-    routes::register(Router::new(), with_metrics)
-        .merge(crate::portal::router())
-        .fallback(fallback)
+/// What the front layer hands a request none of [`ROUTES`] takes: the
+/// portal's pages, and 404 for the rest.
+fn portal_router(core: AppState) -> Router {
+    crate::portal::router()
+        .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(core)
 }
 
 /// The whole application as one service, for calls in process
 /// (`oneshot`): the front service ([`front::App`]) without a connection.
+/// `with_metrics`: serve `/metrics` here (else it answers 404, being
+/// served by [`metrics_app`] on a listener of its own).
 /// With a gateway, requests for none of armor's routes go to its
 /// upstream; with a limiter, refused ARMOR-PSK attempts are counted per key
 /// and address. Without a connection, the caller puts the request's
@@ -103,8 +105,8 @@ async fn front(
     if declared.is_some_and(|n| n > core.config.max_body as u64) {
         return ApiError(Error::BodyTooLarge(core.config.max_body)).into_response();
     }
-    // Until the router's case-folded target replaces it below, the
-    // request's target is the one received, which the gateway forwards.
+    // Until its case-folded routing form replaces it below, the request's
+    // target is the one received, which the gateway forwards.
     if let Some(gw) = gateway.filter(|g| g.is_public(req.uri().path())) {
         let max = core.config.max_body;
         return Box::pin(gw.forward(req, None, sender(in_flight), made_id, max)).await;
@@ -113,7 +115,9 @@ async fn front(
     let routed = path::routing_form_in(req.uri().path(), &mut buf);
     // With an upstream, `/` is the upstream's; the portal stays at /portal.
     let upstream_root = gateway.filter(|_| routed == "/");
-    let caller = if upstream_root.is_none() && is_public(req.method().as_str(), &routed) {
+    // The one match of the request against the route table.
+    let found = routes::find(req.method(), &routed);
+    let caller = if upstream_root.is_none() && is_public(&found, &routed) {
         // Public routes ignore credentials: clients log in again with a
         // stale `Authorization` still on their session.
         auth::Auth::Anonymous
@@ -144,16 +148,27 @@ async fn front(
             Err(e) => return ApiError(e).into_response(),
         }
     }
-    // The upstream's requests go to the gateway, never into the router: a
-    // path that is none of armor's routes and not the portal's (which
-    // takes all of `/portal/...`).
-    if let Some(gw) = gateway.filter(|_| !is_armor_route(&routed) && !is_portal(&routed)) {
-        let principal = caller.into_principal();
-        return Box::pin(gw.handle(core, principal, sender(in_flight), made_id, req)).await;
-    }
-    // Into the router: the handlers' extractors read the caller and the
-    // sender. Nothing here is the upstream's: the router knows every path
-    // `is_armor_route` and `is_portal` let through.
+    let route = match found {
+        Found::Route(route, params) => Some((route, params)),
+        Found::OtherMethod(allow) => {
+            let mut resp = handlers::method_not_allowed().await.into_response();
+            resp.headers_mut().insert(header::ALLOW, allow.clone());
+            return resp;
+        }
+        // The upstream's requests go to the gateway: a path that is none
+        // of armor's routes and not the portal's (which takes all of
+        // `/portal/...`).
+        Found::Nothing => match gateway.filter(|_| !is_portal(&routed)) {
+            Some(gw) => {
+                let principal = caller.into_principal();
+                let forward = gw.handle(core, principal, sender(in_flight), made_id, req);
+                return Box::pin(forward).await;
+            }
+            None => None,
+        },
+    };
+    // To the handler: its extractors read the caller and the sender, and
+    // the route's `{x}` segments from the path as routed.
     req.extensions_mut().insert(auth::Handed { caller, client });
     if routed != req.uri().path() {
         let pq = match req.uri().query() {
@@ -165,57 +180,39 @@ async fn front(
             Err(_) => return ApiError(Error::MalformedTarget("unparseable path")).into_response(),
         }
     }
-    match tower::ServiceExt::oneshot(app.routes.clone(), req).await {
-        Ok(resp) => resp,
-        Err(never) => match never {},
+    let Some((route, params)) = route else {
+        return match tower::ServiceExt::oneshot(app.portal.clone(), req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        };
+    };
+    if !app.with_metrics && route.path == "/metrics" {
+        return handlers::not_found().await.into_response();
     }
+    if !params.is_empty() {
+        req.extensions_mut().insert(params);
+    }
+    // A `HEAD` gets the `GET` route's answer: hyper sends its head alone,
+    // the body's length included.
+    (route.call)(req, core.clone()).await
 }
 
 /// Whether a routing-form path is `/portal` or under it.
-fn is_portal(routed: &str) -> bool {
+pub(super) fn is_portal(routed: &str) -> bool {
     routed
         .strip_prefix("/portal")
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// Whether `ROUTES` marks this method and routing-form path as public.
-fn is_public(method: &str, routed: &str) -> bool {
-    // The portal signs its users in with its own session cookie.
-    let portal = routes::PORTAL_ROOTS.iter().any(|root| {
-        routed == *root
-            || routed
-                .strip_prefix(root)
-                .is_some_and(|rest| *root != "/" && rest.starts_with('/'))
-    });
-    if portal {
-        return true;
+/// Whether a request needs no credential: a public route of `ROUTES`
+/// (`found`, the table's answer for its routing-form path), or a portal
+/// page, which signs its users in with its own session cookie.
+fn is_public(found: &Found, routed: &str) -> bool {
+    match found {
+        Found::Route(route, _) => route.policy == Policy::Public,
+        Found::OtherMethod(_) => false,
+        Found::Nothing => routed == "/" || is_portal(routed),
     }
-    // The public routes alone, side by side: every authenticated request
-    // asks, and a walk over `ROUTES` reads a cache line per route.
-    static PUBLIC: std::sync::OnceLock<Vec<(&'static str, &'static str)>> =
-        std::sync::OnceLock::new();
-    let public = PUBLIC.get_or_init(|| {
-        ROUTES
-            .iter()
-            .filter(|r| r.policy == Policy::Public)
-            .map(|r| (r.method, r.path))
-            .collect()
-    });
-    public
-        .iter()
-        .any(|(m, path)| *m == method && path.eq_ignore_ascii_case(routed))
-}
-
-/// What the router answers a path it does not know: 404. A path that
-/// `is_armor_route` or `is_portal` accepts never comes here: the gateway
-/// takes every other path, and the route table feeds both. Were one to,
-/// it is logged.
-async fn fallback(req: Request) -> ApiError {
-    let path = req.uri().path();
-    if is_armor_route(path) || is_portal(path) {
-        tracing::warn!(path, "the router does not know a path of armor's");
-    }
-    ApiError(Error::NotFound("route"))
 }
 
 /// JSON body extractor whose refusals use the API's error body. A
@@ -282,6 +279,10 @@ mod tests {
 
     #[test]
     fn public_routes_and_the_portal_skip_api_authentication() {
+        let public = |method: &str, path: &str| {
+            let found = super::routes::find(&method.parse().unwrap(), path);
+            is_public(&found, path)
+        };
         for (method, path) in [
             ("GET", "/"),
             ("GET", "/portal"),
@@ -290,8 +291,9 @@ mod tests {
             ("POST", "/auth/token"),
             ("GET", "/openapi.json"),
             ("GET", "/health"),
+            ("HEAD", "/ping"),
         ] {
-            assert!(is_public(method, path), "{method} {path}");
+            assert!(public(method, path), "{method} {path}");
         }
         for (method, path) in [
             ("GET", "/portalx"),
@@ -299,8 +301,9 @@ mod tests {
             ("POST", "/health"),
             ("POST", "/users/resetpassword"),
             ("GET", "/users/1/keys"),
+            ("PUT", "/ping"),
         ] {
-            assert!(!is_public(method, path), "{method} {path}");
+            assert!(!public(method, path), "{method} {path}");
         }
     }
 }

@@ -72,7 +72,7 @@ fn double_encoded(next: Option<&[u8]>) -> bool {
     )
 }
 
-/// The path the router matches: lowercase, without a trailing slash.
+/// The path the route table matches: lowercase, without a trailing slash.
 pub fn routing_form(path: &str) -> String {
     trimmed(path).to_ascii_lowercase()
 }

@@ -236,49 +236,20 @@ fn key_id_of(value: &HeaderValue) -> Option<&str> {
     looks_like_one.then_some(key_id)
 }
 
-/// The route template a request is for, matched as the router does:
-/// ignoring case and a trailing slash.
+/// The route template a request is for, matched as the front layer
+/// dispatches (ignoring case and a trailing slash; `HEAD` as `GET`).
 fn route_of(method: &Method, path: &str) -> &'static str {
-    let method = if method == Method::HEAD {
-        "GET"
-    } else {
-        method.as_str()
-    };
-    let path = super::path::trimmed(path);
-    if path == "/" {
+    let mut buf = [0u8; 128];
+    let routed = super::path::routing_form_in(path, &mut buf);
+    if routed == "/" {
         return "/";
     }
-    let portal = path
-        .get(..7)
-        .is_some_and(|p| p.eq_ignore_ascii_case("/portal"));
-    if portal && matches!(path.as_bytes().get(7), None | Some(b'/')) {
+    if super::is_portal(&routed) {
         return "/portal/*";
     }
-    super::ROUTES
-        .iter()
-        .find(|r| r.method == method && template_matches(r.path, path))
-        .map_or("*", |r| r.path)
-}
-
-fn template_matches(template: &str, path: &str) -> bool {
-    let template = template.strip_suffix('/').unwrap_or(template);
-    let mut t = template.split('/');
-    let mut p = path.split('/');
-    loop {
-        match (t.next(), p.next()) {
-            (None, None) => return true,
-            (Some(ts), Some(ps)) => {
-                let ok = if ts.starts_with('{') {
-                    !ps.is_empty()
-                } else {
-                    ts.eq_ignore_ascii_case(ps)
-                };
-                if !ok {
-                    return false;
-                }
-            }
-            _ => return false,
-        }
+    match super::routes::find(method, &routed) {
+        super::routes::Found::Route(route, _) => route.path,
+        _ => "*",
     }
 }
 
@@ -337,6 +308,10 @@ mod tests {
         assert_eq!(route_of(&get, "/"), "/");
         assert_eq!(route_of(&get, "/nothing/here"), "*");
         assert_eq!(route_of(&get, "/users//keys"), "*");
+        assert_eq!(route_of(&get, "/me//"), "*");
+        // The route dispatched, not another of the same shape.
+        assert_eq!(route_of(&Method::PUT, "/users/status"), "*");
+        assert_eq!(route_of(&Method::PUT, "/users/7"), "/users/{id}");
     }
 
     #[test]

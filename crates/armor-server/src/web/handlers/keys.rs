@@ -1,7 +1,8 @@
 //! Handlers of API-key administration. Every one takes [`PasswordCaller`]:
 //! a key never manages keys.
 
-use axum::extract::{Path, State};
+use crate::web::Path;
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;

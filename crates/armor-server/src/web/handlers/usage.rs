@@ -1,7 +1,8 @@
 //! `GET /users/{id}/keys/{key}/usage`: a key's requests, accepted and
 //! refused by error code, per minute, hour or day.
 
-use axum::extract::{Path, State};
+use crate::web::Path;
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};

@@ -2,7 +2,8 @@
 //! [`PasswordCaller`] (or [`NoApiKey`] for the code-based password routes),
 //! so API keys never reach them.
 
-use axum::extract::{Path, State};
+use crate::web::Path;
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;

@@ -460,3 +460,48 @@ async fn every_route_open_to_any_credential_takes_an_api_key() {
     }
     assert!(checked >= 8, "{checked}");
 }
+
+/// `HEAD` on a `GET` route is that route, answered without its body: the
+/// same status and `Content-Length`, public where the `GET` is public.
+#[tokio::test]
+async fn head_is_answered_as_get_without_the_body() {
+    let app = spawn_app().await;
+    let token = app.login().await;
+    let key = app.create_key(&token, 1, "head").await;
+    let (s, get, body) = app.send("GET", "/ping", &[], vec![]).await;
+    assert_eq!((s, &body["pong"]), (200, &Value::Bool(true)));
+    let (s, head, body) = app.send("HEAD", "/PING/", &[], vec![]).await;
+    assert_eq!((s, body), (200, Value::String(String::new())));
+    assert_eq!(head.get("content-length"), get.get("content-length"));
+    for method in ["GET", "HEAD"] {
+        let auth = sign(&key, method, "/auth/whoami", b"", &fresh_nonce(), now());
+        let (s, headers, body) = app
+            .send(method, "/auth/whoami", &[("Authorization", &auth)], vec![])
+            .await;
+        assert_eq!(s, 200, "{method}: {body}");
+        let len: usize = headers["content-length"].to_str().unwrap().parse().unwrap();
+        assert!(len > 0, "{method}");
+        assert_eq!(body == Value::String(String::new()), method == "HEAD");
+    }
+    // Not public where the GET is not.
+    let (s, _, body) = app.send("HEAD", "/me", &[], vec![]).await;
+    assert_eq!((s, body), (401, Value::String(String::new())));
+}
+
+/// A route's `{x}` segment is read percent-decoded, and must then be
+/// UTF-8: otherwise 400 with the error body, whatever the spelling.
+#[tokio::test]
+async fn a_path_segment_that_is_not_utf8_once_decoded_is_refused_with_the_error_body() {
+    let app = spawn_app().await;
+    let auth = format!("FH-AUTH {}", app.login().await);
+    for target in ["/users/%FF", "/USERS/%ff/keys/"] {
+        let (s, _, b) = app
+            .send("GET", target, &[("Authorization", &auth)], vec![])
+            .await;
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (400, Some("malformed_request_target")),
+            "{target}: {b}"
+        );
+    }
+}
