@@ -5,10 +5,10 @@
 //! password).
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, Uri};
 use http_body_util::{BodyExt as _, Limited};
@@ -61,20 +61,48 @@ impl Refusal {
     }
 }
 
-/// The request's client address, as text: the peer's, or the one a
-/// trusted proxy names (see [`crate::conn::client`]).
-fn client_addr(extensions: &axum::http::Extensions) -> ClientAddr {
-    let client = extensions.get::<Handed>().and_then(|h| h.client);
+/// The client address as text: the peer's, or the one a trusted proxy
+/// names (see [`crate::conn::client`]).
+fn client_addr(client: Option<Client>) -> ClientAddr {
     ClientAddr(client.map(|c| c.ip.to_string()))
 }
 
-/// What the front hands the handlers' extractors, in one value of the
-/// request's extensions (each value there costs a box and a map entry):
-/// the caller and who sent the request.
+/// What the front layer found out about a request for its handler's
+/// extractors: the caller and who sent the request. A route's handler
+/// gets it in its state ([`RouteState`]); the portal's pages, behind an
+/// axum router, in the request's extensions.
 #[derive(Clone)]
 pub(super) struct Handed {
     pub(super) caller: Auth,
     pub(super) client: Option<Client>,
+}
+
+/// The state a route's handler is called with: the shared core, and this
+/// request's [`Handed`]. Handing these over here rather than in the
+/// request's extensions spares each request the extensions' map (three
+/// allocations).
+pub struct RouteState {
+    core: super::AppState,
+    handed: Mutex<Handed>,
+}
+
+impl RouteState {
+    pub(super) fn new(core: super::AppState, handed: Handed) -> Self {
+        RouteState {
+            core,
+            handed: Mutex::new(handed),
+        }
+    }
+
+    fn handed(&self) -> std::sync::MutexGuard<'_, Handed> {
+        self.handed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl FromRef<RouteState> for super::AppState {
+    fn from_ref(state: &RouteState) -> Self {
+        state.core.clone()
+    }
 }
 
 /// Authenticates `req`: who is calling (for ARMOR-PSK, the body has been
@@ -265,20 +293,18 @@ pub struct PasswordCaller(pub Principal);
 #[derive(Debug, Clone)]
 pub struct NoApiKey(pub Option<Principal>);
 
-/// Takes the caller out of the request (nothing after the handler's
-/// extractors reads it), so a handler has at most one of [`Caller`],
-/// [`PasswordCaller`] and [`NoApiKey`]: a second would see no caller.
-fn auth_of(parts: &mut Parts) -> Auth {
-    match parts.extensions.get_mut::<Handed>() {
-        Some(h) => std::mem::replace(&mut h.caller, Auth::Anonymous),
-        None => Auth::Anonymous,
-    }
+/// Takes the caller out of the handler's state (nothing after the
+/// handler's extractors reads it), so a handler has at most one of
+/// [`Caller`], [`PasswordCaller`] and [`NoApiKey`]: a second would see no
+/// caller.
+fn auth_of(state: &RouteState) -> Auth {
+    std::mem::replace(&mut state.handed().caller, Auth::Anonymous)
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
+impl FromRequestParts<RouteState> for Caller {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        match auth_of(parts) {
+    async fn from_request_parts(_: &mut Parts, s: &RouteState) -> Result<Self, Self::Rejection> {
+        match auth_of(s) {
             Auth::Principal(p) => Ok(Caller(p)),
             Auth::Anonymous => Err(armor_psk::Error::MissingAuthorization.into()),
         }
@@ -286,10 +312,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for PasswordCaller {
+impl FromRequestParts<RouteState> for PasswordCaller {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        match auth_of(parts) {
+    async fn from_request_parts(_: &mut Parts, s: &RouteState) -> Result<Self, Self::Rejection> {
+        match auth_of(s) {
             Auth::Principal(p) if p.is_api_key() => Err(ApiError(Error::ApiKeyNotAllowed)),
             Auth::Principal(p) => Ok(PasswordCaller(p)),
             Auth::Anonymous => Err(ApiError(armor_psk::Error::MissingAuthorization.into())),
@@ -297,10 +323,10 @@ impl<S: Send + Sync> FromRequestParts<S> for PasswordCaller {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for NoApiKey {
+impl FromRequestParts<RouteState> for NoApiKey {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        match auth_of(parts) {
+    async fn from_request_parts(_: &mut Parts, s: &RouteState) -> Result<Self, Self::Rejection> {
+        match auth_of(s) {
             Auth::Principal(p) if p.is_api_key() => Err(ApiError(Error::ApiKeyNotAllowed)),
             Auth::Principal(p) => Ok(NoApiKey(Some(p))),
             Auth::Anonymous => Ok(NoApiKey(None)),
@@ -308,11 +334,23 @@ impl<S: Send + Sync> FromRequestParts<S> for NoApiKey {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+// Formatted only for the handlers that record it.
+impl FromRequestParts<RouteState> for ClientAddr {
     type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        // Formatted only for the handlers that record it.
-        Ok(client_addr(&parts.extensions))
+    async fn from_request_parts(_: &mut Parts, s: &RouteState) -> Result<Self, Self::Rejection> {
+        Ok(client_addr(s.handed().client))
+    }
+}
+
+/// The portal's pages.
+impl FromRequestParts<super::AppState> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _: &super::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let handed = parts.extensions.get::<Handed>();
+        Ok(client_addr(handed.and_then(|h| h.client)))
     }
 }
 

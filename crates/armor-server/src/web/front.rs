@@ -6,9 +6,9 @@
 //! Per connection it holds the peer ([`PeerInfo`]) and per request it
 //! works out the sender ([`crate::conn::client::Client`]: the peer, or the
 //! client a trusted proxy names). Those, the gateway and the refusal
-//! limiter are handed to the front layer as arguments. A request that goes
-//! on to a handler gets the caller and the sender in one value of its
-//! extensions (`auth::Handed`) for the extractors there.
+//! limiter are handed to the front layer as arguments. A route's handler
+//! gets the caller and the sender in its state (`auth::RouteState`) for
+//! its extractors; the portal's pages in the request's extensions.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -19,7 +19,7 @@ pub mod trace;
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, Method, Uri};
 use axum::response::{IntoResponse, Response};
@@ -167,9 +167,10 @@ async fn front(
             None => None,
         },
     };
-    // To the handler: its extractors read the caller and the sender, and
-    // the route's `{x}` segments from the path as routed.
-    req.extensions_mut().insert(auth::Handed { caller, client });
+    // To the handler: its extractors read the caller and the sender (from
+    // its state, or for the portal from the extensions), and the route's
+    // `{x}` segments from the path as routed.
+    let handed = auth::Handed { caller, client };
     if routed != req.uri().path() {
         let pq = match req.uri().query() {
             Some(q) => format!("{routed}?{q}"),
@@ -181,6 +182,7 @@ async fn front(
         }
     }
     let Some((route, params)) = route else {
+        req.extensions_mut().insert(handed);
         return match tower::ServiceExt::oneshot(app.portal.clone(), req).await {
             Ok(resp) => resp,
             Err(never) => match never {},
@@ -194,7 +196,7 @@ async fn front(
     }
     // A `HEAD` gets the `GET` route's answer: hyper sends its head alone,
     // the body's length included.
-    (route.call)(req, core.clone()).await
+    (route.call)(req, auth::RouteState::new(core.clone(), handed)).await
 }
 
 /// Whether a routing-form path is `/portal` or under it.
@@ -220,9 +222,10 @@ fn is_public(found: &Found, routed: &str) -> bool {
 /// the vendor's ASP.NET service did.
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<auth::RouteState> for ApiJson<T> {
     type Rejection = ApiError;
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &auth::RouteState) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
         let form = req
             .headers()
             .get(header::CONTENT_TYPE)

@@ -20,10 +20,11 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method};
 use axum::response::Response;
 
+use super::auth::RouteState;
 use super::error::ApiError;
 use super::path::{routing_form_in, segments, trimmed};
 use super::schema::name as s;
-use super::{handlers as h, openapi, AppState};
+use super::{handlers as h, openapi};
 use crate::error::Error;
 
 /// Who may call a route.
@@ -63,8 +64,8 @@ pub struct Route {
     pub(super) call: Call,
 }
 
-/// A route's handler, called with the request and the state.
-pub(super) type Call = fn(Request, AppState) -> Pin<Box<dyn Future<Output = Response> + Send>>;
+/// A route's handler, called with the request and its state.
+pub(super) type Call = fn(Request, RouteState) -> Pin<Box<dyn Future<Output = Response> + Send>>;
 
 impl std::fmt::Debug for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
