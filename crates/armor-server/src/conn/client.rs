@@ -16,7 +16,7 @@ use ipnet::IpNet;
 pub struct TrustedProxies(Vec<IpNet>);
 
 /// A request's sender, worked out by the front (which hands it to the
-/// gateway, or to the handler with the caller: see `web::auth::Handed`):
+/// gateway, or to the handler with the caller: see `web::auth::RouteState`):
 /// the TCP peer, whether it is a trusted proxy,
 /// and the client address that the per-client rules use (a key's allowed
 /// networks, the refused-attempt, login and reset limits, the audit log).

@@ -5,7 +5,7 @@
 //! password).
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{FromRef, FromRequestParts, Request};
@@ -67,35 +67,40 @@ fn client_addr(client: Option<Client>) -> ClientAddr {
     ClientAddr(client.map(|c| c.ip.to_string()))
 }
 
-/// What the front layer found out about a request for its handler's
-/// extractors: the caller and who sent the request. A route's handler
-/// gets it in its state ([`RouteState`]); the portal's pages, behind an
-/// axum router, in the request's extensions.
-#[derive(Clone)]
-pub(super) struct Handed {
-    pub(super) caller: Auth,
-    pub(super) client: Option<Client>,
-}
-
-/// The state a route's handler is called with: the shared core, and this
-/// request's [`Handed`]. Handing these over here rather than in the
-/// request's extensions spares each request the extensions' map (three
-/// allocations).
+/// The state a route's handler is called with: the shared core, and what
+/// the front layer found out about this request: the caller, who sent
+/// it, and where the route's `{x}` segments are in its path. (The
+/// portal's pages, behind an axum router, find the sender in the
+/// request's extensions.) Handed over here, none of it needs the
+/// request's extensions, which build a map for their first value.
 pub struct RouteState {
     core: super::AppState,
-    handed: Mutex<Handed>,
+    caller: Auth,
+    client: Option<Client>,
+    params: super::routes::Params,
 }
 
 impl RouteState {
-    pub(super) fn new(core: super::AppState, handed: Handed) -> Self {
+    pub(super) fn new(
+        core: super::AppState,
+        caller: Auth,
+        client: Option<Client>,
+        params: super::routes::Params,
+    ) -> Self {
         RouteState {
             core,
-            handed: Mutex::new(handed),
+            caller,
+            client,
+            params,
         }
     }
 
-    fn handed(&self) -> std::sync::MutexGuard<'_, Handed> {
-        self.handed.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(super) fn core(&self) -> &super::AppState {
+        &self.core
+    }
+
+    pub(super) fn params(&self) -> &super::routes::Params {
+        &self.params
     }
 }
 
@@ -293,12 +298,10 @@ pub struct PasswordCaller(pub Principal);
 #[derive(Debug, Clone)]
 pub struct NoApiKey(pub Option<Principal>);
 
-/// Takes the caller out of the handler's state (nothing after the
-/// handler's extractors reads it), so a handler has at most one of
-/// [`Caller`], [`PasswordCaller`] and [`NoApiKey`]: a second would see no
-/// caller.
+/// The caller, for the extractors below: a copy (cloning a principal
+/// copies no strings).
 fn auth_of(state: &RouteState) -> Auth {
-    std::mem::replace(&mut state.handed().caller, Auth::Anonymous)
+    state.caller.clone()
 }
 
 impl FromRequestParts<RouteState> for Caller {
@@ -334,23 +337,23 @@ impl FromRequestParts<RouteState> for NoApiKey {
     }
 }
 
-// Formatted only for the handlers that record it.
+// Both formatted only for the handlers that record the address.
 impl FromRequestParts<RouteState> for ClientAddr {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(_: &mut Parts, s: &RouteState) -> Result<Self, Self::Rejection> {
-        Ok(client_addr(s.handed().client))
+        Ok(client_addr(s.client))
     }
 }
 
-/// The portal's pages.
+/// The portal's pages: the front layer puts the sender in the request's
+/// extensions.
 impl FromRequestParts<super::AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(
         parts: &mut Parts,
         _: &super::AppState,
     ) -> Result<Self, Self::Rejection> {
-        let handed = parts.extensions.get::<Handed>();
-        Ok(client_addr(handed.and_then(|h| h.client)))
+        Ok(client_addr(parts.extensions.get::<Client>().copied()))
     }
 }
 

@@ -19,7 +19,7 @@ pub mod trace;
 
 use std::sync::Arc;
 
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, Method, Uri};
 use axum::response::{IntoResponse, Response};
@@ -37,7 +37,8 @@ use error::ApiError;
 use routes::Found;
 pub use routes::{is_armor_route, Path, Policy, Reply, Route, ROUTES};
 
-/// Shared state of every handler.
+/// The shared state: the portal's and the metrics listener's handlers'
+/// state, and the core of a route handler's ([`auth::RouteState`]).
 pub type AppState = Arc<Core>;
 
 /// What the front layer hands a request none of [`ROUTES`] takes: the
@@ -167,10 +168,9 @@ async fn front(
             None => None,
         },
     };
-    // To the handler: its extractors read the caller and the sender (from
-    // its state, or for the portal from the extensions), and the route's
-    // `{x}` segments from the path as routed.
-    let handed = auth::Handed { caller, client };
+    // To the handler: its extractors read the caller, the sender and the
+    // route's `{x}` segments (in the path as routed) from its state; the
+    // portal's, the sender from the request's extensions.
     if routed != req.uri().path() {
         let pq = match req.uri().query() {
             Some(q) => format!("{routed}?{q}"),
@@ -182,7 +182,9 @@ async fn front(
         }
     }
     let Some((route, params)) = route else {
-        req.extensions_mut().insert(handed);
+        if let Some(client) = client {
+            req.extensions_mut().insert(client);
+        }
         return match tower::ServiceExt::oneshot(app.portal.clone(), req).await {
             Ok(resp) => resp,
             Err(never) => match never {},
@@ -191,12 +193,10 @@ async fn front(
     if !app.with_metrics && route.path == "/metrics" {
         return handlers::not_found().await.into_response();
     }
-    if !params.is_empty() {
-        req.extensions_mut().insert(params);
-    }
     // A `HEAD` gets the `GET` route's answer: hyper sends its head alone,
     // the body's length included.
-    (route.call)(req, auth::RouteState::new(core.clone(), handed)).await
+    let state = auth::RouteState::new(core.clone(), caller, client, params);
+    (route.call)(req, state).await
 }
 
 /// Whether a routing-form path is `/portal` or under it.
@@ -225,7 +225,7 @@ pub struct ApiJson<T>(pub T);
 impl<T: DeserializeOwned> FromRequest<auth::RouteState> for ApiJson<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &auth::RouteState) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
+        let state = state.core();
         let form = req
             .headers()
             .get(header::CONTENT_TYPE)

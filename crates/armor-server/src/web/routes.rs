@@ -215,13 +215,6 @@ pub struct Params {
     n: usize,
 }
 
-impl Params {
-    /// Whether the route has no `{x}` segment.
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-}
-
 /// What the table holds for a request's method and path.
 #[derive(Debug)]
 pub enum Found {
@@ -381,21 +374,19 @@ pub fn is_armor_route(path: &str) -> bool {
 }
 
 /// A route's `{x}` segments, percent-decoded, by position: `String` for
-/// one, `(String, String)` for two. The front layer puts their places
-/// ([`Params`]) in the request's extensions when it dispatches.
+/// one, `(String, String)` for two. The front layer hands their places
+/// ([`Params`]) to the handler in its state ([`RouteState`]).
 pub struct Path<T>(pub T);
 
-/// The first `N` segments of the matched route's path.
-fn path_segments<const N: usize>(parts: &Parts) -> Result<[String; N], ApiError> {
-    let params = parts.extensions.get::<Params>().filter(|p| p.n == N);
-    let Some(params) = params else {
-        // A handler reading more segments than its route has.
+/// The `N` `{x}` segments at `params` in `path` (the request's path as
+/// routed), percent-decoded.
+fn path_segments<const N: usize>(path: &str, params: &Params) -> Result<[String; N], ApiError> {
+    if params.n != N {
+        // A handler reading more or fewer segments than its route has.
         return Err(ApiError(Error::Internal(format!(
-            "the route of {} has no {N} path segments",
-            parts.uri.path()
+            "the route of {path} has not {N} path segments"
         ))));
-    };
-    let path = parts.uri.path();
+    }
     let mut out: [String; N] = std::array::from_fn(|_| String::new());
     for (slot, &(start, end)) in out.iter_mut().zip(&params.at) {
         let Some(raw) = path.get(start..end) else {
@@ -411,18 +402,18 @@ fn path_segments<const N: usize>(parts: &Parts) -> Result<[String; N], ApiError>
     Ok(out)
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Path<String> {
+impl FromRequestParts<RouteState> for Path<String> {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let [a] = path_segments(parts)?;
+    async fn from_request_parts(parts: &mut Parts, s: &RouteState) -> Result<Self, ApiError> {
+        let [a] = path_segments(parts.uri.path(), s.params())?;
         Ok(Path(a))
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Path<(String, String)> {
+impl FromRequestParts<RouteState> for Path<(String, String)> {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let [a, b] = path_segments(parts)?;
+    async fn from_request_parts(parts: &mut Parts, s: &RouteState) -> Result<Self, ApiError> {
+        let [a, b] = path_segments(parts.uri.path(), s.params())?;
         Ok(Path((a, b)))
     }
 }
@@ -556,31 +547,19 @@ mod tests {
         assert!(matches!(find(&Method::GET, "/"), Found::Nothing));
     }
 
-    #[tokio::test]
-    async fn path_segments_are_percent_decoded_and_must_be_utf8() {
-        let parts = |path: &str| {
-            let Found::Route(_, params) = find(&Method::GET, path) else {
-                panic!("{path}")
-            };
-            let mut parts = axum::http::Request::get(path)
-                .body(())
-                .unwrap()
-                .into_parts()
-                .0;
-            parts.extensions.insert(params);
-            parts
+    #[test]
+    fn path_segments_are_percent_decoded_and_must_be_utf8() {
+        let params = |path: &str| match find(&Method::GET, path) {
+            Found::Route(_, params) => params,
+            other => panic!("{path}: {other:?}"),
         };
-        let mut p = parts("/users/lockedout/3/a%40b.example");
-        let Path((account, email)) = Path::<(String, String)>::from_request_parts(&mut p, &())
-            .await
-            .unwrap();
+        let path = "/users/lockedout/3/a%40b.example";
+        let [account, email] = path_segments(path, &params(path)).unwrap();
         assert_eq!((account.as_str(), email.as_str()), ("3", "a@b.example"));
-        let mut p = parts("/users/%FF");
-        let refused = Path::<String>::from_request_parts(&mut p, &()).await;
+        let refused = path_segments::<1>("/users/%FF", &params("/users/%FF"));
         assert!(matches!(refused, Err(ApiError(Error::MalformedTarget(_)))));
         // A handler reading two segments of a one-segment route.
-        let mut p = parts("/users/7");
-        let refused = Path::<(String, String)>::from_request_parts(&mut p, &()).await;
+        let refused = path_segments::<2>("/users/7", &params("/users/7"));
         assert!(matches!(refused, Err(ApiError(Error::Internal(_)))));
     }
 
