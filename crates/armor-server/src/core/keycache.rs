@@ -16,10 +16,7 @@
 //! last use) is fetched, by [`KeyCache::get`], only once a signature has
 //! verified, or off the request, by [`KeyCache::get_by_hash_alike`], to
 //! count a queued refusal (see `core/usage.rs`), reading the same slots for
-//! a cached and an unknown id. The look-up only starts loading the record
-//! at the place it found (a prefetch, which reads nothing into the
-//! request), so that with many keys in use the record is in cache once
-//! the HMAC is done.
+//! a cached and an unknown id.
 //!
 //! A slot keeps 96 bits of the hash (a hash key drawn at random per
 //! process): two ids are confused with probability 2⁻⁹⁶ per pair, and even
@@ -54,21 +51,6 @@ const WAYS: usize = 4;
 const EMPTY: u32 = 0;
 /// Evictions tried before an insert grows the table.
 const MAX_KICKS: usize = 256;
-/// A cache line.
-const LINE: usize = 64;
-/// The strong and weak counts before an `Arc`'s value.
-const ARC_COUNTS: usize = 2 * std::mem::size_of::<usize>();
-/// Lines an `Arc<CachedKey>` spans, wherever it starts.
-const RECORD_LINES: usize = (ARC_COUNTS + std::mem::size_of::<CachedKey>()).div_ceil(LINE) + 1;
-
-/// Starts loading the cache line at `addr`: a hint. The address becomes a
-/// pointer by wrapping arithmetic from a static and is never read, and a
-/// prefetch does not fault.
-fn prefetch_addr(addr: usize) {
-    static ORIGIN: u8 = 0;
-    let origin = std::ptr::addr_of!(ORIGIN) as usize;
-    prefetch_index::prefetch_index(std::slice::from_ref(&ORIGIN), addr.wrapping_sub(origin));
-}
 
 /// Four slots in one cache line. A slot keeps 96 bits of its key's hash
 /// (`hi`: bits 64–127, `lo`: bits 0–31) and the key's place in the
@@ -156,7 +138,6 @@ impl Shard {
     /// and choosing without a branch.
     fn lookup(&self, h: u128) -> Found {
         let (found, hit) = self.find(h);
-        self.prefetch_record(found as usize);
         Found {
             signing: self.states[found as usize].clone(),
             own: hit.into(),
@@ -187,27 +168,6 @@ impl Shard {
             }
         }
         (found, hit)
-    }
-
-    /// Starts loading what an accepted request reads of the key at place
-    /// `e` once its signature has verified: the `Arc`'s counts and the
-    /// record ([`CachedKey`]: identity, last use, usage windows). The loads
-    /// then overlap the HMAC instead of following it; with 100 000 keys in
-    /// use each is a miss. Only the record's own lines, by the address the
-    /// place holds: following a pointer inside the record (to the key id's
-    /// bytes) would make the look-up wait for the record, and its time
-    /// depend on the key (`examples/timing.rs` showed it). A place without
-    /// a key (a dummy's, a freed one) starts as many loads in the state
-    /// array instead, so a hit and a miss start the same number (an
-    /// unknown id's place is most often another key's anyway).
-    fn prefetch_record(&self, e: usize) {
-        let record = match &self.keys[e] {
-            Some(k) => (Arc::as_ptr(k) as usize).wrapping_sub(ARC_COUNTS),
-            None => self.states.as_ptr() as usize,
-        };
-        for line in 0..RECORD_LINES {
-            prefetch_addr(record.wrapping_add(line * LINE));
-        }
     }
 
     /// Where `h` sits: bucket and way. Not constant-time (writers only).
@@ -439,21 +399,8 @@ impl KeyCache {
     /// none, of the state at a place the id's hash picks; in the same time
     /// either way. For the verifier.
     pub fn lookup(&self, key_id: &str) -> Found {
-        self.lookup_hashed(self.hash_of(key_id))
-    }
-
-    /// [`KeyCache::lookup`] by the id's hash ([`KeyCache::hash_of`]).
-    pub fn lookup_hashed(&self, h: u128) -> Found {
+        let h = self.hash_of(key_id);
         self.read(h).lookup(h)
-    }
-
-    /// Starts loading the two buckets `h` may sit in, so that a look-up
-    /// made after other work finds them in cache. The same for any `h`.
-    pub fn prefetch_buckets(&self, h: u128) {
-        let shard = self.read(h);
-        for b in buckets_of(h, shard.mask()) {
-            prefetch_index::prefetch_index(&shard.buckets, b);
-        }
     }
 
     /// The key with this id, if cached. Not constant-time.

@@ -408,21 +408,18 @@ impl KeyVerifier {
             self.metrics.refused(err.code());
             Error::from(err)
         })?;
-        let h = self.keys.hash_of(creds.key_id());
         if let Err(err) = self.verifier.check_time(&creds, self.clock.now()) {
             self.metrics.refused(err.code());
-            self.count_refused(&self.keys.lookup_hashed(h), err.code());
+            self.count_refused(&self.keys.lookup(creds.key_id()), err.code());
             return Err(err.into());
         }
-        // The key's buckets load while the fingerprints are worked out.
-        self.keys.prefetch_buckets(h);
         let shared = self.claims.shared.get().is_some();
         let (store, fingerprints) = self.claims_in(shared);
         let fp = fingerprints.fingerprints(&creds);
         store.prefetch(&fp);
         // An unknown key id gets a borrowed state, found and copied like a
         // key's own: hit and miss cost the same (timing).
-        let key = self.keys.lookup_hashed(h);
+        let key = self.keys.lookup(creds.key_id());
         Ok(Begun {
             creds,
             key,
