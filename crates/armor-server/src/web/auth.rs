@@ -74,34 +74,10 @@ fn client_addr(client: Option<Client>) -> ClientAddr {
 /// request's extensions.) Handed over here, none of it needs the
 /// request's extensions, which build a map for their first value.
 pub struct RouteState {
-    core: super::AppState,
-    caller: Auth,
-    client: Option<Client>,
-    params: super::routes::Params,
-}
-
-impl RouteState {
-    pub(super) fn new(
-        core: super::AppState,
-        caller: Auth,
-        client: Option<Client>,
-        params: super::routes::Params,
-    ) -> Self {
-        RouteState {
-            core,
-            caller,
-            client,
-            params,
-        }
-    }
-
-    pub(super) fn core(&self) -> &super::AppState {
-        &self.core
-    }
-
-    pub(super) fn params(&self) -> &super::routes::Params {
-        &self.params
-    }
+    pub(super) core: super::AppState,
+    pub(super) caller: Auth,
+    pub(super) client: Option<Client>,
+    pub(super) params: super::routes::Params,
 }
 
 impl FromRef<RouteState> for super::AppState {
@@ -298,17 +274,12 @@ pub struct PasswordCaller(pub Principal);
 #[derive(Debug, Clone)]
 pub struct NoApiKey(pub Option<Principal>);
 
-/// The caller, for the extractors below: a copy (cloning a principal
-/// copies no strings).
-fn auth_of(state: &RouteState) -> Auth {
-    state.caller.clone()
-}
-
 impl FromRequestParts<RouteState> for Caller {
     type Rejection = ApiError;
     async fn from_request_parts(_: &mut Parts, s: &RouteState) -> Result<Self, Self::Rejection> {
-        match auth_of(s) {
-            Auth::Principal(p) => Ok(Caller(p)),
+        // A copy of the principal: reference counts, no strings.
+        match &s.caller {
+            Auth::Principal(p) => Ok(Caller(p.clone())),
             Auth::Anonymous => Err(armor_psk::Error::MissingAuthorization.into()),
         }
         .map_err(|e: Error| ApiError(e))
@@ -318,9 +289,9 @@ impl FromRequestParts<RouteState> for Caller {
 impl FromRequestParts<RouteState> for PasswordCaller {
     type Rejection = ApiError;
     async fn from_request_parts(_: &mut Parts, s: &RouteState) -> Result<Self, Self::Rejection> {
-        match auth_of(s) {
+        match &s.caller {
             Auth::Principal(p) if p.is_api_key() => Err(ApiError(Error::ApiKeyNotAllowed)),
-            Auth::Principal(p) => Ok(PasswordCaller(p)),
+            Auth::Principal(p) => Ok(PasswordCaller(p.clone())),
             Auth::Anonymous => Err(ApiError(armor_psk::Error::MissingAuthorization.into())),
         }
     }
@@ -329,9 +300,9 @@ impl FromRequestParts<RouteState> for PasswordCaller {
 impl FromRequestParts<RouteState> for NoApiKey {
     type Rejection = ApiError;
     async fn from_request_parts(_: &mut Parts, s: &RouteState) -> Result<Self, Self::Rejection> {
-        match auth_of(s) {
+        match &s.caller {
             Auth::Principal(p) if p.is_api_key() => Err(ApiError(Error::ApiKeyNotAllowed)),
-            Auth::Principal(p) => Ok(NoApiKey(Some(p))),
+            Auth::Principal(p) => Ok(NoApiKey(Some(p.clone()))),
             Auth::Anonymous => Ok(NoApiKey(None)),
         }
     }

@@ -195,7 +195,12 @@ async fn front(
     }
     // A `HEAD` gets the `GET` route's answer: hyper sends its head alone,
     // the body's length included.
-    let state = auth::RouteState::new(core.clone(), caller, client, params);
+    let state = auth::RouteState {
+        core: core.clone(),
+        caller,
+        client,
+        params,
+    };
     (route.call)(req, state).await
 }
 
@@ -225,7 +230,7 @@ pub struct ApiJson<T>(pub T);
 impl<T: DeserializeOwned> FromRequest<auth::RouteState> for ApiJson<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &auth::RouteState) -> Result<Self, Self::Rejection> {
-        let state = state.core();
+        let state = &state.core;
         let form = req
             .headers()
             .get(header::CONTENT_TYPE)

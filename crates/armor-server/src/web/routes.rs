@@ -405,7 +405,7 @@ fn path_segments<const N: usize>(path: &str, params: &Params) -> Result<[String;
 impl FromRequestParts<RouteState> for Path<String> {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, s: &RouteState) -> Result<Self, ApiError> {
-        let [a] = path_segments(parts.uri.path(), s.params())?;
+        let [a] = path_segments(parts.uri.path(), &s.params)?;
         Ok(Path(a))
     }
 }
@@ -413,7 +413,7 @@ impl FromRequestParts<RouteState> for Path<String> {
 impl FromRequestParts<RouteState> for Path<(String, String)> {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, s: &RouteState) -> Result<Self, ApiError> {
-        let [a, b] = path_segments(parts.uri.path(), s.params())?;
+        let [a, b] = path_segments(parts.uri.path(), &s.params)?;
         Ok(Path((a, b)))
     }
 }
