@@ -10,7 +10,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use armor_psk::{Fingerprints, MemoryReplayGuard, ReplayGuard, SigningKey};
@@ -44,12 +43,12 @@ fn key_cache(n: u64) -> (KeyCache, Vec<String>) {
         let id = key_id(i);
         let secret = format!("apsk_{:043x}", mix(i));
         map.insert(
-            Arc::new(CachedKey::new(KeyIdentity {
+            CachedKey::new(KeyIdentity {
                 key_id: id.as_str().into(),
                 user_id: 1,
                 account_id: 1,
                 permissions: None,
-            })),
+            }),
             SigningKey::from_bytes(secret.as_bytes()),
         );
         ids.push(id);

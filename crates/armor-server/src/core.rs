@@ -33,6 +33,7 @@ mod codes;
 pub mod factors;
 pub mod hashing;
 pub mod keycache;
+mod keyid;
 pub mod keys;
 pub mod keyspec;
 pub mod lockout;
@@ -58,6 +59,7 @@ pub use codes::{
     IssuedCode, ACTIVATION_TTL, LOGIN_CODE_TTL, MIN_PASSWORD, PHONE_CODE_TTL, RESET_TTL,
 };
 pub use factors::TotpEnrolment;
+pub use keyid::KeyId;
 pub use keys::NewKey;
 pub use lockout::{LockState, LockoutPolicy};
 pub use principals::parse_account_context;
@@ -101,8 +103,8 @@ pub enum Via {
     /// list if it has one (the caller then acts with the permissions in
     /// both it and its user's).
     ApiKey {
-        /// Shared with the key's cached identity: no copy per request.
-        key_id: Arc<str>,
+        /// Copied from the key's cached identity, held inline.
+        key_id: KeyId,
         key_permissions: Option<Arc<[String]>>,
     },
 }

@@ -11,12 +11,18 @@
 //! dummies (random secrets) and the keys. Either way the state comes from
 //! the same array, so a miss reads memory laid out like a hit's, and it is
 //! verified like a key's (see `KeyVerifier::psk_finish`, which never accepts a
-//! request whose key id is not cached, whatever state verified it). The
-//! look-up touches no per-key counter: a key's [`CachedKey`] (identity,
-//! last use) is fetched, by [`KeyCache::get`], only once a signature has
-//! verified, or off the request, by [`KeyCache::get_by_hash_alike`], to
-//! count a queued refusal (see `core/usage.rs`), reading the same slots for
-//! a cached and an unknown id.
+//! request whose key id is not cached, whatever state verified it).
+//!
+//! Each place also holds its key's entry, a [`CachedKey`] (identity,
+//! restrictions, last use, usage counts; a vacant one for dummies and freed
+//! places), by value in an array beside the states: reaching it follows no
+//! pointer. The look-up reads no entry; it notes the address of the one at
+//! the place it found, so that a request whose signature has verified under
+//! its own key's state can start loading it ([`Found::prefetch_entry`]).
+//! An entry is used, under its shard's read lock, only once a signature
+//! has verified ([`KeyCache::with_key_of`]), or off the request, by
+//! [`KeyCache::with_key_alike`], to count a queued refusal (see
+//! `core/usage.rs`), reading the same slots for a cached and an unknown id.
 //!
 //! A slot keeps 96 bits of the hash (a hash key drawn at random per
 //! process): two ids are confused with probability 2⁻⁹⁶ per pair, and even
@@ -25,9 +31,9 @@
 //! Layout: [`KeyCache`] (the public face) over [`SHARDS`] shards, each a
 //! `RwLock<Shard>` on cache lines of its own: a bucket array (four slots
 //! of tag and place per cache line), the HMAC states by place (the first
-//! [`DUMMIES`] places hold that shard's dummies) and the keys by place.
+//! [`DUMMIES`] places hold that shard's dummies) and the entries by place.
 
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use armor_psk::SigningKey;
 use siphasher::sip128::{Hasher128 as _, SipHasher13};
@@ -97,8 +103,8 @@ struct Shard {
     /// HMAC states by place: dummies first, then keys; a freed place holds
     /// a dummy's state again.
     states: Vec<SigningKey>,
-    /// The keys by place (`None` for dummies and freed places).
-    keys: Vec<Option<Arc<CachedKey>>>,
+    /// The entries by place (vacant for dummies and freed places).
+    keys: Vec<CachedKey>,
     /// Freed places, reused first.
     free: Vec<u32>,
     /// Keys held.
@@ -121,7 +127,7 @@ impl Shard {
     fn new(dummies: Vec<SigningKey>) -> Self {
         Shard {
             buckets: vec![EMPTY_BUCKET; 2],
-            keys: vec![None; dummies.len()],
+            keys: dummies.iter().map(|_| CachedKey::vacant()).collect(),
             states: dummies,
             free: Vec::new(),
             len: 0,
@@ -142,6 +148,7 @@ impl Shard {
             signing: self.states[found as usize].clone(),
             own: hit.into(),
             hash: h,
+            entry: self.keys.as_ptr().wrapping_add(found as usize) as usize,
         }
     }
 
@@ -178,23 +185,23 @@ impl Shard {
         })
     }
 
-    fn insert(&mut self, h: u128, key: Arc<CachedKey>, signing: SigningKey) {
+    /// Holds `key` for `h`; returns the entry it replaces, if any.
+    fn insert(&mut self, h: u128, key: CachedKey, signing: SigningKey) -> Option<CachedKey> {
         if let Some((b, w)) = self.position(h) {
             let e = self.buckets[b].entries[w] as usize;
             self.states[e] = signing;
-            self.keys[e] = Some(key);
-            return;
+            return Some(std::mem::replace(&mut self.keys[e], key));
         }
         let e = match self.free.pop() {
             Some(e) => {
                 self.states[e as usize] = signing;
-                self.keys[e as usize] = Some(key);
+                self.keys[e as usize] = key;
                 e
             }
             None => {
                 self.make_room();
                 self.states.push(signing);
-                self.keys.push(Some(key));
+                self.keys.push(key);
                 (self.states.len() - 1) as u32
             }
         };
@@ -207,7 +214,7 @@ impl Shard {
         let mut item = (h, e);
         loop {
             match self.place(item) {
-                None => return,
+                None => return None,
                 Some(homeless) => {
                     item = homeless;
                     self.grow();
@@ -274,30 +281,31 @@ impl Shard {
         }
     }
 
-    fn remove_at(&mut self, b: usize, w: usize) {
+    /// Frees the place of the key in bucket `b`, way `w`; returns its entry.
+    fn remove_at(&mut self, b: usize, w: usize) -> CachedKey {
         let e = self.buckets[b].entries[w];
         self.buckets[b].set(w, (0, EMPTY));
         // The freed place holds a dummy's state, so that no stale key
         // stays reachable through it.
         let e = e as usize;
         self.states[e] = self.states[e % DUMMIES].clone();
-        self.keys[e] = None;
         self.free.push(e as u32);
         self.len -= 1;
+        std::mem::replace(&mut self.keys[e], CachedKey::vacant())
     }
 
-    fn key_at(&self, b: usize, w: usize) -> Option<&Arc<CachedKey>> {
-        self.keys[self.buckets[b].entries[w] as usize].as_ref()
+    fn key_at(&self, b: usize, w: usize) -> &CachedKey {
+        &self.keys[self.buckets[b].entries[w] as usize]
     }
 
-    fn held(&self) -> impl Iterator<Item = (usize, usize, &Arc<CachedKey>)> {
+    fn held(&self) -> impl Iterator<Item = (usize, usize, &CachedKey)> {
         self.buckets
             .iter()
             .enumerate()
             .flat_map(move |(b, bucket)| {
                 (0..WAYS)
                     .filter(move |&w| in_use(bucket.entries[w]))
-                    .filter_map(move |w| self.key_at(b, w).map(|k| (b, w, k)))
+                    .map(move |w| (b, w, self.key_at(b, w)))
             })
     }
 }
@@ -311,8 +319,10 @@ impl Shard {
 pub struct Found {
     signing: SigningKey,
     own: bool,
-    /// The id's hash, so that [`KeyCache::key_of`] need not hash it again.
+    /// The id's hash, so that [`KeyCache::with_key_of`] need not hash it again.
     hash: u128,
+    /// The address of the entry at the place found (never read through).
+    entry: usize,
 }
 
 impl Found {
@@ -325,10 +335,28 @@ impl Found {
         self.own
     }
 
-    /// The looked-up id's hash (for [`KeyCache::get_by_hash_alike`]).
+    /// Starts loading the cache lines of the entry at the place found that
+    /// an accepted request uses: for a request whose signature verified
+    /// under its own key's state (after that, how long a request takes no
+    /// longer says whether its id exists). A hint: the entry may have moved.
+    pub fn prefetch_entry(&self) {
+        for line in [0, 64] {
+            prefetch_line(self.entry.wrapping_add(line));
+        }
+    }
+
+    /// The looked-up id's hash (for [`KeyCache::with_key_alike`]).
     pub fn hash(&self) -> u128 {
         self.hash
     }
+}
+
+/// Starts loading the cache line at `addr`, never read: a pointer made by
+/// wrapping arithmetic from a static (a prefetch does not fault).
+fn prefetch_line(addr: usize) {
+    static ORIGIN: u8 = 0;
+    let origin = std::ptr::addr_of!(ORIGIN) as usize;
+    prefetch_index::prefetch_index(std::slice::from_ref(&ORIGIN), addr.wrapping_sub(origin));
 }
 
 /// A shard on cache lines of its own: its lock and table headers are read
@@ -403,50 +431,49 @@ impl KeyCache {
         self.read(h).lookup(h)
     }
 
-    /// The key with this id, if cached. Not constant-time.
-    pub fn get(&self, key_id: &str) -> Option<Arc<CachedKey>> {
-        self.get_by_hash(self.hash_of(key_id))
+    /// `f` of the entry of the key with this id, if cached, under its
+    /// shard's read lock (`f` must not take a key cache lock). Not
+    /// constant-time.
+    pub fn with_key<R>(&self, key_id: &str, f: impl FnOnce(&CachedKey) -> R) -> Option<R> {
+        self.with_hash(self.hash_of(key_id), f)
     }
 
-    /// The key `found` was looked up for, if it is cached now (the id is
-    /// not hashed again). Not constant-time: for verified requests.
-    pub fn key_of(&self, found: &Found) -> Option<Arc<CachedKey>> {
-        self.get_by_hash(found.hash)
+    /// `f` of the entry of the key `found` was looked up for, if it is
+    /// cached now (the id is not hashed again), as [`KeyCache::with_key`].
+    /// Not constant-time: for verified requests.
+    pub fn with_key_of<R>(&self, found: &Found, f: impl FnOnce(&CachedKey) -> R) -> Option<R> {
+        self.with_hash(found.hash, f)
     }
 
-    /// The key whose id has hash `h` (from [`Found::hash`]), if cached,
-    /// reading the same memory as [`KeyCache::lookup`] whether it is or not:
-    /// for counting queued refusals, which must not leave a cached id's
-    /// slots warmer than an unknown one's.
-    pub fn get_by_hash_alike(&self, h: u128) -> Option<Arc<CachedKey>> {
+    /// `f` of the entry of the key whose id has hash `h` (from
+    /// [`Found::hash`]), if cached, reading the same slots as
+    /// [`KeyCache::lookup`] whether it is or not: for counting queued
+    /// refusals, which must not leave a cached id's slots warmer than an
+    /// unknown one's.
+    pub fn with_key_alike<R>(&self, h: u128, f: impl FnOnce(&CachedKey) -> R) -> Option<R> {
         let shard = self.read(h);
         let (place, hit) = shard.find(h);
         let key = &shard.keys[place as usize];
-        bool::from(hit).then(|| key.clone()).flatten()
+        bool::from(hit).then(|| f(key))
     }
 
-    /// The key whose id has hash `h` (from [`Found::hash`]), if cached.
-    /// Not constant-time.
-    fn get_by_hash(&self, h: u128) -> Option<Arc<CachedKey>> {
+    fn with_hash<R>(&self, h: u128, f: impl FnOnce(&CachedKey) -> R) -> Option<R> {
         let shard = self.read(h);
-        shard
-            .position(h)
-            .and_then(|(b, w)| shard.key_at(b, w).cloned())
+        shard.position(h).map(|(b, w)| f(shard.key_at(b, w)))
     }
 
     /// Adds a key with its HMAC state, or replaces the one with the same
-    /// id.
-    pub fn insert(&self, key: Arc<CachedKey>, signing: SigningKey) {
+    /// id; returns the entry replaced.
+    pub fn insert(&self, key: CachedKey, signing: SigningKey) -> Option<CachedKey> {
         let h = self.hash_of(&key.id.key_id);
-        self.write(h).insert(h, key, signing);
+        self.write(h).insert(h, key, signing)
     }
 
-    pub fn remove(&self, key_id: &str) {
+    /// Drops the key with this id; returns its entry.
+    pub fn remove(&self, key_id: &str) -> Option<CachedKey> {
         let h = self.hash_of(key_id);
         let mut shard = self.write(h);
-        if let Some((b, w)) = shard.position(h) {
-            shard.remove_at(b, w);
-        }
+        shard.position(h).map(|(b, w)| shard.remove_at(b, w))
     }
 
     /// Keeps the keys for which `keep` is true.
@@ -524,13 +551,18 @@ mod tests {
         }
 
         fn insert(&self, id: &str) {
-            let key = Arc::new(CachedKey::new(KeyIdentity {
+            self.insert_for(id, 1);
+        }
+
+        /// Caches `id` for `user_id`; the entry it replaced, if any.
+        fn insert_for(&self, id: &str, user_id: i64) -> Option<CachedKey> {
+            let key = CachedKey::new(KeyIdentity {
                 key_id: id.into(),
-                user_id: 1,
+                user_id,
                 account_id: 1,
                 permissions: None,
-            }));
-            self.cache.insert(key, secret(id));
+            });
+            self.cache.insert(key, secret(id))
         }
 
         /// Whether `lookup` gives the key's own state, and says so.
@@ -549,19 +581,52 @@ mod tests {
         f.insert("a");
         f.insert("b");
         assert_eq!(
-            c.get("a").map(|k| k.id.key_id.clone()).as_deref(),
+            c.with_key("a", |k| k.id.key_id.clone()).as_deref(),
             Some("a")
         );
         assert!(f.finds("a"));
-        assert!(c.get("A").is_none());
+        assert!(c.with_key("A", |_| ()).is_none());
         assert!(!f.finds("A"));
-        assert!(c.get("").is_none());
-        c.remove("a");
-        assert!(c.get("a").is_none());
+        assert!(c.with_key("", |_| ()).is_none());
+        assert_eq!(c.remove("a").map(|k| k.id.key_id), Some("a".into()));
+        assert!(c.remove("a").is_none());
+        assert!(c.with_key("a", |_| ()).is_none());
         assert!(!f.finds("a"));
         c.retain(|k| &*k.id.key_id != "b");
         assert_eq!(c.len(), 0);
         assert!(!f.finds("b"));
+    }
+
+    #[test]
+    fn an_entry_is_reached_through_its_id_only_while_cached() {
+        let f = Fixture::new();
+        let c = &f.cache;
+        assert!(f.insert_for("a", 1).is_none());
+        // Replacing a key hands back the entry it replaces.
+        let old = f.insert_for("a", 2);
+        assert_eq!(old.map(|k| k.id.user_id), Some(1));
+        assert_eq!(c.with_key("a", |k| k.id.user_id), Some(2));
+        let found = c.lookup("a");
+        assert_eq!(c.with_key_of(&found, |k| k.id.user_id), Some(2));
+        assert_eq!(c.with_key_alike(found.hash(), |k| k.id.user_id), Some(2));
+        // An unknown id reaches no entry, though its state is borrowed
+        // from a place that has one (the only key's, or a dummy's).
+        for i in 0..200 {
+            let unknown = c.lookup(&format!("b{i}"));
+            assert!(c.with_key_of(&unknown, |_| ()).is_none());
+            assert!(c.with_key_alike(unknown.hash(), |_| ()).is_none());
+        }
+        // Removing hands the entry back; the place then holds none.
+        assert_eq!(c.remove("a").map(|k| k.id.user_id), Some(2));
+        assert!(c.with_key_of(&found, |_| ()).is_none());
+        assert!(c.with_key_alike(found.hash(), |_| ()).is_none());
+        // The entry's address is a hint only: once its array has moved
+        // (grown by other keys), loading it ahead still does no harm.
+        for i in 0..1000 {
+            f.insert(&format!("c{i}"));
+        }
+        found.prefetch_entry();
+        assert_eq!(c.len(), 1000);
     }
 
     #[test]
@@ -607,7 +672,7 @@ mod tests {
         for i in 0..n {
             let id = format!("key-{i}");
             assert!(f.finds(&id), "{id}");
-            assert_eq!(c.get(&id).map(|k| k.id.key_id.to_string()), Some(id));
+            assert_eq!(c.with_key(&id, |k| k.id.key_id.to_string()), Some(id));
         }
         for i in (0..n).step_by(2) {
             c.remove(&format!("key-{i}"));
@@ -616,7 +681,7 @@ mod tests {
         for i in 0..n {
             let id = format!("key-{i}");
             assert_eq!(f.finds(&id), i % 2 == 1, "{id}");
-            assert_eq!(c.get(&id).is_some(), i % 2 == 1, "{id}");
+            assert_eq!(c.with_key(&id, |_| ()).is_some(), i % 2 == 1, "{id}");
         }
         // Freed places are reused, and a removed key is never returned.
         for i in (0..n).step_by(2) {
@@ -625,7 +690,7 @@ mod tests {
         assert_eq!(c.len(), n);
         for i in (0..n).step_by(2) {
             assert!(!f.finds(&format!("key-{i}")));
-            assert!(c.get(&format!("key-{i}")).is_none());
+            assert!(c.with_key(&format!("key-{i}"), |_| ()).is_none());
             assert!(f.finds(&format!("new-{i}")));
         }
         let mut seen = 0;

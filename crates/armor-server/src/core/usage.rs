@@ -79,25 +79,25 @@ impl Counts {
     }
 }
 
-/// One minute's counters of one key.
-#[derive(Default)]
-struct Window {
+/// One minute's counters of one key: a view of one of [`KeyUsage`]'s two
+/// windows.
+struct Window<'a> {
     /// The minute counted (Unix seconds / 60); 0: never used.
-    minute: AtomicU64,
-    accepted: AtomicU64,
-    refused: [AtomicU64; CODES.len()],
+    minute: &'a AtomicU64,
+    accepted: &'a AtomicU64,
+    refused: &'a [AtomicU64; CODES.len()],
     /// Codes outside [`CODES`] (under `KeyUsage::lock`).
-    other: Mutex<Vec<(&'static str, u64)>>,
+    other: &'a Mutex<Vec<(&'static str, u64)>>,
 }
 
-impl Window {
+impl Window<'_> {
     /// Takes the counts out (zeroing them), with their minute.
     fn take(&self) -> (u64, Counts) {
         let mut c = Counts {
             accepted: self.accepted.swap(0, Ordering::Relaxed),
             refused: BTreeMap::new(),
         };
-        for (code, n) in CODES.iter().zip(&self.refused) {
+        for (code, n) in CODES.iter().zip(self.refused) {
             let n = n.swap(0, Ordering::Relaxed);
             if n > 0 {
                 c.refused.insert((*code).to_owned(), n);
@@ -116,7 +116,7 @@ impl Window {
             accepted: self.accepted.load(Ordering::Relaxed),
             refused: BTreeMap::new(),
         };
-        for (code, n) in CODES.iter().zip(&self.refused) {
+        for (code, n) in CODES.iter().zip(self.refused) {
             let n = n.load(Ordering::Relaxed);
             if n > 0 {
                 c.refused.insert((*code).to_owned(), n);
@@ -134,12 +134,38 @@ impl Window {
     }
 }
 
-/// A key's counters, kept in its cache entry.
+/// A key's counters, kept in its cache entry: two minute windows (by the
+/// minute's parity), as parallel arrays so that what an accepted request
+/// touches (both windows' minutes and accepted counts, 32 bytes) shares a
+/// cache line with the entry's other per-request fields (see
+/// `super::CachedKey`), and the refusal counters stay out of it.
 #[derive(Default)]
+#[repr(C)]
 pub struct KeyUsage {
-    windows: [Window; 2],
+    minute: [AtomicU64; 2],
+    accepted: [AtomicU64; 2],
+    refused: [[AtomicU64; CODES.len()]; 2],
+    other: [Mutex<Vec<(&'static str, u64)>>; 2],
     /// Taken to move a window's counts out (a new minute, a flush).
     lock: Mutex<()>,
+}
+
+impl KeyUsage {
+    fn window(&self, i: usize) -> Window<'_> {
+        Window {
+            minute: &self.minute[i],
+            accepted: &self.accepted[i],
+            refused: &self.refused[i],
+            other: &self.other[i],
+        }
+    }
+
+    fn windows(&self) -> [Window<'_>; 2] {
+        [self.window(0), self.window(1)]
+    }
+
+    /// The bytes at its start that an accepted request uses.
+    pub(super) const HOT: usize = 4 * std::mem::size_of::<AtomicU64>();
 }
 
 /// What is counted: an accepted request or a refusal's code.
@@ -236,11 +262,11 @@ impl Usage {
 
     fn count(&self, key_id: &str, usage: &KeyUsage, now: u64, what: Outcome) {
         let minute = now / MINUTE;
-        let w = &usage.windows[(minute & 1) as usize];
+        let w = usage.window((minute & 1) as usize);
         if w.minute.load(Ordering::Relaxed) != minute {
             let _g = usage.lock.lock().unwrap_or_else(PoisonError::into_inner);
             if w.minute.load(Ordering::Relaxed) != minute {
-                self.move_out(key_id, w);
+                self.move_out(key_id, &w);
                 w.minute.store(minute, Ordering::Relaxed);
             }
         }
@@ -282,7 +308,7 @@ impl Usage {
     /// key leaving the cache).
     pub fn drain(&self, key_id: &str, usage: &KeyUsage) {
         let _g = usage.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        for w in &usage.windows {
+        for w in &usage.windows() {
             self.move_out(key_id, w);
         }
     }
@@ -298,11 +324,12 @@ impl Usage {
             let m = w.minute.load(Ordering::Relaxed);
             m != 0 && m < minute
         };
-        if !usage.windows.iter().any(ended) {
+        let windows = usage.windows();
+        if !windows.iter().any(ended) {
             return;
         }
         let _g = usage.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        for w in usage.windows.iter().filter(|w| ended(w)) {
+        for w in windows.iter().filter(|w| ended(w)) {
             self.move_out(key_id, w);
         }
     }
@@ -332,11 +359,14 @@ impl Usage {
     /// The counts of `key_id` in buckets of `grain` seconds (a minute, an
     /// hour or a day) starting in `[from, to)` (both multiples of the
     /// grain): the store's, plus this node's pending and current ones.
+    /// `live` calls its argument once, with the key's counters if it is
+    /// cached (holding the key cache's lock, which is taken before the
+    /// batch's, as when a request counts).
     pub async fn read(
         &self,
         store: &Store,
         key_id: &str,
-        live: Option<&KeyUsage>,
+        live: impl FnOnce(&mut dyn FnMut(Option<&KeyUsage>)),
         grain: u64,
         from: u64,
         to: u64,
@@ -361,19 +391,18 @@ impl Usage {
                 out.entry(start).or_default().add(c);
             }
         };
-        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        for ((k, minute), c) in pending.iter() {
-            if k == key_id {
-                add(*minute, c);
+        live(&mut |u| {
+            let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            for ((k, minute), c) in pending.iter() {
+                if k == key_id {
+                    add(*minute, c);
+                }
             }
-        }
-        if let Some(u) = live {
-            for w in &u.windows {
+            for w in u.iter().flat_map(|u| u.windows()) {
                 let (minute, c) = w.peek();
                 add(minute, &c);
             }
-        }
-        drop(pending);
+        });
         Ok(out)
     }
 }

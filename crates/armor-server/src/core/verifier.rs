@@ -16,7 +16,7 @@ use super::keycache::{self, KeyCache};
 use super::master::Master;
 use super::restrictions::{self, Origin, Restrictions};
 use super::usage::{Counts, KeyUsage, Queued, Usage};
-use super::Metrics;
+use super::{KeyId, Metrics};
 use crate::clock::Clock;
 use crate::crypto;
 use crate::error::Error;
@@ -25,9 +25,11 @@ use crate::ports::{ClaimError, Invalidation, KeyRateLimit, ReplayStore};
 use crate::store::Store;
 
 /// A verified key's identity, before the account context is applied.
+/// 72 bytes, in this order (see [`CachedKey`]).
 #[derive(Debug, Clone)]
+#[repr(C)]
 pub struct KeyIdentity {
-    pub key_id: Arc<str>,
+    pub key_id: KeyId,
     pub user_id: i64,
     pub account_id: i64,
     /// The key's own permission list, if it has one: the caller then acts
@@ -35,9 +37,14 @@ pub struct KeyIdentity {
     pub permissions: Option<Arc<[String]>>,
 }
 
-/// What the verifier keeps per key besides its HMAC state (which the key
-/// cache holds apart, see `core/keycache.rs`): the identity and the last
-/// use. The secret itself is not kept.
+/// What the verifier keeps per key besides its HMAC state (the secret
+/// itself is not kept), by value in the key cache (`core/keycache.rs`).
+/// What an accepted request reads (the identity, `used`, `queued`, `rules`
+/// and the usage windows' per-request counters) fills its first 128 bytes,
+/// on a 128-byte boundary: one pair of cache lines, which
+/// [`keycache::Found::prefetch_entry`] starts loading once a signature has
+/// verified.
+#[repr(C, align(128))]
 pub struct CachedKey {
     pub id: KeyIdentity,
     /// The last accepted use on this node (Unix seconds; 0: none yet).
@@ -69,7 +76,20 @@ impl CachedKey {
             usage: KeyUsage::default(),
         }
     }
+
+    /// The entry of a place without a key (a dummy's, a freed one).
+    pub(super) fn vacant() -> Self {
+        Self::new(KeyIdentity {
+            key_id: KeyId::from(""),
+            user_id: 0,
+            account_id: 0,
+            permissions: None,
+        })
+    }
 }
+
+// The layout `CachedKey` documents: its per-request fields in 128 bytes.
+const _: () = assert!(std::mem::offset_of!(CachedKey, usage) + KeyUsage::HOT <= 128);
 
 /// How stale a key's stored last-used time may be while its node runs: each
 /// key is written at most once per this many seconds (and exactly on a clean
@@ -127,7 +147,7 @@ pub struct KeyVerifier {
     /// count move lets the store decide.
     key_writes: tokio::sync::Mutex<u64>,
     /// Last-used times not yet written, by key id (the cached key's own).
-    last_used: DashMap<Arc<str>, u64>,
+    last_used: DashMap<KeyId, u64>,
     /// Counts requests of keys with a rate limit: this node's, unless a
     /// shared counter is set.
     rates: KeyRates,
@@ -228,10 +248,11 @@ impl KeyVerifier {
             let guard = self.key_writes.lock().await;
             let unchanged = *guard == removals && owner_active;
             if unchanged {
-                self.keys.insert(
-                    Arc::new(CachedKey::with_rules(id, rules)),
-                    SigningKey::from_bytes(secret),
-                );
+                let key = CachedKey::with_rules(id, rules);
+                // A new id replaces nothing; should one, its counts are kept.
+                if let Some(old) = self.keys.insert(key, SigningKey::from_bytes(secret)) {
+                    self.usage.drain(&old.id.key_id, &old.usage);
+                }
             }
             unchanged
         };
@@ -243,8 +264,8 @@ impl KeyVerifier {
 
     /// Drops one key from the cache (counted as a removal).
     pub(super) async fn remove_key(&self, key_id: &str) {
-        let old = self.keys.get(key_id);
-        self.remove_keys(|| self.keys.remove(key_id)).await;
+        let mut old = None;
+        self.remove_keys(|| old = self.keys.remove(key_id)).await;
         // Its unwritten usage counts are kept: the key's rows stay readable
         // until retention removes them.
         if let Some(old) = old {
@@ -276,18 +297,23 @@ impl KeyVerifier {
         let mut master = self.master.current();
         let mut fresh = std::collections::HashSet::with_capacity(rows.len());
         for row in rows {
-            let id: Arc<str> = row.id.as_str().into();
+            let id = KeyId::from(row.id.as_str());
             fresh.insert(id.clone());
             let rules = Restrictions::from_rules(&row.rules);
             // A key's secret never changes (a rotation only re-seals it):
             // one already cached for the same owner and restrictions (a
             // roll shortens the old key's life) is kept as it is.
-            let cached = self.keys.get(&row.id);
-            if cached.as_ref().is_some_and(|k| {
-                k.id.user_id == row.user_id
+            let cached = self.keys.with_key(&row.id, |k| {
+                let same = k.id.user_id == row.user_id
                     && k.id.account_id == row.account_id
-                    && k.rules.as_deref() == rules.as_ref()
-            }) {
+                    && k.rules.as_deref() == rules.as_ref();
+                (
+                    same,
+                    k.used.load(Ordering::Relaxed),
+                    k.queued.load(Ordering::Relaxed),
+                )
+            });
+            if cached.is_some_and(|(same, ..)| same) {
                 continue;
             }
             let sealed = row.sealed();
@@ -306,17 +332,13 @@ impl KeyVerifier {
                 rules,
             );
             // Its last use carries over to the new entry.
-            if let Some(old) = &cached {
-                key.used
-                    .store(old.used.load(Ordering::Relaxed), Ordering::Relaxed);
-                key.queued
-                    .store(old.queued.load(Ordering::Relaxed), Ordering::Relaxed);
+            if let Some((_, used, queued)) = cached {
+                key.used.store(used, Ordering::Relaxed);
+                key.queued.store(queued, Ordering::Relaxed);
             }
-            self.keys.insert(Arc::new(key), signing);
-            // And its unwritten usage counts go to the pending batch,
-            // after the swap, so that only requests still in flight on the
-            // old entry can miss them.
-            if let Some(old) = &cached {
+            // And the old entry's unwritten usage counts go to the pending
+            // batch: once it is out of the cache, no request counts on it.
+            if let Some(old) = self.keys.insert(key, signing) {
                 self.usage.drain(&old.id.key_id, &old.usage);
             }
         }
@@ -469,11 +491,11 @@ impl KeyVerifier {
         // key. A borrowed state may be another key's: a request that
         // verified under it was signed with that key's secret, for an id
         // that was not cached at `psk_begin`, and is refused even if that
-        // id has been cached since. A key deleted since is refused too.
-        let key = match self.keys.key_of(found) {
-            Some(key) if found.is_own() => key,
-            _ => return Err(refuse(armor_psk::Error::InvalidSignature)),
-        };
+        // id has been cached since.
+        if !found.is_own() {
+            return Err(refuse(armor_psk::Error::InvalidSignature));
+        }
+        found.prefetch_entry();
         let until = self.verifier.claim_until(creds);
         let now = self.clock.now();
         // Claimed where its fingerprints' key belongs (`psk_begin` chose).
@@ -495,20 +517,39 @@ impl KeyVerifier {
                 return Err(refuse(armor_psk::Error::ReplayStoreUnavailable))
             }
         }
-        if let Some(rules) = &key.rules {
-            let target = origin.target(req.method, req.path);
-            restrictions::admit(rules, &key.id.key_id, &target, now, self.key_rate_limit())
-                .await
-                .map_err(|(err, code)| {
-                    self.metrics.refused(code);
-                    self.usage.refused(&key.id.key_id, &key.usage, now, code);
-                    err
-                })?;
-        }
+        // The key as cached now: one deleted since is refused. A key
+        // without restrictions is accepted at once, under one look at its
+        // entry (which the look-up of `psk_begin` has loaded).
+        let gone = || refuse(armor_psk::Error::InvalidSignature);
+        let (rules, key_id) = match self.keys.with_key_of(found, |key| match &key.rules {
+            None => Ok(self.accept(key, now)),
+            Some(rules) => Err((rules.clone(), key.id.key_id.clone())),
+        }) {
+            None => return Err(gone()),
+            Some(Ok(id)) => return Ok(id),
+            Some(Err(restricted)) => restricted,
+        };
+        let target = origin.target(req.method, req.path);
+        restrictions::admit(&rules, &key_id, &target, now, self.key_rate_limit())
+            .await
+            .map_err(|(err, code)| {
+                self.metrics.refused(code);
+                self.keys.with_key_of(found, |key| {
+                    self.usage.refused(&key.id.key_id, &key.usage, now, code)
+                });
+                err
+            })?;
+        self.keys
+            .with_key_of(found, |key| self.accept(key, now))
+            .ok_or_else(gone)
+    }
+
+    /// Counts an accepted request and notes the key's use; its identity.
+    fn accept(&self, key: &CachedKey, now: u64) -> KeyIdentity {
         self.metrics.psk_accepted.fetch_add(1, Ordering::Relaxed);
         self.usage.accepted(&key.id.key_id, &key.usage, now);
-        self.note_use(&key, now);
-        Ok(key.id.clone())
+        self.note_use(key, now);
+        key.id.clone()
     }
 
     /// Records an accepted use: exact in memory, queued for the store at
@@ -532,8 +573,7 @@ impl KeyVerifier {
         let queued = self.last_used.get(key_id).map(|v| *v);
         let used = self
             .keys
-            .get(key_id)
-            .map(|k| k.used.load(Ordering::Relaxed))
+            .with_key(key_id, |k| k.used.load(Ordering::Relaxed))
             .filter(|&t| t > 0);
         queued.max(used)
     }
@@ -606,9 +646,11 @@ impl KeyVerifier {
         for q in batch {
             // Looked up alike for every id, then kept only if it was the
             // id's own key when refused.
-            if let Some(key) = self.keys.get_by_hash_alike(q.hash).filter(|_| q.own) {
-                self.usage.refused(&key.id.key_id, &key.usage, q.at, q.code);
-            }
+            self.keys.with_key_alike(q.hash, |key| {
+                if q.own {
+                    self.usage.refused(&key.id.key_id, &key.usage, q.at, q.code);
+                }
+            });
         }
     }
 
@@ -642,16 +684,13 @@ impl KeyVerifier {
         // This key's queued refusals only: how long the read takes must
         // not depend on which other ids are cached.
         self.count_refusals(self.usage.take_refusals(Some(self.keys.hash_of(key_id))));
-        let live = self.keys.get(key_id);
+        let live = |f: &mut dyn FnMut(Option<&KeyUsage>)| {
+            if self.keys.with_key(key_id, |k| f(Some(&k.usage))).is_none() {
+                f(None);
+            }
+        };
         self.usage
-            .read(
-                &self.store,
-                key_id,
-                live.as_ref().map(|k| &k.usage),
-                grain,
-                from,
-                to,
-            )
+            .read(&self.store, key_id, live, grain, from, to)
             .await
     }
 }

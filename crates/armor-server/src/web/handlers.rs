@@ -296,7 +296,7 @@ pub struct WhoAmI {
     user_id: i64,
     account_id: i64,
     credential: &'static str,
-    key_id: Option<std::sync::Arc<str>>,
+    key_id: Option<crate::core::KeyId>,
     method: axum::http::Method,
     body_length: usize,
     body_sha256: [u8; 64],
