@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use super::keys::KeyAdmin;
-use super::Principal;
+use super::{KeyId, Principal};
 use crate::error::Error;
 use crate::store::{Store, UsageRow};
 
@@ -251,16 +251,16 @@ impl Usage {
     }
 
     /// Counts an accepted request of `key_id` at `now` (Unix seconds).
-    pub fn accepted(&self, key_id: &str, usage: &KeyUsage, now: u64) {
+    pub fn accepted(&self, key_id: &KeyId, usage: &KeyUsage, now: u64) {
         self.count(key_id, usage, now, Outcome::Accepted);
     }
 
     /// Counts a refused request of `key_id` at `now`, by its error code.
-    pub fn refused(&self, key_id: &str, usage: &KeyUsage, now: u64, code: &'static str) {
+    pub fn refused(&self, key_id: &KeyId, usage: &KeyUsage, now: u64, code: &'static str) {
         self.count(key_id, usage, now, Outcome::Refused(code));
     }
 
-    fn count(&self, key_id: &str, usage: &KeyUsage, now: u64, what: Outcome) {
+    fn count(&self, key_id: &KeyId, usage: &KeyUsage, now: u64, what: Outcome) {
         let minute = now / MINUTE;
         let w = usage.window((minute & 1) as usize);
         if w.minute.load(Ordering::Relaxed) != minute {
@@ -561,13 +561,13 @@ mod tests {
         let u = Usage::default();
         let k = KeyUsage::default();
         // 119 is the last second of minute 1, 120 the first of minute 2.
-        u.accepted("k", &k, 119);
-        u.refused("k", &k, 119, "nonce_reused");
-        u.accepted("k", &k, 120);
-        u.refused("k", &k, 120, "some_new_code");
+        u.accepted(&KeyId::from("k"), &k, 119);
+        u.refused(&KeyId::from("k"), &k, 119, "nonce_reused");
+        u.accepted(&KeyId::from("k"), &k, 120);
+        u.refused(&KeyId::from("k"), &k, 120, "some_new_code");
         assert!(pending(&u).is_empty(), "nothing moved out yet");
         // Minute 3 reuses minute 1's window: minute 1 moves to the batch.
-        u.accepted("k", &k, 180);
+        u.accepted(&KeyId::from("k"), &k, 180);
         assert_eq!(
             pending(&u),
             vec![(1, 1, [("nonce_reused".to_owned(), 1)].into())]
@@ -593,8 +593,8 @@ mod tests {
     fn a_periodic_flush_leaves_the_current_minute_in_its_window() {
         let u = Usage::default();
         let k = KeyUsage::default();
-        u.accepted("k", &k, 60);
-        u.accepted("k", &k, 125);
+        u.accepted(&KeyId::from("k"), &k, 60);
+        u.accepted(&KeyId::from("k"), &k, 125);
         // During minute 2: only minute 1 has ended.
         u.drain_ended("k", &k, 2);
         assert_eq!(pending(&u), vec![(1, 1, BTreeMap::new())]);

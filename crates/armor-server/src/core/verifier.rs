@@ -266,9 +266,10 @@ impl KeyVerifier {
     pub(super) async fn remove_key(&self, key_id: &str) {
         let mut old = None;
         self.remove_keys(|| old = self.keys.remove(key_id)).await;
-        // Its unwritten usage counts are kept: the key's rows stay readable
-        // until retention removes them.
+        // Its last use and unwritten usage counts are kept: the key's rows
+        // stay readable until retention removes them.
         if let Some(old) = old {
+            self.queue_exact(&old);
             self.usage.drain(&old.id.key_id, &old.usage);
         }
     }
@@ -336,9 +337,10 @@ impl KeyVerifier {
                 key.used.store(used, Ordering::Relaxed);
                 key.queued.store(queued, Ordering::Relaxed);
             }
-            // And the old entry's unwritten usage counts go to the pending
-            // batch: once it is out of the cache, no request counts on it.
+            // And the old entry's last use (exact) and unwritten usage
+            // counts: once out of the cache, no request counts on it.
             if let Some(old) = self.keys.insert(key, signing) {
+                self.queue_exact(&old);
                 self.usage.drain(&old.id.key_id, &old.usage);
             }
         }
@@ -517,9 +519,10 @@ impl KeyVerifier {
                 return Err(refuse(armor_psk::Error::ReplayStoreUnavailable))
             }
         }
-        // The key as cached now: one deleted since is refused. A key
-        // without restrictions is accepted at once, under one look at its
-        // entry (which the look-up of `psk_begin` has loaded).
+        // The key as cached now: one deleted since is refused, after its
+        // claim (so a replay gets `nonce_reused`: only its secret's holder
+        // sees it). An unrestricted key is accepted under one look at its
+        // entry, which `prefetch_entry` started loading.
         let gone = || refuse(armor_psk::Error::InvalidSignature);
         let (rules, key_id) = match self.keys.with_key_of(found, |key| match &key.rules {
             None => Ok(self.accept(key, now)),
