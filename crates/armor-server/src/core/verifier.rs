@@ -332,13 +332,12 @@ impl KeyVerifier {
                 },
                 rules,
             );
-            // Its last use carries over to the new entry.
             if let Some((_, used, queued)) = cached {
                 key.used.store(used, Ordering::Relaxed);
                 key.queued.store(queued, Ordering::Relaxed);
             }
-            // And the old entry's last use (exact) and unwritten usage
-            // counts: once out of the cache, no request counts on it.
+            // Its last use carries over (and the old entry's exact one, and
+            // its usage counts: once out of the cache, no request counts).
             if let Some(old) = self.keys.insert(key, signing) {
                 self.queue_exact(&old);
                 self.usage.drain(&old.id.key_id, &old.usage);
@@ -587,10 +586,12 @@ impl KeyVerifier {
         self.keys.for_each(|k| self.queue_exact(k));
     }
 
+    /// Queues `k`'s last use if not queued yet; a later time waiting stays.
     fn queue_exact(&self, k: &CachedKey) {
         let used = k.used.load(Ordering::Relaxed);
         if used > k.queued.swap(used, Ordering::Relaxed) {
-            self.last_used.insert(k.id.key_id.clone(), used);
+            let mut at = self.last_used.entry(k.id.key_id.clone()).or_insert(used);
+            *at = (*at).max(used);
         }
     }
 
