@@ -373,10 +373,10 @@ impl Hint {
 }
 
 /// Starts loading the cache line at `addr` (a hint: it may be a replaced
-/// table's, as [`Hint`]s are read without the lock). The address becomes a
-/// pointer by wrapping arithmetic from a static and is never read: a
-/// prefetch does not fault.
-fn prefetch_addr(addr: usize) {
+/// table's, as [`Hint`]s are read without the lock; the server's key cache
+/// uses it too). The address becomes a pointer by wrapping arithmetic from
+/// a static and is never read: a prefetch does not fault.
+pub fn prefetch_addr(addr: usize) {
     static ORIGIN: u8 = 0;
     let origin = std::ptr::addr_of!(ORIGIN) as usize;
     prefetch_index::prefetch_index(std::slice::from_ref(&ORIGIN), addr.wrapping_sub(origin));

@@ -341,7 +341,7 @@ impl Found {
     /// longer says whether its id exists). A hint: the entry may have moved.
     pub fn prefetch_entry(&self) {
         for line in [0, 64] {
-            prefetch_line(self.entry.wrapping_add(line));
+            armor_psk::replay::prefetch_addr(self.entry.wrapping_add(line));
         }
     }
 
@@ -349,14 +349,6 @@ impl Found {
     pub fn hash(&self) -> u128 {
         self.hash
     }
-}
-
-/// Starts loading the cache line at `addr`, never read: a pointer made by
-/// wrapping arithmetic from a static (a prefetch does not fault).
-fn prefetch_line(addr: usize) {
-    static ORIGIN: u8 = 0;
-    let origin = std::ptr::addr_of!(ORIGIN) as usize;
-    prefetch_index::prefetch_index(std::slice::from_ref(&ORIGIN), addr.wrapping_sub(origin));
 }
 
 /// A shard on cache lines of its own: its lock and table headers are read
