@@ -248,6 +248,12 @@ impl Inspector {
     /// Looks at one complete request head and sets the next state.
     fn head(&mut self, bytes: &[u8]) {
         self.heads += 1;
+        if !may_frame(bytes) {
+            // No body follows, as hyper sees it too. A head that does not
+            // parse at all is hyper's to refuse: it answers 400 and closes
+            // the connection, so nothing after it is read as a request.
+            return;
+        }
         // Left uninitialised: only the parsed ones are written.
         let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut []);
@@ -296,6 +302,27 @@ impl Inspector {
             (None, None) => return self.refuse(Refusal::Uninspectable),
         };
     }
+}
+
+/// Whether a head may frame a body or open a tunnel: it names
+/// `Content-Length` or `Transfer-Encoding` somewhere (in any case, name or
+/// not), or its request line starts with `CONNECT`. A head that does
+/// neither has no body for hyper or for the inspector, and needs no parse
+/// here: a scan for `-` (a few per head) instead of a second `httparse`.
+fn may_frame(head: &[u8]) -> bool {
+    fn ends_with(hay: &[u8], word: &[u8]) -> bool {
+        hay.len() >= word.len() && hay[hay.len() - word.len()..].eq_ignore_ascii_case(word)
+    }
+    fn starts_with(hay: &[u8], word: &[u8]) -> bool {
+        hay.get(..word.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(word))
+    }
+    head.starts_with(b"CONNECT")
+        || memchr::memchr_iter(b'-', head).any(|i| {
+            let (before, after) = (&head[..i], &head[i + 1..]);
+            (ends_with(before, b"content") && starts_with(after, b"length"))
+                || (ends_with(before, b"transfer") && starts_with(after, b"encoding"))
+        })
 }
 
 /// The end of a head and the end of a line, each with its searcher built
@@ -429,7 +456,7 @@ mod tests {
     fn unreadable_framing_and_connect_flag_the_connection() {
         let cases: [(&[u8], Refusal); 5] = [
             (
-                b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+                b"GET / HTTP/1.1\r\nBad Header\r\nContent-Length: 0\r\n\r\n",
                 Refusal::Uninspectable,
             ),
             (
@@ -457,5 +484,48 @@ mod tests {
                 String::from_utf8_lossy(c)
             );
         }
+    }
+
+    #[test]
+    fn only_heads_that_may_frame_a_body_are_parsed_again() {
+        // Framing names in any case, anywhere in the head, and CONNECT;
+        // near misses are not.
+        let cases: [(&[u8], bool); 10] = [
+            (b"POST / HTTP/1.1\r\ncOnTeNt-LeNgTh: 4\r\n\r\n", true),
+            (
+                b"POST / HTTP/1.1\r\nTRANSFER-ENCODING: chunked\r\n\r\n",
+                true,
+            ),
+            (b"GET /content-length HTTP/1.1\r\n\r\n", true),
+            (b"GET / HTTP/1.1\r\nX: transfer-encoding\r\n\r\n", true),
+            (b"CONNECT a:443 HTTP/1.1\r\n\r\n", true),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nX-Content: length\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nContent-Type: a\r\nX-Length: 1\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nX: content length-transfer encoding\r\n\r\n",
+                false,
+            ),
+            (b"-length\r\n\r\n", false),
+            (b"GET / HTTP/1.1\r\nX: transfer-\r\n\r\n", false),
+        ];
+        for (head, frames) in cases {
+            assert_eq!(may_frame(head), frames, "{}", String::from_utf8_lossy(head));
+        }
+        // A head that does not parse and frames nothing is left to hyper,
+        // which refuses it and closes the connection.
+        let bad: &[u8] = b"GET / HTTP/1.1\r\nBad Header\r\n\r\n";
+        assert_eq!(run_why(&[bad]), (None, State::Head));
+        // The same head with a length is followed no further.
+        let framed: &[u8] = b"GET / HTTP/1.1\r\nBad Header\r\ncontent-LENGTH: 2\r\n\r\n";
+        assert_eq!(
+            run_why(&[framed]),
+            (Some(Refusal::Uninspectable), State::Off)
+        );
     }
 }

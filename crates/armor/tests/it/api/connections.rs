@@ -249,6 +249,20 @@ async fn framing_inspection_survives_an_upgrade_header_and_refuses_what_it_canno
     );
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
 
+    // A head that does not parse and names no framing header is hyper's
+    // to refuse: 400, closed, and the request after it is not served.
+    let mut s = connect(&app).await;
+    s.write_all(
+        b"GET /health HTTP/1.1\r\nBad Header\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let answer = read_until_closed(&mut s, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+
     // CONNECT: not a forward proxy.
     let mut s = connect(&app).await;
     s.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")
