@@ -454,7 +454,7 @@ mod tests {
 
     #[test]
     fn unreadable_framing_and_connect_flag_the_connection() {
-        let cases: [(&[u8], Refusal); 5] = [
+        let cases: [(&[u8], Refusal); 6] = [
             (
                 b"GET / HTTP/1.1\r\nBad Header\r\nContent-Length: 0\r\n\r\n",
                 Refusal::Uninspectable,
@@ -475,6 +475,7 @@ mod tests {
                 b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
                 Refusal::Tunnel,
             ),
+            (b"\r\n\nCONNECT a:443 HTTP/1.1\r\n\r\n", Refusal::Tunnel),
         ];
         for (c, why) in cases {
             assert_eq!(

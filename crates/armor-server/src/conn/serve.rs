@@ -1,7 +1,7 @@
 //! Serving a listener: each accepted connection gets its own task and
 //! hyper's HTTP/1 server, nothing in between. HTTP/1 is all there is to
-//! serve: the inspector under every connection flags an HTTP/2 preface,
-//! and hyper's HTTP/1 parser drops the connection.
+//! serve: hyper's HTTP/1 parser drops a connection that opens with an
+//! HTTP/2 preface.
 //!
 //! On `shutdown`, no connection is accepted any more; each open one
 //! finishes the request it is serving, then closes, and [`serve`] returns
@@ -54,6 +54,10 @@ pub async fn serve<S>(
         };
         // Without a timer, hyper has no head timeout of its own: the
         // connection's phase timers (`--header-timeout`) are the limit.
+        // hyper's default parser is relied on by the inspector: it refuses
+        // a head it cannot parse and closes the connection, and never
+        // skips a header line (so no `ignore_invalid_headers` or other
+        // leniency here without the inspector's parse matching it).
         let conn = http1::Builder::new()
             .header_read_timeout(None)
             .serve_connection(TokioIo::new(io), service(peer));

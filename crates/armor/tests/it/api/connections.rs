@@ -249,8 +249,9 @@ async fn framing_inspection_survives_an_upgrade_header_and_refuses_what_it_canno
     );
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
 
-    // A head that does not parse and names no framing header is hyper's
-    // to refuse: 400, closed, and the request after it is not served.
+    // What the inspector relies on for a head it leaves to hyper (one that
+    // names no framing header): hyper refuses a head it cannot parse with
+    // 400 and closes, so the request after it is never served.
     let mut s = connect(&app).await;
     s.write_all(
         b"GET /health HTTP/1.1\r\nBad Header\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n",
