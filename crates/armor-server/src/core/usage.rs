@@ -560,14 +560,15 @@ mod tests {
     fn counts_fall_in_the_minute_they_were_made() {
         let u = Usage::default();
         let k = KeyUsage::default();
+        let id = KeyId::from("k");
         // 119 is the last second of minute 1, 120 the first of minute 2.
-        u.accepted(&KeyId::from("k"), &k, 119);
-        u.refused(&KeyId::from("k"), &k, 119, "nonce_reused");
-        u.accepted(&KeyId::from("k"), &k, 120);
-        u.refused(&KeyId::from("k"), &k, 120, "some_new_code");
+        u.accepted(&id, &k, 119);
+        u.refused(&id, &k, 119, "nonce_reused");
+        u.accepted(&id, &k, 120);
+        u.refused(&id, &k, 120, "some_new_code");
         assert!(pending(&u).is_empty(), "nothing moved out yet");
         // Minute 3 reuses minute 1's window: minute 1 moves to the batch.
-        u.accepted(&KeyId::from("k"), &k, 180);
+        u.accepted(&id, &k, 180);
         assert_eq!(
             pending(&u),
             vec![(1, 1, [("nonce_reused".to_owned(), 1)].into())]
@@ -593,8 +594,9 @@ mod tests {
     fn a_periodic_flush_leaves_the_current_minute_in_its_window() {
         let u = Usage::default();
         let k = KeyUsage::default();
-        u.accepted(&KeyId::from("k"), &k, 60);
-        u.accepted(&KeyId::from("k"), &k, 125);
+        let id = KeyId::from("k");
+        u.accepted(&id, &k, 60);
+        u.accepted(&id, &k, 125);
         // During minute 2: only minute 1 has ended.
         u.drain_ended("k", &k, 2);
         assert_eq!(pending(&u), vec![(1, 1, BTreeMap::new())]);

@@ -249,9 +249,9 @@ impl KeyVerifier {
             let unchanged = *guard == removals && owner_active;
             if unchanged {
                 let key = CachedKey::with_rules(id, rules);
-                // A new id replaces nothing; should one, its counts are kept.
+                // A new id replaces nothing; should one, nothing is lost.
                 if let Some(old) = self.keys.insert(key, SigningKey::from_bytes(secret)) {
-                    self.usage.drain(&old.id.key_id, &old.usage);
+                    self.retire(&old);
                 }
             }
             unchanged
@@ -266,12 +266,8 @@ impl KeyVerifier {
     pub(super) async fn remove_key(&self, key_id: &str) {
         let mut old = None;
         self.remove_keys(|| old = self.keys.remove(key_id)).await;
-        // Its last use and unwritten usage counts are kept: the key's rows
-        // stay readable until retention removes them.
-        if let Some(old) = old {
-            self.queue_exact(&old);
-            self.usage.drain(&old.id.key_id, &old.usage);
-        }
+        // The key's rows stay readable until retention removes them.
+        old.iter().for_each(|k| self.retire(k));
     }
 
     /// (Re)loads active keys of active users into the cache: all of them, or
@@ -336,11 +332,9 @@ impl KeyVerifier {
                 key.used.store(used, Ordering::Relaxed);
                 key.queued.store(queued, Ordering::Relaxed);
             }
-            // Its last use carries over (and the old entry's exact one, and
-            // its usage counts: once out of the cache, no request counts).
+            // Its last use carries over; the old entry is retired.
             if let Some(old) = self.keys.insert(key, signing) {
-                self.queue_exact(&old);
-                self.usage.drain(&old.id.key_id, &old.usage);
+                self.retire(&old);
             }
         }
         let n = fresh.len();
@@ -352,16 +346,14 @@ impl KeyVerifier {
         Ok(n)
     }
 
-    /// Keeps the cached keys for which `keep` is true; the last use of each
-    /// key dropped is queued for the store, not lost with the entry.
-    /// Whether any was dropped.
+    /// Keeps the cached keys for which `keep` is true, retiring the others;
+    /// whether any was dropped.
     fn drop_keys(&self, keep: impl Fn(&CachedKey) -> bool) -> bool {
         let mut dropped = false;
         self.keys.retain(|k| {
             let kept = keep(k);
             if !kept {
-                self.queue_exact(k);
-                self.usage.drain(&k.id.key_id, &k.usage);
+                self.retire(k);
                 dropped = true;
             }
             kept
@@ -584,6 +576,13 @@ impl KeyVerifier {
     /// queued; the shutdown path calls this before its final flush.
     pub fn queue_exact_last_used(&self) {
         self.keys.for_each(|k| self.queue_exact(k));
+    }
+
+    /// An entry leaving the cache: its last use is queued and its unwritten
+    /// usage counts go to the pending batch (no request counts on it now).
+    fn retire(&self, k: &CachedKey) {
+        self.queue_exact(k);
+        self.usage.drain(&k.id.key_id, &k.usage);
     }
 
     /// Queues `k`'s last use if not queued yet; a later time waiting stays.
